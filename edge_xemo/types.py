@@ -1,0 +1,154 @@
+"""Data that flows between pipeline stages: timestamped media, cues, per-window results.
+
+Every item carries a timestamp in seconds on the source clock (a monotonic clock for live
+capture, media time for files), so that face and voice line up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+"""The one audio rate inside the pipeline: every source delivers 16 kHz mono float32."""
+
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "worried")
+"""Emotion labels of explanation events (EMER/XEmoGPT label set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One video frame: BGR uint8 image (H, W, 3), timestamp `t` in source seconds."""
+
+    image: np.ndarray
+    t: float
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudioBlock:
+    """A block of 16 kHz mono float32 samples; `t` is the time of the first sample."""
+
+    samples: np.ndarray
+    t: float
+    index: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """One interpretable cue: a stable id, the English phrase experts use, an intensity in [0, 1].
+
+    `evidence` holds the measurements behind it (e.g. {"f0_z": 1.8}); `face_id` is set for visual
+    cues measured on a tracked face.
+    """
+
+    name: str
+    phrase: str
+    intensity: float
+    modality: str  # "visual" | "auditory"
+    evidence: dict[str, float] = field(default_factory=dict)
+    face_id: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "phrase": self.phrase, "intensity": round(float(self.intensity), 3)}
+        if self.evidence:
+            d["evidence"] = {k: round(float(v), 4) for k, v in self.evidence.items()}
+        if self.face_id is not None:
+            d["face_id"] = self.face_id
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    """A tracked face in one frame: pixel box (x0, y0, x1, y1), detector score, stable id."""
+
+    face_id: int
+    box: tuple[float, float, float, float]
+    score: float
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModalityResult:
+    """What one perception stage says about one window.
+
+    An empty result (no face, silence) has no cues and a `status` saying why; never `None`.
+    `tokens` are the bridge outputs (n_tokens, dim) for the decoder's projector, or None when the
+    stage has no bridge or nothing was measurable.
+    """
+
+    modality: str  # "visual" | "auditory"
+    cues: tuple[Cue, ...] = ()
+    tokens: np.ndarray | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    status: str | None = None
+    faces: tuple[FaceBox, ...] = ()
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.cues
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """A decoder's cue-level explanation of one window."""
+
+    text: str
+    label: str
+    scores: dict[str, float]
+    visual_cues: tuple[str, ...]
+    auditory_cues: tuple[str, ...]
+    valid: bool = True
+    problem: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    n_tokens: int = 0
+
+
+class VisualStage(Protocol):
+    """Per-frame face perception plus a per-window summary (cues, tokens)."""
+
+    def process_frame(self, frame: Frame) -> object:
+        """Track faces and measure cues on one frame; returns an opaque per-frame observation."""
+
+    def summarize(self, observations: Sequence[object], t_start: float, t_end: float) -> ModalityResult:
+        """Aggregate the window's per-frame observations into one result."""
+
+    def reset(self) -> None:
+        """Forget tracks and baselines (new source)."""
+
+
+class AudioStage(Protocol):
+    """Streaming voice perception plus a per-window summary (cues, tokens)."""
+
+    def process_block(self, block: AudioBlock) -> object:
+        """Run streaming work (VAD) on one block; returns an opaque per-block observation."""
+
+    def summarize(
+        self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
+    ) -> ModalityResult:
+        """Describe the window's audio (`samples` start at source time `t0`)."""
+
+    def reset(self) -> None:
+        """Forget stream state and speaker baselines (new source)."""
+
+
+class Reasoner(Protocol):
+    """Turns a window's perception into a cue-level explanation (the decoder)."""
+
+    def explain(
+        self,
+        visual: ModalityResult,
+        audio: ModalityResult,
+        subtitle: str | None,
+        on_token: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Explanation:
+        """Generate one explanation; stream text pieces to `on_token`; stop early if `should_stop()`."""
