@@ -1,6 +1,6 @@
 """Model artifacts: the manifest, locating files, sha256 checks, and ONNX sessions.
 
-Small trained artifacts live in `edge_xemo/models/` beside `manifest.json`. Large third-party
+Small trained artifacts live in `edge_xemo/models/`, each with a JSON sidecar (the manifest). Large third-party
 weights (the GGUF decoder, MiniLM, Silero VAD) live inside registry packages installed by the
 install step; their manifest entries name the package and the file inside it. Nothing is ever
 downloaded at run time.
@@ -23,7 +23,6 @@ log = logging.getLogger("edge_xemo")
 MODELS_DIR = Path(__file__).parent / "models"
 HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
 """Install-time folder: demo media and artifacts the install step builds from registry packages."""
-MANIFEST_PATH = MODELS_DIR / "manifest.json"
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 
 
@@ -41,13 +40,21 @@ class Artifact:
     entry: dict
 
 
-def load_manifest(path: Path = MANIFEST_PATH) -> dict:
-    if not path.exists():
-        return {"schema_version": 1, "artifacts": {}}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"model manifest {path} is not valid JSON: {e}") from e
+def load_manifest(folder: Path = MODELS_DIR) -> dict:
+    """The manifest: the union of the JSON sidecars `<name>.json` in the models folder.
+
+    Each sidecar describes one artifact: `name`, `file`, `sha256`, `source`, `licence`,
+    `inputs`/`outputs`, what it was trained on and its measured metrics; `package` (the file lies
+    inside that installed package) or `home: true` (built by the install step into $EDGE_XEMO_HOME).
+    """
+    artifacts = {}
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            entry = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"model sidecar {sidecar} is not valid JSON: {e}") from e
+        artifacts[entry.get("name", sidecar.stem)] = entry
+    return {"schema_version": 1, "artifacts": artifacts}
 
 
 def _package_dir(package: str) -> Path | None:
