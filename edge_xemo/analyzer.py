@@ -1,0 +1,522 @@
+"""The Analyzer: sources -> perception -> rolling windows -> explanations -> events.
+
+Three threads besides the sources: perception (per-frame and per-block work, window cutting,
+summaries), reasoning (the decoder, one explanation at a time), and delivery (callbacks).
+
+Running modes:
+- VIDEO: offline files. Producers wait when a queue is full, so nothing is dropped and every
+  window is analysed; explanations are never cancelled.
+- LIVE_STREAM: capture never waits. Full queues drop their oldest item (counted, reported as a
+  `status` event); a newer window whose cues differ materially cancels an unfinished explanation,
+  and at most one window waits for the decoder, so explanations never queue behind stale ones.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import events as ev
+from .scheduler import BoundedQueue, Window, WindowScheduler
+from .sources import Clock, Source, SourceError, to_mono_16k
+from .types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, VisualStage
+
+log = logging.getLogger("edge_xemo")
+
+
+class RunningMode(enum.Enum):
+    VIDEO = "video"
+    LIVE_STREAM = "live_stream"
+
+
+@dataclass
+class AnalyzerOptions:
+    """How the analyzer runs. Stage options left as None take each stage's defaults.
+
+    window_s/hop_s: rolling window length and step in seconds (2 s windows every 1 s suit a
+      1-2 s explanation cadence).
+    explain_every_s: least time between explanations unless the cues change materially.
+    visual/audio/explain: turn the visual path, the audio path and the decoder on or off.
+    frame_queue/audio_queue/event_queue: queue bounds (items).
+    subtitle: fixed text given to the decoder as the subtitle (a transcript replaces it when ASR runs).
+    result_callback: receives every event on the delivery thread; without it use `events()`.
+    frame_callback: receives (Frame, per-frame visual observation) on the perception thread
+      (the overlay writer uses it).
+    """
+
+    running_mode: RunningMode = RunningMode.LIVE_STREAM
+    window_s: float = 2.0
+    hop_s: float = 1.0
+    explain_every_s: float = 2.0
+    visual: bool = True
+    audio: bool = True
+    explain: bool = True
+    visual_options: object | None = None
+    voice_options: object | None = None
+    decoder_options: object | None = None
+    frame_queue: int = 8
+    audio_queue: int = 64
+    event_queue: int = 4096
+    subtitle: str | None = None
+    source_name: str = ""
+    result_callback: Callable[[ev.Event], None] | None = None
+    frame_callback: Callable[[Frame, object], None] | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def cue_signature(*results: ModalityResult) -> frozenset[str]:
+    return frozenset(c.name for r in results for c in r.cues)
+
+
+def material_change(a: frozenset[str], b: frozenset[str], threshold: float = 0.5) -> bool:
+    """True when the Jaccard distance between two cue sets reaches `threshold`."""
+    if not a and not b:
+        return False
+    return 1.0 - len(a & b) / len(a | b) >= threshold
+
+
+class Analyzer:
+    """Real-time multimodal cue analysis; build with `create_from_options`, feed, read events.
+
+    Feed it with `run_source(source)` or with `push_frame(image, t)` / `push_audio(samples, t)`;
+    read events through `options.result_callback` or by iterating `events()`. A context manager:
+    leaving the block ends the input, drains it (VIDEO) and closes every thread.
+    """
+
+    def __init__(self, options: AnalyzerOptions, visual: VisualStage | None = None,
+                 audio: AudioStage | None = None, reasoner: Reasoner | None = None):
+        self.options = o = options
+        self.visual, self.audio, self.reasoner = visual, audio, reasoner
+        live = o.running_mode == RunningMode.LIVE_STREAM
+        self.clock = Clock()
+        self._frames = BoundedQueue(o.frame_queue, drop_oldest=live)
+        self._audio = BoundedQueue(o.audio_queue, drop_oldest=live)
+        self._jobs = BoundedQueue(1 if live else 4, drop_oldest=live)
+        self._events = BoundedQueue(o.event_queue, drop_oldest=live or o.result_callback is not None)
+        streams = tuple(s for s, on in (("video", visual is not None), ("audio", audio is not None)) if on)
+        self._streams = set(streams)
+        self.scheduler = WindowScheduler(o.window_s, o.hop_s, streams)
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._closed = False
+        self._last_t = {"video": None, "audio": None}
+        self._frame_index = self._block_index = 0
+        self._reported_drops = (0, 0)
+        self._last_job: tuple[float, frozenset] | None = None
+        self._timing = {"video": [], "audio": []}
+        self._source_threads: list[threading.Thread] = []
+        self.stats = o.stats
+        self.stats.update(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
+        self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
+        if reasoner is not None:
+            self._threads.append(threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True))
+        if o.result_callback is not None:
+            self._threads.append(threading.Thread(target=self._deliver, name="edge-xemo-delivery", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    @classmethod
+    def create_from_options(cls, options: AnalyzerOptions) -> "Analyzer":
+        """Build the stages the options turn on (loading their models) and start the analyzer."""
+        visual = audio = reasoner = None
+        if options.visual:
+            from .visual import VisualAnalyzer, VisualOptions
+
+            visual = VisualAnalyzer.create_from_options(options.visual_options or VisualOptions())
+        if options.audio:
+            from .voice import VoiceAnalyzer, VoiceOptions
+
+            audio = VoiceAnalyzer.create_from_options(options.voice_options or VoiceOptions())
+        if options.explain:
+            from .decoder import CueDecoder, DecoderOptions
+
+            reasoner = CueDecoder.create_from_options(options.decoder_options or DecoderOptions())
+        return cls(options, visual, audio, reasoner)
+
+    # ------------------------------------------------------------------------------ input side
+
+    def push_frame(self, image: np.ndarray, t: float) -> None:
+        """Feed one BGR (H, W, 3) or grayscale (H, W) uint8 frame taken at source time `t` seconds."""
+        self._check_open()
+        if self.visual is None:
+            return
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+            raise ValueError(f"a frame must be a non-empty (H, W) or (H, W, 3) array, got {getattr(image, 'shape', type(image))}")
+        if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+            raise ValueError(f"a frame needs 1, 3 or 4 channels, got {image.shape[2]}")
+        self._check_time("video", t)
+        self._frames.put(Frame(image, float(t), self._frame_index))
+        self._frame_index += 1
+        self._notify()
+
+    def push_audio(self, samples: np.ndarray, t: float, sample_rate: int = SAMPLE_RATE) -> None:
+        """Feed audio starting at source time `t`: (n,) or (n, channels), any rate (resampled to 16 kHz)."""
+        self._check_open()
+        if self.audio is None:
+            return
+        block = to_mono_16k(samples, sample_rate)
+        if len(block) == 0:
+            return
+        self._check_time("audio", t)
+        self._audio.put(AudioBlock(block, float(t), self._block_index))
+        self._block_index += 1
+        self._notify()
+
+    def end_stream(self, stream: str) -> None:
+        """Declare that no more items of `stream` ("video" or "audio") will come."""
+        {"video": self._frames, "audio": self._audio}[stream].close()
+        self._notify()
+
+    def end_input(self) -> None:
+        self.end_stream("video")
+        self.end_stream("audio")
+
+    def run_source(self, source: Source) -> threading.Thread:
+        """Start `source` on its own thread; its end ends the streams it has."""
+        self.options.source_name = self.options.source_name or source.name
+        if not source.has_video:
+            self.end_stream("video")
+        if not source.has_audio:
+            self.end_stream("audio")
+        sink = _SourceSink(self)
+
+        def run():
+            try:
+                source.run(sink, self._stop, self.clock)
+            except SourceError as e:
+                self._emit(ev.status("source_failed", str(e), self.options.source_name, level="error"))
+            except Exception as e:  # a source bug must not take the analyzer down silently
+                log.exception("source failed")
+                self._emit(ev.status("source_failed", f"{type(e).__name__}: {e}", self.options.source_name, level="error"))
+            finally:
+                self.end_input()
+
+        thread = threading.Thread(target=run, name="edge-xemo-source", daemon=True)
+        self._source_threads.append(thread)
+        thread.start()
+        return thread
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the analyzer is closed")
+
+    def _check_time(self, stream: str, t: float) -> None:
+        if not np.isfinite(t):
+            raise ValueError(f"{stream} timestamp must be finite, got {t}")
+        last = self._last_t[stream]
+        if last is not None and t < last:
+            raise ValueError(f"{stream} timestamps must not go backwards: {t:.3f} after {last:.3f}")
+        self._last_t[stream] = t
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # ------------------------------------------------------------------------------ perception
+
+    def _perceive(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame, block = self._frames.peek(), self._audio.peek()
+                if frame is None and block is None:
+                    if self._inputs_done():
+                        break
+                    with self._wake:
+                        self._wake.wait(0.05)
+                    continue
+                if block is None or (frame is not None and frame.t <= block.t):
+                    self._on_frame(self._frames.get(0))
+                else:
+                    self._on_block(self._audio.get(0))
+                self._close_windows()
+            self._close_windows()
+        except Exception as e:
+            log.exception("perception failed")
+            self._emit(ev.status("perception_failed", f"{type(e).__name__}: {e}", self.options.source_name, level="error"))
+        finally:
+            self._jobs.close()
+            if self.reasoner is None:
+                self._events.close()
+
+    def _inputs_done(self) -> bool:
+        done = self._frames.closed and self._audio.closed and not len(self._frames) and not len(self._audio)
+        if self._frames.closed and not len(self._frames):
+            self.scheduler.end_stream("video")
+        if self._audio.closed and not len(self._audio):
+            self.scheduler.end_stream("audio")
+        return done
+
+    def _on_frame(self, frame: Frame | None) -> None:
+        if frame is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            obs = self.visual.process_frame(frame)
+        except Exception as e:  # a bad frame must not end a live loop
+            self._error("visual_failed", e, frame.t)
+            return
+        self._timing["video"].append((time.perf_counter() - t0) * 1e3)
+        self.stats["frames"] += 1
+        self.scheduler.add_frame(frame.t, obs)
+        if self.options.frame_callback is not None:
+            try:
+                self.options.frame_callback(frame, obs)
+            except Exception:
+                log.exception("frame callback failed")
+
+    def _on_block(self, block: AudioBlock | None) -> None:
+        if block is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            obs = self.audio.process_block(block)
+        except Exception as e:
+            self._error("audio_failed", e, block.t)
+            return
+        self._timing["audio"].append((time.perf_counter() - t0) * 1e3)
+        self.stats["audio_blocks"] += 1
+        self.scheduler.add_audio(block.t, block.samples, obs)
+
+    def _error(self, code: str, e: Exception, t: float | None) -> None:
+        self.stats["errors"] += 1
+        log.debug("%s", code, exc_info=e)
+        self._emit(ev.status(code, f"{type(e).__name__}: {e}", self.options.source_name, t=t, level="error"))
+
+    def _close_windows(self) -> None:
+        self._inputs_done()  # tells the scheduler which streams ended, so the last windows flush
+        for win in self.scheduler.ready():
+            self._on_window(win)
+        self._report_drops()
+
+    def _report_drops(self) -> None:
+        drops = (self._frames.dropped, self._audio.dropped)
+        if drops != self._reported_drops:
+            self._reported_drops = drops
+            self.stats.update(frames_dropped=drops[0], audio_dropped=drops[1])
+            self._emit(ev.status("dropped", f"under load: {drops[0]} frames and {drops[1]} audio blocks dropped so far",
+                                 self.options.source_name, frames_dropped=drops[0], audio_dropped=drops[1]))
+
+    def _summarize(self, win: Window) -> tuple[ModalityResult, ModalityResult]:
+        vis = aud = None
+        if self.visual is not None:
+            vis = self.visual.summarize(win.frame_observations, win.t_start, win.t_end)
+        if self.audio is not None:
+            aud = self.audio.summarize(win.audio, win.audio_t0, win.audio_observations, win.t_start, win.t_end)
+        return (vis or ModalityResult("visual", status="visual path off"),
+                aud or ModalityResult("auditory", status="audio path off"))
+
+    def _stage_latency(self, vis: ModalityResult, aud: ModalityResult, summarize_ms: float) -> dict[str, float]:
+        lat = {}
+        for stream, key in (("video", "visual_frame"), ("audio", "audio_block")):
+            ts = self._timing[stream]
+            if ts:
+                lat[f"{key}_mean"] = float(np.mean(ts))
+                lat[f"{key}_max"] = float(np.max(ts))
+            self._timing[stream] = []
+        lat.update({f"visual_{k}": v for k, v in vis.latency_ms.items()})
+        lat.update({f"audio_{k}": v for k, v in aud.latency_ms.items()})
+        lat["summarize"] = summarize_ms
+        return lat
+
+    def _on_window(self, win: Window) -> None:
+        t0 = time.perf_counter()
+        try:
+            vis, aud = self._summarize(win)
+        except Exception as e:
+            self._error("summarize_failed", e, win.t_end)
+            return
+        self.stats["windows"] += 1
+        lat = self._stage_latency(vis, aud, (time.perf_counter() - t0) * 1e3)
+        if self.options.running_mode == RunningMode.LIVE_STREAM:
+            lat["capture_to_cues"] = (self.clock() - win.t_end) * 1e3
+        src = self.options.source_name
+        for r in (vis, aud):
+            if r.status and r.status != "visual path off" and r.status != "audio path off":
+                self._emit(ev.Event("status", win.t_start, win.t_end, src, data={"code": r.status.replace(" ", "_"),
+                                    "message": f"{r.modality}: {r.status}", "modality": r.modality}))
+        if not vis.empty or not aud.empty:
+            self._emit_cues(win, vis, aud, lat)
+            if self.reasoner is not None:
+                self._maybe_explain(win, vis, aud)
+
+    def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
+        face_ids = sorted({c.face_id for c in vis.cues}, key=lambda f: (f is None, f)) or [None]
+        for i, face_id in enumerate(face_ids):
+            data = {
+                "face_id": face_id,
+                "visual_cues": [c.to_dict() for c in vis.cues if c.face_id == face_id],
+                "auditory_cues": [c.to_dict() for c in aud.cues] if i == 0 else [],
+                "expression": vis.scores if i == 0 else {},
+                "voice": {**aud.scores, **{k: v for k, v in aud.extra.items() if isinstance(v, (int, float, str))}} if i == 0 else {},
+                "faces": [{"face_id": f.face_id, "box": list(f.box), "score": f.score} for f in vis.faces if f.face_id == face_id],
+                "n_frames": win.n_frames,
+                "audio_s": len(win.audio) / SAMPLE_RATE,
+            }
+            self._emit(ev.Event("cues", win.t_start, win.t_end, self.options.source_name, lat, data))
+
+    # ------------------------------------------------------------------------------- reasoning
+
+    def _maybe_explain(self, win: Window, vis: ModalityResult, aud: ModalityResult) -> None:
+        sig = cue_signature(vis, aud)
+        last = self._last_job
+        due = last is None or win.t_end - last[0] >= self.options.explain_every_s or material_change(sig, last[1])
+        if not due:
+            return
+        self._last_job = (win.t_end, sig)
+        subtitle = aud.extra.get("transcript") or self.options.subtitle
+        self._jobs.put((win, vis, aud, subtitle, sig, time.perf_counter()))
+
+    def _reason(self) -> None:
+        live = self.options.running_mode == RunningMode.LIVE_STREAM
+        try:
+            while True:
+                job = self._jobs.get(0.1)
+                if job is None:
+                    if self._jobs.closed and not len(self._jobs):
+                        break
+                    continue
+                self._explain(job, live)
+        finally:
+            self._events.close()
+
+    def _explain(self, job, live: bool) -> None:
+        win, vis, aud, subtitle, sig, t_window = job
+        src = self.options.source_name
+        first_token: list[float] = []
+
+        def on_token(piece: str) -> None:
+            if not first_token:
+                first_token.append((time.perf_counter() - t_window) * 1e3)
+            self._emit(ev.Event("token", win.t_start, win.t_end, src, data={"text": piece}))
+
+        def should_stop() -> bool:
+            if self._stop.is_set():
+                return True
+            pending = self._jobs.peek()
+            return live and pending is not None and material_change(pending[4], sig)
+
+        try:
+            exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop)
+        except Exception as e:
+            self._error("explanation_failed", e, win.t_end)
+            return
+        if should_stop() and not exp.valid:
+            self.stats["cancelled"] += 1
+            self._emit(ev.Event("status", win.t_start, win.t_end, src,
+                                data={"code": "explanation_cancelled", "message": "a newer window with different cues replaced this explanation"}))
+            return
+        lat = dict(exp.latency_ms)
+        lat["window_to_explanation"] = (time.perf_counter() - t_window) * 1e3
+        if first_token:
+            lat["window_to_first_token"] = first_token[0]
+        self.stats["explanations"] += 1
+        self._emit(ev.Event("explanation", win.t_start, win.t_end, src, lat, {
+            "text": exp.text,
+            "emotion": {"label": exp.label, "scores": exp.scores},
+            "visual_cues": list(exp.visual_cues),
+            "auditory_cues": list(exp.auditory_cues),
+            "evidence": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
+            "subtitle": subtitle,
+            "valid": exp.valid,
+            "problem": exp.problem,
+            "n_tokens": exp.n_tokens,
+        }))
+
+    # -------------------------------------------------------------------------------- delivery
+
+    def _emit(self, event: ev.Event) -> None:
+        self._events.put(event)
+
+    def _deliver(self) -> None:
+        cb = self.options.result_callback
+        while True:
+            event = self._events.get(0.1)
+            if event is None:
+                if self._events.closed and not len(self._events):
+                    return
+                continue
+            try:
+                cb(event)
+            except Exception:
+                log.exception("result callback failed")
+
+    def events(self, timeout: float | None = None) -> Iterator[ev.Event]:
+        """Iterate events as they come until the input ends and everything is delivered.
+
+        `timeout` bounds the wait for the next event (None: wait until the analyzer ends).
+        Not available when a result_callback is set.
+        """
+        if self.options.result_callback is not None:
+            raise ValueError("events() is not available when a result_callback is set")
+        while True:
+            event = self._events.get(timeout if timeout is not None else 0.5)
+            if event is not None:
+                yield event
+            elif self._events.closed and not len(self._events):
+                return
+            elif timeout is not None:
+                return
+
+    # -------------------------------------------------------------------------------- lifetime
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the input has ended and every event is delivered; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._source_threads + self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                return False
+        return True
+
+    def close(self) -> None:
+        """Stop the sources and every thread. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.end_input()
+        self._notify()
+        for t in self._source_threads + self._threads:
+            t.join(timeout=5)
+        self._jobs.close()
+        self._events.close()
+
+    def __enter__(self) -> "Analyzer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None and self.options.running_mode == RunningMode.VIDEO:
+            self.end_input()
+            if self.options.result_callback is not None:
+                self.wait()
+        self.close()
+
+
+class _SourceSink:
+    """Adapts a Source's callbacks to the analyzer; bad items become events, not exceptions."""
+
+    def __init__(self, analyzer: Analyzer):
+        self.a = analyzer
+
+    def frame(self, image, t):
+        try:
+            self.a.push_frame(image, t)
+        except ValueError as e:
+            if not self.a._closed:
+                self.a._emit(ev.status("bad_frame", str(e), self.a.options.source_name, t=t))
+
+    def audio(self, samples, t, sample_rate=SAMPLE_RATE):
+        try:
+            self.a.push_audio(samples, t, sample_rate)
+        except ValueError as e:
+            if not self.a._closed:
+                self.a._emit(ev.status("bad_audio", str(e), self.a.options.source_name, t=t))
+
+    def status(self, code, message, level="status"):
+        self.a._emit(ev.status(code, message, self.a.options.source_name, level=level))
