@@ -1,0 +1,217 @@
+"""Convert MediaPipe's face detector and 468-point landmark model (.tflite) to ONNX, with parity checks.
+
+Run in an export-only venv (never the runtime venv: tensorflow and mediapipe pin numpy < 2 or
+pull heavy dependencies):
+
+    python3.11 -m venv /tmp/venv-tf
+    /tmp/venv-tf/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnxruntime==1.32.0 \
+        opencv-python-headless av
+    /tmp/venv-tf/bin/python -m export.face_models [--work /tmp/face-export] [--photos DIR]
+
+It downloads the mediapipe 0.10.21 wheel (`pip download --no-deps`; mediapipe itself is never
+installed), takes the two .tflite files out of it, converts them with tf2onnx (opset 17), writes
+`edge_xemo/models/face_detector.onnx` and `face_landmarks.onnx` with JSON sidecars, then runs the
+.tflite (TensorFlow Lite interpreter) and the ONNX (onnxruntime) on real inputs: frames of the demo
+clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4) and any photos in --photos, and records the largest
+absolute output difference in the sidecars. A few of those inputs with their .tflite outputs go
+to `tests/data/face_models_reference.npz`, so the tests check the ONNX against the .tflite without
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "edge_xemo" / "models"
+REFERENCE = ROOT / "tests" / "data" / "face_models_reference.npz"
+WHEEL = "mediapipe==0.10.21"
+SOURCES = {
+    "face_detector": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+    "face_landmarks": "mediapipe/modules/face_landmark/face_landmark.tflite",
+}
+COMMAND = "/tmp/venv-tf/bin/python -m export.face_models"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch_tflite(work: Path) -> dict[str, Path]:
+    """The two .tflite files, taken out of the mediapipe wheel (downloaded once into `work`)."""
+    work.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(work.glob("mediapipe-0.10.21-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(work)], check=True)
+        wheels = sorted(work.glob("mediapipe-0.10.21-*.whl"))
+    out = {}
+    with zipfile.ZipFile(wheels[0]) as z:
+        for name, member in SOURCES.items():
+            out[name] = Path(z.extract(member, work))
+    return out
+
+
+def convert(tflite: Path, onnx_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)],
+        check=True, capture_output=True,
+    )
+
+
+def io_spec(session) -> tuple[list, list]:
+    def row(v):
+        return {"name": v.name, "shape": list(v.shape), "dtype": v.type.replace("tensor(", "").rstrip(")")}
+
+    return [row(v) for v in session.get_inputs()], [row(v) for v in session.get_outputs()]
+
+
+def write_sidecar(name: str, wheel_path: str, extra: dict) -> None:
+    onnx_path = MODELS / f"{name}.onnx"
+    entry = {
+        "name": name,
+        "file": onnx_path.name,
+        "sha256": sha256(onnx_path),
+        "source": {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": wheel_path,
+                   "converter": "tf2onnx 1.17.0 (--opset 17), tensorflow-cpu 2.21.0"},
+        "licence": "Apache-2.0 (MediaPipe)",
+        "command": COMMAND,
+    }
+    entry.update(extra)
+    (MODELS / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
+
+
+def demo_frames(limit: int = 60) -> list[np.ndarray]:
+    """Every fifth frame of the demo clip (BGR), if the install step put it in place."""
+    from edge_xemo.models import HOME
+
+    clip = HOME / "demo" / "cap13_edit2.mp4"
+    if not clip.exists():
+        return []
+    cap, frames, i = cv2.VideoCapture(str(clip)), [], 0
+    while len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % 5 == 0:
+            frames.append(frame)
+        i += 1
+    return frames
+
+
+def tflite_runner(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    outs = sorted(interp.get_output_details(), key=lambda d: d["index"])
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        interp.set_tensor(inp, x)
+        interp.invoke()
+        return {d["name"]: interp.get_tensor(d["index"]).copy() for d in outs}
+
+    return run
+
+
+def parity(tflite: dict[str, Path], images: list[np.ndarray]) -> tuple[dict, dict]:
+    """Max |onnx - tflite| per model on real inputs; also the reference arrays for the tests."""
+    from edge_xemo import faces as F
+    from edge_xemo.models import onnx_session
+
+    tracker = F.FaceTracker(F.FaceTrackerOptions(max_faces=4, min_face_px=0))
+    det_onnx = onnx_session(str(MODELS / "face_detector.onnx"))
+    lm_onnx = onnx_session(str(MODELS / "face_landmarks.onnx"))
+    det_tfl, lm_tfl = tflite_runner(tflite["face_detector"]), tflite_runner(tflite["face_landmarks"])
+    det_in, lm_in = [], []
+    for bgr in images:
+        x, *_ = F.detector_input(bgr)
+        det_in.append(np.round((x[0] + 1.0) * 127.5).astype(np.uint8))
+        for d in tracker.detect(bgr):
+            crop = cv2.warpAffine(bgr, F.roi_crop_matrix(*tracker._roi_from_detection(d)),
+                                  (F.LANDMARK_SIZE, F.LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            lm_in.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+    diffs = {"face_detector": {}, "face_landmarks": {}}
+    ref = {}
+    for name, inputs, sess, run, norm in (
+        ("face_detector", det_in, det_onnx, det_tfl, lambda u: u.astype(np.float32) * (2 / 255) - 1),
+        ("face_landmarks", lm_in, lm_onnx, lm_tfl, lambda u: u.astype(np.float32) / 255),
+    ):
+        outs_ref = []
+        for u in inputs:
+            x = norm(u)[None]
+            got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
+            want = run(x)
+            outs_ref.append(want)
+            for k, v in got.items():
+                d = float(np.abs(v - want[k].reshape(v.shape)).max())
+                diffs[name][k] = max(diffs[name].get(k, 0.0), d)
+        diffs[name] = {"max_abs_diff_vs_tflite": diffs[name], "n_inputs": len(inputs)}
+        pick = np.linspace(0, len(inputs) - 1, min(4, len(inputs))).astype(int)
+        ref[f"{name}/input_u8"] = np.stack([inputs[i] for i in pick])
+        for k in outs_ref[0]:
+            ref[f"{name}/{k}"] = np.stack([outs_ref[i][k] for i in pick])
+    return diffs, ref
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/face-export"))
+    ap.add_argument("--photos", type=Path, default=None, help="folder of .jpg face photos for the parity check")
+    args = ap.parse_args()
+    import onnxruntime as ort
+
+    tflite = fetch_tflite(args.work)
+    MODELS.mkdir(parents=True, exist_ok=True)
+    for name, path in tflite.items():
+        convert(path, MODELS / f"{name}.onnx")
+    io = {}
+    for name in tflite:
+        inputs, outputs = io_spec(ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"]))
+        io[name] = {"inputs": inputs, "outputs": outputs}
+        write_sidecar(name, SOURCES[name], io[name])
+    images = demo_frames()
+    if args.photos:
+        images += [im for p in sorted(args.photos.glob("*.jpg")) if (im := cv2.imread(str(p))) is not None]
+    if not images:
+        raise SystemExit("no parity inputs: put the demo clip in $EDGE_XEMO_HOME/demo or pass --photos")
+    diffs, ref = parity(tflite, images)
+    notes = {
+        "face_detector": {
+            "inputs_note": "RGB, letterboxed to 128x128, values in [-1, 1], NHWC",
+            "outputs_note": "896 SSD anchors: regressors (box cx, cy, w, h + 6 keypoints, in 128-px units "
+                            "relative to the anchor), classificators (logits)",
+            "trained_on": "MediaPipe BlazeFace short-range (faces within ~2 m of the camera); see MediaPipe's model card",
+            "how": "converted, not retrained",
+        },
+        "face_landmarks": {
+            "inputs_note": "RGB face crop 192x192 (rotated square ROI, 1.5x the face), values in [0, 1], NHWC",
+            "outputs_note": "conv2d_21: 468 x (x, y, z) in crop pixels; conv2d_31: face-presence logit",
+            "trained_on": "MediaPipe Face Mesh (468 points, no iris); see MediaPipe's model card",
+            "how": "converted, not retrained",
+        },
+    }
+    for name in tflite:
+        metrics = dict(diffs[name], inputs="frames of cap13_edit2.mp4 (every 5th, 60) + --photos",
+                       command=COMMAND + (f" --photos {args.photos}" if args.photos else ""))
+        write_sidecar(name, SOURCES[name], {**io[name], **notes[name], "metrics": metrics})
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(REFERENCE, **ref)
+    sys.stdout.write(json.dumps(diffs, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
