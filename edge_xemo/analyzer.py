@@ -178,12 +178,12 @@ class Analyzer:
         self.end_stream("audio")
 
     def run_source(self, source: Source) -> threading.Thread:
-        """Start `source` on its own thread; its end ends the streams it has."""
+        """Start `source` on its own thread; its end ends the streams it has.
+
+        Streams that no running source provides must be ended by the caller (`end_stream`);
+        `run_sources` does that for a set of sources.
+        """
         self.options.source_name = self.options.source_name or source.name
-        if not source.has_video:
-            self.end_stream("video")
-        if not source.has_audio:
-            self.end_stream("audio")
         sink = _SourceSink(self)
 
         def run():
@@ -195,12 +195,24 @@ class Analyzer:
                 log.exception("source failed")
                 self._emit(ev.status("source_failed", f"{type(e).__name__}: {e}", self.options.source_name, level="error"))
             finally:
-                self.end_input()
+                if source.has_video:
+                    self.end_stream("video")
+                if source.has_audio:
+                    self.end_stream("audio")
 
         thread = threading.Thread(target=run, name="edge-xemo-source", daemon=True)
         self._source_threads.append(thread)
         thread.start()
         return thread
+
+    def run_sources(self, *sources: Source) -> None:
+        """Start every source; streams that none of them has are ended at once."""
+        if not any(s.has_video for s in sources):
+            self.end_stream("video")
+        if not any(s.has_audio for s in sources):
+            self.end_stream("audio")
+        for source in sources:
+            self.run_source(source)
 
     def _check_open(self) -> None:
         if self._closed:

