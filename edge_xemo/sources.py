@@ -249,9 +249,13 @@ class MicrophoneSource(Source):
     Blocks are stamped with PortAudio's ADC time of their first sample, mapped onto the pipeline
     clock. Input overflows are counted (`overflows`) and reported as `status` events; the stream
     opens at 16 kHz when the device supports it, else at its default rate with resampling.
+    Between overflows, block times advance by the samples delivered (ADC times jitter by up to a
+    block on some host APIs); they are re-anchored to the ADC time after an overflow or when the
+    two disagree by more than `max_drift_s`.
     """
 
     has_audio = True
+    max_drift_s = 1.0
 
     def __init__(self, device: int | str | None = None, block_s: float = 0.1):
         self.device = find_input_device(device)
@@ -273,17 +277,23 @@ class MicrophoneSource(Source):
 
         rate = self._open_rate()
         resample = StreamResampler(rate)
-        offset: list[float] = []  # pipeline clock minus PortAudio stream clock
+        clock_minus_adc: list[float] = []  # pipeline clock minus PortAudio's stream clock
+        anchor = {"t": None, "n": 0}  # block times count samples from an anchor: ADC times jitter
 
         def callback(indata, frames, time_info, status):
             now = clock()
+            adc = time_info.inputBufferAdcTime
+            if adc and not clock_minus_adc:
+                clock_minus_adc.append(now - frames / rate - adc)
+            measured = adc + clock_minus_adc[0] if (adc and clock_minus_adc) else now - frames / rate
+            expected = None if anchor["t"] is None else anchor["t"] + anchor["n"] / rate
             if status.input_overflow:
                 self.overflows += 1
                 sink.status("audio_overflow", f"microphone overflow #{self.overflows}: audio was lost")
-            adc = time_info.inputBufferAdcTime
-            if adc and not offset:
-                offset.append(now - frames / rate - adc)
-            t = adc + offset[0] if (adc and offset) else now - frames / rate
+            if expected is None or status.input_overflow or abs(measured - expected) > self.max_drift_s:
+                anchor["t"], anchor["n"] = measured, 0
+            t = anchor["t"] + anchor["n"] / rate
+            anchor["n"] += frames
             sink.audio(resample(indata[:, 0].copy()), t)
 
         try:
