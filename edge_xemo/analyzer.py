@@ -13,6 +13,7 @@ Running modes:
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import threading
@@ -109,7 +110,7 @@ class Analyzer:
         self._frame_index = self._block_index = 0
         self._reported_drops = (0, 0)
         self._last_job: tuple[float, frozenset] | None = None
-        self._timing = {"video": [], "audio": []}
+        self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
         self.stats = o.stats
         self.stats.update(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
@@ -273,7 +274,7 @@ class Analyzer:
         except Exception as e:  # a bad frame must not end a live loop
             self._error("visual_failed", e, frame.t)
             return
-        self._timing["video"].append((time.perf_counter() - t0) * 1e3)
+        self._timing["video"].append((frame.t, (time.perf_counter() - t0) * 1e3))
         self.stats["frames"] += 1
         self.scheduler.add_frame(frame.t, obs)
         if self.options.frame_callback is not None:
@@ -291,7 +292,7 @@ class Analyzer:
         except Exception as e:
             self._error("audio_failed", e, block.t)
             return
-        self._timing["audio"].append((time.perf_counter() - t0) * 1e3)
+        self._timing["audio"].append((block.t, (time.perf_counter() - t0) * 1e3))
         self.stats["audio_blocks"] += 1
         self.scheduler.add_audio(block.t, block.samples, obs)
 
@@ -323,14 +324,16 @@ class Analyzer:
         return (vis or ModalityResult("visual", status="visual path off"),
                 aud or ModalityResult("auditory", status="audio path off"))
 
-    def _stage_latency(self, vis: ModalityResult, aud: ModalityResult, summarize_ms: float) -> dict[str, float]:
+    def _stage_latency(self, win: Window, vis: ModalityResult, aud: ModalityResult, summarize_ms: float) -> dict[str, float]:
         lat = {}
         for stream, key in (("video", "visual_frame"), ("audio", "audio_block")):
-            ts = self._timing[stream]
-            if ts:
-                lat[f"{key}_mean"] = float(np.mean(ts))
-                lat[f"{key}_max"] = float(np.max(ts))
-            self._timing[stream] = []
+            timing = self._timing[stream]
+            while timing and timing[0][0] < win.t_start:
+                timing.popleft()
+            ms = [m for t, m in timing if t < win.t_end]
+            if ms:
+                lat[f"{key}_mean"] = float(np.mean(ms))
+                lat[f"{key}_max"] = float(np.max(ms))
         lat.update({f"visual_{k}": v for k, v in vis.latency_ms.items()})
         lat.update({f"audio_{k}": v for k, v in aud.latency_ms.items()})
         lat["summarize"] = summarize_ms
@@ -344,7 +347,7 @@ class Analyzer:
             self._error("summarize_failed", e, win.t_end)
             return
         self.stats["windows"] += 1
-        lat = self._stage_latency(vis, aud, (time.perf_counter() - t0) * 1e3)
+        lat = self._stage_latency(win, vis, aud, (time.perf_counter() - t0) * 1e3)
         if self.options.running_mode == RunningMode.LIVE_STREAM:
             lat["capture_to_cues"] = (self.clock() - win.t_end) * 1e3
         src = self.options.source_name
