@@ -45,6 +45,8 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except (SourceError, ModelError, ValueError, FileNotFoundError, OSError) as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except ImportError as e:
+            fail(f"a component is not installed ({e}): run `bash scripts/install.sh`")
         except KeyboardInterrupt:
             raise typer.Exit(130)
 

@@ -162,7 +162,7 @@ class CameraSource(Source):
         self.reconnects = 0
         self._cap = self._open()
         if self._cap is None:
-            raise SourceError(f"no camera at {self.options.device!r} (see `edge-xemo devices`)")
+            raise SourceError(f"no camera at {parse_device(self.options.device)!r} (see `edge-xemo devices`)".replace("'", ""))
 
     def _open(self):
         import cv2
