@@ -324,5 +324,39 @@ def reason(
         typer.echo(f"{result['emotion']['label']}: {result['text']}")
 
 
+@app.command()
+@friendly_errors
+def bench(
+    path: Optional[Path] = typer.Argument(None, help="Clip to run (default: the demo clip)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here (a PNG chart goes beside it)."),
+    provider: str = _PROVIDER,
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8 for the ONNX stages that ship it."),
+    threads: int = typer.Option(1, "--threads", help="Perception threads."),
+    decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
+    warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
+    no_explain: bool = _NO_EXPLAIN,
+) -> None:
+    """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s."""
+    from rich.console import Console
+
+    from .bench import BenchOptions, print_table, run_bench, save, write_chart
+
+    if path is None:
+        if not DEMO_VIDEO.exists():
+            raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
+        path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
+    report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
+                                    decoder_threads, warmup, not no_explain))
+    print_table(report, Console())
+    if json_out is not None:
+        save(report, json_out)
+        png = json_out.with_suffix(".png")
+        if write_chart(report, png):
+            typer.echo(f"wrote {json_out} and {png}", err=True)
+        else:
+            typer.echo(f"wrote {json_out} (install matplotlib for the PNG chart)", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,229 @@
+"""End-to-end latency benchmark on a real clip: `edge-xemo bench`.
+
+The clip runs through the real analyzer (offline mode, nothing dropped) with every stage call
+timed. Figures: per-stage median and p95, visual frames/s, audio real-time factor, first-token
+latency, decode tokens/s, explanation cadence, peak RSS. The first `warmup_s` seconds of the clip
+and the first explanation are excluded from the figures (model loading, caches, allocator warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .analyzer import Analyzer, AnalyzerOptions, RunningMode
+from .models import select_providers
+from .sources import FileSource
+from .types import SAMPLE_RATE
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class BenchOptions:
+    """path/audio_path: the clip. provider: cpu|cuda|tensorrt|auto. precision: fp32|fp16|int8 for the
+    ONNX stages that ship that variant. threads: perception threads; decoder_threads: llama.cpp threads.
+    warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder."""
+
+    path: str
+    audio_path: str | None = None
+    provider: str = "cpu"
+    precision: str = "fp32"
+    threads: int = 1
+    decoder_threads: int = 1
+    warmup_s: float = 2.0
+    explain: bool = True
+
+
+def stats(values) -> dict:
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    return {"n": int(v.size), "median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
+            "mean_ms": float(v.mean()), "max_ms": float(v.max())}
+
+
+class _Timed:
+    """Wraps a stage and records the duration of each call, plus the stage's own breakdown."""
+
+    def __init__(self, stage, prefix: str, record):
+        self.stage, self.prefix, self.record = stage, prefix, record
+        self.audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
+
+    def _call(self, name: str, t: float, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.record(f"{self.prefix}.{name}", t, ms)
+        for k, v in (getattr(out, "latency_ms", None) or {}).items():
+            self.record(f"{self.prefix}.{k}", t, float(v))
+        return out
+
+    def process_frame(self, frame):
+        return self._call("frame", frame.t, self.stage.process_frame, frame)
+
+    def process_block(self, block):
+        self.audio_s.append((block.t, block.duration))
+        return self._call("block", block.t, self.stage.process_block, block)
+
+    def summarize(self, *args):
+        return self._call("window", args[-2], self.stage.summarize, *args)
+
+    def reset(self):
+        self.stage.reset()
+
+
+def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[dict, list[str]]:
+    notes = []
+    out = {}
+    if has_video:
+        from .visual import VisualOptions
+
+        out["visual_options"] = _with_precision(VisualOptions(threads=o.threads, provider=o.provider), o.precision, "visual", notes)
+    if has_audio:
+        from .voice import VoiceOptions
+
+        out["voice_options"] = _with_precision(VoiceOptions(threads=o.threads, provider=o.provider), o.precision, "audio", notes)
+    if o.explain:
+        from .decoder import DecoderOptions
+
+        out["decoder_options"] = DecoderOptions(n_threads=o.decoder_threads, provider=o.provider)
+    return out, notes
+
+
+def _with_precision(options, precision: str, stage: str, notes: list[str]):
+    if precision == "fp32":
+        return options
+    if hasattr(options, "precision"):
+        options.precision = precision
+    else:
+        notes.append(f"{stage}: no {precision} variant, ran fp32")
+    return options
+
+
+def run_bench(o: BenchOptions) -> dict:
+    """Run the clip through the analyzer and return the report (a JSON-able dict)."""
+    if o.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {o.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    providers, provider_note = select_providers(o.provider)
+    source = FileSource(o.path, audio_path=o.audio_path)
+    stage_opts, notes = _stage_options(o, source.has_video, source.has_audio)
+    calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
+
+    def record(name, t, ms):
+        calls[name].append((t, ms))
+
+    events = []
+    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, visual=source.has_video, audio=source.has_audio,
+                              explain=o.explain, result_callback=events.append, **stage_opts)
+    t_load = time.perf_counter()
+    analyzer = Analyzer.create_from_options(options)
+    load_s = time.perf_counter() - t_load
+    if analyzer.visual is not None:
+        analyzer.visual = _Timed(analyzer.visual, "visual", record)
+    if analyzer.audio is not None:
+        analyzer.audio = _Timed(analyzer.audio, "audio", record)
+    t0 = time.perf_counter()
+    with analyzer:
+        analyzer.run_sources(source)
+        analyzer.wait()
+    wall = time.perf_counter() - t0
+
+    kept = {k: [ms for t, ms in v if t >= o.warmup_s] or [ms for _, ms in v] for k, v in calls.items()}
+    stages = {k: stats(v) for k, v in sorted(kept.items())}
+    expl = [e for e in events if e.type == "explanation"][1:] or [e for e in events if e.type == "explanation"]
+    first = [e.latency_ms.get("window_to_first_token") for e in expl if "window_to_first_token" in e.latency_ms]
+    for key in ("prefill", "first_token", "generate", "label", "total"):
+        values = [e.latency_ms[key] for e in expl if key in e.latency_ms]
+        if values:
+            stages[f"decoder.{key}"] = stats(values)
+    tokens = sum(e.data.get("n_tokens", 0) for e in expl)
+    gen_ms = sum(e.latency_ms.get("generate", 0.0) for e in expl)
+    t_ends = [e.t_end for e in expl]
+    frame_ms = kept.get("visual.frame", [])
+    audio_ms = sum(kept.get("audio.block", [])) + sum(kept.get("audio.window", []))
+    audio_seconds = sum(d for t, d in getattr(analyzer.audio, "audio_s", []) if t >= o.warmup_s)
+    report = {
+        "clip": str(o.path), "audio": o.audio_path, "clip_s": source.duration,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "provider": {"requested": o.provider, "used": providers[0], "note": provider_note},
+        "precision": {"requested": o.precision, "notes": notes},
+        "threads": {"perception": o.threads, "decoder": o.decoder_threads},
+        "warmup_s": o.warmup_s, "load_s": load_s, "wall_s": wall,
+        "stages": stages,
+        "frames": analyzer.stats.get("frames", 0),
+        "frames_per_s": (1e3 / float(np.median(frame_ms))) if frame_ms else None,
+        "frames_per_s_wall": analyzer.stats.get("frames", 0) / wall if wall else None,
+        "audio_rtf": (audio_ms / 1e3 / audio_seconds) if audio_seconds else None,
+        "first_token_ms": stats(first),
+        "decode_tokens_per_s": (tokens / (gen_ms / 1e3)) if gen_ms else None,
+        "explanations": len([e for e in events if e.type == "explanation"]),
+        "explanation_cadence_s": float(np.median(np.diff(t_ends))) if len(t_ends) > 1 else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "dropped": {"frames": analyzer.stats.get("frames_dropped", 0), "audio": analyzer.stats.get("audio_dropped", 0)},
+    }
+    return report
+
+
+def print_table(report: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"edge-xemo bench: {Path(report['clip']).name} ({report['provider']['used']}, {report['precision']['requested']})")
+    for col in ("stage", "n", "median ms", "p95 ms"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for name, s in report["stages"].items():
+        if s.get("n"):
+            table.add_row(name, str(s["n"]), f"{s['median_ms']:.2f}", f"{s['p95_ms']:.2f}")
+    console.print(table)
+
+    def fmt(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+    console.print(
+        f"visual {fmt(report['frames_per_s'], '.0f')} frames/s (median frame), "
+        f"audio real-time factor {fmt(report['audio_rtf'], '.4f')}, "
+        f"first token {fmt(report['first_token_ms'].get('median_ms'), '.0f')} ms after the window, "
+        f"decode {fmt(report['decode_tokens_per_s'], '.1f')} tokens/s, "
+        f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, peak RSS {report['peak_rss_mb']:.0f} MB",
+        highlight=False,
+    )
+    if report["provider"]["note"]:
+        console.print(f"provider: {report['provider']['note']}", highlight=False)
+    for note in report["precision"]["notes"]:
+        console.print(f"precision: {note}", highlight=False)
+
+
+def write_chart(report: dict, path: Path) -> bool:
+    """A bar chart of per-stage median and p95 (needs matplotlib); False when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [(k, s["median_ms"], s["p95_ms"]) for k, s in report["stages"].items() if s.get("n")]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, [r[1] for r in rows], 0.4, label="median")
+    ax.barh(y + 0.2, [r[2] for r in rows], 0.4, label="p95")
+    ax.set_yticks(y, [r[0] for r in rows])
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per call")
+    ax.legend()
+    ax.set_title(f"edge-xemo bench: {Path(report['clip']).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def save(report: dict, json_path: Path) -> None:
+    json_path.write_text(json.dumps(report, indent=2))
