@@ -185,7 +185,8 @@ _ALIASES = {"surprised": "surprise", "anger": "angry", "fearful": "fear", "scare
 _NONE = re.compile(r"^(?:no|none|nothing)\b", re.IGNORECASE)
 
 
-def _split_cues(section: str) -> list[str]:
+def split_cues(section: str) -> list[str]:
+    """Cue phrases of a comma/semicolon/"and" separated text; [] for "none", "no ..." or empty."""
     section = section.strip().rstrip(".").strip()
     if not section or _NONE.match(section):
         return []
@@ -224,8 +225,8 @@ def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list
 
     lead = _LEAD.search(text, a.end() if a else (v.end() if v else 0))
     ends = [a.start() if a else None, lead.start() if lead else None, s.start() if s else None]
-    visual = _split_cues(section(v.end(), ends)) if v else []
-    auditory = _split_cues(section(a.end(), ends[1:])) if a else []
+    visual = split_cues(section(v.end(), ends)) if v else []
+    auditory = split_cues(section(a.end(), ends[1:])) if a else []
     if repeated_text(text):
         problems.append("repetition loop")
     if len(visual) != len(set(visual)) or len(auditory) != len(set(auditory)):
@@ -233,6 +234,6 @@ def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list
     return visual, auditory, label, problems
 
 
-def repeated_text(text: str, min_len: int = 12, times: int = 3) -> bool:
+def repeated_text(text: str, min_len: int = 8, times: int = 3) -> bool:
     """True if some span of at least `min_len` characters repeats `times` times back to back."""
     return re.search(r"(.{%d,}?)\1{%d,}" % (min_len, times - 1), text, re.DOTALL) is not None
