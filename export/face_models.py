@@ -127,8 +127,9 @@ def tflite_runner(path: Path):
     return run
 
 
-def parity(tflite: dict[str, Path], images: list[np.ndarray]) -> tuple[dict, dict]:
-    """Max |onnx - tflite| per model on real inputs; also the reference arrays for the tests."""
+def parity(tflite: dict[str, Path], images: list[np.ndarray], n_demo: int) -> tuple[dict, dict]:
+    """Max |onnx - tflite| per model on real inputs; also the reference arrays for the tests, taken
+    from the first `n_demo` images only (demo-clip frames: no photos of other people in the repo)."""
     from edge_xemo import faces as F
     from edge_xemo.models import onnx_session
 
@@ -136,11 +137,13 @@ def parity(tflite: dict[str, Path], images: list[np.ndarray]) -> tuple[dict, dic
     det_onnx = onnx_session(str(MODELS / "face_detector.onnx"))
     lm_onnx = onnx_session(str(MODELS / "face_landmarks.onnx"))
     det_tfl, lm_tfl = tflite_runner(tflite["face_detector"]), tflite_runner(tflite["face_landmarks"])
-    det_in, lm_in = [], []
-    for bgr in images:
+    det_in, lm_in, src = [], [], {"face_detector": [], "face_landmarks": []}
+    for i, bgr in enumerate(images):
         x, *_ = F.detector_input(bgr)
         det_in.append(np.round((x[0] + 1.0) * 127.5).astype(np.uint8))
+        src["face_detector"].append(i)
         for d in tracker.detect(bgr):
+            src["face_landmarks"].append(i)
             crop = cv2.warpAffine(bgr, F.roi_crop_matrix(*tracker._roi_from_detection(d)),
                                   (F.LANDMARK_SIZE, F.LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
             lm_in.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
@@ -160,7 +163,8 @@ def parity(tflite: dict[str, Path], images: list[np.ndarray]) -> tuple[dict, dic
                 d = float(np.abs(v - want[k].reshape(v.shape)).max())
                 diffs[name][k] = max(diffs[name].get(k, 0.0), d)
         diffs[name] = {"max_abs_diff_vs_tflite": diffs[name], "n_inputs": len(inputs)}
-        pick = np.linspace(0, len(inputs) - 1, min(4, len(inputs))).astype(int)
+        demo = [j for j, i in enumerate(src[name]) if i < n_demo]
+        pick = [demo[k] for k in np.linspace(0, len(demo) - 1, min(4, len(demo))).astype(int)]
         ref[f"{name}/input_u8"] = np.stack([inputs[i] for i in pick])
         for k in outs_ref[0]:
             ref[f"{name}/{k}"] = np.stack([outs_ref[i][k] for i in pick])
@@ -184,11 +188,12 @@ def main() -> None:
         io[name] = {"inputs": inputs, "outputs": outputs}
         write_sidecar(name, SOURCES[name], io[name])
     images = demo_frames()
+    n_demo = len(images)
+    if not n_demo:
+        raise SystemExit("the demo clip is needed for the test reference: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")
     if args.photos:
         images += [im for p in sorted(args.photos.glob("*.jpg")) if (im := cv2.imread(str(p))) is not None]
-    if not images:
-        raise SystemExit("no parity inputs: put the demo clip in $EDGE_XEMO_HOME/demo or pass --photos")
-    diffs, ref = parity(tflite, images)
+    diffs, ref = parity(tflite, images, n_demo)
     notes = {
         "face_detector": {
             "inputs_note": "RGB, letterboxed to 128x128, values in [-1, 1], NHWC",
