@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .models import ModelError
 from .prosody import FrameAnalyzer, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
 from .types import SAMPLE_RATE, AudioBlock, ModalityResult
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
@@ -118,6 +119,7 @@ class VoiceAnalyzer:
         self._baseline = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
         self._cues = VoiceCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
+        self._bridge = self._load_bridge() if self.options.use_bridge else None
         self._asr = None
         if self.options.asr:
             from .asr import Transcriber, TranscriberOptions
@@ -136,12 +138,28 @@ class VoiceAnalyzer:
         self._baseline.reset()
         self._cues.reset()
         self._rate.reset()
+        if self._bridge is not None:
+            self._bridge.reset()
         self._dc = None
         self._last_end: float | None = None  # end of the last window folded into the baseline
         self._last_size = None
         self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
         self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
         self._recent_t = 0.0
+
+    def _load_bridge(self):
+        """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
+        try:
+            from .aecb import AudioBridge
+
+            return AudioBridge(threads=self.options.threads, provider=self.options.provider)
+        except (ImportError, ModelError) as e:
+            log.info("voice: no AECB audio tokens (%s)", str(e).splitlines()[0])
+            return None
+
+    @property
+    def has_bridge(self) -> bool:
+        return self._bridge is not None
 
     @property
     def baseline(self) -> SpeakerBaseline:
@@ -206,11 +224,19 @@ class VoiceAnalyzer:
         else:
             z = self._baseline.zscores(m)
             cues = self._cues.update(m, z)
+            if not cues:
+                status = "no clear vocal cue" if self._baseline.ready else "learning the speaker's voice"
             new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
             self._baseline.update(m, m.speech_s * new_s / duration)
             self._last_end = t_end
         t_cues = time.perf_counter()
         latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
+        tokens, bridge_scores = None, {}
+        if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
+            out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
+            tokens = out.tokens
+            bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
+            latency["aecb"] = sum(out.latency_ms.values())
         extra = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
                      baseline_ready=self._baseline.ready,
@@ -222,10 +248,11 @@ class VoiceAnalyzer:
             latency["asr"] = (time.perf_counter() - t_asr) * 1e3
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
+        scores.update(bridge_scores)
         if repairs:
             status = "; ".join(([status] if status else []) + repairs)
         latency["total"] = sum(latency.values())
-        return ModalityResult("auditory", cues, None, scores, status, (), latency, extra)
+        return ModalityResult("auditory", cues, tokens, scores, status, (), latency, extra)
 
     def _remember(self, x: np.ndarray, t: float) -> None:
         if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
