@@ -1,0 +1,133 @@
+"""Cost of the visual path per frame at 640x360 with one face, one onnxruntime thread.
+
+Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
+centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
+landmarks (crop + model + projection), cue reading, and the whole `VisualAnalyzer.process_frame`
+(detector every 10 frames, the default; and every frame, the baseline of the ratio).
+
+    pytest benchmarks/bench_visual.py --benchmark-columns=median,iqr,ops
+    python benchmarks/bench_visual.py          # medians, p95, frames/s, ratios
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_xemo.face_cues import FaceCueReader
+from edge_xemo.faces import FaceTracker, FaceTrackerOptions
+from edge_xemo.models import HOME
+from edge_xemo.types import Frame
+from edge_xemo.visual import VisualAnalyzer, VisualOptions
+
+CLIP = HOME / "demo" / "cap13_edit2.mp4"
+N_FRAMES = 100
+
+
+def frames_640x360(n: int = N_FRAMES) -> list[np.ndarray]:
+    if not CLIP.exists():
+        pytest.skip(f"{CLIP} is absent (the install step puts the demo clip there)")
+    cap, out = cv2.VideoCapture(str(CLIP)), []
+    while len(out) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        canvas = np.zeros((360, 640, 3), np.uint8)
+        canvas[:, 80:560] = cv2.resize(f, (480, 360))
+        out.append(canvas)
+    return out
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return frames_640x360()
+
+
+def _tracked(frames):
+    tracker = FaceTracker(FaceTrackerOptions(threads=1))
+    result = tracker.track(frames[0], 0.0)
+    assert result.faces, "no face in the benchmark frame"
+    return tracker, result.faces[0]
+
+
+def test_detect(benchmark, frames):
+    tracker, _ = _tracked(frames)
+    benchmark(tracker.detect, frames[0])
+
+
+def test_landmarks(benchmark, frames):
+    tracker, _ = _tracked(frames)
+    roi = tracker._tracks[0].roi
+    benchmark(tracker.landmarks, frames[0], roi)
+
+
+def test_cues(benchmark, frames):
+    _, face = _tracked(frames)
+    reader, t = FaceCueReader(), itertools.count()
+    benchmark(lambda: reader.update(face.landmarks, next(t) / 25))
+
+
+@pytest.mark.parametrize("detect_every", [10, 1])
+def test_process_frame(benchmark, frames, detect_every):
+    va = VisualAnalyzer.create_from_options(VisualOptions(detect_every=detect_every, threads=1))
+    it = itertools.count()
+
+    def step():
+        i = next(it)
+        return va.process_frame(Frame(frames[i % len(frames)], i / 25, i))
+
+    benchmark(step)
+
+
+def _times(fn, n: int) -> np.ndarray:
+    for _ in range(10):
+        fn()
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def main(n: int = 500) -> None:
+    frames = frames_640x360()
+    tracker, face = _tracked(frames)
+    roi = tracker._tracks[0].roi
+    reader, t = FaceCueReader(), itertools.count()
+    rows = {
+        "detect": _times(lambda: tracker.detect(frames[0]), n),
+        "landmarks": _times(lambda: tracker.landmarks(frames[0], roi), n),
+        "cues": _times(lambda: reader.update(face.landmarks, next(t) / 25), n),
+    }
+    for every in (10, 1):
+        for expr in (False, True):
+            va = VisualAnalyzer.create_from_options(VisualOptions(detect_every=every, threads=1, use_expression=expr))
+            if expr and va.expression is None:
+                continue
+            it = itertools.count()
+
+            def step():
+                i = next(it)
+                va.process_frame(Frame(frames[i % len(frames)], i / 25, i))
+
+            rows[f"frame detect_every={every}{' +expression' if expr else ''}"] = _times(step, n)
+    sys.stdout.write(f"visual path, 640x360, one face, 1 onnxruntime thread, {os.cpu_count()} cores, n={n}\n")
+    for name, ms in rows.items():
+        med = float(np.median(ms))
+        sys.stdout.write(f"{name:38s} median {med:6.2f} ms  p95 {np.percentile(ms, 95):6.2f} ms  {1e3 / med:7.1f} /s\n")
+    base = np.median(rows["frame detect_every=1"])
+    for name in [k for k in rows if k.startswith("frame")]:
+        sys.stdout.write(f"ratio {name} / detect_every=1: {np.median(rows[name]) / base:.2f}\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
