@@ -120,7 +120,7 @@ def _optional_bridge(opts: VisualOptions):
         return None
     try:
         from . import vecb
-        cls = getattr(vecb, "VideoBridge", None) or getattr(vecb, "VECB")
+        cls = getattr(vecb, "VisualBridge")
         return cls(threads=opts.threads, provider=opts.provider)
     except Exception as e:
         log.info("video cue bridge unavailable (%s); visual stage runs without tokens", e)

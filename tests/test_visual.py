@@ -152,7 +152,8 @@ def test_reset_restarts_ids_and_baselines(demo):
     frames, fps = demo
     va = stage()
     run(va, frames[:5], fps)
-    va.process_frame(Frame(np.zeros_like(frames[0]), 1.0, 5))  # the face is lost
+    assert not va.process_frame(Frame(np.zeros_like(frames[0]), 1.0, 5)).faces  # the face is lost
+    assert va.process_frame(Frame(frames[6], 1.04, 6)).faces[0].face_id == 1  # found again: a new track
     va.reset()
     o = va.process_frame(Frame(frames[0], 0.0, 0))
     assert o.faces[0].face_id == 0
