@@ -23,10 +23,7 @@ import math
 import os
 import random
 import time
-import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from train.config import add_config_args, load_config  # noqa: F401  (re-exported for stages)
 
 log = logging.getLogger("edge_xemo")
 CHECKPOINT_FORMAT = 1
@@ -65,87 +64,6 @@ class FitConfig:
     threads: int = 0  # torch intra-op threads per rank (0: cores / local world size)
     num_workers: int = 0  # DataLoader workers (0 keeps the order exactly reproducible)
     log_every: int = 10  # console line every N steps (the JSONL log gets every step)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Turn a JSON/TOML/--set value into the field's declared type."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None or value == "None" else _coerce(value, args[0], key)
-    if is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"config key {key!r} is a section: give a table, got {value!r}")
-        return _update(tp(), value, key + ".")
-    if tp is bool:
-        if isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(f"config key {key!r} wants true/false, got {value!r}")
-            return value.lower() in ("1", "true", "yes")
-        return bool(value)
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = json.loads(value)
-        return (tuple if origin is tuple else list)(value)
-    if tp in (int, float, str):
-        try:
-            return tp(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"config key {key!r} wants {tp.__name__}, got {value!r}") from e
-    return value
-
-
-def _update(cfg: Any, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(type(cfg))
-    known = {f.name for f in fields(cfg)}
-    for k, v in values.items():
-        if k not in known:
-            raise ValueError(f"unknown config key {prefix + k!r}; {type(cfg).__name__} has: {', '.join(sorted(known))}")
-        cur = getattr(cfg, k)
-        if is_dataclass(cur) and isinstance(v, dict):
-            _update(cur, v, prefix + k + ".")
-        else:
-            setattr(cfg, k, _coerce(v, hints[k], prefix + k))
-    return cfg
-
-
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """`cls()` updated from a JSON or TOML file, then from `key=value` overrides (dotted keys nest).
-
-    Unknown keys and values of the wrong type raise ValueError naming the key.
-    """
-    cfg = cls()
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise ValueError(f"config file {p} does not exist")
-        try:
-            values = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"config file {p} is not valid {p.suffix[1:].upper() or 'JSON'}: {e}") from e
-        _update(cfg, values)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set wants key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            val = json.loads(raw)
-        except json.JSONDecodeError:
-            val = raw
-        *parents, leaf = key.strip().split(".")
-        nested: dict = {leaf: val}
-        for parent in reversed(parents):
-            nested = {parent: nested}
-        _update(cfg, nested)
-    return cfg
-
-
-def add_config_args(parser) -> None:
-    """Add `--config FILE` and repeatable `--set key=value` to an argparse parser."""
-    parser.add_argument("--config", help="JSON or TOML file with config values")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one value")
 
 
 # ----------------------------------------------------------------------------- distributed set-up

