@@ -164,21 +164,28 @@ class VisualAnalyzer:
             lat["frame"] = (time.perf_counter() - t0) * 1e3
             return VisualObservation(frame.t, (), tracked.status, lat)
         t1 = time.perf_counter()
-        readings = []
+        readings, kept = [], []
         for face in tracked.faces:
             reader = self._readers.get(face.face_id)
             if reader is None:
                 reader = self._readers[face.face_id] = FaceCueReader(self.options.cues)
             self._last_seen[face.face_id] = frame.t
-            readings.append(reader.update(face.landmarks, frame.t))
+            try:
+                readings.append(reader.update(face.landmarks, frame.t))
+                kept.append(face)
+            except ValueError as e:  # degenerate landmarks: skip this face in this frame
+                log.debug("face %d: %s", face.face_id, e)
         lat["cues"] = (time.perf_counter() - t1) * 1e3
+        if not kept:
+            lat["frame"] = (time.perf_counter() - t0) * 1e3
+            return VisualObservation(frame.t, (), "no face", lat)
         t2 = time.perf_counter()
-        expressions = self._expressions(frame.image, tracked.faces)
+        expressions = self._expressions(frame.image, kept)
         if self.expression is not None:
             lat["expression"] = (time.perf_counter() - t2) * 1e3
         faces = tuple(
             FaceObservation(f.face_id, f.box, f.score, f.landmarks, cues, *expressions.get(f.face_id, (None, None)))
-            for f, cues in zip(tracked.faces, readings)
+            for f, cues in zip(kept, readings)
         )
         self._forget_old(frame.t)
         self._frames += 1
