@@ -105,7 +105,7 @@ def test_blinks_are_counted_once_and_long_closures_are_not_blinks(faces):
     for i in lids:
         closed[i, 1] = centre[0 if i < 200 else 1] + (p[i, 1] - centre[0 if i < 200 else 1]) * 0.4
     closed_lm = to_image(lm, closed)
-    reader, t, blinks = FaceCueReader(), 0.0, 0
+    reader, blinks = FaceCueReader(), 0
     for k in range(250):  # 10 s: a 120 ms closure every 2 s, then one 2 s closure
         shut = (k % 50) in (25, 26, 27) or 200 <= k < 250
         out = reader.update(closed_lm if shut else lm, k / FPS)
