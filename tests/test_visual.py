@@ -68,7 +68,8 @@ def test_grayscale_bgra_and_odd_sized_frames(demo):
     frame = demo[0][10]
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     odd = cv2.resize(frame, (333, 251))
-    for image in (gray, gray[:, :, None], cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA), odd):
+    mirrored = frame[:, ::-1]  # a non-contiguous view, as a mirrored camera preview gives
+    for image in (gray, gray[:, :, None], cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA), odd, mirrored):
         o = stage().process_frame(Frame(image, 0.0, 0))
         assert len(o.faces) == 1, o.status
         x0, y0, x1, y1 = o.faces[0].box
