@@ -234,7 +234,7 @@ class VisualAnalyzer:
         for fid in sorted(by_face, key=lambda fid: fid != primary):
             cues.extend(self._face_cues(fid, by_face[fid]))
         scores = self._window_scores(by_face[primary])
-        tokens = self._tokens(by_face[primary])
+        bridged = self._run_bridge(by_face[primary])
         faces = tuple(FaceBox(fid, fs[-1].box, fs[-1].score, fs[-1].cues.t) for fid, fs in by_face.items())
         last = by_face[primary][-1].cues
         extra = {
@@ -243,6 +243,12 @@ class VisualAnalyzer:
             "blink_rate_per_min": round(last.blink_rate, 1),
             "head_pose_deg": [round(float(v), 1) for v in np.mean([f.cues.pose for f in by_face[primary]], axis=0)],
         }
+        tokens = None
+        if bridged is not None:
+            tokens = bridged.tokens
+            latency.update(bridged.latency_ms)
+            extra["vecb_expression"] = {k: round(v, 4) for k, v in bridged.expression_scores.items()}
+            extra["vecb_cues"] = {k: round(v, 4) for k, v in bridged.cue_intensities.items()}
         latency["summarize"] = (time.perf_counter() - t0) * 1e3
         return ModalityResult("visual", tuple(cues), tokens, scores,
                               None if cues else "no visible cue", faces, latency, extra)
@@ -296,18 +302,19 @@ class VisualAnalyzer:
         mean = np.mean(probs, axis=0)
         return {label: float(p) for label, p in zip(self.labels, mean)}
 
-    def _tokens(self, frames: list[FaceObservation]) -> np.ndarray | None:
+    def _run_bridge(self, frames: list[FaceObservation]):
+        """VECB over the primary face's frames that have an expression embedding (None without one)."""
         if self.bridge is None:
             return None
-        emb = [f.embedding for f in frames if f.embedding is not None]
-        if not emb:
+        rows = [self.bridge.frame_features(f.embedding, f.cues.geometry, f.cues.intensity)
+                for f in frames if f.embedding is not None]
+        if not rows:
             return None
         try:
-            out = self.bridge.run(np.stack(emb), np.stack([f.cues.geometry for f in frames if f.embedding is not None]))
-        except Exception as e:
+            return self.bridge.run(np.stack(rows))
+        except (ValueError, RuntimeError) as e:
             log.warning("video cue bridge failed: %s", e)
             return None
-        return np.asarray(getattr(out, "tokens", out), np.float32)
 
 
 def _area(box) -> float:

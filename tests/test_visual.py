@@ -145,6 +145,11 @@ def test_window_summary_on_the_demo_clip(demo):
         assert res.scores == {}
     else:
         assert set(res.scores) == set(va.labels) and sum(res.scores.values()) == pytest.approx(1.0, abs=1e-3)
+    if va.bridge is None or va.expression is None:
+        assert res.tokens is None
+    else:
+        assert res.tokens.ndim == 2 and res.tokens.dtype == np.float32 and np.isfinite(res.tokens).all()
+        assert "vecb" in res.latency_ms
     # a window nobody was seen in
     assert va.summarize(obs, 100.0, 102.0).status == "no frames"
 
