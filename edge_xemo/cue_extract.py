@@ -19,13 +19,17 @@ import re
 _QUOTE = re.compile(r"\"[^\"]*\"|“[^”]*”")
 _SECTION = re.compile(r"^(?:Input:\s*)?In the (video|audio|text)\b\s*(?:clues?)?\s*,?\s*")
 _CONCLUSION_START = re.compile(
-    r"^(?:based on|therefore|thus|hence|so,|in summary|in conclusion|to sum up|overall|combin(?:ed|ing)"
+    r"^(?:based on|therefore|thus|hence|so,|in summary|in conclusion|to sum up|overall,? (?:we|it|the \w+ (?:may|is))"
+    r"|combin(?:ed|ing)"
     r"|considering|taking (?:these|all|into)|integrating|from (?:the|these) (?:above|clues)|given)\b",
     re.IGNORECASE,
 )
 _INTERPRETIVE_SENTENCE = re.compile(
-    r"^(?:this|these|that|such|it can be|we can|it is (?:possible|likely)|possibly|perhaps)\b"
-    r"|\b(?:infer|inferred|deduce|deduced|speculate|speculated|conclude|concluded)\b",
+    r"^(?:this|these|that|such)\b[^,]*?\b(?:may|might|could|indicat\w*|suggest\w*|impl\w*|shows?|reflects?|"
+    r"reveals?|means?|is (?:usually|often|a sign|typically))\b"
+    r"|^(?:it can be|we can (?:infer|deduce|conclude|speculate)|it is (?:possible|likely)|possibly|perhaps)\b"
+    r"|\b(?:infer|inferred|deduce|deduced|speculate|speculated|conclude|concluded|can be felt that)\b"
+    r"|^(?:he|she|they|it|the \w+(?: \w+)?) (?:may|might|could) (?:be|have|feel|want)\b",
     re.IGNORECASE,
 )
 _INTERPRETIVE_CLAUSE = re.compile(
@@ -33,7 +37,9 @@ _INTERPRETIVE_CLAUSE = re.compile(
     r"(?:indicates?|suggests?|implies|imply|shows?|reveals?|reflects?|conveys?|means?|is (?:usually|often|a sign))"
     r"|(?:possibly|perhaps|probably|likely|seemingly)\s+(?:indicating|suggesting|showing|expressing|reflecting)"
     r"|which (?:is|are|was|may|might|could|can|usually|often|further|makes?)"
-    r"|indicating|suggesting|implying|revealing|reflecting|conveying|expressing|showing that|as if"
+    r"|and (?:conveys|expresses|shows|reflects|suggests|indicates|implies|reveals)"
+    r"|giving (?:the|an) impression|indicating|suggesting|implying|revealing|reflecting|conveying|expressing"
+    r"|showing that|as if"
     r"|displaying (?:a|an|her|his|their)? ?(?:\w+ )?(?:emotion|mood|state|feeling))\b",
     re.IGNORECASE,
 )
@@ -52,8 +58,16 @@ _TIME = (
 )
 _TIME_PREFIX = re.compile(r"^" + _TIME + r"\s*,?\s+(?!of\b)", re.IGNORECASE)
 _TIME_ONLY = re.compile(_TIME, re.IGNORECASE)
+_HEDGED_CLAUSE = re.compile(r",\s*(?:possibly|perhaps|seemingly|probably|likely|apparently)\b", re.IGNORECASE)
+_EMOTION_CLAUSE = re.compile(r"\bemotional state\b|\bemotions?\b", re.IGNORECASE)
+_META = re.compile(
+    r"\b(?:difficult|impossible|hard|not possible|unable|cannot|can't) to (?:determine|judge|tell|interpret|discern|infer)"
+    r"|\b(?:more|additional) (?:contextual )?(?:information|context)|\black of (?:obvious|clear|more|sufficient)"
+    r"|\baccurate analysis\b|\bcannot be (?:provided|determined|judged)|^we mainly analy[sz]e\b",
+    re.IGNORECASE,
+)
 _LEAD_FILLER = re.compile(
-    r"^(?:and|but|with|while|as well as|along with|accompanied by|together with|then|also|or|"
+    r"^(?:and|but|with|overall|we can (?:see|sense|hear|notice)(?: that)?|while|as well as|along with|accompanied by|together with|then|also|or|"
     r"a|an|the|we (?:can )?see(?: that)?|there (?:is|are)|(?:screen|scene|video|opening scene|image|camera) (?:shows|captures|displays))\s+",
     re.IGNORECASE,
 )
@@ -66,7 +80,7 @@ EMOTION_TERMS: dict[str, str | None] = {}
 """Emotion words (lower case) -> label in `edge_xemo.types.EMOTIONS` (None: an emotion outside that set)."""
 for _label, _words in {
     "happy": "happy happiness happily joy joyful joyous pleasure pleased pleasant delight delighted cheerful cheer "
-    "glad content contentment satisfaction satisfied excited excitement enthusiasm enthusiastic amusement amused "
+    "glad contentment satisfaction satisfied excited excitement enthusiasm enthusiastic amusement amused "
     "elation elated gratitude grateful relief relieved pride proud love affection warmth friendliness humor humorous "
     "playful playfulness teasing anticipation hope hopeful optimism optimistic admiration appreciation enjoyment "
     "positive lively",
@@ -173,7 +187,7 @@ def _atomic(clause: str) -> list[str]:
     for part in re.split(r"\s*[,;:]\s*|\s+-\s+", clause):
         for sub in _AND_SPLIT.split(part):
             cue = _strip_cue(sub)
-            if len(cue) < 3 or _FILLER_ONLY.match(cue) or _TIME_ONLY.fullmatch(cue) or not re.search(r"[a-z]", cue):
+            if len(cue) < 3 or _META.search(cue) or _FILLER_ONLY.match(cue) or _TIME_ONLY.fullmatch(cue) or not re.search(r"[a-z]", cue):
                 continue
             cues.append(cue)
     return cues
@@ -187,11 +201,13 @@ def _descriptive(sentences: list[str], interpretive: list[str]) -> list[str]:
         if _INTERPRETIVE_SENTENCE.search(body) or _CONCLUSION_START.match(body):
             interpretive.append(body)
             continue
-        m = _INTERPRETIVE_CLAUSE.search(body)
-        if m:
-            interpretive.append(body[m.start():])
-            body = body[: m.start()]
-        cues.extend(_atomic(body))
+        cut = min((m.start() for m in (_INTERPRETIVE_CLAUSE.search(body), _HEDGED_CLAUSE.search(body)) if m),
+                  default=None)
+        if cut is not None:
+            interpretive.append(body[cut:])
+            body = body[:cut]
+        for cue in _atomic(body):
+            (interpretive if _EMOTION_CLAUSE.search(cue) else cues).append(cue)
     return cues
 
 

@@ -77,7 +77,10 @@ def test_all_emer_rows_give_cues(emer_rows):
     results = [extract_cues(r["english"]) for r in emer_rows]
     n = len(results)
     assert sum(bool(c["visual"]) for c in results) >= 0.98 * n
-    assert sum(bool(c["auditory"]) for c in results) >= 0.95 * n
+    no_audio_cue = ("In the audio, it is impossible", "In the audio, it is not possible")
+    informative = [c for r, c in zip(emer_rows, results) if not any(s in r["english"] for s in no_audio_cue)]
+    assert sum(bool(c["auditory"]) for c in informative) >= 0.95 * len(informative)
+    assert len(informative) >= 0.9 * n
     assert sum(bool(c["emotional"]) for c in results) >= 0.98 * n
     assert sum(emotion_label(c["emotional"]) is not None for c in results) >= 0.95 * n
     quoted = [c for r, c in zip(emer_rows, results) if "subtitle" in r["english"] and '"' in r["english"]]
