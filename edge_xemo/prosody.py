@@ -77,8 +77,7 @@ def analyze_frames(samples: np.ndarray, t0: float = 0.0) -> FrameFeatures:
     n = 0 if len(x) < FRAME else 1 + (len(x) - FRAME) // HOP
     if n == 0:
         return FrameFeatures.empty()
-    idx = np.arange(n)[:, None] * HOP + np.arange(FRAME)[None, :]
-    frames = x[idx]
+    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME)[::HOP][:n]
     a = frames[:, :WIN]
     # YIN difference function d(tau) = e_a + e_b(tau) - 2 r(tau), r by FFT cross-correlation.
     r = np.fft.irfft(np.conj(np.fft.rfft(a, N_FFT)) * np.fft.rfft(frames, N_FFT), N_FFT)[:, : TAU_MAX + 1]
@@ -126,10 +125,10 @@ class FrameAnalyzer:
     """Streaming `analyze_frames`: push blocks of any size, get the frames they complete.
 
     Frames are computed in batches of at least `min_batch` (numpy's per-call overhead dominates
-    for one or two frames), so frames lag the input by up to `min_batch` hops (80 ms by default).
+    for a few frames), so frames lag the input by up to `min_batch` hops (250 ms by default).
     """
 
-    def __init__(self, min_batch: int = 8) -> None:
+    def __init__(self, min_batch: int = 25) -> None:
         self.min_batch = min_batch
         self.reset()
 
@@ -266,7 +265,7 @@ def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np
             continue
         pulses_arr = np.asarray(pulses)
         periods.append(np.diff(pulses_arr).astype(np.float64))
-        amps.append(np.array([np.ptp(seg[i:j]) for i, j in zip(pulses_arr[:-1], pulses_arr[1:])]))
+        amps.append(np.maximum.reduceat(seg, pulses_arr)[:-1] - np.minimum.reduceat(seg, pulses_arr)[:-1])
     if not periods:
         return math.nan, math.nan
     jit = np.concatenate([np.abs(np.diff(p)) for p in periods]).mean() / np.concatenate(periods).mean()
@@ -320,7 +319,8 @@ def measure_window(
         nuclei = syllable_nuclei(frames.level_db, np.isfinite(f0_all), speech)
         onsets = sum(1 for s, e in _runs(np.isfinite(f0_all)) if e - s >= 4)
         out.update(syllable_rate=len(nuclei) / speech_s, voiced_onset_rate=onsets / speech_s,
-                   extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": vad_t[speech_chunks]})
+                   # speech chunks only as far as frames reach (frames lag the VAD), for rates over time
+                   extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": vad_t[speech_chunks & (vad_t <= frames.t[-1])]})
     if voiced.sum() >= 10:
         st = semitones(f0[voiced])
         tv = sp.t[voiced]

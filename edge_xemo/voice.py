@@ -279,23 +279,28 @@ class VoiceAnalyzer:
 class SyllableRate:
     """Syllables per second of speech over the trailing `horizon_s` of the stream.
 
-    Windows overlap, so nuclei and speech chunks are kept once each, keyed by their time (10 ms grid).
+    Windows overlap, so speech chunks are kept once each (keyed by start time) and a nucleus found
+    again by a later window (possibly a frame or two away) is kept once.
     """
+
+    MERGE_S = 0.08  # nuclei closer than this are the same syllable
 
     def __init__(self, horizon_s: float = 5.0):
         self.horizon_s = horizon_s
         self.reset()
 
     def reset(self) -> None:
-        self._nuclei: set[int] = set()
+        self._nuclei = np.zeros(0)
         self._speech: set[int] = set()
 
     def update(self, m: WindowMeasures, t_end: float) -> float:
-        self._nuclei.update(np.round(np.asarray(m.extra.get("nuclei_t", []), float) * 100).astype(int).tolist())
-        self._speech.update(np.round(np.asarray(m.extra.get("speech_chunk_t", []), float) * 100).astype(int).tolist())
-        oldest = int(round((t_end - self.horizon_s) * 100))
-        self._nuclei = {k for k in self._nuclei if oldest <= k}
-        self._speech = {k for k in self._speech if oldest <= k}
+        for t in np.asarray(m.extra.get("nuclei_t", []), float):
+            if len(self._nuclei) == 0 or np.abs(self._nuclei - t).min() >= self.MERGE_S:
+                self._nuclei = np.append(self._nuclei, t)
+        self._speech.update(np.round(np.asarray(m.extra.get("speech_chunk_t", []), float) * 1000).astype(int).tolist())
+        oldest = t_end - self.horizon_s
+        self._nuclei = self._nuclei[self._nuclei >= oldest]
+        self._speech = {k for k in self._speech if k >= oldest * 1000}
         speech_s = len(self._speech) * CHUNK_S
         return len(self._nuclei) / speech_s if speech_s > 0 else math.nan
 

@@ -1,0 +1,145 @@
+"""Cost of the voice stage per 1 s of real speech: VAD, frame prosody, window measures + cues, the
+whole path (20 ms blocks through `process_block`, one 2 s window summarized per 1 s hop, no AECB),
+and the optional transcript's real-time factor. One onnxruntime / CTranslate2 thread.
+
+Speech: pyannote-audio's sample.wav ($EDGE_XEMO_HOME/demo) or Debian pocketsphinx-testdata.
+
+    pytest benchmarks/bench_audio.py --benchmark-only --benchmark-columns=median,iqr,ops
+    python benchmarks/bench_audio.py          # medians and p95 in ms per second of audio, ASR RTF
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_xemo.models import HOME, ModelError
+from edge_xemo.prosody import analyze_frames
+from edge_xemo.types import SAMPLE_RATE, AudioBlock
+from edge_xemo.vad import CHUNK, SileroVad
+from edge_xemo.voice import VoiceAnalyzer, VoiceOptions
+
+SOURCES = (HOME / "demo" / "sample.wav",
+           Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"))
+BLOCK = 320  # 20 ms, a typical capture block
+
+
+def speech() -> np.ndarray:
+    for path in SOURCES:
+        if path.exists():
+            with wave.open(str(path)) as w:
+                x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+            return x[7 * SAMPLE_RATE :] if len(x) > 20 * SAMPLE_RATE else x  # sample.wav: skip 7 s of silence
+    pytest.skip("no real speech: install pyannote's sample.wav (install step) or pocketsphinx-testdata")
+
+
+class OneSecond:
+    """Feeds the next second of a looping clip as 20 ms blocks and summarizes the last 2 s window."""
+
+    def __init__(self, x: np.ndarray, options: VoiceOptions | None = None):
+        self.x, self.an = x, VoiceAnalyzer(options or VoiceOptions(use_bridge=False))
+        self.pos, self.t, self.obs, self.i = 0, 0.0, [], 0
+
+    def __call__(self):
+        for _ in range(SAMPLE_RATE // BLOCK):
+            if self.pos + BLOCK > len(self.x):
+                self.pos = 0
+            block = AudioBlock(self.x[self.pos : self.pos + BLOCK], self.t, self.i)
+            self.obs.append(self.an.process_block(block))
+            self.pos, self.t, self.i = self.pos + BLOCK, self.t + BLOCK / SAMPLE_RATE, self.i + 1
+        self.obs = self.obs[-2 * SAMPLE_RATE // BLOCK :]
+        samples = np.concatenate(self._window_samples())
+        return self.an.summarize(samples, self.obs[0].t, self.obs, self.obs[0].t, self.t)
+
+    def _window_samples(self):
+        n = len(self.obs) * BLOCK
+        start = self.pos - n
+        return [self.x[start : self.pos]] if start >= 0 else [self.x[start:], self.x[: self.pos]]
+
+
+def vad_one_second(vad: SileroVad, x: np.ndarray):
+    for i in range(0, SAMPLE_RATE - CHUNK + 1, CHUNK):
+        vad.probability(x[i : i + CHUNK])
+
+
+def test_vad_per_second(benchmark):
+    x, vad = speech()[:SAMPLE_RATE], SileroVad()
+    benchmark(vad_one_second, vad, x)
+
+
+def test_frame_prosody_per_second(benchmark):
+    x = speech()[: SAMPLE_RATE + 2000]
+    benchmark(analyze_frames, x)
+
+
+def test_whole_audio_path_per_second(benchmark):
+    step = OneSecond(speech())
+    for _ in range(12):  # past the baseline warm-up, so cues are computed as in steady state
+        step()
+    benchmark(step)
+
+
+def test_asr_real_time_factor(benchmark):
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    from edge_xemo.asr import Transcriber
+
+    try:
+        tr = Transcriber()
+    except ModelError as e:
+        pytest.skip(str(e))
+    x = speech()[: 5 * SAMPLE_RATE]
+    benchmark.pedantic(tr.transcribe, args=(x,), rounds=3, iterations=1)
+    benchmark.extra_info["rtf"] = tr.last_rtf
+
+
+def _stats(fn, n: int) -> tuple[float, float, float]:
+    """Median and p95 wall ms, and median process CPU ms (robust to a machine shared with other jobs)."""
+    ts, cpu = [], []
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        ts.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    return float(np.median(ts)), float(np.percentile(ts, 95)), float(np.median(cpu))
+
+
+def main(n: int = 60) -> None:
+    x = speech()
+    vad = SileroVad()
+    rows = {
+        "vad": _stats(lambda: vad_one_second(vad, x[:SAMPLE_RATE]), n),
+        "frame prosody": _stats(lambda: analyze_frames(x[: SAMPLE_RATE + 2000]), n),
+    }
+    step = OneSecond(x)
+    for _ in range(12):
+        step()
+    parts: list[dict] = []
+    rows["whole path"] = _stats(lambda: parts.append(step().latency_ms), n)
+    for stage in ("repair", "vad", "prosody", "measure", "cues"):
+        # latency_ms sums the 2 s window's blocks: halve the block stages for one second's share
+        per_s = [p[stage] / (2 if stage in ("repair", "vad", "prosody") else 1) for p in parts]
+        rows[f"  of which {stage}"] = (float(np.median(per_s)), float(np.percentile(per_s, 95)), math.nan)
+    for name, (med, p95, cpu) in rows.items():
+        print(f"{name:22s} median {med:7.2f} ms, p95 {p95:7.2f} ms wall, median {cpu:6.2f} ms CPU per second of audio")
+    try:
+        from edge_xemo.asr import Transcriber, TranscriberOptions
+
+        for threads in (1, 2):
+            tr = Transcriber(TranscriberOptions(threads=threads))
+            tr.transcribe(x[: 5 * SAMPLE_RATE])
+            rtfs = []
+            for _ in range(3):
+                tr.transcribe(x[: 5 * SAMPLE_RATE])
+                rtfs.append(tr.last_rtf)
+            print(f"ASR tiny.en int8, {threads} thread(s): real-time factor median {np.median(rtfs):.3f} (5 s of speech)")
+    except (ImportError, RuntimeError, ModelError) as e:
+        print(f"ASR: skipped ({str(e).splitlines()[0]})")
+
+
+if __name__ == "__main__":
+    main()
