@@ -36,6 +36,8 @@ class FaceTrackerOptions:
     nms_iou: overlap above which detections are merged (weighted NMS).
     match_iou: box overlap needed to give a detection the id of an existing track.
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
+    tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
+      for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
     threads / provider: onnxruntime intra-op threads and execution provider.
     """
 
@@ -47,6 +49,7 @@ class FaceTrackerOptions:
     nms_iou: float = 0.3
     match_iou: float = 0.3
     roi_scale: float = 1.5
+    tile_wide_frames: bool = True
     threads: int = 1
     provider: str = "cpu"
 
@@ -215,19 +218,38 @@ class FaceTracker:
 
     # -- models -------------------------------------------------------------------------------
     def detect(self, bgr: np.ndarray) -> list[Detection]:
-        """BlazeFace on one BGR frame; detections in image pixels, best first."""
-        x, scale, px, py = detector_input(bgr)
-        regressors, logits = self._detector.run(None, {self._det_in: x})
-        found = decode_detections(regressors[0], logits[0, :, 0], self.options.detect_threshold, self.options.nms_iou)
+        """BlazeFace on one BGR frame; detections in image pixels, best first.
+
+        The short-range model sees the frame letterboxed to 128x128, so on a wide frame a face
+        narrower than ~15 % of the width is missed; when the whole frame gives nothing and
+        `tile_wide_frames` is on, square tiles across the long side are searched too (640x360:
+        faces down to ~50 px instead of ~85 px).
+        """
         h, w = bgr.shape[:2]
+        found = self._detect_region(bgr, 0, 0)
+        if not found and self.options.tile_wide_frames and max(h, w) >= 1.3 * min(h, w):
+            side, long = min(h, w), max(h, w)
+            for off in np.linspace(0, long - side, int(np.ceil(long / side))).round().astype(int):
+                tile = bgr[:, off : off + side] if w > h else bgr[off : off + side]
+                found += self._detect_region(tile, off if w > h else 0, off if h > w else 0)
+            if found:
+                boxes, scores, kps = (np.array(v) for v in zip(*found))
+                found = weighted_nms(boxes, scores, kps, self.options.nms_iou)
         out = []
         for box, score, kp in found:
-            b = (box - np.array([px, py, px, py])) / scale
-            b = (max(0.0, b[0]), max(0.0, b[1]), min(float(w), b[2]), min(float(h), b[3]))
-            if b[2] <= b[0] or b[3] <= b[1]:
-                continue
-            out.append(Detection(tuple(float(v) for v in b), score, ((kp - np.array([px, py])) / scale).astype(np.float32)))
+            b = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+            if b[2] > b[0] and b[3] > b[1]:
+                out.append(Detection(tuple(float(v) for v in b), float(score), kp.astype(np.float32)))
         return out
+
+    def _detect_region(self, bgr: np.ndarray, x0: int, y0: int) -> list:
+        """(box, score, keypoints) in pixels of the full frame, for a region whose corner is (x0, y0)."""
+        x, scale, px, py = detector_input(np.ascontiguousarray(bgr))
+        regressors, logits = self._detector.run(None, {self._det_in: x})
+        found = decode_detections(regressors[0], logits[0, :, 0], self.options.detect_threshold, self.options.nms_iou)
+        shift = np.array([x0, y0])
+        return [((box - np.array([px, py, px, py])) / scale + np.tile(shift, 2), score, (kp - [px, py]) / scale + shift)
+                for box, score, kp in found]
 
     def landmarks(self, bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
         """468 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""

@@ -213,3 +213,16 @@ def test_smiling_speaker_in_the_shared_sample():
     if va.expression is not None:  # the expression encoder agrees: happy leads in most windows
         happy = sum(max(w.scores, key=w.scores.get) == "happy" for w in windows)
         assert happy > len(starts) / 2
+
+
+def test_small_face_in_a_wide_frame_is_found_by_tiles(demo):
+    from edge_xemo.faces import FaceTracker, FaceTrackerOptions
+
+    half = cv2.resize(demo[0][30], None, fx=0.5, fy=0.5)  # the face is ~50 px wide
+    canvas = np.zeros((360, 640, 3), np.uint8)
+    canvas[100 : 100 + half.shape[0], 400 : 400 + half.shape[1]] = half
+    assert FaceTracker(FaceTrackerOptions(tile_wide_frames=False)).detect(canvas) == []
+    found = FaceTracker().track(canvas, 0.0).faces
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert 400 < x0 < x1 < 600 and 100 < y0 < y1 < 250
