@@ -96,8 +96,11 @@ def check_parity(path: str | Path, feeds: list[dict], expected: list[dict], tole
     except Exception as e:
         raise ParityError(f"{name} does not load in onnxruntime: {str(e).splitlines()[0]}") from e
     diffs: dict[str, float] = {}
-    for feed, ref in zip(feeds, expected, strict=True):
-        got = _run(sess, feed)
+    for i, (feed, ref) in enumerate(zip(feeds, expected, strict=True)):
+        try:
+            got = _run(sess, feed)
+        except Exception as e:  # onnxruntime raises its own error types for bad shapes/dtypes
+            raise ParityError(f"{name} fails on check input {i}: {str(e).splitlines()[0]}") from e
         for k, want in ref.items():
             if k not in got:
                 raise ParityError(f"{name}: ONNX graph has no output {k!r} (it has {', '.join(got)})")

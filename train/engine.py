@@ -49,7 +49,8 @@ class FitConfig:
     """Options of the generic training loop (every stage nests or extends this)."""
 
     out_dir: str = "runs/stage"  # checkpoints and the loss log go here
-    steps: int = 100  # optimizer steps in total (resuming continues up to this)
+    steps: int = 100  # optimizer steps in total (resuming continues up to this; sets the LR schedule)
+    stop_at: int = 0  # end this run after this many steps, checkpointed (a job time slot); 0: run to `steps`
     batch_size: int = 32  # GLOBAL batch: split evenly over the DDP ranks
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 0.0  # cosine decay ends here
@@ -185,8 +186,10 @@ def lr_at(step: int, cfg: FitConfig) -> float:
 
 def _batches(dataset: Dataset, sampler: DistributedSampler, per_rank: int, start_step: int, cfg: FitConfig, collate):
     """Endless batches; epoch e uses permutation seed + e, so a resumed run replays the same order."""
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, collate_fn=collate)
+    # its own generator: a DataLoader iterator otherwise draws from the global RNG, so a resumed
+    # run (which opens one more iterator) would shift every later dropout mask
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
     per_epoch = len(loader)
     if per_epoch == 0:
         raise ValueError(f"dataset of {len(dataset)} rows is smaller than one global batch of {cfg.batch_size}")
@@ -262,7 +265,8 @@ def fit(
             log_path.unlink(missing_ok=True)
     terms: dict = {}
     model.train()
-    while step < cfg.steps:
+    last = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    while step < last:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -283,9 +287,9 @@ def fit(
         if info.master:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, "lr": lr, **terms, "time": round(time.time() - t0, 3)}) + "\n")
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == last:
                 log.info("%s step %d/%d %s", stage, step, cfg.steps, " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == last:
             rng = [_rng_state()]
             if info.ddp:
                 rng = [None] * info.world_size
