@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from .cli_eval import eval_app
 from .models import HOME, ModelError
 from .sources import SourceError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="List the model artifacts and verify them by sha256.", invoke_without_command=True,
                          pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 
 log = logging.getLogger("edge_xemo")
 
