@@ -179,7 +179,7 @@ _SPLIT = re.compile(r"\s*(?:,|;|\band\b)\s*")
 _VIDEO = re.compile(r"in the video,?", re.IGNORECASE)
 _AUDIO = re.compile(r"in the audio,?", re.IGNORECASE)
 _LEAD = re.compile(r"\b(?:therefore|thus|overall)\b,?", re.IGNORECASE)
-_STATE = re.compile(r"emotional state (?:is|was|seems to be|appears to be)\s+([a-z]+)", re.IGNORECASE)
+_STATE = re.compile(r"(?:(?:the|his|her|their) )?emotional state (?:is|was|seems to be|appears to be)\s+([a-z]+)", re.IGNORECASE)
 _ALIASES = {"surprised": "surprise", "anger": "angry", "fearful": "fear", "scared": "fear",
             "disgusted": "disgust", "happiness": "happy", "sadness": "sad", "worry": "worried"}
 _NONE = re.compile(r"^(?:no|none|nothing)\b", re.IGNORECASE)
@@ -224,7 +224,9 @@ def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list
         return text[start : min(stops) if stops else len(text)]
 
     lead = _LEAD.search(text, a.end() if a else (v.end() if v else 0))
-    ends = [a.start() if a else None, lead.start() if lead else None, s.start() if s else None]
+    # a section also ends where the sentence that names the emotional state begins
+    state_sentence = text.rfind(".", 0, s.start()) + 1 if s else None
+    ends = [a.start() if a else None, lead.start() if lead else None, state_sentence, s.start() if s else None]
     visual = split_cues(section(v.end(), ends)) if v else []
     auditory = split_cues(section(a.end(), ends[1:])) if a else []
     if repeated_text(text):
