@@ -250,7 +250,7 @@ def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np
             continue
         seg = samples[a:b].astype(np.float64)
         tmed = SAMPLE_RATE / np.nanmedian(f0[s:e])
-        width = max(3, int(tmed / 4))
+        width = max(3, int(tmed / 2))
         smooth = np.convolve(seg, np.hanning(width) / np.hanning(width).sum(), mode="same")
         f0_at = np.interp(np.arange(len(seg)), (frames.t[s:e] - frames.t[s]) * SAMPLE_RATE, f0[s:e])
         p = int(np.argmax(smooth[: int(tmed)]))
@@ -264,7 +264,13 @@ def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np
         if len(pulses) < 4:
             continue
         pulses_arr = np.asarray(pulses)
-        periods.append(np.diff(pulses_arr).astype(np.float64))
+        # Sub-sample pulse times (parabola through the peak): whole samples alone add about
+        # 0.3 / period of jitter, 1 % for a 300 Hz voice at 16 kHz.
+        p = np.clip(pulses_arr, 1, len(smooth) - 2)
+        y0, y1, y2 = smooth[p - 1], smooth[p], smooth[p + 1]
+        den = y0 - 2 * y1 + y2
+        frac = np.where(den < 0, 0.5 * (y0 - y2) / np.where(den < 0, den, -1.0), 0.0)
+        periods.append(np.diff(p + np.clip(frac, -0.5, 0.5)))
         amps.append(np.maximum.reduceat(seg, pulses_arr)[:-1] - np.minimum.reduceat(seg, pulses_arr)[:-1])
     if not periods:
         return math.nan, math.nan

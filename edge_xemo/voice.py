@@ -225,7 +225,7 @@ class VoiceAnalyzer:
             z = self._baseline.zscores(m)
             cues = self._cues.update(m, z)
             if not cues:
-                status = "no clear vocal cue" if self._baseline.ready else "learning the speaker's voice"
+                status = "no clear vocal cue" if self._baseline.ready else "learning the voice baseline"
             new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
             self._baseline.update(m, m.speech_s * new_s / duration)
             self._last_end = t_end

@@ -60,7 +60,7 @@ RULES: tuple[CueRule, ...] = (
             abs_span=1.0, needs_min=0.3),
     CueRule("tense", "the voice sounds sharp and tense", "alpha_db", +1, z_on=2.0, needs="voiced_s", needs_min=0.3),
     CueRule("breathy", "the voice sounds weak and breathy", "hnr_db", -1, z_on=2.0, needs="voiced_s", needs_min=0.3),
-    CueRule("trembling", "trembling voice", "jitter_pct", +1, z_on=2.0, abs_on=4.0, abs_margin=0.5, abs_span=3.0,
+    CueRule("trembling", "trembling voice", "jitter_pct", +1, z_on=2.0, abs_on=5.0, abs_margin=0.5, abs_span=3.0,
             needs="voiced_s", needs_min=0.5),
 )
 CALM = CueRule("steady", "the tone is calm and steady", "f0_median_st", 0, z_on=0.7)

@@ -315,7 +315,7 @@ def test_demo_sample_wav_silence_then_speech():
     results = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), x[: 20 * SAMPLE_RATE])
     assert all(r.status in ("silence", "no speech", "noise") and not r.cues for t, r in results if t + 2.0 <= 6.5)
     talk = [r for t, r in results if t >= 8.0]
-    assert all(r.cues or r.status in ("learning the speaker's voice", "no clear vocal cue") for r in talk)
+    assert all(r.cues or r.status in ("learning the voice baseline", "no clear vocal cue") for r in talk)
     assert all(r.extra["speech_ratio"] > 0.3 for r in talk) and any(r.cues for r in talk)
 
 
@@ -347,3 +347,19 @@ def test_transcript_of_read_speech_on_the_source_clock(clip0870):
     assert hits >= 0.7 * len(ref.split())
     assert segs[0].start >= 50.0 and segs[-1].end <= 50.0 + len(clip0870) / SAMPLE_RATE + 0.5
     assert tr.last_language == "en"
+
+
+def test_analyzer_transcribes_finished_utterances(clip0870):
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    from edge_xemo.models import ModelError
+
+    try:
+        an = VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en"))
+    except ModelError as e:
+        pytest.skip(str(e))
+    x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])  # silence closes the utterance
+    results = stream(an, x, t_off=20.0)
+    pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
+    assert pieces and "dashwood" in " ".join(p["text"] for p in pieces).lower()
+    assert all(20.0 <= p["start"] < p["end"] <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
+    assert any("asr" in r.latency_ms for _, r in results)
