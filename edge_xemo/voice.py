@@ -116,7 +116,6 @@ class VoiceAnalyzer:
         self.options = options or VoiceOptions()
         self._vad = SileroVad(self.options.vad_options())
         self._frames = FrameAnalyzer()
-        self._baseline = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
         self._cues = VoiceCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
         self._bridge = self._load_bridge() if self.options.use_bridge else None
@@ -135,7 +134,9 @@ class VoiceAnalyzer:
     def reset(self) -> None:
         self._vad.reset_states()
         self._frames.reset()
-        self._baseline.reset()
+        self._baselines: dict[str, SpeakerBaseline] = {}
+        self._speaker = ""
+        self.set_speaker("default")
         self._cues.reset()
         self._rate.reset()
         if self._bridge is not None:
@@ -146,6 +147,7 @@ class VoiceAnalyzer:
         self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
         self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
         self._recent_t = 0.0
+        self._transcribed_until = -math.inf
 
     def _load_bridge(self):
         """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
@@ -163,7 +165,27 @@ class VoiceAnalyzer:
 
     @property
     def baseline(self) -> SpeakerBaseline:
-        return self._baseline
+        """The current speaker's baseline."""
+        return self._baselines[self._speaker]
+
+    @property
+    def speaker(self) -> str:
+        return self._speaker
+
+    def set_speaker(self, key: str) -> None:
+        """Judge the following windows against speaker `key`'s own baseline (created on first use).
+
+        One stream is one speaker by default; a diarizer or the face tracker (who is talking) can
+        switch speakers so that each voice keeps its own norm. Cue hysteresis restarts on a switch.
+        """
+        if key == self._speaker:
+            return
+        if key not in self._baselines:
+            self._baselines[key] = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
+        self._speaker = key
+        self._cues.reset()
+        self._rate.reset()
+        self._last_end = None
 
     def process_block(self, block: AudioBlock) -> VoiceBlock:
         """Repair, VAD and frame prosody of one block (any size)."""
@@ -222,12 +244,12 @@ class VoiceAnalyzer:
         if m.speech_s < self.options.min_window_speech_s:
             status = _no_speech_status(frames, m.speech_s)
         else:
-            z = self._baseline.zscores(m)
+            z = self.baseline.zscores(m)
             cues = self._cues.update(m, z)
             if not cues:
-                status = "no clear vocal cue" if self._baseline.ready else "learning the voice baseline"
+                status = "no clear vocal cue" if self.baseline.ready else "learning the voice baseline"
             new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
-            self._baseline.update(m, m.speech_s * new_s / duration)
+            self.baseline.update(m, m.speech_s * new_s / duration)
             self._last_end = t_end
         t_cues = time.perf_counter()
         latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
@@ -239,7 +261,7 @@ class VoiceAnalyzer:
             latency["aecb"] = sum(out.latency_ms.values())
         extra = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
-                     baseline_ready=self._baseline.ready,
+                     speaker=self._speaker, baseline_ready=self.baseline.ready,
                      segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
                      input=dict(self.stats))
         if self._asr is not None:
@@ -267,6 +289,9 @@ class VoiceAnalyzer:
     def _transcribe(self, segments: list[dict]) -> list[dict]:
         out = []
         for seg in segments:
+            if seg["end"] <= self._transcribed_until:  # already done in an earlier, overlapping window
+                continue
+            self._transcribed_until = seg["end"]
             a = int((seg["start"] - self._recent_t) * SAMPLE_RATE)
             b = int((seg["end"] - self._recent_t) * SAMPLE_RATE)
             if a < 0 or b <= a:

@@ -259,6 +259,12 @@ def test_result_shape_and_stage_protocol(clip0870):
     assert 0.5 < r.extra["speech_ratio"] <= 1.0 and 70 < r.extra["f0_median_hz"] < 160
     assert all(c.modality == "auditory" and c.phrase and 0 < c.intensity <= 1 for _, res in results for c in res.cues)
     assert any(c for _, res in results for c in res.cues)
+    an.set_speaker("second voice")
+    assert not an.baseline.ready and an.speaker == "second voice"
+    an.set_speaker("default")
+    assert an.baseline.ready
+    empty = an.summarize(np.zeros(0, np.float32), 0.0, [], 0.0, 2.0)
+    assert empty.empty and empty.status == "no audio"
     an.reset()
     assert not an.baseline.ready
 
