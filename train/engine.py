@@ -241,7 +241,9 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     step = 0
     if cfg.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=info.device)
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict copies weights and Adam
+        # moments to wherever the parameters live
+        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
