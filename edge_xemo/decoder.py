@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .llama_session import LlamaSession
-from .models import ModelError, verified_path
+from .models import ModelError, load_manifest, verified_path
 from .projector import PROJECTOR_NAMES, load_projector
 from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, Segment, build_prompt_with_notes
 from .prompt import parse_explanation, repeated_text, split_cues
@@ -56,7 +56,9 @@ class DecoderOptions:
     n_gpu_layers: int = 0
     """Layers offloaded to a GPU (needs a CUDA/Metal build of llama-cpp-python)."""
     lora_path: str | None = None
-    """Optional LoRA adapter in GGUF form, applied with `lora_scale`."""
+    """LoRA adapter (GGUF) applied with `lora_scale`; None = `lora_artifact` when it applies."""
+    lora_artifact: str | None = "decoder_lora"
+    """Manifest LoRA used with the default model when `lora_path` is None and it is installed."""
     lora_scale: float = 1.0
     max_tokens: int = 80
     """Most generated tokens before the label step is forced."""
@@ -82,7 +84,11 @@ class CueDecoder:
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(o.seed)
         path = Path(o.model_path) if o.model_path else verified_path(DEFAULT_MODEL)
-        self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, o.lora_path, o.lora_scale)
+        self.lora_path = o.lora_path
+        if self.lora_path is None and o.model_path is None and o.lora_artifact in load_manifest()["artifacts"]:
+            self.lora_path = str(verified_path(o.lora_artifact))
+        log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
+        self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
         self.projectors = {}
         try:
             for slot, name in (("video", o.projector_visual), ("audio", o.projector_audio)):
@@ -370,6 +376,6 @@ def reason_text(
             "subtitle": subtitle is not None,
             "token_slots": "none (cue text only)",
             "model": decoder.session.path.name,
-            "lora": decoder.options.lora_path,
+            "lora": decoder.lora_path,
         },
     }

@@ -149,7 +149,7 @@ def fresh(decoder):
     """A second llama.cpp session on the same GGUF, evaluated from position 0 each time."""
     from edge_xemo.llama_session import LlamaSession
 
-    session = LlamaSession(decoder.session.path, n_ctx=1024)
+    session = LlamaSession(decoder.session.path, n_ctx=1024, lora_path=decoder.lora_path)
     yield session
     session.close()
 
@@ -327,3 +327,45 @@ def test_reason_text_is_json_ready(decoder):
     assert out["inputs"]["auditory_cues"] == ["laughing", "high pitch"]
     with pytest.raises(ValueError, match="nothing to explain"):
         reason_text("", "none", None, decoder=decoder)
+
+
+def _write_lora(path, n_embd: int, rank: int = 4, n_out: int = 576, seed: int = 0) -> None:
+    """A real GGUF LoRA adapter (llama.cpp layout) on layer 0's attention query, random weights."""
+    from gguf import GGUFWriter
+
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    w.add_tensor("blk.0.attn_q.weight.lora_a", (rng.standard_normal((rank, n_embd)) * 0.5).astype(np.float32))
+    w.add_tensor("blk.0.attn_q.weight.lora_b", (rng.standard_normal((n_out, rank)) * 0.5).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@needs_model
+def test_lora_adapter_changes_logits_and_bad_adapter_is_an_error(decoder, fresh, tmp_path):
+    from edge_xemo.decoder import CueDecoder, DecoderOptions
+    from edge_xemo.llama_session import LlamaSession
+    from edge_xemo.models import ModelError
+
+    good, bad = tmp_path / "lora.gguf", tmp_path / "bad_lora.gguf"
+    _write_lora(good, decoder.session.n_embd)
+    _write_lora(bad, decoder.session.n_embd + 8)
+    ids = fresh.tokenize(PROMPT_PREFIX + "Visual cues: smiling.")
+    with_lora = LlamaSession(decoder.session.path, n_ctx=256, lora_path=str(good))
+    try:
+        adapted = with_lora.eval_tokens(ids, 0, want_logits=True)
+    finally:
+        with_lora.close()
+    session = LlamaSession(decoder.session.path, n_ctx=256)
+    try:
+        base = session.eval_tokens(ids, 0, want_logits=True)
+    finally:
+        session.close()
+    assert np.isfinite(adapted).all() and np.abs(adapted - base).max() > 0.1
+    with pytest.raises(ModelError, match="LoRA adapter"):
+        CueDecoder(DecoderOptions(model_path=str(decoder.session.path), lora_path=str(bad)))
