@@ -40,7 +40,9 @@ def read_cue_file(path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"cue file {path} is not valid JSON: {e.msg} (line {e.lineno})") from e
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"cue file {path} must be an object {{name: {{visual: [...], auditory: [...], emotional: [...]}}}}")
+        raise ValueError(
+            f"cue file {path} must be an object {{name: {{visual: [...], auditory: [...], emotional: [...]}}}}"
+        )
     return data
 
 
@@ -108,9 +110,13 @@ def _print_scores(scores: dict, title: str) -> None:
 
 @eval_app.command("emocue360")
 def emocue360(
-    pred_cues: Optional[Path] = typer.Option(None, "--pred-cues", help="predicted cue lists (JSON {name: {visual, auditory, emotional}})"),
+    pred_cues: Optional[Path] = typer.Option(
+        None, "--pred-cues", help="predicted cue lists (JSON {name: {visual, auditory, emotional}})"
+    ),
     ref_cues: Optional[Path] = typer.Option(None, "--ref-cues", help="reference cue lists, same format"),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="predicted descriptions (CSV name,english | JSONL | JSON {name: text})"),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="predicted descriptions (CSV name,english | JSONL | JSON {name: text})"
+    ),
     ref: Optional[Path] = typer.Option(None, "--ref", help="reference descriptions, same formats"),
     extractor: str = typer.Option("rule", help="cue extractor for --pred/--ref: rule | llm"),
     gguf: Optional[Path] = typer.Option(None, help="GGUF for --extractor llm (default: the SmolLM2 decoder)"),
@@ -161,7 +167,9 @@ def _load_analyzer(spec: str):
 def clips(
     manifest: Path = typer.Argument(..., help="CSV/JSONL rows: video, audio, subtitle, description, label [, name]"),
     out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
-    analyzer: str = typer.Option("edge_xemo.analyzer:analyze_clip", help="module:callable taking a ClipRow, returning a ClipResult"),
+    analyzer: str = typer.Option(
+        "edge_xemo.analyzer:analyze_clip", help="module:callable taking a ClipRow, returning a ClipResult"
+    ),
     no_emocue: bool = typer.Option(False, help="skip EmoCue-360 (no MiniLM needed)"),
     plots: bool = typer.Option(True, help="write PNG plots (needs matplotlib)"),
     threads: int = typer.Option(1, help="onnxruntime threads for the MiniLM embedder"),

@@ -191,7 +191,7 @@ def _fmt(v) -> str:
 
 def markdown(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = [f"# Clip evaluation\n", f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped "
+    lines = ["# Clip evaluation\n", f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped "
              f"(missing media), {report['n_failed']} failed, of {report['n_rows']} rows.\n"]
     if report["emocue360"]:
         lines += ["## EmoCue-360\n", "| modality | precision | recall | F1 | n |", "|---|---|---|---|---|"]
@@ -250,7 +250,7 @@ def _plots(report: dict, out_dir: Path) -> list[Path]:
     if report["emocue360"]:
         mods = [m for m, s in report["emocue360"].items() if s["n"]]
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        for k, (metric, off) in enumerate((("precision", -0.25), ("recall", 0), ("f1", 0.25))):
+        for metric, off in (("precision", -0.25), ("recall", 0), ("f1", 0.25)):
             ax.bar(np.arange(len(mods)) + off, [report["emocue360"][m][metric] for m in mods], 0.25, label=metric)
         ax.set_xticks(range(len(mods)), mods)
         ax.set_ylim(0, 1)
@@ -270,7 +270,7 @@ def _plots(report: dict, out_dir: Path) -> list[Path]:
         ax.set_xticks(range(len(preds)), preds, rotation=45, ha="right")
         ax.set_yticks(range(len(truth)), truth)
         for (i, j), v in np.ndenumerate(mat):
-            ax.text(j, i, str(v), ha="center", va="center")
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > mat.max() / 2 else "black")
         ax.set_xlabel("predicted")
         ax.set_ylabel("reference")
         paths.append(out_dir / "confusion.png")
