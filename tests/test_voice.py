@@ -117,6 +117,21 @@ def test_vad_streaming_matches_whole_clip_and_reset_repeats(clip0870):
     assert np.allclose(np.concatenate(probs), again, atol=1e-5)
 
 
+def test_vad_agrees_with_the_reference_speaker_turns():
+    """pyannote's sample.rttm (hand-checked speaker turns) vs our segments, on a 10 ms grid."""
+    x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))
+    rttm = need(DEMO_WAV.with_suffix(".rttm"), "the install step copies pyannote-audio's sample.rttm there")
+    n = len(x) * 100 // SAMPLE_RATE
+    ref, hyp = np.zeros(n, bool), np.zeros(n, bool)
+    for line in rttm.read_text().splitlines():
+        f = line.split()
+        ref[int(float(f[3]) * 100) : int((float(f[3]) + float(f[4])) * 100)] = True
+    for s in speech_segments(x):
+        hyp[int(s.start * 100) : int(s.end * 100)] = True
+    tp = (ref & hyp).sum()
+    assert tp / hyp.sum() > 0.95 and tp / ref.sum() > 0.95
+
+
 def test_vad_rejects_bad_options():
     with pytest.raises(ValueError, match="threshold"):
         VadOptions(threshold=1.5)
