@@ -384,3 +384,15 @@ def test_analyzer_transcribes_finished_utterances(clip0870):
     assert pieces and "dashwood" in " ".join(p["text"] for p in pieces).lower()
     assert all(20.0 <= p["start"] < p["end"] <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
     assert any("asr" in r.latency_ms for _, r in results)
+
+
+def test_transcript_without_faster_whisper_is_a_clear_error(monkeypatch):
+    import sys
+
+    from edge_xemo.asr import Transcriber
+
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)  # as if the asr extra were not installed
+    with pytest.raises(RuntimeError, match=r"edge-xemo\[asr\]"):
+        Transcriber()
+    with pytest.raises(RuntimeError, match="faster-whisper"):
+        VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True))
