@@ -396,3 +396,14 @@ def test_transcript_without_faster_whisper_is_a_clear_error(monkeypatch):
         Transcriber()
     with pytest.raises(RuntimeError, match="faster-whisper"):
         VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True))
+
+
+def test_voice_stage_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from edge_xemo.voice import VoiceAnalyzer, VoiceOptions; "
+            "from edge_xemo.types import AudioBlock; a = VoiceAnalyzer(VoiceOptions(use_bridge=False)); "
+            "a.process_block(AudioBlock(np.zeros(16000, np.float32), 0.0, 0)); "
+            "assert 'torch' not in sys.modules and 'silero_vad' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1], timeout=60)
