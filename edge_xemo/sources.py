@@ -402,12 +402,13 @@ class FileSource(Source):
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if audio else None
             base = container.start_time / 1_000_000 if container.start_time is not None else 0.0
             audio_t = None
+            last_t = 0.0
             for packet in container.demux(streams):
                 if stop.is_set():
                     return
                 for item in packet.decode():
                     if isinstance(item, av.VideoFrame):
-                        t = self._media_time(item, base)
+                        t = last_t = self._media_time(item, base)
                         if self.realtime:
                             clock.sleep_until(start + t, stop)
                         sink.frame(item.to_ndarray(format="bgr24"), t)
@@ -425,6 +426,11 @@ class FileSource(Source):
                     samples = out.to_ndarray().reshape(-1)
                     sink.audio(samples, audio_t)
                     audio_t += len(samples) / SAMPLE_RATE
+            last_t = max(last_t, audio_t or 0.0)
+            expected = container.duration / 1_000_000 if container.duration else None
+            if expected and not stop.is_set() and last_t < expected - max(1.0, 0.05 * expected):
+                sink.status("file_truncated", f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; "
+                            "analysed what was readable", level="error")
         except av.error.FFmpegError as e:
             sink.status("file_truncated", f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable", level="error")
         finally:
