@@ -324,8 +324,8 @@ class SyllableRate:
                 self._nuclei = np.append(self._nuclei, t)
         self._speech.update(np.round(np.asarray(m.extra.get("speech_chunk_t", []), float) * 1000).astype(int).tolist())
         oldest = t_end - self.horizon_s
-        self._nuclei = self._nuclei[self._nuclei >= oldest]
-        self._speech = {k for k in self._speech if k >= oldest * 1000}
+        self._nuclei = self._nuclei[(self._nuclei >= oldest) & (self._nuclei <= t_end)]  # also after a jump back
+        self._speech = {k for k in self._speech if oldest * 1000 <= k <= t_end * 1000}
         speech_s = len(self._speech) * CHUNK_S
         return len(self._nuclei) / speech_s if speech_s > 0 else math.nan
 

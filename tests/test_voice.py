@@ -407,3 +407,20 @@ def test_voice_stage_never_imports_torch():
             "a.process_block(AudioBlock(np.zeros(16000, np.float32), 0.0, 0)); "
             "assert 'torch' not in sys.modules and 'silero_vad' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1], timeout=60)
+
+
+def test_bridge_tokens_ride_on_speech_windows(clip0870):
+    from edge_xemo.models import ModelError, resolve
+
+    try:
+        resolve("aecb")
+    except ModelError as e:
+        pytest.skip(f"AECB bridge not installed: {e}")
+    an = VoiceAnalyzer(VoiceOptions(use_bridge=True))
+    assert an.has_bridge
+    results = stream(an, np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), clip0870]))
+    silent = [r for t, r in results if t + 2.0 <= 3.0]
+    talking = [r for t, r in results if t >= 3.5]
+    assert silent and all(r.tokens is None for r in silent)
+    assert talking and all(r.tokens is not None and r.tokens.ndim == 2 and np.isfinite(r.tokens).all() for r in talking)
+    assert all(any(k.startswith("aecb:") for k in r.scores) and "aecb" in r.latency_ms for r in talking)
