@@ -222,6 +222,16 @@ def test_syllable_rate_follows_tempo(librivox):
     assert 1.1 < rates[1] / rates[0] < 1.4
 
 
+def test_speech_in_white_noise_keeps_its_pitch(clip0870):
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(len(clip0870)).astype(np.float32) * np.sqrt(np.mean(clip0870**2) / 10)  # 10 dB SNR
+    clean = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), clip0870)
+    noisy = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), clip0870 + noise)
+    assert abs(median_extra(noisy, "f0_median_hz") / median_extra(clean, "f0_median_hz") - 1) < 0.05
+    assert median_extra(noisy, "speech_ratio") > 0.8
+    assert median_extra(noisy, "hnr_db") < median_extra(clean, "hnr_db")
+
+
 def test_a_deep_voice_alone_is_not_a_low_pitch_cue(librivox):
     """Without an earlier, higher baseline the lowered voice is this speaker's normal."""
     low = _variant(librivox, -SHIFT_ST, 1.0)
