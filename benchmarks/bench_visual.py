@@ -3,7 +3,8 @@
 Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
 centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
 landmarks (crop + model + projection), cue reading, and the whole `VisualAnalyzer.process_frame`
-(detector every 10 frames, the default; and every frame, the baseline of the ratio).
+(detector every 10 frames, the default; and every frame, the baseline of the ratio), with and
+without the expression encoder, and one window summary (with the VECB when it is installed).
 
     pytest benchmarks/bench_visual.py --benchmark-columns=median,iqr,ops
     python benchmarks/bench_visual.py          # medians, p95, frames/s, ratios
@@ -86,6 +87,13 @@ def test_process_frame(benchmark, frames, detect_every):
     benchmark(step)
 
 
+def test_summarize_window(benchmark, frames):
+    """One 2 s window (50 frames) -> cues, scores, and VECB tokens when the bridge is installed."""
+    va = VisualAnalyzer.create_from_options(VisualOptions(threads=1))
+    obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
+    benchmark(va.summarize, obs, 0.0, 2.0)
+
+
 def _times(fn, n: int) -> np.ndarray:
     for _ in range(10):
         fn()
@@ -119,6 +127,10 @@ def main(n: int = 500) -> None:
                 va.process_frame(Frame(frames[i % len(frames)], i / 25, i))
 
             rows[f"frame detect_every={every}{' +expression' if expr else ''}"] = _times(step, n)
+    va = VisualAnalyzer.create_from_options(VisualOptions(threads=1))
+    obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
+    label = "summarize 2 s window" + (" +VECB" if va.bridge is not None and va.expression is not None else "")
+    rows[label] = _times(lambda: va.summarize(obs, 0.0, 2.0), min(n, 200))
     sys.stdout.write(f"visual path, 640x360, one face, 1 onnxruntime thread, {os.cpu_count()} cores, n={n}\n")
     for name, ms in rows.items():
         med = float(np.median(ms))
