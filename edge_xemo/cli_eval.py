@@ -157,7 +157,7 @@ def emocue360(
 def _load_analyzer(spec: str):
     module, _, attr = spec.partition(":")
     try:
-        fn = getattr(importlib.import_module(module), attr or "analyze_clip")
+        fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"analyzer {spec!r} not available: {e}") from e
     return fn() if isinstance(fn, type) else fn
@@ -168,7 +168,8 @@ def clips(
     manifest: Path = typer.Argument(..., help="CSV/JSONL rows: video, audio, subtitle, description, label [, name]"),
     out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
     analyzer: str = typer.Option(
-        "edge_xemo.analyzer:analyze_clip", help="module:callable taking a ClipRow, returning a ClipResult"
+        "edge_xemo.clip:ClipAnalyzer",
+        help="module:callable taking a ClipRow and returning a ClipResult (a class is instantiated without arguments)",
     ),
     no_emocue: bool = typer.Option(False, help="skip EmoCue-360 (no MiniLM needed)"),
     plots: bool = typer.Option(True, help="write PNG plots (needs matplotlib)"),
