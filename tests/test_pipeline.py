@@ -213,7 +213,7 @@ def loss_fn(model, batch):
 torch.manual_seed(1)
 model = CueBridge()
 cfg = load_config(FitConfig, None, ["out_dir=" + sys.argv[1], "steps=5", "batch_size=16", "lr=0.01",
-                                    "warmup_steps=2", "threads=1", "log_every=100"])
+                                    "warmup_steps=2", "threads=1", "log_every=100", "grad_accum=" + sys.argv[4]])
 res = fit(model, loss_fn, data, cfg, stage="ddp_test")
 if res.checkpoint is not None:
     torch.save({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, sys.argv[2])
@@ -280,17 +280,18 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 @needs_torch
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
-    """torchrun, 2 gloo ranks x 8 rows vs 1 process x 16 rows: same rows per step -> same parameters."""
+    """torchrun, 2 gloo ranks x 2 accumulation micro-steps x 4 rows vs 1 process x 16 rows: the same
+    rows per optimizer step -> the same parameters."""
     script = tmp_path / "ddp_stage.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path / "two"), str(tmp_path / "two.pt"), str(REPO)],
+                          str(script), str(tmp_path / "two"), str(tmp_path / "two.pt"), str(REPO), "2"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(tmp_path / "one.pt"), str(REPO)],
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(tmp_path / "one.pt"), str(REPO), "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")

@@ -17,6 +17,7 @@ written to a temporary name then renamed, so an interrupted save never leaves a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -51,7 +52,9 @@ class FitConfig:
     out_dir: str = "runs/stage"  # checkpoints and the loss log go here
     steps: int = 100  # optimizer steps in total (resuming continues up to this; sets the LR schedule)
     stop_at: int = 0  # end this run after this many steps, checkpointed (a job time slot); 0: run to `steps`
-    batch_size: int = 32  # GLOBAL batch: split evenly over the DDP ranks
+    batch_size: int = 32  # GLOBAL batch: split evenly over the DDP ranks and accumulation micro-steps
+    grad_accum: int = 1  # micro-steps per optimizer step (a big global batch on a small GPU)
+    find_unused_parameters: bool = False  # DDP: a loss that skips some trainable parameters needs this
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 0.0  # cosine decay ends here
     warmup_steps: int = 0  # linear warm-up from 0
@@ -184,7 +187,7 @@ def lr_at(step: int, cfg: FitConfig) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
-def _batches(dataset: Dataset, sampler: DistributedSampler, per_rank: int, start_step: int, cfg: FitConfig, collate):
+def _batches(dataset: Dataset, sampler: DistributedSampler, per_rank: int, start: int, cfg: FitConfig, collate):
     """Endless batches; epoch e uses permutation seed + e, so a resumed run replays the same order."""
     # its own generator: a DataLoader iterator otherwise draws from the global RNG, so a resumed
     # run (which opens one more iterator) would shift every later dropout mask
@@ -193,7 +196,7 @@ def _batches(dataset: Dataset, sampler: DistributedSampler, per_rank: int, start
     per_epoch = len(loader)
     if per_epoch == 0:
         raise ValueError(f"dataset of {len(dataset)} rows is smaller than one global batch of {cfg.batch_size}")
-    epoch, skip = divmod(start_step, per_epoch)
+    epoch, skip = divmod(start, per_epoch)  # `start` micro-batches were consumed before a resume
     while True:
         sampler.set_epoch(epoch)
         for i, batch in enumerate(loader):
@@ -232,8 +235,9 @@ def fit(
     """
     t0 = time.time()
     info = setup(cfg)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {info.world_size} processes")
+    if cfg.grad_accum < 1 or cfg.batch_size % (info.world_size * cfg.grad_accum):
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {info.world_size} processes "
+                         f"x {cfg.grad_accum} accumulation micro-steps")
     out = Path(cfg.out_dir)
     ckpt_path, log_path = out / "ckpt.pt", out / f"{stage}_loss.jsonl"
     model.to(info.device)
@@ -257,10 +261,12 @@ def fit(
         if info.master:
             log.info("%s: resumed from %s at step %d", stage, ckpt_path, step)
     if info.ddp:
-        model = DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        model = DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                    find_unused_parameters=cfg.find_unused_parameters)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
-    batches = _batches(dataset, sampler, cfg.batch_size // info.world_size, step, cfg, collate)
+    micro = cfg.batch_size // (info.world_size * cfg.grad_accum)
+    batches = _batches(dataset, sampler, micro, step * cfg.grad_accum, cfg, collate)
     if info.master:
         out.mkdir(parents=True, exist_ok=True)
         if step == 0:
@@ -272,16 +278,23 @@ def fit(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        result = loss_fn(model, _to(next(batches), info.device))
-        result = result if isinstance(result, dict) else {"loss": result}
         optimizer.zero_grad(set_to_none=True)
-        result["loss"].backward()
+        sums: dict = {}
+        for i in range(cfg.grad_accum):
+            # no_sync: DDP all-reduces gradients only on the last micro-step
+            sync = i == cfg.grad_accum - 1 or not info.ddp
+            with contextlib.nullcontext() if sync else model.no_sync():
+                result = loss_fn(model, _to(next(batches), info.device))
+                result = result if isinstance(result, dict) else {"loss": result}
+                (result["loss"] / cfg.grad_accum).backward()
+            for k, v in result.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) / cfg.grad_accum
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         step += 1
-        names = sorted(result)
-        values = torch.stack([result[k].detach().float().reshape(()) for k in names])
+        names = sorted(sums)
+        values = torch.stack([sums[k] for k in names])
         if info.ddp:  # log the global-batch mean, the same number a single process would log
             dist.all_reduce(values)
             values /= info.world_size
