@@ -215,6 +215,21 @@ def clean_f0(f0: np.ndarray) -> np.ndarray:
     return f0
 
 
+def voiced_segments(frames: FrameFeatures, f0: np.ndarray, min_frames: int = 10) -> list[dict]:
+    """Per voiced stretch of at least `min_frames` (100 ms): times, median F0, level, F0 slope."""
+    out = []
+    for s, e in _runs(np.isfinite(f0)):
+        if e - s < min_frames:
+            continue
+        st = semitones(f0[s:e])
+        t = frames.t[s:e]
+        out.append({"start": round(float(t[0]), 3), "end": round(float(t[-1]), 3),
+                    "f0_median_hz": round(float(np.median(f0[s:e])), 1),
+                    "level_db": round(float(np.max(frames.level_db[s:e])), 1),
+                    "f0_slope_st_s": round(float(np.polyfit(t - t[0], st, 1)[0]), 2)})
+    return out
+
+
 def syllable_nuclei(level_db: np.ndarray, voiced: np.ndarray, speech: np.ndarray, dip_db: float = 2.0) -> np.ndarray:
     """Frame indices of intensity peaks in voiced speech that rise `dip_db` above the dips around them."""
     if len(level_db) < 5 or not speech.any():
@@ -342,6 +357,7 @@ def measure_window(
             s, e = runs[-1]
             tail = slice(max(s, e - 40), e)
             out["f0_end_slope_st_s"] = float(np.polyfit(frames.t[tail], semitones(f0_all[tail]), 1)[0])
+        out.setdefault("extra", {})["voiced_segments"] = voiced_segments(frames, f0_all)
         if samples is not None:
             out["jitter_pct"], out["shimmer_pct"] = jitter_shimmer(samples, t0, frames, f0_all)
     return WindowMeasures(**out)

@@ -263,6 +263,7 @@ class VoiceAnalyzer:
         extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
                      speaker=self._speaker, baseline_ready=self.baseline.ready,
                      segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
+                     voiced_segments=m.extra.get("voiced_segments", []),
                      input=dict(self.stats))
         if self._asr is not None:
             t_asr = time.perf_counter()

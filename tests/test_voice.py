@@ -282,6 +282,9 @@ def test_result_shape_and_stage_protocol(clip0870):
     assert set(RULE_NAMES) <= set(r.scores)
     assert {"vad", "prosody", "measure", "cues", "total"} <= set(r.latency_ms)
     assert 0.5 < r.extra["speech_ratio"] <= 1.0 and 70 < r.extra["f0_median_hz"] < 160
+    segs = r.extra["voiced_segments"]
+    assert segs and all(results[-1][0] <= v["start"] < v["end"] for v in segs)
+    assert all(60 < v["f0_median_hz"] < 250 for v in segs)
     assert all(c.modality == "auditory" and c.phrase and 0 < c.intensity <= 1 for _, res in results for c in res.cues)
     assert any(c for _, res in results for c in res.cues)
     an.set_speaker("second voice")
