@@ -389,6 +389,21 @@ def test_rebuild_runs_stages_and_writes_summary(tmp_path):
     assert failed.status == "failed" and "exit 1" in failed.detail and "out of date" in Path(failed.log).read_text()
 
 
+@pytest.mark.slow
+def test_smoke_rebuild_runs_every_available_stage(tmp_path):
+    """`python -m train.rebuild --smoke` from the data stages on (sources need the registries): every
+    stage that exists and has --smoke must pass; the others are listed, never silently dropped."""
+    r = subprocess.run([sys.executable, "-m", "train.rebuild", "--smoke", "--keep-going", "--from", "train.audio_data",
+                        "--root", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    from train.rebuild import NAMES
+
+    assert list(summary["stages"]) == list(NAMES[1:])
+    failed = {k: v["detail"] for k, v in summary["stages"].items() if v["status"] == "failed"}
+    assert not failed and r.returncode == 0, failed or r.stderr[-2000:]
+    assert {v["status"] for v in summary["stages"].values()} <= {"ok", "skipped", "not available"}
+
+
 def test_model_card_is_up_to_date():
     from export.model_card import CARD, render
 
