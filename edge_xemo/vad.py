@@ -110,6 +110,11 @@ class SileroVad:
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def open_start(self) -> float | None:
+        """Start (source seconds) of the segment still open, or None."""
+        return self._start if self._speaking else None
+
     def probability(self, chunk: np.ndarray) -> float:
         """Speech probability of one 512-sample chunk, advancing the recurrent state."""
         x = np.concatenate([self._context, chunk])[None, :]

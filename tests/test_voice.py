@@ -437,3 +437,14 @@ def test_bridge_tokens_ride_on_speech_windows(clip0870):
     assert silent and all(r.tokens is None for r in silent)
     assert talking and all(r.tokens is not None and r.tokens.ndim == 2 and np.isfinite(r.tokens).all() for r in talking)
     assert all(any(k.startswith("aecb:") for k in r.scores) and "aecb" in r.latency_ms for r in talking)
+
+
+def test_long_speech_without_pauses_is_transcribed_in_pieces():
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))[: 22 * SAMPLE_RATE]
+    an = VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en", asr_max_chunk_s=6.0))
+    results = stream(an, x)
+    assert an._vad.speaking  # the conversation runs on: no finished utterance yet
+    pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
+    assert len(pieces) >= 2 and all(6.5 <= p["start"] < p["end"] <= 22.5 for p in pieces)
+    assert len(" ".join(p["text"] for p in pieces).split()) >= 10
