@@ -34,7 +34,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from train.config import add_config_args, load_config  # noqa: F401  (re-exported for stages)
+from train.config import add_config_args, load_config, stage_parser
+
+__all__ = ["CheckpointError", "DistInfo", "FitConfig", "FitResult", "add_config_args", "fit", "load_checkpoint",
+           "load_config", "lr_at", "save_checkpoint", "seed_everything", "setup", "stage_parser", "teardown", "unwrap"]
 
 log = logging.getLogger("edge_xemo")
 CHECKPOINT_FORMAT = 1
@@ -225,6 +228,7 @@ def fit(
     params: list | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
     stage: str = "stage",
+    extra: dict | None = None,
 ) -> FitResult:
     """Train `model` on `dataset` for `cfg.steps` AdamW steps (resuming from out_dir/ckpt.pt if there).
 
@@ -232,6 +236,8 @@ def fit(
     total under "loss"; every term is logged, every step, to out_dir/<stage>_loss.jsonl.
     `params` restricts what is optimized (default: every parameter that requires grad).
     `evaluate(raw_model)` runs on the master at the end; its dict goes into the log and the result.
+    `extra` (e.g. the model's own hyper-parameters) is stored in every checkpoint under "extra", so
+    loading one needs nothing else (nanoGPT's habit).
     """
     t0 = time.time()
     info = setup(cfg)
@@ -310,7 +316,7 @@ def fit(
                 rng = [None] * info.world_size
                 dist.all_gather_object(rng, _rng_state())
             if info.master:
-                save_checkpoint(ckpt_path, model, optimizer, step, cfg, rng)
+                save_checkpoint(ckpt_path, model, optimizer, step, cfg, rng, extra)
     metrics = {}
     if evaluate is not None and info.master:
         unwrap(model).eval()
