@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -132,9 +133,12 @@ def torch_outputs(model, feeds: list[dict], output_names: list[str]) -> list[dic
 
 def export_fp32(model, example: dict, path: str | Path, output_names: list[str], *,
                 dynamic_axes: dict | None = None, check_feeds: list[dict] | None = None,
-                tolerance: float = FP32_TOL, opset: int = OPSET) -> Parity:
-    """torch.onnx.export (TorchScript exporter, weights inside the file), then parity vs PyTorch.
+                tolerance: float = FP32_TOL, opset: int = OPSET, dynamo: bool = False) -> Parity:
+    """torch.onnx.export, weights inside the file, then parity vs PyTorch.
 
+    dynamo=False (default): the TorchScript exporter, byte-stable across runs with the same versions
+    (deprecated by torch but still shipped in 2.13); dynamo=True: the torch.export-based exporter
+    (needs onnxscript; slower; for models the TorchScript tracer cannot handle).
     `example` maps input names to example tensors (in the model's argument order); `check_feeds`
     (numpy dicts) default to the example. Raises ParityError and writes nothing when parity fails.
     """
@@ -144,11 +148,12 @@ def export_fp32(model, example: dict, path: str | Path, output_names: list[str],
     feeds = check_feeds or [{k: v.detach().cpu().numpy() for k, v in example.items()}]
     model.eval()
     expected = torch_outputs(model, feeds, output_names)
-    with staged(path) as tmp:
-        # dynamo=False: the TorchScript exporter writes one self-contained, byte-stable file
+    kw = {"external_data": False} if dynamo else {"do_constant_folding": True}
+    with staged(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*|export\.onnx_tools")
         torch.onnx.export(model, tuple(example.values()), str(tmp), input_names=list(example),
                           output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset,
-                          dynamo=False, do_constant_folding=True)
+                          dynamo=dynamo, **kw)
         return check_parity(tmp, feeds, expected, tolerance, path.name)
 
 
