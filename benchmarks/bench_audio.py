@@ -1,5 +1,6 @@
 """Cost of the voice stage per 1 s of real speech: VAD, frame prosody, window measures + cues, the
-whole path (20 ms blocks through `process_block`, one 2 s window summarized per 1 s hop, no AECB),
+whole path (20 ms blocks through `process_block`, one 2 s window summarized per 1 s hop, without
+and with the AECB bridge when installed),
 and the optional transcript's real-time factor. One onnxruntime / CTranslate2 thread.
 
 Speech: pyannote-audio's sample.wav ($EDGE_XEMO_HOME/demo) or Debian pocketsphinx-testdata.
@@ -77,8 +78,11 @@ def test_frame_prosody_per_second(benchmark):
     benchmark(analyze_frames, x)
 
 
-def test_whole_audio_path_per_second(benchmark):
-    step = OneSecond(speech())
+@pytest.mark.parametrize("bridge", [False, True], ids=["cues", "cues+aecb"])
+def test_whole_audio_path_per_second(benchmark, bridge):
+    step = OneSecond(speech(), VoiceOptions(use_bridge=bridge))
+    if bridge and not step.an.has_bridge:
+        pytest.skip("the AECB artifact is not installed")
     for _ in range(12):  # past the baseline warm-up, so cues are computed as in steady state
         step()
     benchmark(step)
@@ -115,6 +119,11 @@ def main(n: int = 60) -> None:
         "vad": _stats(lambda: vad_one_second(vad, x[:SAMPLE_RATE]), n),
         "frame prosody": _stats(lambda: analyze_frames(x[: SAMPLE_RATE + 2000]), n),
     }
+    with_bridge = OneSecond(x, VoiceOptions(use_bridge=True))
+    if with_bridge.an.has_bridge:
+        for _ in range(12):
+            with_bridge()
+        rows["whole path + AECB"] = _stats(with_bridge, n)
     step = OneSecond(x)
     for _ in range(12):
         step()
