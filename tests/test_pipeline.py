@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import wave
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,29 @@ def test_config_file_and_overrides(tmp_path):
         load_config(RebuildConfig, None, ["keep_going=maybe"])
 
 
+@dataclass
+class Fit:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class StageCfg:  # configs live at module level: their annotations are resolved from the module
+    fit: Fit = field(default_factory=Fit)
+    d: int = 128
+
+
+def test_nested_stage_config(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"d": 256, "fit": {"betas": [0.8, 0.95]}}))
+    cfg = load_config(StageCfg, f, ["fit.lr=3e-4"])
+    assert (cfg.d, cfg.fit.lr, cfg.fit.betas) == (256, 3e-4, (0.8, 0.95))
+    with pytest.raises(ValueError, match="'fit.lrr'.*Fit has: betas, lr"):
+        load_config(StageCfg, None, ["fit.lrr=1"])
+    with pytest.raises(ValueError, match="'d' wants int"):
+        load_config(StageCfg, None, ["d=wide"])
+
+
 # ----------------------------------------------------------------------------- feature cache
 def test_feature_cache_hits_invalidates_and_recovers(tmp_path):
     from train.features import FeatureCache
@@ -271,6 +295,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # truncated, as by a full disk
     with pytest.raises(CheckpointError, match=f"checkpoint {ckpt} is corrupt"):
         fit(model, _loss, data, FitConfig(out_dir=str(out), steps=2, batch_size=16, threads=1))
+    wider = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Dropout(0.2), torch.nn.Linear(64, 2))
+    fit(model, _loss, data, FitConfig(out_dir=str(tmp_path / "ok"), steps=1, batch_size=16, threads=1))
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        fit(wider, _loss, data, FitConfig(out_dir=str(tmp_path / "ok"), steps=2, batch_size=16, threads=1))
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(CheckpointError, match=f"checkpoint {other} lacks"):

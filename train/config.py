@@ -53,7 +53,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _update(cfg: Any, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(type(cfg))
+    try:
+        hints = typing.get_type_hints(type(cfg))
+    except NameError as e:
+        raise TypeError(f"config class {type(cfg).__name__} has annotations that cannot be resolved ({e}): "
+                        "define config dataclasses at module level") from e
     known = {f.name for f in fields(cfg)}
     for k, v in values.items():
         if k not in known:

@@ -67,6 +67,7 @@ class RebuildConfig:
     stages: list[str] = field(default_factory=list)  # run only these (empty: all)
     start_from: str = ""  # skip the stages before this one
     keep_going: bool = False  # run later stages after a failure
+    timeout_s: int = 0  # per module stage; 0: none
     args: dict = field(default_factory=dict)  # stage -> extra arguments ({unpacked}, {sources}, {home}, {root})
 
 
@@ -258,10 +259,17 @@ def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log_path, "w") as f:
-        rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        try:
+            rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                timeout=cfg.timeout_s or None).returncode
+        except subprocess.TimeoutExpired:
+            rc = None
     seconds = time.time() - t0
     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-    status, detail = ("ok", tail[0][:200]) if rc == 0 else ("failed", f"exit {rc}: {tail[0][:200]}")
+    if rc is None:
+        status, detail = "failed", f"timed out after {cfg.timeout_s} s: {tail[0][:200]}"
+    else:
+        status, detail = ("ok", tail[0][:200]) if rc == 0 else ("failed", f"exit {rc}: {tail[0][:200]}")
     return StageResult(stage.name, status, seconds, detail, " ".join(argv), str(log_path))
 
 
