@@ -70,6 +70,14 @@ class VoiceOptions:
     asr_max_chunk_s: float = 8.0
     asr_background: bool = False
 
+    def __post_init__(self) -> None:
+        positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues",
+                    "asr_max_chunk_s")
+        bad = [f"{k}={getattr(self, k)!r}" for k in positive if not getattr(self, k) > 0]
+        if bad or self.min_window_speech_s < 0:
+            raise ValueError(f"VoiceOptions: {', '.join(bad) or 'min_window_speech_s'} must be positive")
+        self.vad_options()  # validates the VAD thresholds and durations
+
     def vad_options(self) -> VadOptions:
         return VadOptions(self.vad_threshold, self.vad_neg_threshold, self.min_speech_ms, self.min_silence_ms,
                           threads=self.threads, provider=self.provider)

@@ -135,6 +135,10 @@ def test_vad_agrees_with_the_reference_speaker_turns():
 def test_vad_rejects_bad_options():
     with pytest.raises(ValueError, match="threshold"):
         VadOptions(threshold=1.5)
+    with pytest.raises(ValueError, match="threshold"):
+        VoiceOptions(vad_threshold=0.0)
+    with pytest.raises(ValueError, match="max_cues=0"):
+        VoiceOptions(max_cues=0)
     with pytest.raises(ValueError, match="neg_threshold"):
         VadOptions(threshold=0.5, neg_threshold=0.7)
 
