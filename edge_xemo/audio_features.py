@@ -1,9 +1,11 @@
-"""Log-mel features of 16 kHz speech, in numpy: the one front end of the audio encoder.
+"""Frame features of 16 kHz speech, in numpy: the one front end of the audio encoder.
 
-Training (`train/aecb.py`) and the runtime (`edge_xemo.aecb`) both call `log_mel`, so the
-ONNX encoder sees bit-identical features in both places. 25 ms Hann windows every 10 ms
-(no centering), 512-point FFT, 64 HTK-mel bands from 50 Hz to 8 kHz, log10 of power.
-No per-window normalization: absolute level is a cue (loud / soft voice).
+Training (`train/aecb.py`) and the runtime (`edge_xemo.aecb`) both call `frame_features`, so
+the ONNX encoder sees bit-identical features in both places. Per 25 ms Hann window every 10 ms
+(no centering): 64 HTK-mel bands from 50 Hz to 8 kHz (log10 of power; no per-window
+normalization, absolute level is a cue) and 32 pitch bands: the normalized autocorrelation
+(corrected for the window, as in Boersma 1993) at lags of 60-450 Hz, log-spaced, so that a pitch
+change of k semitones moves the peak by a fixed number of bands for every speaker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ N_FFT = 512
 N_MELS = 64
 FMIN, FMAX = 50.0, 8000.0
 LOG_FLOOR = 1e-10
+N_PITCH = 32
+F0_MIN, F0_MAX = 60.0, 450.0
+N_FEATURES = N_MELS + N_PITCH
+_ACF_FFT = 1024  # >= WIN + the longest lag: no circular wrap
 
 
 def n_frames(n_samples: int) -> int:
@@ -53,15 +59,62 @@ def _window() -> np.ndarray:
     return w
 
 
-def log_mel(samples: np.ndarray) -> np.ndarray:
-    """(n_frames, 64) float32 log10 mel power of mono 16 kHz float samples in [-1, 1]."""
+@lru_cache(maxsize=1)
+def _pitch_lags() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer lag below each pitch band, interpolation weight, window-autocorrelation there."""
+    lags = SAMPLE_RATE / np.geomspace(F0_MAX, F0_MIN, N_PITCH)  # short lag (high f0) first
+    lo = np.floor(lags).astype(np.int64)
+    frac = (lags - lo).astype(np.float32)
+    w = _window()[:WIN].astype(np.float64)
+    r_w = np.correlate(w, w, mode="full")[WIN - 1 :]
+    r_w = (1 - frac) * r_w[lo] + frac * r_w[lo + 1]
+    return lo, frac, (r_w / np.dot(w, w)).astype(np.float32)
+
+
+def _frames(x: np.ndarray, n: int) -> np.ndarray:
+    x = np.concatenate([x, np.zeros(N_FFT - WIN, dtype=np.float32)])
+    return np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:n] * _window()
+
+
+def _check(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float32)
     if x.ndim != 1:
-        raise ValueError(f"log_mel expects mono samples of shape (n,), got {x.shape}")
-    n = n_frames(len(x))
-    if n == 0:
-        return np.zeros((0, N_MELS), dtype=np.float32)
-    x = np.concatenate([x, np.zeros(N_FFT - WIN, dtype=np.float32)])
-    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:n] * _window()
+        raise ValueError(f"audio features expect mono samples of shape (n,), got {x.shape}")
+    return x
+
+
+def _log_mel(frames: np.ndarray) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames, axis=1)).astype(np.float32) ** 2
     return np.log10(power @ mel_filterbank() + LOG_FLOOR).astype(np.float32)
+
+
+def _pitch_bands(frames: np.ndarray) -> np.ndarray:
+    spec = np.fft.rfft(frames[:, :WIN], n=_ACF_FFT, axis=1)
+    acf = np.fft.irfft(spec.real**2 + spec.imag**2, n=_ACF_FFT, axis=1)
+    lo, frac, r_w = _pitch_lags()
+    r = (1 - frac) * acf[:, lo] + frac * acf[:, lo + 1]
+    return (r / (acf[:, :1] + 1e-9) / r_w).astype(np.float32)
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """(n_frames, 64) float32 log10 mel power of mono 16 kHz float samples in [-1, 1]."""
+    x = _check(samples)
+    n = n_frames(len(x))
+    return _log_mel(_frames(x, n)) if n else np.zeros((0, N_MELS), dtype=np.float32)
+
+
+def pitch_bands(samples: np.ndarray) -> np.ndarray:
+    """(n_frames, 32) float32 normalized autocorrelation at log-spaced pitch lags (450 -> 60 Hz)."""
+    x = _check(samples)
+    n = n_frames(len(x))
+    return _pitch_bands(_frames(x, n)) if n else np.zeros((0, N_PITCH), dtype=np.float32)
+
+
+def frame_features(samples: np.ndarray) -> np.ndarray:
+    """(n_frames, 96) float32: log-mel (64) then pitch bands (32); the encoder's input."""
+    x = _check(samples)
+    n = n_frames(len(x))
+    if n == 0:
+        return np.zeros((0, N_FEATURES), dtype=np.float32)
+    frames = _frames(x, n)
+    return np.concatenate([_log_mel(frames), _pitch_bands(frames)], axis=1)

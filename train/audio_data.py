@@ -27,10 +27,10 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import find_peaks, resample_poly
+from scipy.signal import butter, find_peaks, resample_poly, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_xemo.audio_features import SAMPLE_RATE, log_mel  # noqa: E402
+from edge_xemo.audio_features import SAMPLE_RATE, frame_features  # noqa: E402
 
 SR = SAMPLE_RATE
 CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft", "flat", "varied", "trembling", "long_pauses")
@@ -60,7 +60,9 @@ SENTENCES = (
     "Please put the boxes in the corner and close the door.",
     "I am not sure what to say about any of this.",
 )
-ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us+f3", "en-gb+f2", "en-us+m3")
+ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us+f3", "en-gb+f2", "en-us+m3",
+                 "en-us+f1", "en-us+f4", "en-gb+m1", "en-gb+m6", "en-029+f5", "en-gb-scotland+f2", "en-us+klatt",
+                 "en-gb-x-rp+m7", "en-us+m2", "en-gb+f4")
 
 
 @dataclass
@@ -137,7 +139,8 @@ def _speech_rms(x: np.ndarray) -> float:
 
 def sample_params(rng: np.random.Generator, neutral: bool) -> dict:
     """Manipulation parameters; values sit clearly beyond or clearly inside the cue thresholds."""
-    p = dict(semitones=0.0, duration=1.0, gain_db=0.0, range=1.0, tremor=0.0, pauses=0)
+    p = dict(semitones=0.0, duration=1.0, gain_db=0.0, range=1.0, tremor=0.0, pauses=0, lowpass_hz=0.0)
+    p["lowpass_hz"] = float(rng.uniform(3400, 7500)) if rng.random() < 0.4 else 0.0
     if neutral:
         return p
     side = lambda: rng.choice([-1, 1])  # noqa: E731
@@ -216,6 +219,8 @@ def make_variant(x: np.ndarray, p: dict, level: float, rng: np.random.Generator)
         y = _tremble(y, p["tremor"], rng)
     if p["pauses"]:
         y = _insert_pauses(y, p["pauses"], rng, noise)
+    if p["lowpass_hz"]:  # channel variety (phone, codec, cheap microphone), never a cue
+        y = sosfilt(butter(6, p["lowpass_hz"], fs=SR, output="sos"), y).astype(np.float32)
     y = y * 10 ** (p["gain_db"] / 20) + (rng.standard_normal(len(y)) * noise * 10 ** (p["gain_db"] / 20)).astype(np.float32)
     return np.clip(y, -1, 1).astype(np.float32)
 
@@ -277,7 +282,7 @@ def _job(args):
         w = y[s : s + win]
         m, long_pause = prosody_teacher(w)
         lab = labels_from_params(p) | {"long_pauses": long_pause}
-        rows.append(dict(mel=log_mel(w).astype(np.float16), speaker=speaker, utt=u_idx, neutral=int(v_idx == 0),
+        rows.append(dict(feats=frame_features(w).astype(np.float16), speaker=speaker, utt=u_idx, neutral=int(v_idx == 0),
                          labels=[lab[c] for c in CUES], prosody=[m[k] for k in PROSODY], params=p))
     return rows
 
@@ -307,7 +312,7 @@ def build(cfg: DataConfig) -> None:
         spk_names = sorted({r["speaker"] for r in sel})
         np.savez_compressed(
             out / f"{split}.npz",
-            mel=np.stack([r["mel"] for r in sel]),
+            feats=np.stack([r["feats"] for r in sel]),
             labels=np.array([r["labels"] for r in sel], dtype=np.float32),
             prosody=np.array([r["prosody"] for r in sel], dtype=np.float32),
             speaker=np.array([spk_names.index(r["speaker"]) for r in sel], dtype=np.int64),

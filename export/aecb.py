@@ -1,0 +1,160 @@
+"""Export the trained encoder + AECB to ONNX (fp32 and dynamic int8), check parity, write sidecars.
+
+    python -m export.aecb      # runs/aecb/ckpt.pt -> edge_xemo/models/aecb.onnx (+ aecb_int8.onnx), *.json
+
+Parity is measured on the held-out windows (runs/aecb_data/val.npz) with their speaker baselines:
+max |onnx - torch| of tokens, cue probabilities and prosody, and the share of cue decisions
+(p >= 0.5) on which they agree. int8 ships only when its cue decisions agree on >= 97 % of the
+held-out cue labels, its probabilities stay within INT8_PROB_TOL, and it is faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from edge_xemo.audio_features import F0_MAX, F0_MIN, FMAX, FMIN, HOP, N_FFT, N_MELS, N_PITCH, WIN  # noqa: E402
+from train.aecb import AECB, AecbConfig, Batcher, OnnxAECB, TrainConfig, load_split  # noqa: E402
+from train.audio_data import CUES, PHRASES, PROSODY  # noqa: E402
+
+MODELS = ROOT / "edge_xemo" / "models"
+FP32_TOL = 1e-4  # max abs difference, fp32 ONNX vs PyTorch (tokens, probabilities)
+INT8_PROB_TOL = 0.15  # max abs difference of a cue probability, int8 vs PyTorch
+INT8_AGREEMENT = 0.97
+OUTPUTS = ("tokens", "cue_probs", "prosody", "voice")
+
+
+def load(ckpt_path: Path) -> tuple[AECB, dict]:
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = AECB(AecbConfig(**ck["config"]["model"]))
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck["config"]
+
+
+def export_fp32(model: AECB, path: Path) -> None:
+    c = model.c
+    args = (torch.zeros(1, c.n_frames, c.n_feats), torch.zeros(1, c.d))
+    torch.onnx.export(
+        OnnxAECB(model).eval(), args, str(path), input_names=["features", "baseline"], output_names=list(OUTPUTS),
+        dynamic_axes={n: {0: "batch"} for n in ("features", "baseline", *OUTPUTS)}, opset_version=17, dynamo=False,
+    )
+
+
+def quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def val_inputs(data: Path, cfg: dict):
+    va = load_split(data, "val")
+    tcfg = TrainConfig(**{k: v for k, v in cfg.items() if k != "model"})
+    mel, ref_mel, _, labels, _ = Batcher(va, tcfg, seed=0).make(np.arange(len(va["labels"])), train=False)
+    return mel, ref_mel, labels.numpy()
+
+
+def parity(model: AECB, path: Path, mel, ref_mel, labels) -> dict:
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        _, voice = model.voice(ref_mel.flatten(0, 1))
+        baseline = voice.view(*ref_mel.shape[:2], -1).mean(1)
+        ref = [t.numpy() for t in OnnxAECB(model)(mel, baseline)]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"features": mel.numpy(), "baseline": baseline.numpy()})
+    diff = {n: float(np.abs(a - b).max()) for n, a, b in zip(OUTPUTS, got, ref)}
+    agree = float(((got[1] >= 0.5) == (ref[1] >= 0.5)).mean())
+    acc = float(((got[1] >= 0.5) == (labels >= 0.5)).mean())
+    one = {"features": mel[:1].numpy(), "baseline": baseline[:1].numpy()}
+    for _ in range(5):
+        sess.run(None, one)
+    ts = []
+    for _ in range(50):
+        t = time.perf_counter()
+        sess.run(None, one)
+        ts.append((time.perf_counter() - t) * 1000)
+    return {"max_abs_diff": diff, "cue_decision_agreement": agree, "val_cue_accuracy": acc,
+            "median_ms_1_thread": float(np.median(ts)), "windows": int(len(labels))}
+
+
+def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources: dict, precision: str) -> dict:
+    c = cfg["model"]
+    trained_on = {k: v for k, v in sources.items() if isinstance(v, dict) and "seconds" in v}
+    val = metrics["val"]
+    return {
+        "name": name, "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "precision": precision,
+        "source": {"training_command": "nice python -m train.audio_data && nice python -m train.aecb && python -m export.aecb",
+                   "code": ["train/audio_data.py", "train/aecb.py", "export/aecb.py", "edge_xemo/audio_features.py"]},
+        "licence": "Apache-2.0 (project-trained weights)",
+        "inputs": [
+            {"name": "features", "shape": ["batch", c["n_frames"], c["n_feats"]], "dtype": "float32",
+             "what": "edge_xemo.audio_features.frame_features of a 2.0 s window at 16 kHz"},
+            {"name": "baseline", "shape": ["batch", c["d"]], "dtype": "float32",
+             "what": "the speaker's mean `voice` output over earlier windows (own voice at the start)"}],
+        "outputs": [
+            {"name": "tokens", "shape": ["batch", c["n_queries"], c["d"]], "dtype": "float32"},
+            {"name": "cue_probs", "shape": ["batch", len(CUES)], "dtype": "float32", "labels": list(CUES)},
+            {"name": "prosody", "shape": ["batch", len(PROSODY)], "dtype": "float32", "labels": list(PROSODY)},
+            {"name": "voice", "shape": ["batch", c["d"]], "dtype": "float32"}],
+        "cue_phrases": {k: PHRASES[k] for k in CUES},
+        "front_end": {"function": "edge_xemo.audio_features.frame_features", "sample_rate": 16000, "window_s": 2.0,
+                      "win": WIN, "hop": HOP, "n_fft": N_FFT, "n_mels": N_MELS, "fmin": FMIN, "fmax": FMAX,
+                      "log": "log10(power + 1e-10)", "n_pitch": N_PITCH, "f0_min": F0_MIN, "f0_max": F0_MAX},
+        "population_baseline": [round(v, 6) for v in metrics["population_baseline"]],
+        "trained_on": {"speakers": trained_on, "train_windows": sources["train_windows"],
+                       "val_windows": sources["val_windows"], "window_s": 2.0,
+                       "held_out": sources["config"]["val_speaker"],
+                       "what": "real speech (pyannote-audio 4.0.7 sample.wav; Debian pocketsphinx-testdata) and "
+                               "espeak-ng voices, each utterance re-synthesized with Praat PSOLA pitch/range/tempo, "
+                               "gain, tremolo/vibrato and inserted pauses; labels from the manipulation parameters, "
+                               "prosody targets and long-pause labels measured by Praat"},
+        "how": f"{metrics['steps']} AdamW steps, batch {cfg['batch']}, {metrics['train_seconds']} s on 2 CPU cores",
+        "metrics": {
+            "command": "python -m export.aecb (held-out windows of the val speaker)",
+            "final_loss": {"train": metrics["train"]["loss"], "val": val["loss"]},
+            "val_cue_accuracy": val["cue_accuracy"], "val_cue_macro_f1": val["cue_macro_f1"],
+            "val_exact_match": val["exact_match"], "val_per_cue": val["per_cue"],
+            "val_contrastive_recall_at_1": val["contrastive_recall_at_1"], "val_prosody_mae": val["prosody_mae"],
+            "train_cue_accuracy": metrics["train"]["cue_accuracy"],
+            "parity_vs_pytorch": par,
+        },
+    }
+
+
+def main(ckpt: str = "runs/aecb/ckpt.pt", data: str = "runs/aecb_data") -> None:
+    model, cfg = load(ROOT / ckpt)
+    metrics = json.loads((ROOT / ckpt).with_name("metrics.json").read_text())
+    sources = json.loads((ROOT / data / "sources.json").read_text())
+    fp32, int8 = MODELS / "aecb.onnx", MODELS / "aecb_int8.onnx"
+    export_fp32(model, fp32)
+    quantize(fp32, int8)
+    mel, ref_mel, labels = val_inputs(ROOT / data, cfg)
+    p32, p8 = parity(model, fp32, mel, ref_mel, labels), parity(model, int8, mel, ref_mel, labels)
+    print("fp32", json.dumps(p32), "\nint8", json.dumps(p8))
+    if max(p32["max_abs_diff"]["tokens"], p32["max_abs_diff"]["cue_probs"]) > FP32_TOL:
+        raise SystemExit(f"fp32 ONNX differs from PyTorch by more than {FP32_TOL}")
+    (MODELS / "aecb.json").write_text(json.dumps(sidecar("aecb", fp32, cfg, metrics, p32, sources, "fp32"), indent=1))
+    ok8 = (p8["cue_decision_agreement"] >= INT8_AGREEMENT and p8["max_abs_diff"]["cue_probs"] <= INT8_PROB_TOL
+           and p8["median_ms_1_thread"] < p32["median_ms_1_thread"])
+    if ok8:
+        (MODELS / "aecb_int8.json").write_text(
+            json.dumps(sidecar("aecb_int8", int8, cfg, metrics, p8, sources, "int8 dynamic"), indent=1))
+    else:
+        int8.unlink()
+        (MODELS / "aecb_int8.json").unlink(missing_ok=True)
+        print("int8 not shipped: outside tolerance or not faster")
+
+
+if __name__ == "__main__":
+    main()

