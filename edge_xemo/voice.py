@@ -248,7 +248,7 @@ class VoiceAnalyzer:
         x, nonfinite, clipped = _clean(samples)
         if len(x):
             x -= x.mean()
-        repairs = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
+        notes = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
         duration = max(t_end - t_start, 1e-6)
         m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold,
                            duration, x, t0)
@@ -272,10 +272,15 @@ class VoiceAnalyzer:
         latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
         tokens, bridge_scores = None, {}
         if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
-            out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
-            tokens = out.tokens
-            bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
-            latency["aecb"] = sum(out.latency_ms.values())
+            try:
+                out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
+            except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
+                log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
+                notes.append("no audio tokens (bridge failed)")
+            else:
+                tokens = out.tokens
+                bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
+                latency["aecb"] = sum(out.latency_ms.values())
         extra = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
                      speaker=self._speaker, baseline_ready=self.baseline.ready,
@@ -289,8 +294,8 @@ class VoiceAnalyzer:
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
         scores.update(bridge_scores)
-        if repairs:
-            status = "; ".join(([status] if status else []) + repairs)
+        if notes:
+            status = "; ".join(([status] if status else []) + notes)
         latency["total"] = sum(latency.values())
         return ModalityResult("auditory", cues, tokens, scores, status, (), latency, extra)
 
