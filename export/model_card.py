@@ -54,6 +54,21 @@ def _io(rows) -> list[str]:
     return out
 
 
+def _short(v, limit: int = 140) -> str:
+    """One table cell: a dict contributes its `what`/`description`; long text is cut."""
+    if isinstance(v, dict):
+        v = v.get("what") or v.get("description") or "see below"
+    text = _fmt(v).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _field(label: str, v) -> list[str]:
+    """`- Label: text`, or `- Label:` with nested bullets for a dict."""
+    if isinstance(v, dict):
+        return [f"- {label}:"] + _bullets(v, "  ")
+    return [f"- {label}: {_fmt(v)}"]
+
+
 def _where(e: dict) -> str:
     if e.get("package"):
         return f"`{e['file']}` inside the installed package `{e['package']}`"
@@ -70,8 +85,8 @@ def render(models_dir: Path = MODELS) -> str:
              "do not edit by hand. `edge-xemo models verify` checks every sha256.", "",
              "| artifact | file | licence | trained on |", "|---|---|---|---|"]
     for e in entries:
-        trained = _fmt(e.get("trained_on", "")).replace("|", "/")
-        lines.append(f"| {e.get('name')} | {e.get('file')} | {_fmt(e.get('licence', '?')).replace('|', '/')} | {trained} |")
+        lines.append(f"| {e.get('name')} | {e.get('file')} | {_short(e.get('licence', '?'))} | "
+                     f"{_short(e.get('trained_on', 'not recorded'))} |")
     for e in entries:
         lines += ["", f"## {e.get('name')}", ""]
         what = e.get("description") or e.get("upstream")
@@ -79,12 +94,11 @@ def render(models_dir: Path = MODELS) -> str:
             lines.append(f"- What: {_fmt(what)}")
         lines.append(f"- File: {_where(e)}, sha256 `{e.get('sha256', 'not recorded')}`")
         lines.append(f"- Licence: {_fmt(e.get('licence', 'not recorded'))}")
-        lines.append("- Source:")
-        lines += _bullets(e.get("source", "not recorded"), "  ")
+        lines += _field("Source", e.get("source", "not recorded"))
         if e.get("command"):
             lines.append(f"- Built with: `{e['command']}`")
-        lines.append(f"- Trained on: {_fmt(e.get('trained_on', 'not recorded'))}")
-        lines.append(f"- How: {_fmt(e.get('how', 'not recorded'))}")
+        lines += _field("Trained on", e.get("trained_on", "not recorded"))
+        lines += _field("How", e.get("how", "not recorded"))
         if e.get("inputs"):
             lines += ["- Inputs:"] + _io(e["inputs"])
         if e.get("outputs"):
