@@ -65,6 +65,31 @@ def convert(tflite: Path, onnx_path: Path) -> None:
         [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)],
         check=True, capture_output=True,
     )
+    canonicalize(onnx_path)
+
+
+def canonicalize(onnx_path: Path) -> None:
+    """Name and order constants by first use, so that a re-run writes the same bytes (same sha256).
+
+    tf2onnx numbers folded constants from a global counter whose order varies between runs.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    order = [name for node in g.node for name in node.input if name in inits]
+    rename = {old: f"const_{i}" for i, old in enumerate(dict.fromkeys(order))}
+    for node in g.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+    tensors = []
+    for old, new in rename.items():
+        t = inits[old]
+        t.name = new
+        tensors.append(t)
+    del g.initializer[:]
+    g.initializer.extend(tensors)
+    onnx.save(model, str(onnx_path))
 
 
 def io_spec(session) -> tuple[list, list]:
