@@ -63,7 +63,7 @@ RULES: tuple[CueRule, ...] = (
     CueRule("trembling", "trembling voice", "jitter_pct", +1, z_on=2.0, abs_on=5.0, abs_margin=0.5, abs_span=3.0,
             needs="voiced_s", needs_min=0.5),
 )
-CALM = CueRule("steady", "the tone is calm and steady", "f0_median_st", 0, z_on=0.7)
+CALM = CueRule("steady", "the tone is calm and steady", "f0_median_st", 0, z_on=1.0)
 """Emitted when the speaker is in their usual range on pitch, loudness and rate and no other cue is on."""
 CALM_MEASURES = ("f0_median_st", "level_db", "syllable_rate", "f0_range_st")
 RULE_NAMES = tuple(r.name for r in RULES) + (CALM.name,)
