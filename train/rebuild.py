@@ -157,9 +157,27 @@ def obtain_sources(cfg: RebuildConfig, root: Path) -> str:
     return f"{len(got)} packages in {SOURCES_DIR}; ../shared/data: {', '.join(shared) or 'absent'}"
 
 
+def parity_figures(sidecars: list[Path]) -> dict:
+    """Every metric whose name says parity/diff/agreement, per artifact (for the rebuild's closing note)."""
+    def _flatten(d, prefix=""):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            yield from (_flatten(v, key) if isinstance(v, dict) else [(key, v)])
+
+    out = {}
+    for sidecar in sidecars:
+        entry = json.loads(sidecar.read_text())
+        if isinstance(entry, dict) and isinstance(entry.get("metrics"), dict):
+            figures = {k: v for k, v in _flatten(entry["metrics"]) if any(w in k for w in ("parity", "diff", "agreement"))}
+            if figures:
+                out[entry.get("name", sidecar.stem)] = figures
+    return out
+
+
 def verify_manifest(cfg: RebuildConfig, root: Path) -> str:
-    """Every sidecar's sha256 matches its file: the shipped manifest, or the smoke run's own sidecars."""
-    from edge_xemo.models import sha256_of, verify_all
+    """Every sidecar's sha256 matches its file (the shipped manifest, or the smoke run's own sidecars);
+    the parity figures they record go to <root>/parity.json."""
+    from edge_xemo.models import MODELS_DIR, sha256_of, verify_all
 
     if cfg.smoke:
         bad, n = [], 0
@@ -171,10 +189,12 @@ def verify_manifest(cfg: RebuildConfig, root: Path) -> str:
             f = sidecar.parent / entry["file"]
             if not f.exists() or sha256_of(f) != entry["sha256"]:
                 bad.append(str(sidecar))
+        (root / "parity.json").write_text(json.dumps(parity_figures(sorted(root.glob("*/*.json"))), indent=1))
         if bad:
             raise RuntimeError(f"sidecars that do not match their files: {', '.join(bad)}")
         return f"{n} smoke sidecars match their files"
     rows = verify_all()
+    (root / "parity.json").write_text(json.dumps(parity_figures(sorted(MODELS_DIR.glob("*.json"))), indent=1))
     bad = [f"{name}: {detail}" for name, status, detail in rows if status == "mismatch"]
     if bad:
         raise RuntimeError("; ".join(bad))
