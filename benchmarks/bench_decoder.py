@@ -64,28 +64,24 @@ def prompt_tokens(session) -> tuple[list[int], list[int]]:
     return session.tokenize(PROMPT_PREFIX), session.tokenize(segments[-1].text)
 
 
-def prefill(session, prefix, rest, cached: bool) -> float:
-    """Seconds to evaluate the prompt: the dynamic part after a cached prefix, or all of it."""
-    if cached:
-        session.truncate(len(prefix))
-        t = time.perf_counter()
-        session.eval_tokens(rest, len(prefix), want_logits=True)
-    else:
-        session.truncate(0)
-        t = time.perf_counter()
-        session.eval_tokens(prefix + rest, 0, want_logits=True)
-    return time.perf_counter() - t
+def prefill(session, prefix, rest, cached: bool) -> tuple[float, float]:
+    """(wall s, CPU s) to evaluate the prompt: the window part after a cached prefix, or all of it."""
+    session.truncate(len(prefix) if cached else 0)
+    ids, pos = (rest, len(prefix)) if cached else (prefix + rest, 0)
+    t, c = time.perf_counter(), time.process_time()
+    session.eval_tokens(ids, pos, want_logits=True)
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def decode(session, prefix, rest, n: int = N_DECODE) -> float:
-    """Seconds per generated token (greedy, one llama_decode per token) after the prompt."""
+def decode(session, prefix, rest, n: int = N_DECODE) -> tuple[float, float]:
+    """(wall s, CPU s) per generated token (greedy, one llama_decode per token) after the prompt."""
     session.truncate(len(prefix))
     logits = session.eval_tokens(rest, len(prefix), want_logits=True)
     pos = len(prefix) + len(rest)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(n):
         logits = session.eval_tokens([int(np.argmax(logits))], pos + i, want_logits=True)
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
 def _session(variant: str, threads: int):
@@ -110,7 +106,14 @@ def test_prefill_after_cached_prefix(benchmark, variant, threads):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_decode_one_token(benchmark, variant, threads):
     s, prefix, rest = _session(variant, threads)
-    benchmark.pedantic(decode, args=(s, prefix, rest, 8), rounds=5, warmup_rounds=1)
+    logits = s.eval_tokens(rest, len(prefix), want_logits=True)
+    pos, token = len(prefix) + len(rest), int(np.argmax(logits))
+
+    def step():
+        s.truncate(pos)
+        return s.eval_tokens([token], pos, want_logits=True)
+
+    benchmark(step)
     s.close()
 
 
@@ -126,55 +129,51 @@ def _stats(xs) -> tuple[float, float]:
     return float(np.median(xs)), float(np.percentile(xs, 95))
 
 
-def main(repeats: int = 15) -> None:
+def measure(variant: str, threads: int, repeats: int) -> dict:
+    """One row of the report: medians and p95 (ms), tokens/s by wall clock and per CPU-second."""
     from edge_xemo.decoder import CueDecoder, DecoderOptions
 
-    rows, base = [], None
-    for variant in VARIANTS:
-        for threads in (1, 2):
-            s, prefix, rest = _session(variant, threads)
-            full = [prefill(s, prefix, rest, cached=False) for _ in range(repeats)]
-            cached = [prefill(s, prefix, rest, cached=True) for _ in range(repeats)]
-            per_token = [decode(s, prefix, rest) for _ in range(max(3, repeats // 3))]
-            s.close()
-            with CueDecoder(DecoderOptions(model_path=str(model_path(variant)), n_threads=threads)) as d:
-                runs = [d.explain_cues(VISUAL, AUDIO, SUBTITLE) for _ in range(max(3, repeats // 3))]
-            first = [e.latency_ms["first_token"] for e in runs]
-            total = [e.latency_ms["total"] for e in runs]
-            row = {
-                "variant": variant,
-                "threads": threads,
-                "prefix_tokens": len(prefix),
-                "window_tokens": len(rest),
-                "prefill_full_ms": _stats(np.array(full) * 1e3),
-                "prefill_cached_ms": _stats(np.array(cached) * 1e3),
-                "prefill_tok_s": len(rest) / np.median(cached),
-                "decode_ms_per_token": _stats(np.array(per_token) * 1e3),
-                "decode_tok_s": 1 / np.median(per_token),
-                "first_token_ms": _stats(first),
-                "explanation_ms": _stats(total),
-                "explanation_tokens": float(np.median([e.n_tokens for e in runs])),
-            }
-            base = base or row
-            row["decode_speedup"] = row["decode_tok_s"] / base["decode_tok_s"]
-            row["prefill_speedup"] = row["prefill_tok_s"] / base["prefill_tok_s"]
-            rows.append(row)
-    head = (
-        f"{'model':6} {'thr':>3} {'prefill full ms':>16} {'prefill cached ms':>18} {'prefill tok/s':>13} "
-        f"{'decode tok/s':>12} {'first token ms':>15} {'explanation ms':>15} {'x prefill':>9} {'x decode':>8}"
-    )
-    print(f"prompt: {rows[0]['prefix_tokens']} cached prefix tokens + {rows[0]['window_tokens']} window tokens; "
-          f"decode over {N_DECODE} tokens; median (p95)")
-    print(head)
+    s, prefix, rest = _session(variant, threads)
+    full = np.array([prefill(s, prefix, rest, cached=False) for _ in range(repeats)]) * 1e3
+    cached = np.array([prefill(s, prefix, rest, cached=True) for _ in range(repeats)]) * 1e3
+    step = np.array([decode(s, prefix, rest) for _ in range(max(3, repeats // 3))]) * 1e3
+    s.close()
+    with CueDecoder(DecoderOptions(model_path=str(model_path(variant)), n_threads=threads)) as d:
+        runs = [d.explain_cues(VISUAL, AUDIO, SUBTITLE) for _ in range(max(3, repeats // 3))]
+    return {
+        "variant": variant, "threads": threads, "prefix_tokens": len(prefix), "window_tokens": len(rest),
+        "prefill_full_ms": _stats(full[:, 0]),
+        "prefill_cached_ms": _stats(cached[:, 0]),
+        "prefill_tok_s": 1e3 * len(rest) / np.median(cached[:, 0]),
+        "prefill_tok_cpu_s": 1e3 * len(rest) / np.median(cached[:, 1]),
+        "decode_ms": _stats(step[:, 0]),
+        "decode_tok_s": 1e3 / np.median(step[:, 0]),
+        "decode_tok_cpu_s": 1e3 / np.median(step[:, 1]),
+        "first_token_ms": _stats([e.latency_ms["first_token"] for e in runs]),
+        "explanation_ms": _stats([e.latency_ms["total"] for e in runs]),
+        "explanation_tokens": float(np.median([e.n_tokens for e in runs])),
+    }
+
+
+def main(repeats: int = 7) -> list[dict]:
+    rows = [measure(v, t, repeats) for v in VARIANTS for t in (1, 2)]
+    base = rows[0]
+    print(f"prompt: {base['prefix_tokens']} cached prefix + {base['window_tokens']} window tokens; decode over "
+          f"{N_DECODE} tokens; ms as median (p95); tok/s by wall clock and [per CPU-second]; x = wall ratio "
+          f"to {base['variant']}/{base['threads']} thread")
+    print(f"{'model':6} {'thr':>3} {'prefill full':>15} {'prefill cached':>15} {'prefill tok/s':>15} "
+          f"{'decode tok/s':>14} {'first token':>15} {'explanation (tok)':>20} {'x pre':>6} {'x dec':>6}")
     for r in rows:
+        ms = lambda k: f"{r[k][0]:.0f} ({r[k][1]:.0f})"  # noqa: E731
         print(
-            f"{r['variant']:6} {r['threads']:>3} {r['prefill_full_ms'][0]:>8.1f} ({r['prefill_full_ms'][1]:>5.1f}) "
-            f"{r['prefill_cached_ms'][0]:>10.1f} ({r['prefill_cached_ms'][1]:>5.1f}) {r['prefill_tok_s']:>13.0f} "
-            f"{r['decode_tok_s']:>12.1f} {r['first_token_ms'][0]:>7.1f} ({r['first_token_ms'][1]:>5.1f}) "
-            f"{r['explanation_ms'][0]:>7.0f} ({r['explanation_ms'][1]:>5.0f}) {r['prefill_speedup']:>9.2f} "
-            f"{r['decode_speedup']:>8.2f}"
+            f"{r['variant']:6} {r['threads']:>3} {ms('prefill_full_ms'):>15} {ms('prefill_cached_ms'):>15} "
+            f"{r['prefill_tok_s']:>6.0f} [{r['prefill_tok_cpu_s']:>5.0f}] {r['decode_tok_s']:>5.1f} "
+            f"[{r['decode_tok_cpu_s']:>5.1f}] {ms('first_token_ms'):>15} "
+            f"{ms('explanation_ms') + ' (' + str(int(r['explanation_tokens'])) + ')':>20} "
+            f"{r['prefill_tok_s'] / base['prefill_tok_s']:>6.2f} {r['decode_tok_s'] / base['decode_tok_s']:>6.2f}"
         )
+    return rows
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
