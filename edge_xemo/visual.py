@@ -64,6 +64,12 @@ class VisualOptions:
     shake_deg: float = 8.0
     cues: CueOptions = field(default_factory=CueOptions)
 
+    def __post_init__(self):
+        if self.expression_every < 1:
+            raise ValueError(f"expression_every must be >= 1, got {self.expression_every}")
+        if not 0.0 < self.min_on_fraction <= 1.0:
+            raise ValueError(f"min_on_fraction must be in (0, 1], got {self.min_on_fraction}")
+
 
 @dataclass(frozen=True, slots=True)
 class FaceObservation:

@@ -226,3 +226,10 @@ def test_small_face_in_a_wide_frame_is_found_by_tiles(demo):
     assert len(found) == 1
     x0, y0, x1, y1 = found[0].box
     assert 400 < x0 < x1 < 600 and 100 < y0 < y1 < 250
+
+
+@pytest.mark.parametrize("bad", [{"detect_every": 0}, {"max_faces": 0}, {"expression_every": 0}, {"min_on_fraction": 0.0}])
+def test_bad_options_name_the_field(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        VisualAnalyzer.create_from_options(VisualOptions(**bad))
