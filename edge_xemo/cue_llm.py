@@ -82,7 +82,7 @@ def parse_answer(content: str) -> dict:
     if body.startswith("```"):
         body = body.strip("`").removeprefix("json").strip()
     try:
-        data = json.loads(body)
+        data = json.loads(body, strict=False)  # a raw newline inside a string is still an answer
     except json.JSONDecodeError as e:
         raise ValueError(f"LLM cue answer is not valid JSON ({e.msg} at char {e.pos}): {body[:80]!r}") from e
     if not isinstance(data, dict):
