@@ -136,8 +136,12 @@ def emocue360(
             if cue_path is not None:
                 sides[side] = read_cue_file(cue_path)
             else:
-                texts = read_text_file(text_path)
-                sides[side] = {n: extract(t) for n, t in texts.items()}
+                sides[side] = {}
+                for n, t in read_text_file(text_path).items():
+                    try:
+                        sides[side][n] = extract(t)
+                    except ValueError as e:  # one unusable LLM answer: that name is reported, not scored
+                        console.print(f"[yellow]{side} {n}: cue extraction failed ({escape(str(e))[:100]})[/yellow]")
         if save_cues:
             save_cues.write_text(json.dumps(sides, indent=1, ensure_ascii=False))
         scores = emocue.score(sides["pred"], sides["ref"], _embedder(threads))
