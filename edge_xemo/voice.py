@@ -166,6 +166,17 @@ class VoiceAnalyzer:
         self._transcribed_until = -math.inf
         self._asr_pending: list[Future] = []  # background transcriptions, oldest first
 
+    def close(self) -> None:
+        """Stop the background transcription worker (pending pieces are dropped)."""
+        if self._asr_pool is not None:
+            self._asr_pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> VoiceAnalyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _load_bridge(self):
         """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
         try:

@@ -458,12 +458,12 @@ def test_background_transcripts_arrive_in_later_windows(clip0870):
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
     import time
 
-    an = VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en", asr_background=True))
-    x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])
-    results = stream(an, x)
-    deadline = time.monotonic() + 30
-    pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
-    while not pieces and time.monotonic() < deadline:  # the worker finishes after the last window
-        time.sleep(0.2)
-        pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).extra.get("transcript", [])
+    with VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en", asr_background=True)) as an:
+        x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])
+        results = stream(an, x)
+        deadline = time.monotonic() + 30
+        pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
+        while not pieces and time.monotonic() < deadline:  # the worker finishes after the last window
+            time.sleep(0.2)
+            pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).extra.get("transcript", [])
     assert "dashwood" in " ".join(p["text"] for p in pieces).lower()
