@@ -48,6 +48,7 @@ def reference():
     return st.SentenceTransformer(str(pkg.get_model_path()), device="cpu")
 
 
+@pytest.mark.slow  # ~25 s on 2 shared cores: 30 full descriptions at 256 tokens, both implementations
 def test_embeddings_match_sentence_transformers(embedder, reference):
     ref = reference
     sentences = _sentences()
