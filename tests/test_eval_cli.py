@@ -158,3 +158,20 @@ def test_clips_command(tmp_path, monkeypatch, minilm):
     assert res.exit_code == 2 and "not found" in res.output
     res = runner.invoke(eval_app, ["clips", str(_manifest(tmp_path)), "--analyzer", "no_such_module:f"])
     assert res.exit_code == 2 and "not available" in res.output
+
+
+def test_csv_manifest_paths_and_header(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+    m = tmp_path / "m.csv"
+    m.write_text("video,audio,label,description\nclips/a.mp4,,happy,\n,,sad,\n")
+    rows = load_manifest(m)
+    assert rows[0] == ClipRow(name="a", video=tmp_path / "clips" / "a.mp4", label="happy")
+    assert rows[1].video is None and rows[1].name == "row1"
+    report = evaluate_clips(rows, lambda row: ClipResult(text=""))
+    assert report["skipped"] == [{"name": "row1", "reason": "no video or audio path"}]
+    assert report["emotion"]["war"] == 0.0  # no label in an empty explanation: counted wrong, not dropped
+    bad = tmp_path / "bad.csv"
+    bad.write_text("clip,mood\nx.mp4,happy\n")
+    with pytest.raises(ValueError, match="'video' or 'audio' column"):
+        load_manifest(bad)
