@@ -61,23 +61,29 @@ _TIME_ONLY = re.compile(_TIME, re.IGNORECASE)
 _HEDGED_CLAUSE = re.compile(r",\s*(?:possibly|perhaps|seemingly|probably|likely|apparently)\b", re.IGNORECASE)
 _EMOTION_CLAUSE = re.compile(r"\bemotional state\b|\bemotions?\b", re.IGNORECASE)
 _META = re.compile(
-    r"\b(?:difficult|impossible|hard|not possible|unable|cannot|can't) to (?:determine|judge|tell|interpret|discern|infer)"
+    r"\b(?:difficult|impossible|hard|not possible|unable|cannot|can't) to"
+    r" (?:determine|judge|tell|interpret|discern|infer)"
     r"|\b(?:more|additional) (?:contextual )?(?:information|context)|\black of (?:obvious|clear|more|sufficient)"
     r"|\baccurate analysis\b|\bcannot be (?:provided|determined|judged)|^we mainly analy[sz]e\b",
     re.IGNORECASE,
 )
 _LEAD_FILLER = re.compile(
-    r"^(?:and|but|with|overall|we can (?:see|sense|hear|notice)(?: that)?|while|as well as|along with|accompanied by|together with|then|also|or|"
-    r"a|an|the|we (?:can )?see(?: that)?|there (?:is|are)|(?:screen|scene|video|opening scene|image|camera) (?:shows|captures|displays))\s+",
+    r"^(?:and|but|with|overall|while|as well as|along with|accompanied by|together with|then|also|or|a|an|the"
+    r"|we (?:can )?(?:see|sense|hear|notice)(?: that)?|there (?:is|are)"
+    r"|(?:screen|scene|video|opening scene|image|camera) (?:shows|captures|displays))\s+",
     re.IGNORECASE,
 )
 _AND_SPLIT = re.compile(r"\s+(?:and|as well as|while)\s+(?=(?:a|an|the|his|her|their|its|some|slightly|slight)\b)")
-_FILLER_ONLY = re.compile(r"^(?:(?:in )?the \w+ scenes?|scenes?|at the \w+|the character|the person|overall|however|etc)$", re.I)
+_FILLER_ONLY = re.compile(
+    r"^(?:(?:in )?the \w+ scenes?|scenes?|at the \w+|the character|the person|overall|however|etc)$", re.IGNORECASE
+)
 
-_INTENSITY = r"(?:(?:a|an)\s+)?(?:(?:slight|slightly|strong|deep|great|certain|hint of|sense of|touch of|bit of|tone of|"
-_INTENSITY += r"feeling of|mix of|trace of|mild|extreme|intense|obvious|clear|some)\s+(?:of\s+)?)*"
-EMOTION_TERMS: dict[str, str | None] = {}
-"""Emotion words (lower case) -> label in `edge_xemo.types.EMOTIONS` (None: an emotion outside that set)."""
+_INTENSITY = (
+    r"(?:(?:a|an)\s+)?(?:(?:slight|slightly|strong|deep|great|certain|hint of|sense of|touch of|bit of|tone of"
+    r"|feeling of|mix of|trace of|mild|extreme|intense|obvious|clear|some)\s+(?:of\s+)?)*"
+)
+EMOTION_TERMS: dict[str, str] = {}
+"""Emotion words (lower case) -> the label of `edge_xemo.types.EMOTIONS` they point to."""
 for _label, _words in {
     "happy": "happy happiness happily joy joyful joyous pleasure pleased pleasant delight delighted cheerful cheer "
     "glad contentment satisfaction satisfied excited excitement enthusiasm enthusiastic amusement amused "
@@ -187,9 +193,9 @@ def _atomic(clause: str) -> list[str]:
     for part in re.split(r"\s*[,;:]\s*|\s+-\s+", clause):
         for sub in _AND_SPLIT.split(part):
             cue = _strip_cue(sub)
-            if len(cue) < 3 or _META.search(cue) or _FILLER_ONLY.match(cue) or _TIME_ONLY.fullmatch(cue) or not re.search(r"[a-z]", cue):
-                continue
-            cues.append(cue)
+            junk = _META.search(cue) or _FILLER_ONLY.match(cue) or _TIME_ONLY.fullmatch(cue)
+            if len(cue) >= 3 and not junk and re.search(r"[a-z]", cue):
+                cues.append(cue)
     return cues
 
 
