@@ -226,13 +226,17 @@ class CueDecoder:
         Raises ValueError when there is nothing to explain or the prompt cannot fit the context.
         """
         t0 = time.perf_counter()
-        embeddings = {}
+        embeddings, dropped = {}, []
         for slot, tokens in (("video", visual_tokens), ("audio", audio_tokens)):
             if tokens is not None and slot in self.projectors and len(tokens):
-                embeddings[slot] = self.projectors[slot](tokens)
+                try:
+                    embeddings[slot] = self.projectors[slot](tokens)
+                except ValueError as e:  # bad bridge output: explain from the cue text, say so
+                    dropped.append(f"{slot} tokens ignored: {e}")
         segments, notes = build_prompt_with_notes(
             list(visual_cues), list(auditory_cues), subtitle, "video" in embeddings, "audio" in embeddings
         )
+        notes += dropped
         with self._lock:
             pieces = self._fit(self._pieces(segments, embeddings), notes)
             t1 = time.perf_counter()

@@ -3,6 +3,12 @@
 Embedding rows go through `llama_batch_init(n, n_embd, 1)` + `batch.embd`; the model's own token
 embeddings fed this way give the same logits as the token ids (tested). Models with multi-axis
 RoPE (Qwen2-VL style, 4 positions per row) and architectures outside SUPPORTED_ARCHS are rejected.
+Projected rows are fed as given: a projector must output the model's input-embedding space (for
+Gemma models the sqrt(n_embd)-scaled one, as `token_embeddings` returns).
+
+llama.cpp's CPU kernels are not batch-invariant: the same prompt split into different llama_decode
+calls gives logits that differ by up to about 1 (measured on SmolLM2 Q4_1); the same split gives
+identical logits, so a reused prefix cache is exact.
 """
 
 from __future__ import annotations
@@ -207,8 +213,13 @@ class LlamaSession:
         except Exception:
             pass
 
+    def _open(self) -> None:
+        if self._ctx is None:
+            raise RuntimeError(f"the llama.cpp session for {self.path.name} is closed")
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` (no BOS; special tokens such as <|im_end|> parsed)."""
+        self._open()
         data = text.encode("utf-8")
         buf = (_llama.llama_token * (len(data) + 8))()
         n = _llama.llama_tokenize(self._vocab, data, len(data), buf, len(buf), False, True)
@@ -218,6 +229,7 @@ class LlamaSession:
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render empty)."""
+        self._open()
         buf = ctypes.create_string_buffer(128)
         n = _llama.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[: max(n, 0)]
@@ -251,6 +263,7 @@ class LlamaSession:
         return self._batches[embd]
 
     def _decode(self, batch, rows: int, pos0: int, want_logits: bool) -> np.ndarray | None:
+        self._open()
         for i in range(rows):
             batch.pos[i] = pos0 + i
             batch.n_seq_id[i] = 1
@@ -293,4 +306,5 @@ class LlamaSession:
 
     def truncate(self, n_past: int) -> None:
         """Forget KV cache positions >= n_past."""
+        self._open()
         _llama.llama_memory_seq_rm(self._mem, 0, n_past, -1)
