@@ -39,6 +39,10 @@ DEFAULT_MODEL = "decoder_smollm2"
 _STATE_END = re.compile(r"emotional state (?:is|seems to be|appears to be)$", re.IGNORECASE)
 _LOOP_TOKENS = 6
 """The same token this many times in a row is a repetition loop."""
+_HEADERS = (" In the audio,", " " + LABEL_LEAD)
+"""What `structured` generation writes after the video and the audio section."""
+_AUDIO_HEAD = re.compile(r"\bin the audio,\s*$", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
 @dataclass
@@ -62,6 +66,10 @@ class DecoderOptions:
     lora_scale: float = 1.0
     max_tokens: int = 80
     """Most generated tokens before the label step is forced."""
+    structured: bool = True
+    """Keep the explanation format: the model writes each section's sentence, the decoder writes
+    the next header ("In the audio,", then the label lead) when a sentence ends, the model stops, or
+    the video section has used half of `max_tokens`. False = free generation (repaired afterwards)."""
     temperature: float = 0.0
     """0 = greedy; above 0 samples with `seed` (the label scores are unaffected)."""
     seed: int = 0
@@ -103,6 +111,8 @@ class CueDecoder:
                 else:
                     self.projectors[slot] = proj
             self.label_tokens = {e: self.session.tokenize(" " + e) for e in EMOTIONS}
+            words = [self.session.tokenize(w) for w in (" emotional", " Emotional", " Therefore", "Therefore")]
+            self._label_words = [ids[0] for ids in words if len(ids) == 1]
             self._prefix = self.session.tokenize(PROMPT_PREFIX)
             self.session.eval_tokens(self._prefix, 0, want_logits=False)
         except Exception:
@@ -255,6 +265,7 @@ class CueDecoder:
         s, o = self.session, self.options
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         text, generated, problems, first = ANSWER_PREFIX, [], [], None
+        section, section_start, reached_label = 0, len(text), False  # section 0 = video, 1 = audio
 
         def emit(piece: str) -> None:
             if on_token is not None and piece:
@@ -263,15 +274,33 @@ class CueDecoder:
                 except Exception:
                     log.exception("on_token callback failed")
 
+        def force(piece: str):
+            nonlocal text, n_past
+            text += piece
+            emit(piece)
+            ids = s.tokenize(piece)
+            n_past += len(ids)
+            return s.eval_tokens(ids, n_past - len(ids), want_logits=True)
+
         emit(ANSWER_PREFIX)
-        reached_label = False
         while len(generated) < o.max_tokens:
             if should_stop is not None and should_stop():
                 problems.append("stopped early")
                 break
+            if o.structured and section == 0:
+                logits[self._label_words] = -np.inf  # the video section must not jump to the label
             token = self._next(logits)
-            if s.is_end(token):
-                break
+            body = text[section_start:]
+            section_full = o.structured and section == 0 and len(generated) >= o.max_tokens // 2
+            if s.is_end(token) or section_full:
+                if not o.structured or not body.strip():
+                    break
+                # the model ended (or ran long) inside a section: close it and write the next header
+                logits = force(("" if _SENTENCE_END.search(body) else ".") + _HEADERS[section])
+                reached_label, section, section_start = section == 1, 1, len(text)
+                if reached_label:
+                    break
+                continue
             piece = utf8.decode(s.piece(token))
             generated.append(token)
             text += piece
@@ -279,13 +308,22 @@ class CueDecoder:
             emit(piece)
             logits = s.eval_tokens([token], n_past, want_logits=True)
             n_past += 1
+            body = text[section_start:]
             if _STATE_END.search(text.rstrip()):
                 reached_label = True
                 break
+            if section == 0 and _AUDIO_HEAD.search(body):  # the model wrote the audio header itself
+                section, section_start = 1, len(text)
+                continue
             tail = generated[-_LOOP_TOKENS:]
             if repeated_text(text[-240:]) or (len(tail) == _LOOP_TOKENS and len(set(tail)) == 1):
                 problems.append("repetition loop")
                 break
+            if o.structured and body.strip() and _SENTENCE_END.search(body):
+                logits = force(_HEADERS[section])
+                reached_label, section, section_start = section == 1, 1, len(text)
+                if reached_label:
+                    break
         times += [first, time.perf_counter()]
         if "stopped early" in problems:
             return Explanation(
@@ -293,12 +331,7 @@ class CueDecoder:
                 latency_ms=_latency(*times, times[-1]), n_tokens=len(generated),
             )
         if not reached_label:
-            forced = (" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD
-            text = text.rstrip() + forced
-            emit(forced)
-            ids = s.tokenize(forced)
-            logits = s.eval_tokens(ids, n_past, want_logits=True)
-            n_past += len(ids)
+            logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
             why = " (max_tokens reached)" if len(generated) >= o.max_tokens else ""
             problems.append("label step forced" + why)
         scores = self._label_scores(logits, n_past)

@@ -182,7 +182,12 @@ def test_cached_prefix_equals_fresh_evaluation(decoder, fresh):
 
 @needs_model
 def test_scores_are_normalized_label_logits(decoder, fresh):
-    e = decoder.explain_cues(*SAD)
+    decoder.options.structured = False  # free generation: one llama_decode per token, easy to replay
+    try:
+        e = decoder.explain_cues(*SAD)
+    finally:
+        decoder.options.structured = True
+    assert "label step forced" not in (e.problem or "")
     assert set(e.scores) == set(EMOTIONS) and abs(sum(e.scores.values()) - 1) < 1e-6
     assert e.label == max(e.scores, key=e.scores.get) and e.text.endswith(f" {e.label}.")
     # replay the decoder's steps (prompt, then one token at a time) and read the label logits
@@ -195,6 +200,17 @@ def test_scores_are_normalized_label_logits(decoder, fresh):
     first = np.array([logits[decoder.label_tokens[k][0]] for k in EMOTIONS], dtype=np.float64)
     expected = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
     assert np.allclose([e.scores[k] for k in EMOTIONS], expected, atol=SCORE_TOL)
+
+
+@needs_model
+def test_structured_generation_keeps_the_format(decoder):
+    for cues in (HAPPY, SAD):
+        e = decoder.explain_cues(*cues)
+        assert e.text.count(" In the audio,") == 1 and e.text.count(LABEL_LEAD) == 1, e.text
+        assert e.text.index(" In the audio,") < e.text.index(LABEL_LEAD)
+        problems = e.problem or ""
+        assert "no audio section" not in problems and "no video section" not in problems
+        assert e.valid == ("repetition loop" not in problems)
 
 
 @needs_model
@@ -219,11 +235,11 @@ def test_streaming_repeatable_and_stop(decoder):
 
 @needs_model
 def test_label_step_forced_when_max_tokens_reached(decoder):
-    decoder.options.max_tokens = 3
+    decoder.options.max_tokens, decoder.options.structured = 3, False
     try:
         e = decoder.explain_cues(*HAPPY)
     finally:
-        decoder.options.max_tokens = 40
+        decoder.options.max_tokens, decoder.options.structured = 40, True
     assert e.n_tokens == 3 and LABEL_LEAD in e.text and e.label in EMOTIONS
     assert "label step forced (max_tokens reached)" in e.problem
     assert not e.valid  # three tokens cannot hold both sections
