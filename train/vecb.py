@@ -8,8 +8,9 @@ The per-frame features are cached by `train.vecb_data` (built on first use, reus
 
 Input: 16 frames of one face, each a row [expression embedding | aligned landmark geometry |
 per-frame cue intensities] (`edge_xemo.vecb.frame_features`), sampled from a 2 s window.
-Model: normalize -> linear to d -> [summary token, frames + learned positions] -> 2 transformer
-layers -> 8 visual tokens (adjacent frame pairs averaged) and a summary vector for the heads.
+Model: normalize -> linear to d (+ a linear map of the frame-to-frame difference) -> [summary
+token, frames + learned positions] -> 2 transformer layers -> 8 visual tokens (adjacent frame
+pairs averaged) and a summary vector for the heads.
 Tasks (XEmoGPT's cue-perception tasks plus two teachers from the frozen per-frame models):
   cue    regression of the window's mean cue intensities (face_cues, soft BCE)
   expr   distillation of the window's mean expression scores (fer mini-XCEPTION, soft CE)
@@ -113,6 +114,7 @@ class VECB(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(c.d_in))
         self.register_buffer("feat_std", torch.ones(c.d_in))
         self.inp = nn.Sequential(nn.Linear(c.d_in, c.d), nn.LayerNorm(c.d))
+        self.motion = nn.Linear(c.d_in, c.d)
         self.summary = nn.Parameter(torch.randn(1, 1, c.d) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, c.n_frames, c.d) * 0.02)
         self.mask_token = nn.Parameter(torch.zeros(c.d))
@@ -128,8 +130,15 @@ class VECB(nn.Module):
         return (frames - self.feat_mean) / self.feat_std
 
     def forward(self, frames, mask=None):
-        B, T, _ = frames.shape
-        x = self.inp(self.normalize(frames))
+        B = frames.shape[0]
+        z = self.normalize(frames)
+        if mask is None:
+            dz = z[:, 1:] - z[:, :-1]
+        else:  # a difference that touches a hidden frame would leak it: zero those
+            vis = (~mask).float()[..., None]
+            dz = (z[:, 1:] - z[:, :-1]) * vis[:, 1:] * vis[:, :-1]
+        # frame content plus frame-to-frame motion (makes order and head-movement cues easy to read)
+        x = self.inp(z) + self.motion(torch.cat([torch.zeros_like(z[:, :1]), dz], dim=1))
         if mask is not None:  # (B, T) bool: these frames are hidden behind the mask token
             x = torch.where(mask[..., None], self.mask_token.expand_as(x), x)
         x = torch.cat([self.summary.expand(B, -1, -1), x + self.pos], dim=1)
@@ -137,7 +146,7 @@ class VECB(nn.Module):
             x = blk(x)
         x = self.ln(x)
         states = x[:, 1:]  # (B, T, d)
-        tokens = states.reshape(B, self.c.n_tokens, T // self.c.n_tokens, -1).mean(2)  # (B, 8, d)
+        tokens = states.reshape(B, self.c.n_tokens, self.c.n_frames // self.c.n_tokens, self.c.d).mean(2)  # (B, 8, d)
         return tokens, x[:, 0], states
 
 
