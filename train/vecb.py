@@ -90,17 +90,17 @@ class Block(nn.Module):
 
     def __init__(self, c: VecbConfig):
         super().__init__()
-        self.h = c.n_heads
+        self.h, self.dh = c.n_heads, c.d // c.n_heads  # static sizes: nothing shape-dependent in the traced graph
         self.ln1, self.ln2 = nn.LayerNorm(c.d), nn.LayerNorm(c.d)
         self.qkv, self.proj = nn.Linear(c.d, 3 * c.d), nn.Linear(c.d, c.d)
         self.mlp = nn.Sequential(nn.Linear(c.d, c.ff), nn.GELU(), nn.Linear(c.ff, c.d))
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x):  # (B, L, d)
-        B, L, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // self.h), dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, L, D)
+        B, L, _ = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dh), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, L, self.h * self.dh)
         x = x + self.drop(self.proj(y))
         return x + self.drop(self.mlp(self.ln2(x)))
 
