@@ -98,7 +98,7 @@ class Block(nn.Module):
 
     def forward(self, x):  # (B, L, d)
         B, L, _ = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4).unbind(0)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dh), dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, L, self.h * self.dh)
         x = x + self.drop(self.proj(y))
