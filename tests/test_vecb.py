@@ -119,3 +119,31 @@ def test_fresh_export_matches_pytorch(ref, tmp_path):
                          ["tokens", "cue_intensities", "expression_scores"], dynamic_axes={"frames": {0: "batch"}},
                          check_feeds=[{"frames": windows[i : i + 1]} for i in range(2)], tolerance=TORCH_TOL)
     assert report.ok and max(report.max_abs_diff.values()) < TORCH_TOL
+
+
+def test_smiling_sample_reads_happy(bridge):
+    """The shared XEmoGPT sample (a smiling woman; not trained on) through the real per-frame pipeline."""
+    sample = REPO.parent / "shared" / "data" / "xemogpt_sample" / "sample_00000007.mp4"
+    if not sample.exists():
+        pytest.skip(f"{sample} is absent (../shared/data is only on the project's machines)")
+    import cv2
+
+    from edge_xemo.types import Frame
+    from edge_xemo.visual import VisualAnalyzer, VisualOptions
+
+    analyzer = VisualAnalyzer(VisualOptions(use_bridge=False))
+    cap, rows, i = cv2.VideoCapture(str(sample)), [], 0
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        obs = analyzer.process_frame(Frame(image, i / 25, i))
+        if obs.faces:
+            f = obs.faces[0]
+            rows.append(bridge.frame_features(f.embedding, f.cues.geometry, f.cues.intensity))
+        i += 1
+    assert len(rows) >= 100
+    for start in (0, 25, 50):  # 2 s windows
+        out = bridge.run(np.stack(rows[start : start + 50]))
+        assert max(out.expression_scores, key=out.expression_scores.get) == "happy"
+        assert out.cue_intensities["lip_corner_pull"] > 0.5
