@@ -10,13 +10,16 @@ audio. One onnxruntime thread (the perception budget).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_xemo.aecb import WINDOW_SAMPLES, AudioBridge
-from edge_xemo.audio_features import log_mel
-from edge_xemo.models import ModelError, resolve
+from edge_xemo.audio_features import frame_features
+from edge_xemo.models import ModelError, onnx_session, resolve
+
+UNSHIPPED_INT8 = Path(__file__).resolve().parents[1] / "runs" / "aecb" / "aecb_int8.onnx"
 
 
 def _speechlike(seed: int = 0) -> np.ndarray:
@@ -36,9 +39,9 @@ def _bridge(model: str) -> AudioBridge:
     return AudioBridge(threads=1, model=model)
 
 
-def test_log_mel_2s(benchmark):
+def test_frame_features_2s(benchmark):
     x = _speechlike()
-    benchmark(log_mel, x)
+    benchmark(frame_features, x)
 
 
 @pytest.mark.parametrize("model", ["aecb", "aecb_int8"])
@@ -46,6 +49,35 @@ def test_bridge_per_second_of_audio(benchmark, model):
     bridge, x = _bridge(model), _speechlike()
     bridge.run(x)
     benchmark(bridge.run, x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_graph_only(benchmark, precision):
+    """The ONNX graph alone (features precomputed); int8 is the shipped one or the export's unshipped one."""
+    if precision == "fp32":
+        path = resolve("aecb").path
+    else:
+        try:
+            path = resolve("aecb_int8").path
+        except ModelError:
+            if not UNSHIPPED_INT8.exists():
+                pytest.skip("no int8 AECB (python -m export.aecb writes runs/aecb/aecb_int8.onnx)")
+            path = UNSHIPPED_INT8
+    _bridge("aecb")
+    sess = onnx_session(str(path), 1, "cpu")
+    feed = {"features": frame_features(_speechlike())[None], "baseline": np.zeros((1, 128), np.float32)}
+    benchmark(sess.run, None, feed)
+
+
+def _stats(fn, n: int) -> tuple[float, float]:
+    for _ in range(10):
+        fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1000)
+    return float(np.median(ts)), float(np.percentile(ts, 95))
 
 
 def main(n: int = 200) -> None:
@@ -56,23 +88,26 @@ def main(n: int = 200) -> None:
         except ModelError as e:
             print(f"{model}: {e}")
             continue
-        for _ in range(10):
-            bridge.run(x)
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            bridge.run(x)
-            ts.append((time.perf_counter() - t) * 1000)
-        res[model] = (np.median(ts), np.percentile(ts, 95))
-        print(f"{model:10s} per 1 s of audio (one 2 s window): median {res[model][0]:.2f} ms, p95 {res[model][1]:.2f} ms")
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        log_mel(x)
-        ts.append((time.perf_counter() - t) * 1000)
-    print(f"log_mel alone: median {np.median(ts):.2f} ms, p95 {np.percentile(ts, 95):.2f} ms")
-    if len(res) == 2:
-        print(f"int8 / fp32 median ratio: {res['aecb_int8'][0] / res['aecb'][0]:.2f}")
+        res[model] = _stats(lambda: bridge.run(x), n)
+        print(f"{model:10s} features + encoder + AECB per 1 s of audio (one 2 s window): "
+              f"median {res[model][0]:.2f} ms, p95 {res[model][1]:.2f} ms")
+    print("frame_features alone: median %.2f ms, p95 %.2f ms" % _stats(lambda: frame_features(x), n))
+    feats = AudioBridge(threads=1).features(x)
+    graphs = {"fp32": str(resolve("aecb").path)}
+    try:
+        graphs["int8"] = str(resolve("aecb_int8").path)
+    except ModelError:
+        if UNSHIPPED_INT8.exists():
+            graphs["int8 (not shipped)"] = str(UNSHIPPED_INT8)
+    base = np.zeros((1, 128), np.float32)
+    onnx = {}
+    for name, path in graphs.items():
+        sess = onnx_session(path, 1, "cpu")
+        onnx[name] = _stats(lambda: sess.run(None, {"features": feats, "baseline": base}), n)
+        print(f"encoder + AECB graph {name}: median {onnx[name][0]:.3f} ms, p95 {onnx[name][1]:.3f} ms")
+    if len(onnx) == 2:
+        a, b = onnx.values()
+        print(f"int8 / fp32 median ratio (graph only): {b[0] / a[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -292,13 +292,9 @@ def main(cfg: TrainConfig) -> None:
             print(f"step {step} cls {l_cls.item():.3f} reg {l_reg.item():.3f} con {l_con.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
     train_eval, val_eval = evaluate(model, text_head, phrase_emb, tr, cfg), evaluate(model, text_head, phrase_emb, va, cfg)
-    model.eval()
-    with torch.no_grad():  # population baseline: mean voice of all neutral training windows
-        neutral = torch.from_numpy(mel[tr["neutral"] == 1])
-        population = torch.cat([model.voice(neutral[i : i + 256])[1] for i in range(0, len(neutral), 256)]).mean(0)
     metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
                "final_train_batch_loss": {"cls": l_cls.item(), "reg": l_reg.item(), "con": l_con.item()},
-               "population_baseline": population.tolist(), "config": asdict(cfg)}
+               "config": asdict(cfg)}
     torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, out / "ckpt.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps({k: metrics["val"][k] for k in ("loss", "cue_accuracy", "cue_macro_f1", "contrastive_recall_at_1")}))
