@@ -70,6 +70,10 @@ class DecoderOptions:
     """Keep the explanation format: the model writes each section's sentence, the decoder writes
     the next header ("In the audio,", then the label lead) when a sentence ends, the model stops, or
     the video section has used half of `max_tokens`. False = free generation (repaired afterwards)."""
+    calibrate: bool = True
+    """Divide the label probabilities by those the decoder gives a content-free input ("N/A",
+    "none", "nothing" as cues; calibrate-before-use, Zhao et al. 2021) and renormalize: removes the
+    model's prior towards "neutral". False = the raw next-token probabilities."""
     temperature: float = 0.0
     """0 = greedy; above 0 samples with `seed` (the label scores are unaffected)."""
     seed: int = 0
@@ -115,11 +119,13 @@ class CueDecoder:
             self._label_words = [ids[0] for ids in words if len(ids) == 1]
             self._prefix = self.session.tokenize(PROMPT_PREFIX)
             self.session.eval_tokens(self._prefix, 0, want_logits=False)
+            self.n_cached = len(self._prefix)
+            """Tokens of the static prefix kept in the KV cache between windows."""
+            self.label_prior = self._content_free_prior() if o.calibrate else None
+            """Label distribution for content-free cues (divided out of the scores), or None."""
         except Exception:
             self.session.close()
             raise
-        self.n_cached = len(self._prefix)
-        """Tokens of the static prefix kept in the KV cache between windows."""
 
     @classmethod
     def create_from_options(cls, options: DecoderOptions) -> "CueDecoder":
@@ -174,7 +180,8 @@ class CueDecoder:
     def _fit(self, pieces: list, notes: list[str]) -> list:
         """Pool slot rows (mean of neighbours) until prompt + generation fits the context."""
         label_len = max(len(t) for t in self.label_tokens.values())
-        reserve = self.options.max_tokens + len(self.session.tokenize(". " + LABEL_LEAD)) + label_len + 2
+        forced = len(self.session.tokenize("." + _HEADERS[0])) + len(self.session.tokenize(". " + LABEL_LEAD))
+        reserve = self.options.max_tokens + forced + label_len + 2
         budget = self.options.n_ctx - self.n_cached - reserve
         total = sum(len(p) for p in pieces)
         slots = [i for i, p in enumerate(pieces) if isinstance(p, np.ndarray)]
@@ -335,6 +342,9 @@ class CueDecoder:
             why = " (max_tokens reached)" if len(generated) >= o.max_tokens else ""
             problems.append("label step forced" + why)
         scores = self._label_scores(logits, n_past)
+        if self.label_prior is not None:
+            scores = {k: v / self.label_prior[k] for k, v in scores.items()}
+            scores = {k: v / sum(scores.values()) for k, v in scores.items()}
         label = max(scores, key=scores.get)
         text += f" {label}."
         emit(f" {label}.")
@@ -351,6 +361,18 @@ class CueDecoder:
             latency_ms=_latency(*times, time.perf_counter()),
             n_tokens=len(generated),
         )
+
+    def _content_free_prior(self) -> dict[str, float]:
+        """Geometric mean of the label distributions after explanations of content-free cues."""
+        logs = []
+        for word in ("N/A", "none", "nothing"):
+            segments = build_prompt_with_notes([word], [word], None, False, False)[0]
+            answer = f" {word}.{_HEADERS[0]} {word}.{_HEADERS[1]}"
+            segments[-1] = Segment("text", segments[-1].text + answer)
+            logits, n_past = self._eval_prompt(self._pieces(segments, {}))
+            logs.append(np.log(np.array(list(self._label_scores(logits, n_past).values())) + 1e-12))
+        prior = np.exp(np.mean(logs, axis=0))
+        return {label: float(v) for label, v in zip(EMOTIONS, prior / prior.sum())}
 
     def _label_scores(self, logits: np.ndarray, n_past: int) -> dict[str, float]:
         """Normalized probabilities of each label's full continuation after the label lead."""

@@ -199,6 +199,9 @@ def test_scores_are_normalized_label_logits(decoder, fresh):
     assert all(len(decoder.label_tokens[k]) == 1 for k in EMOTIONS)  # SmolLM2: one token per label
     first = np.array([logits[decoder.label_tokens[k][0]] for k in EMOTIONS], dtype=np.float64)
     expected = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
+    prior = np.array([decoder.label_prior[k] for k in EMOTIONS])  # calibration: divide out, renormalize
+    assert abs(prior.sum() - 1) < 1e-6 and prior.argmax() == EMOTIONS.index("neutral")
+    expected = expected / prior / (expected / prior).sum()
     assert np.allclose([e.scores[k] for k in EMOTIONS], expected, atol=SCORE_TOL)
 
 
@@ -281,7 +284,7 @@ def test_projected_tokens_fill_the_slots_and_pool_to_fit(decoder, tmp_path, monk
     import edge_xemo.decoder as dec
 
     monkeypatch.setattr(dec, "load_projector", lambda name, *a: _projector_onnx(tmp_path, 8, 576))
-    with dec.CueDecoder(dec.DecoderOptions(model_path=str(decoder.session.path), max_tokens=8, n_ctx=320)) as d:
+    with dec.CueDecoder(dec.DecoderOptions(model_path=str(decoder.session.path), max_tokens=8, n_ctx=320, calibrate=False)) as d:
         assert set(d.projectors) == {"video", "audio"}
         tokens = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
         e = d.explain_cues(["smiling"], [], None, visual_tokens=tokens, audio_tokens=tokens[:16])
