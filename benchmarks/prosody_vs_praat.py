@@ -2,7 +2,8 @@
 
 F0: per 10 ms frame, frames both call voiced (Praat `To Pitch (ac)`, 60-550 Hz): median absolute
 difference in semitones and the share of gross (> 3 st) differences. Jitter/shimmer (local) and
-HNR over the whole clip: Praat's cc point process and harmonicity vs `measure_window`.
+HNR over the whole clip: Praat's cc point process and harmonicity vs `jitter_shimmer` (all cycles)
+and `measure_window`.
 
     python benchmarks/prosody_vs_praat.py [wav ...]   # default: demo sample.wav, LibriVox clip
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_xemo.models import HOME
-from edge_xemo.prosody import analyze_frames, clean_f0, measure_window, semitones
+from edge_xemo.prosody import analyze_frames, clean_f0, jitter_shimmer, measure_window, semitones
 from edge_xemo.types import SAMPLE_RATE
 from edge_xemo.vad import CHUNK_S, SileroVad
 
@@ -44,13 +45,14 @@ def compare(path: Path) -> dict[str, float]:
     vad = SileroVad().accept(x, 0.0)
     speech = np.interp(frames.t, vad.t + CHUNK_S / 2, vad.speaking.astype(float)) > 0.5
     m = measure_window(frames, speech, vad.t, vad.prob, 0.5, len(x) / SAMPLE_RATE, x, 0.0)
+    jitter, shimmer = jitter_shimmer(x, 0.0, frames, clean_f0(np.where(speech, frames.f0_hz, np.nan)), max_cycles=10**9)
     points = call(snd, "To PointProcess (periodic, cc)", 60, 550)
     return {
         "f0_median_abs_err_st": float(np.median(err)),
         "f0_gross_err_share": float(np.mean(err > 3)),
         "f0_median_hz": m.f0_median_hz, "praat_f0_median_hz": float(np.nanmedian(ref)),
-        "jitter_pct": m.jitter_pct, "praat_jitter_pct": 100 * call(points, "Get jitter (local)", 0, 0, 1e-4, 0.02, 1.3),
-        "shimmer_pct": m.shimmer_pct,
+        "jitter_pct": jitter, "praat_jitter_pct": 100 * call(points, "Get jitter (local)", 0, 0, 1e-4, 0.02, 1.3),
+        "shimmer_pct": shimmer,
         "praat_shimmer_pct": 100 * call([snd, points], "Get shimmer (local)", 0, 0, 1e-4, 0.02, 1.3, 1.6),
         "hnr_db": m.hnr_db, "praat_hnr_db": call(snd.to_harmonicity_cc(), "Get mean", 0, 0),
     }

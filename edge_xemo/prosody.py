@@ -61,7 +61,7 @@ class FrameFeatures:
 
     @staticmethod
     def empty() -> FrameFeatures:
-        return FrameFeatures(*(np.zeros(0, dtype=np.float32) for _ in fields(FrameFeatures)))
+        return _NO_FRAMES
 
     @staticmethod
     def concat(parts: list[FrameFeatures]) -> FrameFeatures:
@@ -69,6 +69,9 @@ class FrameFeatures:
         if not parts:
             return FrameFeatures.empty()
         return FrameFeatures(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(FrameFeatures)))
+
+
+_NO_FRAMES = FrameFeatures(*(np.zeros(0, dtype=np.float32) for _ in fields(FrameFeatures)))
 
 
 def analyze_frames(samples: np.ndarray, t0: float = 0.0) -> FrameFeatures:
@@ -253,12 +256,18 @@ def syllable_nuclei(level_db: np.ndarray, voiced: np.ndarray, speech: np.ndarray
     return np.asarray(kept, dtype=int)
 
 
-def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np.ndarray) -> tuple[float, float]:
-    """Local jitter and shimmer (%) from glottal cycles picked in voiced runs of at least 60 ms."""
+def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np.ndarray,
+                   max_cycles: int = 250) -> tuple[float, float]:
+    """Local jitter and shimmer (%) from glottal cycles picked in voiced runs of at least 60 ms.
+
+    Stops after about `max_cycles` cycles (plenty for a stable mean; cycle picking is a Python loop).
+    """
     periods, amps = [], []
     for s, e in _runs(np.isfinite(f0)):
         if e - s < 6:
             continue
+        if sum(len(p) for p in periods) >= max_cycles:
+            break
         a = int(round((frames.t[s] - t0) * SAMPLE_RATE))
         b = int(round((frames.t[e - 1] - t0) * SAMPLE_RATE))
         if a < 0 or b > len(samples) or b - a < 200:
