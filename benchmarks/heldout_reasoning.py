@@ -2,6 +2,7 @@
 
     python benchmarks/heldout_reasoning.py                       # all variants, all 50 held-out rows
     python benchmarks/heldout_reasoning.py --variants=base,adapter --limit=10 --threads=2
+    python benchmarks/heldout_reasoning.py --sidecar=1   # also record the numbers in decoder_lora.json
 
 Each held-out description is split (edge_xemo.cue_extract) into its visual / vocal cues and subtitle;
 the runtime decoder (edge_xemo.decoder.CueDecoder, greedy, its default options) explains them.
@@ -11,7 +12,7 @@ Reported per variant:
 - EmoCue-360 (edge_xemo.emocue with all-MiniLM-L6-v2) of the explanation's cue lists (+ label as the
   emotional list) against the description's full cue lists, when the MiniLM artifact is installed;
 - tokens generated and median latency.
-Baselines in the same run: "echo" (the input cues themselves + the training set's most frequent
+Variants measured by separate runs (same rows) are merged in the sidecar. Baselines in every run: "echo" (the input cues themselves + the training set's most frequent
 label: what copying alone scores) and the majority-label agreement.
 The merged variants are built from the adapter (export.decoder_export.build_merged) into
 --merged-dir when missing. Torch-free. Writes a JSON report (--out).
@@ -100,9 +101,29 @@ def summarize(rows: list[dict], refs: dict, scorer) -> dict:
     return out
 
 
+def write_sidecar_metrics(report: dict) -> None:
+    """Record the summary under `metrics.heldout_reasoning` of the adapter's sidecar (same adapter only)."""
+    from edge_xemo.models import sha256_of
+
+    sidecar = ADAPTER.with_suffix(".json")
+    entry = json.loads(sidecar.read_text())
+    if entry.get("sha256") != sha256_of(ADAPTER):
+        raise SystemExit(f"{sidecar} describes another adapter file: re-export before recording metrics")
+    rows = f"{report['rows'][0]}-{report['rows'][-1]} ({len(report['rows'])} rows)"
+    old = entry.setdefault("metrics", {}).get("heldout_reasoning", {})
+    variants = old.get("variants", {}) if old.get("rows") == rows else {}
+    for name, summary in report["variants"].items():  # variants may be measured by separate runs
+        variants[name] = {**summary, "command": report["command"]}
+    entry["metrics"]["heldout_reasoning"] = {
+        "rows": rows, "majority_label": report["majority_label"], "baselines": report["baselines"],
+        "variants": variants,
+    }
+    sidecar.write_text(json.dumps(entry, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    opts = {"variants": ",".join(VARIANTS), "limit": "0", "threads": "2",
+    opts = {"variants": ",".join(VARIANTS), "limit": "0", "threads": "2", "sidecar": "0",
             "out": str(REPO / "runs" / "heldout_reasoning.json"), "merged_dir": str(REPO / "runs" / "merged")}
     for arg in argv:
         key, _, val = arg.lstrip("-").partition("=")
@@ -139,6 +160,8 @@ def main(argv: list[str]) -> dict:
     out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
+    if opts["sidecar"] == "1":
+        write_sidecar_metrics(report)
     for name, s in {**report["baselines"], **report["variants"]}.items():
         f1 = s.get("emocue360_f1") or {}
         log.info("%-28s agree %.3f  well-formed %.3f  F1 v/a/e %s  tokens %.0f  median %.2f s", name,

@@ -1,18 +1,23 @@
-"""Train the decoder's LoRA (and, when bridge tokens exist, its projectors), XEmoGPT style, on CPU.
+"""Train the decoder's LoRA (reasoning stage), XEmoGPT style, on CPU.
 
     nice python -m train.decoder_lora                      # reasoning stage, defaults below
     nice python -m train.decoder_lora --steps=2 --rows=4   # smoke run
 
 The base decoder is SmolLM2-135M-Instruct loaded in PyTorch from the GGUF that the runtime uses
 (transformers dequantizes it), frozen. A hand-written LoRA (rank 8) wraps q/k/v/o of every layer;
-only the LoRA (and projectors) train. Sequences are the runtime prompt (`edge_xemo.prompt`) plus the
+only the LoRA trains. Sequences are the runtime prompt (`edge_xemo.prompt`) plus the
 target explanation; the loss is on the answer tokens only.
 
 Stages (as in XEmoGPT):
-  align      projectors only: bridge tokens (VECB/AECB, 128-d) spliced into the prompt's slots -> the
-             clip's cue phrases. Needs `TokenExample`s built from real clips (see `train/decoder_align.py`).
-  reasoning  LoRA (+ projectors if present): cue text + subtitle (+ tokens) -> explanation + emotion.
-             Data: `train.decoder_data.load_examples("train")` (EMER rows 0-199).
+  reasoning  (this script) LoRA: cue text + subtitle -> explanation + emotion. Data:
+             `train.decoder_data.load_examples("train")` (EMER rows 0-199; 200-249 held out).
+  align      (not trained yet) one linear projector per modality (`nn.Linear(128, 576)`), LLM and
+             LoRA frozen: bridge tokens (VECB / AECB, (n, 128)) of real clips, projected, fill the
+             prompt's <Video>/<Audio> slots (`encode(..., slot_lengths=...)` and
+             `forward_loss(..., slot_embeds=...)`), and the target is
+             the cue phrases that the perception stages measured on the same clips. Exported as ONNX
+             `projector_visual` / `projector_audio` (input (n, 128) float32, output (n, 576)), the
+             artifacts `edge_xemo.projector` loads.
 
 The checkpoint (`<out_dir>/ckpt.pt`) stores the LoRA tensors, the config and the loss log, so export
 needs nothing else (nanoGPT style).
@@ -45,7 +50,6 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 class TrainConfig:
     """Hyper-parameters; every field can be overridden as `--name=value` on the command line."""
 
-    stage: str = "reasoning"  # "reasoning" | "align"
     rank: int = 8  # LoRA rank
     alpha: float = 16.0  # LoRA scale = alpha / rank
     dropout: float = 0.05  # LoRA input dropout
@@ -62,7 +66,7 @@ class TrainConfig:
     threads: int = 2  # torch intra-op threads
     out_dir: str = "runs/decoder_lora"
     ckpt_every: int = 4  # write the checkpoint every N steps (CPU runs are long; keep what is done)
-    init_from: str = ""  # checkpoint to start from (e.g. the align stage's)
+    init_from: str = ""  # checkpoint whose LoRA to start from
 
 
 def load_base(threads: int = 2):
@@ -121,17 +125,6 @@ def lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
         out[f"{name}.lora_a"] = m.lora_a.detach().clone()
         out[f"{name}.lora_b"] = m.lora_b.detach().clone()
     return out
-
-
-class Projector(nn.Module):
-    """Linear map from bridge tokens (n, d_bridge) to decoder embeddings (n, d_model) (XEmoGPT)."""
-
-    def __init__(self, d_bridge: int = 128, d_model: int = 576):
-        super().__init__()
-        self.proj = nn.Linear(d_bridge, d_model)
-
-    def forward(self, tokens):
-        return self.proj(tokens)
 
 
 def encode(tok, segments, target: str, max_len: int, slot_lengths: dict[str, int] | None = None):
@@ -299,8 +292,6 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = _parse_overrides(TrainConfig(), argv)
-    if cfg.stage != "reasoning":
-        raise SystemExit("stage 'align' needs bridge-token examples: run train/decoder_align.py")
     train_ex = load_examples("train")
     if cfg.rows:
         train_ex = train_ex[: cfg.rows]
