@@ -284,7 +284,8 @@ def test_projected_tokens_fill_the_slots_and_pool_to_fit(decoder, tmp_path, monk
     import edge_xemo.decoder as dec
 
     monkeypatch.setattr(dec, "load_projector", lambda name, *a: _projector_onnx(tmp_path, 8, 576))
-    with dec.CueDecoder(dec.DecoderOptions(model_path=str(decoder.session.path), max_tokens=8, n_ctx=320, calibrate=False)) as d:
+    options = dec.DecoderOptions(model_path=str(decoder.session.path), max_tokens=8, n_ctx=320, calibrate=False)
+    with dec.CueDecoder(options) as d:
         assert set(d.projectors) == {"video", "audio"}
         tokens = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
         e = d.explain_cues(["smiling"], [], None, visual_tokens=tokens, audio_tokens=tokens[:16])
