@@ -43,7 +43,7 @@ class AecbConfig:
     n_layers: int = 2
     n_queries: int = 8
     ff: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.2
     n_cues: int = len(CUES)
     n_prosody: int = len(PROSODY)
 
@@ -53,7 +53,7 @@ class TrainConfig:
     data: str = "runs/aecb_data"
     out: str = "runs/aecb"
     seed: int = 1337
-    steps: int = 3000
+    steps: int = 1500
     batch: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
