@@ -118,15 +118,18 @@ def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources:
                        "seconds": {s: round(sum(v["seconds"] for v in trained_on.values() if v["split"] == s), 1)
                                    for s in ("train", "val")},
                        "packages": DATA_PACKAGES, "train_windows": sources["train_windows"],
+                       "train_window_seconds": 2.0 * sources["train_windows"],
                        "val_windows": sources["val_windows"], "window_s": 2.0,
                        "held_out": sources["config"]["val_speaker"],
                        "what": "real speech (pyannote-audio 4.0.7 sample.wav; Debian pocketsphinx-testdata) and "
                                "espeak-ng voices, each utterance re-synthesized with Praat PSOLA pitch/range/tempo, "
                                "gain, tremolo/vibrato and inserted pauses; labels from the manipulation parameters, "
                                "prosody targets and long-pause labels measured by Praat"},
-        "how": f"{metrics['steps']} AdamW steps, batch {cfg['batch']}, {metrics['train_seconds']} s on 2 CPU cores",
+        "how": f"{metrics['steps']} AdamW steps, batch {cfg['batch']}, seed {cfg['seed']}, {metrics['train_seconds']} s "
+               f"with {cfg['threads']} torch thread on a shared 2-core CPU",
         "metrics": {
-            "command": "python -m export.aecb (held-out windows of the val speaker)",
+            "command": "nice python -m train.aecb (evaluate(): all windows of the held-out speaker, baseline = mean "
+                       "voice of 4 of its unmodified windows, cue threshold 0.5); parity: python -m export.aecb",
             "final_loss": {"train": metrics["train"]["loss"], "val": val["loss"]},
             "val_cue_accuracy": val["cue_accuracy"], "val_cue_macro_f1": val["cue_macro_f1"],
             "val_exact_match": val["exact_match"], "val_per_cue": val["per_cue"],
