@@ -32,7 +32,8 @@ INT8_PROB_TOL = 0.15  # max abs difference of a cue probability, int8 vs PyTorch
 INT8_AGREEMENT = 0.97
 OUTPUTS = ("tokens", "cue_probs", "prosody", "voice")
 DATA_PACKAGES = ["pypi pyannote-audio==4.0.7 (pyannote/audio/sample/sample.wav, MIT)",
-                 "debian pocketsphinx-testdata 0.8+5prealpha+1-15 (BSD-2)", "debian espeak-ng 1.51+dfsg-10+deb12u2 (GPL-3, used as a tool only)"]
+                 "debian pocketsphinx-testdata 0.8+5prealpha+1-15 (BSD-2)",
+                 "debian espeak-ng 1.51+dfsg-10+deb12u2 (GPL-3, used as a tool only)"]
 
 
 def load(ckpt_path: Path) -> tuple[AECB, dict]:

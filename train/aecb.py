@@ -5,7 +5,8 @@
     python -m export.aecb                    # ONNX fp32 + int8, parity, sidecar
 
 Model: frame features (B, 198, 96: log-mel + pitch bands, edge_xemo.audio_features)
--> conv stack (stride 4) -> 50 frame tokens at 25 Hz (B, 50, d) -> AECB: [baseline token, 8 learned queries, frame tokens] through 2 transformer layers
+-> conv stack (stride 4) -> 50 frame tokens at 25 Hz (B, 50, d)
+-> AECB: [baseline token, 8 learned queries, frame tokens] through 2 transformer layers
 -> 8 audio tokens (B, 8, d). The baseline token is the speaker's mean `voice` embedding (the mean
 frame token of earlier windows), so that "higher pitch / faster / louder than usual" is judged
 against the speaker's own voice, as the runtime does with a running mean.

@@ -5,12 +5,14 @@ Sources (all obtainable offline, none committed):
   - Debian `pocketsphinx-testdata`: the LibriVox reader (held out for validation), the `cards`
     speaker and the three AN4 recordings,
   - espeak-ng voices reading short sentences (synthetic speakers).
-Every utterance is re-synthesized many times with Praat (parselmouth "Change gender", PSOLA):
-pitch shift, pitch-range scaling, tempo, plus gain, 5-8 Hz tremolo/vibrato ("trembling") and
-inserted pauses. Cue labels come from the manipulation parameters relative to the speaker's own
+Every utterance is re-synthesized many times with Praat (parselmouth Manipulation, PSOLA):
+pitch shift, pitch-range scaling, tempo, plus gain, 5-8 Hz tremolo/vibrato ("trembling"),
+inserted pauses and, as channel variety that is never a cue, a random low-pass. Cue labels come from the manipulation parameters relative to the speaker's own
 unmodified speech (the baseline); `long_pauses` and the prosody targets are measured on each 2 s
 window by Praat (teacher). One "neutral" variant per utterance (all factors 1) feeds the baselines.
 
+    pip download --no-deps -d runs/aecb_data/src pyannote-audio==4.0.7
+    apt-get install pocketsphinx-testdata espeak-ng; pip install praat-parselmouth==0.4.7
     nice python -m train.audio_data            # -> runs/aecb_data/{train,val}.npz, sources.json
 """
 
@@ -68,7 +70,7 @@ ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en
 @dataclass
 class DataConfig:
     out: str = "runs/aecb_data"
-    pyannote_wheel_dir: str = "/tmp/b2/pyannote"  # `pip download --no-deps -d DIR pyannote-audio==4.0.7`
+    pyannote_wheel_dir: str = "runs/aecb_data/src"  # `pip download --no-deps -d DIR pyannote-audio==4.0.7`
     seed: int = 1337
     window_s: float = 2.0
     crops_per_variant: int = 2
