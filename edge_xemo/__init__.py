@@ -9,6 +9,15 @@
             print(event.to_json())
 """
 
+import os
+
+# Explicit thread budgets: perception and decoding each get their own threads (onnxruntime intra-op,
+# llama.cpp n_threads). A multi-threaded BLAS under them oversubscribes a small CPU (a tiny matrix
+# product took 16 ms instead of 0.1 ms on busy cores), so numpy's BLAS runs single-threaded unless
+# the user says otherwise. Effective when edge_xemo is imported before numpy.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode
 from .events import SCHEMA_VERSION, Event
 from .sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError

