@@ -21,6 +21,7 @@ os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 import numpy as np
 
+from .audio import Resampler, resample
 from .types import SAMPLE_RATE
 
 log = logging.getLogger("edge_xemo")
@@ -72,52 +73,11 @@ class Source:
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Convert (n,) or (n, channels) float/int samples at any rate to 16 kHz mono float32.
-
-    Uses PyAV's resampler (libswresample). NaN/inf become 0 so that no stage sees them.
-    """
+    """(n,) or (n, channels) samples at any rate -> 16 kHz mono float32 (NaN/inf repaired)."""
     x = np.asarray(samples)
-    if x.dtype.kind in "iu":
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
-    x = np.nan_to_num(x.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
+    if x.ndim not in (1, 2):
         raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
-    if sample_rate == SAMPLE_RATE or len(x) == 0:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    if sample_rate <= 0:
-        raise ValueError(f"sample rate must be positive, got {sample_rate}")
-    import av
-
-    frame = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
-    frame.sample_rate = int(sample_rate)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-
-
-class StreamResampler:
-    """Stateful resampler for a live stream at `rate` Hz with `channels` channels -> 16 kHz mono."""
-
-    def __init__(self, rate: int, channels: int = 1):
-        import av
-
-        self.rate, self.channels = int(rate), int(channels)
-        self._av = av
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        x = np.nan_to_num(np.asarray(block, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        if x.ndim == 2:
-            x = x.mean(axis=1)
-        if self.rate == SAMPLE_RATE:
-            return np.ascontiguousarray(x)
-        frame = self._av.AudioFrame.from_ndarray(np.ascontiguousarray(x)[None, :], format="flt", layout="mono")
-        frame.sample_rate = self.rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+    return resample(x, sample_rate, x.shape[1] if x.ndim == 2 else 1)
 
 
 # ---------------------------------------------------------------------------------------- camera
@@ -276,7 +236,7 @@ class MicrophoneSource(Source):
         import sounddevice as sd
 
         rate = self._open_rate()
-        resample = StreamResampler(rate)
+        resampler = Resampler(rate)
         clock_minus_adc: list[float] = []  # pipeline clock minus PortAudio's stream clock
         anchor = {"t": None, "n": 0}  # block times count samples from an anchor: ADC times jitter
 
@@ -294,7 +254,7 @@ class MicrophoneSource(Source):
                 anchor["t"], anchor["n"] = measured, 0
             t = anchor["t"] + anchor["n"] / rate
             anchor["n"] += frames
-            sink.audio(resample(indata[:, 0].copy()), t)
+            sink.audio(resampler.push(indata[:, 0].copy()), t)
 
         try:
             with sd.InputStream(

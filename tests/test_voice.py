@@ -18,7 +18,8 @@ from edge_xemo.models import HOME
 from edge_xemo.prosody import WindowMeasures, analyze_frames, clean_f0, semitones, syllable_nuclei
 from edge_xemo.types import SAMPLE_RATE, AudioBlock, ModalityResult
 from edge_xemo.vad import CHUNK, SileroVad, VadOptions, speech_segments
-from edge_xemo.voice import VoiceAnalyzer, VoiceBlock, VoiceOptions, resample
+from edge_xemo.audio import resample
+from edge_xemo.voice import VoiceAnalyzer, VoiceBlock, VoiceOptions
 from edge_xemo.voice_cues import RULE_NAMES, VoiceCueTracker
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
