@@ -171,8 +171,13 @@ def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Pat
                    "descriptions (research use)",
         "lora": {"rank": cfg["rank"], "alpha": cfg["alpha"], "targets": ckpt["targets"],
                  "layers": 30, "tensor_dtype": "float32"},
-        "inputs": "prompt from edge_xemo.prompt.build_prompt (text segments; no token slots)",
-        "outputs": "explanation text in edge_xemo.prompt.format_explanation form",
+        "inputs": [{"name": "prompt", "what": "token ids of edge_xemo.prompt.build_prompt (text segments, no "
+                    "token slots: trained without projectors)", "dtype": "int32", "shape": ["n_tokens"]}],
+        "outputs": [{"name": "explanation", "what": "text in edge_xemo.prompt.format_explanation form",
+                     "dtype": "str"}],
+        "tensors": {"blk.{0..29}.attn_{q,k,v,output}.weight.lora_a": ["rank", "n_in"],
+                    "blk.{0..29}.attn_{q,k,v,output}.weight.lora_b": ["n_out", "rank"],
+                    "order": "q/k lora_b rows in llama.cpp rotary order (convert_hf_to_gguf permute)"},
         "trained_on": {"data": "EMER-V2 dev descriptions (../shared/data/emer_v2/emer_v2_dev.csv), rows 0-199 "
                                "split by edge_xemo.cue_extract into cue text + subtitle -> explanation + "
                                "label; rows 200-249 held out", "n_rows": len(ckpt["trained_on"]["rows"])},
