@@ -200,7 +200,7 @@ def test_scores_are_normalized_label_logits(decoder, fresh):
     first = np.array([logits[decoder.label_tokens[k][0]] for k in EMOTIONS], dtype=np.float64)
     expected = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
     prior = np.array([decoder.label_prior[k] for k in EMOTIONS])  # calibration: divide out, renormalize
-    assert abs(prior.sum() - 1) < 1e-6 and prior.argmax() == EMOTIONS.index("neutral")
+    assert abs(prior.sum() - 1) < 1e-6 and (prior > 0).all()
     expected = expected / prior / (expected / prior).sum()
     assert np.allclose([e.scores[k] for k in EMOTIONS], expected, atol=SCORE_TOL)
 
