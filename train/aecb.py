@@ -3,6 +3,13 @@
     nice python -m train.audio_data          # build runs/aecb_data (a few minutes)
     nice python -m train.aecb                # train -> runs/aecb/ckpt.pt, metrics.json
     python -m export.aecb                    # ONNX fp32 + int8, parity, sidecar
+    python -m train.aecb --smoke --out DIR   # 20 steps on the smoke corpus ($EDGE_XEMO_REBUILD_DIR/train.audio_data)
+    torchrun --nproc_per_node=2 -m train.aecb [--smoke --out DIR]   # DDP (gloo on CPU, nccl on GPU)
+
+Distributed: every rank draws the same global batch (same seeded generators), takes its share of
+the rows and DistributedDataParallel averages the gradients, so N processes take the steps one
+process takes (up to dropout masks, seeded seed + rank, and summation order). The master alone
+writes the checkpoint, metrics and the per-step loss log (`<out>/aecb_loss.jsonl`).
 
 Model: frame features (B, 198, 96: log-mel + pitch bands, edge_xemo.audio_features)
 -> conv stack (stride 4) -> 50 frame tokens at 25 Hz (B, 50, d)
@@ -260,13 +267,39 @@ def evaluate(model, text_head, phrase_emb, d, cfg) -> dict:
             "contrastive_recall_at_1": float(torch.cat(hits).mean()), "windows": len(idx)}
 
 
+class _Objective(nn.Module):
+    """Model + text head as one module, forward = the weighted training loss (what DDP wraps)."""
+
+    def __init__(self, model: AECB, text_head: nn.Linear, phrase_emb: torch.Tensor, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.text_head, self.cfg = model, text_head, cfg
+        self.register_buffer("phrase_emb", phrase_emb, persistent=False)
+
+    def forward(self, mel, ref_mel, self_base, labels, prosody):
+        out = forward_batch(self.model, mel, ref_mel, self_base)
+        l_cls, l_reg, l_con, _, _ = losses(self.model, self.text_head, self.phrase_emb, out, labels, prosody, self.cfg)
+        return self.cfg.w_cls * l_cls + self.cfg.w_reg * l_reg + self.cfg.w_con * l_con, l_cls, l_reg, l_con
+
+
 def main(cfg: TrainConfig) -> None:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from train.engine import FitConfig, setup, teardown
+
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))  # torchrun env -> gloo group
+    if cfg.batch % info.world_size:
+        raise ValueError(f"batch {cfg.batch} does not split evenly over {info.world_size} processes")
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
     data, out = Path(cfg.data), Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if info.master:
+        out.mkdir(parents=True, exist_ok=True)
     tr, va = load_split(data, "train"), load_split(data, "val")
+    if info.ddp and not info.master:
+        dist.barrier()  # the master embeds the phrases (and caches them) first
     phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy"))
+    if info.ddp and info.master:
+        dist.barrier()
     model = AECB(cfg.model)
     mel = tr["feats"].astype(np.float32)
     model.encoder.feat_mean.copy_(torch.from_numpy(mel.mean((0, 1))))
@@ -275,31 +308,70 @@ def main(cfg: TrainConfig) -> None:
     model.prosody_std.copy_(torch.from_numpy(np.nanstd(tr["prosody"], 0) + 1e-3))
     text_head = nn.Linear(phrase_emb.shape[1], cfg.model.d)
     params = list(model.parameters()) + list(text_head.parameters())
+    objective = _Objective(model, text_head, phrase_emb, cfg)
+    if info.ddp:
+        objective = DDP(objective)
+    if info.rank:  # dropout masks seeded seed + rank; rank 0 continues the single-process stream
+        torch.manual_seed(cfg.seed + info.rank)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     batcher, rng = Batcher(tr, cfg, cfg.seed), np.random.default_rng(cfg.seed)
     t0, n = time.time(), len(tr["labels"])
+    share = slice(info.rank * cfg.batch // info.world_size, (info.rank + 1) * cfg.batch // info.world_size)
+    log_path = out / "aecb_loss.jsonl"
+    if info.master:
+        log_path.unlink(missing_ok=True)
     for step in range(cfg.steps):
-        mel_b, ref_b, sb, labels, prosody = batcher.make(rng.choice(n, cfg.batch, replace=False), train=True)
-        l_cls, l_reg, l_con, _, _ = losses(model, text_head, phrase_emb, forward_batch(model, mel_b, ref_b, sb),
-                                           labels, prosody, cfg)
-        loss = cfg.w_cls * l_cls + cfg.w_reg * l_reg + cfg.w_con * l_con
+        batch = batcher.make(rng.choice(n, cfg.batch, replace=False), train=True)  # the same on every rank
+        loss, l_cls, l_reg, l_con = objective(*(t[share] for t in batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(f"step {step} cls {l_cls.item():.3f} reg {l_reg.item():.3f} con {l_con.item():.3f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+        terms = torch.stack([loss, l_cls, l_reg, l_con]).detach()
+        if info.ddp:  # log the global-batch mean
+            dist.all_reduce(terms)
+            terms /= info.world_size
+        loss_v, cls_v, reg_v, con_v = terms.tolist()
+        if info.master:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step + 1, "lr": sched.get_last_lr()[0], "loss": loss_v, "cls": cls_v,
+                                    "reg": reg_v, "con": con_v, "time": round(time.time() - t0, 3)}) + "\n")
+            if step % 100 == 0 or step == cfg.steps - 1:
+                print(f"step {step} cls {cls_v:.3f} reg {reg_v:.3f} con {con_v:.3f} {time.time() - t0:.0f}s", flush=True)
+    if not info.master:
+        teardown()
+        return
     train_eval, val_eval = evaluate(model, text_head, phrase_emb, tr, cfg), evaluate(model, text_head, phrase_emb, va, cfg)
     metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
-               "final_train_batch_loss": {"cls": l_cls.item(), "reg": l_reg.item(), "con": l_con.item()},
-               "config": asdict(cfg)}
-    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, out / "ckpt.pt")
+               "final_train_batch_loss": {"cls": cls_v, "reg": reg_v, "con": con_v},
+               "processes": info.world_size, "config": asdict(cfg)}
+    tmp = out / "ckpt.pt.tmp"  # written then renamed: never a half-written checkpoint
+    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, tmp)
+    tmp.replace(out / "ckpt.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps({k: metrics["val"][k] for k in ("loss", "cue_accuracy", "cue_macro_f1", "contrastive_recall_at_1")}))
+    teardown()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    from train.config import load_config, stage_parser
+
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(TrainConfig, args.config, args.set)
+    if args.smoke:  # toy run on the smoke corpus of train.audio_data
+        cfg.steps, cfg.batch = 20, 8
+        rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")
+        if not args.set or not any(s.startswith("data=") for s in args.set):
+            cfg.data = str(Path(rebuild or "runs/rebuild-smoke") / "train.audio_data")
+    if args.out:
+        cfg.out = args.out
+    if not (Path(cfg.data) / "train.npz").exists():
+        raise SystemExit(f"no AECB data in {cfg.data}: run python -m train.audio_data"
+                         + (" --smoke --out " + cfg.data if args.smoke else ""))
+    main(cfg)
 
 
 if __name__ == "__main__":
-    main(TrainConfig())
+    cli()

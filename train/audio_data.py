@@ -14,24 +14,27 @@ window by Praat (teacher). One "neutral" variant per utterance (all factors 1) f
     pip download --no-deps -d runs/aecb_data/src pyannote-audio==4.0.7
     apt-get install pocketsphinx-testdata espeak-ng; pip install praat-parselmouth==0.4.7
     nice python -m train.audio_data            # -> runs/aecb_data/{train,val}.npz, sources.json
+    python -m train.audio_data --smoke --out DIR   # 4 speakers, 3 variants each: seconds
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, find_peaks, resample_poly, sosfilt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from edge_xemo.audio_features import SAMPLE_RATE, frame_features  # noqa: E402
 
 SR = SAMPLE_RATE
@@ -79,6 +82,7 @@ class DataConfig:
     variants_val: int = 40
     val_speaker: str = "librivox"
     workers: int = 2
+    speakers: list[str] = field(default_factory=list)  # only these speakers (empty: all)
 
 
 # ---------------------------------------------------------------- sources
@@ -94,9 +98,15 @@ def _read_wav(path) -> np.ndarray:
 def _pyannote_wav(cfg: DataConfig) -> Path:
     out = Path(cfg.out) / "src" / "pyannote_sample.wav"
     if not out.exists():
-        wheels = sorted(Path(cfg.pyannote_wheel_dir).glob("pyannote_audio-4.0.7-*.whl"))
-        if not wheels:
-            raise SystemExit(f"run: pip download --no-deps -d {cfg.pyannote_wheel_dir} pyannote-audio==4.0.7")
+        dirs = (Path(cfg.pyannote_wheel_dir), ROOT / "runs" / "sources" / "pip")  # its own, or the rebuild's sources
+        wheels = [w for d in dirs for w in sorted(d.glob("pyannote_audio-4.0.7-*.whl"))]
+        if not wheels:  # obtain it as the rebuild's sources stage does
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", cfg.pyannote_wheel_dir,
+                                "pyannote-audio==4.0.7"], capture_output=True, text=True)
+            wheels = sorted(Path(cfg.pyannote_wheel_dir).glob("pyannote_audio-4.0.7-*.whl"))
+            if r.returncode or not wheels:
+                raise SystemExit(f"pyannote-audio==4.0.7 wheel not found; run: pip download --no-deps -d "
+                                 f"{cfg.pyannote_wheel_dir} pyannote-audio==4.0.7 ({r.stderr.strip()[-200:]})")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(zipfile.ZipFile(wheels[0]).read("pyannote/audio/sample/sample.wav"))
     return out
@@ -113,23 +123,31 @@ def _espeak(voice: str, text: str) -> np.ndarray:
 
 
 def load_speakers(cfg: DataConfig) -> dict[str, list[np.ndarray]]:
-    """speaker -> list of single-speaker utterances (16 kHz float32)."""
+    """speaker -> list of single-speaker utterances (16 kHz float32); only `cfg.speakers` when set."""
+    want = lambda name: not cfg.speakers or name in cfg.speakers  # noqa: E731
     sample = _read_wav(_pyannote_wav(cfg))
     cut = lambda x, a, b: x[int(a * SR) : int(b * SR)]  # noqa: E731
     # Single-speaker stretches of sample.wav from its RTTM (overlaps removed).
     spk = {
         "pyannote_spk90": [cut(sample, a, b) for a, b in ((8.32, 9.92), (11.03, 14.49), (18.59, 21.49), (27.85, 30.0))],
         "pyannote_spk91": [cut(sample, a, b) for a, b in ((14.70, 17.92), (21.78, 24.8), (24.8, 27.85))],
-        "librivox": [_read_wav(p) for p in sorted((POCKETSPHINX / "librivox").glob("*.wav"))],
     }
-    cards = [_read_wav(p) for p in sorted((POCKETSPHINX / "cards").glob("*.wav"))]
-    spk["cards"] = [np.concatenate(cards[0:2]), np.concatenate(cards[2:4]), cards[4]]
+    if want("librivox"):
+        spk["librivox"] = [_read_wav(p) for p in sorted((POCKETSPHINX / "librivox").glob("*.wav"))]
+    if want("cards"):
+        cards = [_read_wav(p) for p in sorted((POCKETSPHINX / "cards").glob("*.wav"))]
+        spk["cards"] = [np.concatenate(cards[0:2]), np.concatenate(cards[2:4]), cards[4]]
     for name in ("goforward", "numbers", "something"):
-        raw = np.fromfile(POCKETSPHINX / f"{name}.raw", dtype="<i2").astype(np.float32) / 32768.0
-        spk[f"an4_{name}"] = [raw]
+        if want(f"an4_{name}"):
+            raw = np.fromfile(POCKETSPHINX / f"{name}.raw", dtype="<i2").astype(np.float32) / 32768.0
+            spk[f"an4_{name}"] = [raw]
     for v in ESPEAK_VOICES:
-        spk[f"espeak_{v}"] = [_espeak(v, " ".join(SENTENCES[i : i + 2])) for i in range(0, len(SENTENCES), 2)]
-    return spk
+        if want(f"espeak_{v}"):
+            spk[f"espeak_{v}"] = [_espeak(v, " ".join(SENTENCES[i : i + 2])) for i in range(0, len(SENTENCES), 2)]
+    missing = [n for n in cfg.speakers if n not in spk]
+    if missing:
+        raise ValueError(f"unknown speaker(s) {', '.join(missing)}; known: {', '.join(spk)}")
+    return {k: v for k, v in spk.items() if want(k)}
 
 
 # ---------------------------------------------------------------- manipulation
@@ -329,5 +347,23 @@ def build(cfg: DataConfig) -> None:
     print(f"{len(rows)} windows in {time.time() - t0:.0f} s -> {out}")
 
 
+SMOKE_SPEAKERS = ["pyannote_spk90", "pyannote_spk91", "espeak_en-us", "librivox"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from train.config import load_config, stage_parser
+
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(DataConfig, args.config, args.set)
+    if args.smoke:  # toy corpus: 4 speakers (one held out), 3 variants per utterance, 1 crop each
+        cfg.speakers = cfg.speakers or list(SMOKE_SPEAKERS)
+        cfg.variants_real = cfg.variants_synth = cfg.variants_val = 3
+        cfg.crops_per_variant = 1
+        cfg.workers = min(cfg.workers, max(1, (os.cpu_count() or 1)))
+    if args.out:
+        cfg.out = args.out
+    build(cfg)
+
+
 if __name__ == "__main__":
-    build(DataConfig())
+    main()
