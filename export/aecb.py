@@ -1,6 +1,7 @@
 """Export the trained encoder + AECB to ONNX (fp32 and dynamic int8), check parity, write sidecars.
 
     python -m export.aecb      # runs/aecb/ckpt.pt -> edge_xemo/models/aecb.onnx (+ aecb_int8.onnx), *.json
+    python -m export.aecb --smoke --out DIR   # the rebuild's smoke checkpoint -> DIR (never edge_xemo/models)
 
 Parity is measured on the held-out windows (runs/aecb_data/val.npz) with their speaker baselines:
 max |onnx - torch| of tokens, cue probabilities and prosody, and the share of cue decisions
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,28 +143,55 @@ def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources:
     }
 
 
-def main(ckpt: str = "runs/aecb/ckpt.pt", data: str = "runs/aecb_data") -> None:
-    model, cfg = load(ROOT / ckpt)
-    metrics = json.loads((ROOT / ckpt).with_name("metrics.json").read_text())
-    sources = json.loads((ROOT / data / "sources.json").read_text())
-    fp32, int8 = MODELS / "aecb.onnx", MODELS / "aecb_int8.onnx"
-    export_fp32(model, fp32)
-    quantize(fp32, int8)
-    mel, ref_mel, labels = val_inputs(ROOT / data, cfg)
-    p32, p8 = parity(model, fp32, mel, ref_mel, labels), parity(model, int8, mel, ref_mel, labels)
-    print("fp32", json.dumps(p32), "\nint8", json.dumps(p8))
-    if max(p32["max_abs_diff"]["tokens"], p32["max_abs_diff"]["cue_probs"]) > FP32_TOL:
-        raise SystemExit(f"fp32 ONNX differs from PyTorch by more than {FP32_TOL}")
-    (MODELS / "aecb.json").write_text(json.dumps(sidecar("aecb", fp32, cfg, metrics, p32, sources, "fp32"), indent=1))
-    ok8 = (p8["cue_decision_agreement"] >= INT8_AGREEMENT and p8["max_abs_diff"]["cue_probs"] <= INT8_PROB_TOL
-           and p8["median_ms_1_thread"] < p32["median_ms_1_thread"])
-    if ok8:
-        (MODELS / "aecb_int8.json").write_text(
-            json.dumps(sidecar("aecb_int8", int8, cfg, metrics, p8, sources, "int8 dynamic"), indent=1))
-    else:  # kept beside the checkpoint for benchmarks/bench_aecb.py
-        int8.replace((ROOT / ckpt).with_name("aecb_int8.onnx"))
-        (MODELS / "aecb_int8.json").unlink(missing_ok=True)
-        print("int8 not shipped: outside tolerance or not faster")
+def export_all(ckpt: Path, data: Path, models: Path) -> None:
+    """ONNX fp32 (+ int8 when it passes) of `ckpt` into `models`; each written to a temporary name and
+    renamed only after its parity check passes, so a failed export leaves the previous file untouched."""
+    model, cfg = load(ckpt)
+    metrics = json.loads(ckpt.with_name("metrics.json").read_text())
+    sources = json.loads((data / "sources.json").read_text())
+    models.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = models / "aecb.onnx", models / "aecb_int8.onnx"
+    tmp32, tmp8 = models / "aecb.onnx.tmp", models / "aecb_int8.onnx.tmp"
+    try:
+        export_fp32(model, tmp32)
+        quantize(tmp32, tmp8)
+        mel, ref_mel, labels = val_inputs(data, cfg)
+        p32, p8 = parity(model, tmp32, mel, ref_mel, labels), parity(model, tmp8, mel, ref_mel, labels)
+        print("fp32", json.dumps(p32), "\nint8", json.dumps(p8))
+        if max(p32["max_abs_diff"]["tokens"], p32["max_abs_diff"]["cue_probs"]) > FP32_TOL:
+            raise SystemExit(f"aecb.onnx: fp32 ONNX differs from PyTorch by more than {FP32_TOL}; nothing written")
+        tmp32.replace(fp32)
+        (models / "aecb.json").write_text(json.dumps(sidecar("aecb", fp32, cfg, metrics, p32, sources, "fp32"), indent=1))
+        ok8 = (p8["cue_decision_agreement"] >= INT8_AGREEMENT and p8["max_abs_diff"]["cue_probs"] <= INT8_PROB_TOL
+               and p8["median_ms_1_thread"] < p32["median_ms_1_thread"])
+        if ok8:
+            tmp8.replace(int8)
+            (models / "aecb_int8.json").write_text(
+                json.dumps(sidecar("aecb_int8", int8, cfg, metrics, p8, sources, "int8 dynamic"), indent=1))
+        else:  # kept beside the checkpoint for benchmarks/bench_aecb.py
+            tmp8.replace(ckpt.with_name("aecb_int8.onnx"))
+            int8.unlink(missing_ok=True)
+            (models / "aecb_int8.json").unlink(missing_ok=True)
+            print("int8 not shipped: outside tolerance or not faster")
+    finally:
+        tmp32.unlink(missing_ok=True)
+        tmp8.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", type=Path, help="default runs/aecb/ckpt.pt (smoke: the rebuild's train.aecb)")
+    ap.add_argument("--data", type=Path, help="default runs/aecb_data (smoke: the rebuild's train.audio_data)")
+    args = ap.parse_args(argv)
+    rebuild = Path(os.environ.get("EDGE_XEMO_REBUILD_DIR", ROOT / "runs/rebuild-smoke"))
+    ckpt = args.ckpt or (rebuild / "train.aecb" / "ckpt.pt" if args.smoke else ROOT / "runs/aecb/ckpt.pt")
+    data = args.data or (rebuild / "train.audio_data" if args.smoke else ROOT / "runs/aecb_data")
+    out = Path(args.out) if args.out else (rebuild / "export.aecb" if args.smoke else MODELS)
+    if not ckpt.exists():
+        raise SystemExit(f"no AECB checkpoint {ckpt}: run python -m train.aecb" + (" --smoke" if args.smoke else ""))
+    export_all(ckpt, data, out)
 
 
 if __name__ == "__main__":
