@@ -2,6 +2,11 @@
 
     python -m export.decoder_export runs/decoder_lora/ckpt.pt               # adapter -> edge_xemo/models/
     python -m export.decoder_export runs/decoder_lora/ckpt.pt --merged=DIR  # also merged Q8_0 / Q4_K_M
+    python -m export.decoder_export --smoke --out DIR   # the rebuild's smoke LoRA -> DIR: adapter + merged Q8_0
+
+The adapter is written to a temporary name, read back and compared with the checkpoint's LoRA
+(exact: f32 tensors), and only then renamed. A smoke run whose LoRA stage was skipped (no
+../shared/data) is skipped too.
 
 The adapter follows llama.cpp's conventions (as convert_lora_to_gguf.py writes them):
 `general.architecture = llama`, `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`,
@@ -156,7 +161,7 @@ def sha256(path: Path) -> str:
 
 
 def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Path:
-    """The adapter's manifest entry `edge_xemo/models/decoder_lora.json`."""
+    """The adapter's manifest entry `<adapter's folder>/decoder_lora.json` (edge_xemo/models/ in a full run)."""
     cfg, losses = ckpt["config"], ckpt["losses"]
     entry = {
         "name": ADAPTER_NAME,
@@ -189,7 +194,7 @@ def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Pat
                    "heldout": losses["heldout"]},
         "metrics": metrics or {},
     }
-    path = MODELS / f"{ADAPTER_NAME}.json"
+    path = adapter.with_name(f"{ADAPTER_NAME}.json")
     path.write_text(json.dumps(entry, indent=2) + "\n")
     return path
 
@@ -204,22 +209,66 @@ def build_merged(adapter: Path, out_dir: Path, quants=tuple(QUANTS)) -> dict[str
     return out
 
 
+def export_adapter(ckpt: dict, out_dir: Path) -> tuple[Path, float]:
+    """GGUF adapter of a LoRA checkpoint in `out_dir`, written to a temporary name, read back and compared
+    with the checkpoint's tensors, then renamed; returns (path, max |read back - written|)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst, tmp = out_dir / f"{ADAPTER_NAME}.gguf", out_dir / f"{ADAPTER_NAME}.gguf.tmp"
+    try:
+        write_adapter(ckpt["lora"], ckpt["config"]["alpha"], tmp)
+        n_head, n_head_kv = _heads(base_gguf_path())
+        want = gguf_lora_tensors(ckpt["lora"], n_head, n_head_kv)
+        got, _ = read_adapter(tmp)
+        if set(got) != set(want):
+            raise SystemExit(f"{dst}: adapter tensors differ from the checkpoint's ({len(got)} vs {len(want)}); nothing written")
+        diff = max(float(np.abs(got[k].reshape(want[k].shape) - want[k]).max()) for k in want)
+        if diff > 0:
+            raise SystemExit(f"{dst}: adapter read back differs from the checkpoint by {diff}; nothing written")
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst, diff
+
+
 def main(argv: list[str]) -> None:
+    import os
+
     import torch
 
+    sys.path.insert(0, str(REPO))
+    from train.config import skip_stage
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if not argv:
-        raise SystemExit("usage: python -m export.decoder_export CKPT [--merged=DIR]")
-    ckpt = torch.load(argv[0], map_location="cpu")
-    cfg = ckpt["config"]
-    adapter = write_adapter(ckpt["lora"], cfg["alpha"], MODELS / f"{ADAPTER_NAME}.gguf")
-    log.info("adapter %s (%d bytes)", adapter, adapter.stat().st_size)
-    old = MODELS / f"{ADAPTER_NAME}.json"
-    metrics = json.loads(old.read_text()).get("metrics", {}) if old.exists() else {}
+    smoke, out_dir, rest = "--smoke" in argv, None, []
+    it = iter(a for a in argv if a != "--smoke")
+    for arg in it:
+        if arg == "--out":
+            out_dir = Path(next(it, ""))
+        else:
+            rest.append(arg)
+    paths = [a for a in rest if not a.startswith("--")]
+    rebuild = Path(os.environ.get("EDGE_XEMO_REBUILD_DIR", REPO / "runs/rebuild-smoke"))
+    if smoke:
+        ckpt_path = Path(paths[0]) if paths else rebuild / "train.decoder_lora" / "ckpt.pt"
+        out_dir = out_dir or rebuild / "export.decoder_export"
+        rest.append(f"--merged={out_dir}")
+        if not ckpt_path.exists():
+            skip_stage(f"no decoder LoRA checkpoint {ckpt_path} (train.decoder_lora needs ../shared/data)")
+    elif not paths:
+        raise SystemExit("usage: python -m export.decoder_export CKPT [--merged=DIR] [--out DIR] | --smoke --out DIR")
+    else:
+        ckpt_path = Path(paths[0])
+    out_dir = out_dir or MODELS
+    ckpt = torch.load(ckpt_path, map_location="cpu")
+    adapter, diff = export_adapter(ckpt, out_dir)
+    log.info("adapter %s (%d bytes), read back max diff %g", adapter, adapter.stat().st_size, diff)
+    old = out_dir / f"{ADAPTER_NAME}.json"
+    metrics = json.loads(old.read_text()).get("metrics", {}) if old.exists() and not smoke else {}
     log.info("sidecar %s", write_sidecar(adapter, ckpt, metrics))
-    for arg in argv[1:]:
+    for arg in rest:
         if arg.startswith("--merged="):
-            for q, dst in build_merged(adapter, Path(arg.split("=", 1)[1])).items():
+            quants = ("Q8_0",) if smoke else tuple(QUANTS)
+            for q, dst in build_merged(adapter, Path(arg.split("=", 1)[1]), quants).items():
                 log.info("merged %s: %s (%d bytes)", q, dst, dst.stat().st_size)
 
 

@@ -101,6 +101,19 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     return cfg
 
 
+STAGE_SKIPPED = 75
+"""Exit status of a stage module that cannot run here (its data is absent): the rebuild reports it
+"skipped" with the stage's last output line as the reason, not "failed"."""
+
+
+def skip_stage(reason: str):
+    """Print why this stage cannot run here and exit with `STAGE_SKIPPED`."""
+    import sys
+
+    print(f"skipped: {reason}", flush=True)
+    sys.exit(STAGE_SKIPPED)
+
+
 def stage_parser(description: str):
     """The command line every stage module shares (the rebuild calls `python -m <stage> --smoke --out DIR`).
 

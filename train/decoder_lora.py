@@ -1,7 +1,9 @@
 """Train the decoder's LoRA (reasoning stage), XEmoGPT style, on CPU.
 
     nice python -m train.decoder_lora                      # reasoning stage, defaults below
-    nice python -m train.decoder_lora --steps=2 --rows=4   # smoke run
+    nice python -m train.decoder_lora --steps=2 --rows=4   # a short run
+    python -m train.decoder_lora --smoke --out DIR         # the rebuild's smoke run (2 steps, 2 rows)
+    torchrun --nproc_per_node=2 -m train.decoder_lora      # DDP (gloo on CPU, nccl on GPU)
 
 The base decoder is SmolLM2-135M-Instruct loaded in PyTorch from the GGUF that the runtime uses
 (transformers dequantizes it), frozen. A hand-written LoRA (rank 8) wraps q/k/v/o of every layer;
@@ -21,6 +23,11 @@ Stages (as in XEmoGPT):
 
 The checkpoint (`<out_dir>/ckpt.pt`) stores the LoRA tensors, the config and the loss log, so export
 needs nothing else (nanoGPT style).
+
+Distributed: under torchrun every rank draws the same batch (same seeded order), takes its share of
+the sequences, and DistributedDataParallel averages the LoRA gradients; the master alone evaluates
+and writes checkpoints. One process runs exactly the single-process loop.
+Without ../shared/data the EMER CSV is absent: the stage exits `STAGE_SKIPPED` and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -217,6 +225,17 @@ def _encode_all(tok, examples: list[ReasoningExample], max_len: int) -> list:
     return out
 
 
+class _Objective(nn.Module):
+    """The decoder with its LoRA, forward = `forward_loss` of a batch (what DDP wraps)."""
+
+    def __init__(self, model, pad_id: int):
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+
+    def forward(self, batch):
+        return forward_loss(self.model, batch, self.pad_id)
+
+
 def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex: list[ReasoningExample],
                     model=None, tok=None, on_checkpoint=None) -> tuple[dict, TrainResult]:
     """Run the reasoning stage; returns (LoRA state dict, loss log). Seeded: same data -> same run.
@@ -256,9 +275,25 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         model.train()
         return sum(losses) / len(losses)
 
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank, master, step_fn = 0, True, lambda batch: forward_loss(model, batch, pad_id)
+    if world > 1:  # torchrun: gloo/nccl group, each rank takes its share of every batch
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        from train.engine import FitConfig, setup
+
+        info = setup(FitConfig(seed=cfg.seed, threads=max(1, cfg.threads // world), device="cpu"))
+        rank, master = info.rank, info.master
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+        random.seed(cfg.seed)  # the same batch order on every rank
+        torch.manual_seed(cfg.seed + rank)  # LoRA dropout masks differ per rank
+        step_fn = DDP(_Objective(model, pad_id))
+    share = cfg.batch_size // world
+
     res = TrainResult()
     t0 = time.time()
-    res.heldout.append((0, heldout_loss()))
+    res.heldout.append((0, heldout_loss() if master else float("nan")))
     log.info("step 0: held-out loss %.4f", res.heldout[-1][1])
     order: list[int] = []
     model.train()
@@ -268,7 +303,7 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         batch = [enc_train[order.pop()] for _ in range(min(cfg.batch_size, len(enc_train)))]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = forward_loss(model, batch, pad_id)
+        loss = step_fn(batch[rank * share : (rank + 1) * share] if world > 1 else batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -276,28 +311,52 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         res.train.append((step + 1, loss.item()))
         log.info("step %d/%d: loss %.4f lr %.2e (%.1f s)", step + 1, cfg.steps, loss.item(), lr_at(step),
                  time.time() - t0)
-        if on_checkpoint and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0:
+        if master and on_checkpoint and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0:
             res.seconds = time.time() - t0
             on_checkpoint(lora_state(wrapped), res)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+        if master and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             res.heldout.append((step + 1, heldout_loss()))
             log.info("step %d: held-out loss %.4f", step + 1, res.heldout[-1][1])
-    res.heldout.append((cfg.steps, heldout_loss()))
+    res.heldout.append((cfg.steps, heldout_loss() if master else float("nan")))
     log.info("final held-out loss %.4f", res.heldout[-1][1])
     res.seconds = time.time() - t0
     model.eval()
     return lora_state(wrapped), res
 
 
+SMOKE = dict(steps=2, rows=2, batch_size=1, eval_rows=1, eval_every=0, ckpt_every=0, warmup=1)
+"""The rebuild's smoke run: two steps of one sequence (two EMER rows), held-out loss on one."""
+
+
 def main(argv: list[str]) -> None:
+    from train.config import skip_stage
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = _parse_overrides(TrainConfig(), argv)
-    train_ex = load_examples("train")
+    smoke, out_dir, rest = False, "", []
+    it = iter(argv)
+    for arg in it:  # the rebuild's `--smoke --out DIR`; everything else is --name=value
+        if arg == "--smoke":
+            smoke = True
+        elif arg == "--out":
+            out_dir = next(it, "")
+        elif arg.startswith("--out="):
+            out_dir = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    cfg = TrainConfig(**SMOKE) if smoke else TrainConfig()
+    cfg = _parse_overrides(cfg, rest)
+    cfg.out_dir = out_dir or cfg.out_dir
+    try:
+        train_ex = load_examples("train")
+        held_ex = load_examples("heldout")
+    except FileNotFoundError as e:
+        skip_stage(str(e))
     if cfg.rows:
         train_ex = train_ex[: cfg.rows]
-    held_ex = load_examples("heldout")
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    master = int(os.environ.get("RANK", 0)) == 0
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
 
     def save(lora, res):
         ckpt = {
@@ -309,11 +368,17 @@ def main(argv: list[str]) -> None:
             "trained_on": {"csv": "emer_v2/emer_v2_dev.csv", "rows": [e.row for e in train_ex]},
             "command": "python -m train.decoder_lora " + " ".join(argv),
         }
-        torch.save(ckpt, out / "ckpt.pt")
+        if not master:
+            return
+        torch.save(ckpt, out / "ckpt.pt.tmp")  # written then renamed: never a half-written checkpoint
+        (out / "ckpt.pt.tmp").replace(out / "ckpt.pt")
         (out / "losses.json").write_text(json.dumps(asdict(res), indent=1))
         log.info("wrote %s after %d steps (%.0f s)", out / "ckpt.pt", len(res.train), res.seconds)
 
     save(*train_reasoning(cfg, train_ex, held_ex, on_checkpoint=save))
+    from train.engine import teardown
+
+    teardown()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ with EDGE_XEMO_REBUILD_DIR=<root> in the environment (a stage finds an earlier s
 <root>/<that stage>) and EDGE_XEMO_SMOKE=1 in smoke runs. In a full run the modules write where
 their defaults say (runs/..., edge_xemo/models/...); a smoke run never touches the shipped folder.
 A module that does not exist yet is reported "not available"; in a smoke run, a module whose
-source has no `--smoke` option is skipped (a full-size run would not fit a smoke budget).
+source has no `--smoke` option is skipped (a full-size run would not fit a smoke budget), and so is
+a module that exits with `train.config.STAGE_SKIPPED` (its data is absent here; its last line says why).
 The summary (stage -> seconds, status, detail, command, log) goes to <root>/summary.json.
 """
 
@@ -40,7 +41,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from edge_xemo.models import HOME  # noqa: E402
-from train.config import add_config_args, load_config  # noqa: E402
+from train.config import STAGE_SKIPPED, add_config_args, load_config  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SOURCES_DIR = ROOT / "runs" / "sources"
@@ -297,6 +298,8 @@ def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
     if rc is None:
         status, detail = "failed", f"timed out after {cfg.timeout_s} s: {tail[0][:200]}"
+    elif rc == STAGE_SKIPPED:  # the module said why it cannot run here (e.g. ../shared/data absent)
+        status, detail = "skipped", tail[0][:200]
     else:
         status, detail = ("ok", tail[0][:200]) if rc == 0 else ("failed", f"exit {rc}: {tail[0][:200]}")
     return StageResult(stage.name, status, seconds, detail, " ".join(argv), str(log_path))
