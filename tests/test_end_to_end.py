@@ -87,3 +87,32 @@ def test_video_without_audio_track_runs_on_video_alone(demo_video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no audio track" in proc.stderr
     assert sum('"type": "cues"' in l for l in out.read_text().splitlines()) >= 25
+
+
+def test_a_clip_with_no_face_gives_only_status_events(demo_video, tmp_path):
+    """Real footage of the wall and map behind the demo's speaker (no face in it): nothing invented."""
+    from fractions import Fraction
+
+    import av
+    import cv2
+
+    clip = tmp_path / "wall.mp4"
+    with av.open(str(demo_video)) as src, av.open(str(clip), "w") as dst:
+        vs = dst.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 260, 300, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 100:
+                break
+            crop = cv2.resize(frame.to_ndarray(format="rgb24")[0:150, 0:130], (260, 300))
+            out = av.VideoFrame.from_ndarray(crop, format="rgb24")
+            out.pts, out.time_base = i, Fraction(1, 25)
+            for p in vs.encode(out):
+                dst.mux(p)
+        for p in vs.encode(None):
+            dst.mux(p)
+    out = tmp_path / "wall.jsonl"
+    proc = run_cli("analyze", clip, "--quiet", "--jsonl", out)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(events) >= 3 and {d["type"] for d in events} == {"status"}
+    assert {d["code"] for d in events} == {"no_face"}
