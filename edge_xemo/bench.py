@@ -8,6 +8,7 @@ and the first explanation are excluded from the figures (model loading, caches, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import resource
@@ -23,19 +24,19 @@ from .models import select_providers
 from .sources import FileSource
 from .types import SAMPLE_RATE
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("default", "fp32", "fp16", "int8")
 
 
 @dataclass
 class BenchOptions:
     """path/audio_path: the clip. provider: cpu|cuda|tensorrt|auto. precision: fp32|fp16|int8 for the
-    ONNX stages that ship that variant. threads: perception threads; decoder_threads: llama.cpp threads.
+    ONNX stages that ship that variant ("default": each stage's own default). threads: perception threads; decoder_threads: llama.cpp threads.
     warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder."""
 
     path: str
     audio_path: str | None = None
     provider: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "default"
     threads: int = 1
     decoder_threads: int = 1
     warmup_s: float = 2.0
@@ -99,11 +100,16 @@ def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[d
 
 
 def _with_precision(options, precision: str, stage: str, notes: list[str]):
-    if precision == "fp32":
+    """The stage's options at `precision` where the stage ships that variant, else fp32 (noted)."""
+    if precision == "default":
         return options
     if hasattr(options, "precision"):
-        options.precision = precision
-    else:
+        try:
+            return dataclasses.replace(options, precision=precision)
+        except ValueError as e:
+            notes.append(f"{stage}: {e}; ran its default ({options.precision})")
+            return options
+    if precision != "fp32":
         notes.append(f"{stage}: no {precision} variant, ran fp32")
     return options
 

@@ -333,7 +333,7 @@ def bench(
     audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here (a PNG chart goes beside it)."),
     provider: str = _PROVIDER,
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8 for the ONNX stages that ship it."),
+    precision: str = typer.Option("default", "--precision", help="default, fp32, fp16 or int8 for the ONNX stages that ship it."),
     threads: int = typer.Option(1, "--threads", help="Perception threads."),
     decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
