@@ -248,7 +248,7 @@ def main() -> None:
         write_sidecar(name, SOURCES[name], {**io[name], **notes[name], "metrics": metrics})
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(REFERENCE, **ref)
-    sys.stdout.write(json.dumps(diffs, indent=2) + "\n")
+    sys.stdout.write(json.dumps(diffs) + "\n")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ class TrainConfig:
     rows: int = 0  # use only the first `rows` training examples (0: all); for smoke runs
     eval_every: int = 20  # held-out loss every N steps (0: only at the end)
     eval_rows: int = 16  # held-out examples used for the loss
+    eval_at_start: bool = True  # held-out loss before the first step too
     seed: int = 1337
     threads: int = 2  # torch intra-op threads
     out_dir: str = "runs/decoder_lora"
@@ -293,8 +294,9 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
 
     res = TrainResult()
     t0 = time.time()
-    res.heldout.append((0, heldout_loss() if master else float("nan")))
-    log.info("step 0: held-out loss %.4f", res.heldout[-1][1])
+    if cfg.eval_at_start:
+        res.heldout.append((0, heldout_loss() if master else float("nan")))
+        log.info("step 0: held-out loss %.4f", res.heldout[-1][1])
     order: list[int] = []
     model.train()
     for step in range(cfg.steps):
@@ -324,8 +326,8 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
     return lora_state(wrapped), res
 
 
-SMOKE = dict(steps=2, rows=2, batch_size=1, eval_rows=1, eval_every=0, ckpt_every=0, warmup=1)
-"""The rebuild's smoke run: two steps of one sequence (two EMER rows), held-out loss on one."""
+SMOKE = dict(steps=2, rows=2, batch_size=1, eval_rows=1, eval_every=0, eval_at_start=False, ckpt_every=0, warmup=1)
+"""The rebuild's smoke run: two steps of one sequence (two EMER rows), final held-out loss on one."""
 
 
 def main(argv: list[str]) -> None:
