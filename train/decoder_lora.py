@@ -2,7 +2,7 @@
 
     nice python -m train.decoder_lora                      # reasoning stage, defaults below
     nice python -m train.decoder_lora --steps=2 --rows=4   # a short run
-    python -m train.decoder_lora --smoke --out DIR         # the rebuild's smoke run (2 steps, 2 rows)
+    python -m train.decoder_lora --smoke --out DIR         # the rebuild's smoke run (1 step, 2 rows)
     torchrun --nproc_per_node=2 -m train.decoder_lora      # DDP (gloo on CPU, nccl on GPU)
 
 The base decoder is SmolLM2-135M-Instruct loaded in PyTorch from the GGUF that the runtime uses
@@ -326,8 +326,8 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
     return lora_state(wrapped), res
 
 
-SMOKE = dict(steps=2, rows=2, batch_size=1, eval_rows=1, eval_every=0, eval_at_start=False, ckpt_every=0, warmup=1)
-"""The rebuild's smoke run: two steps of one sequence (two EMER rows), final held-out loss on one."""
+SMOKE = dict(steps=1, rows=2, batch_size=1, eval_rows=1, eval_every=0, eval_at_start=False, ckpt_every=0, warmup=1)
+"""The rebuild's smoke run: one step of one sequence (of two EMER rows), final held-out loss on one."""
 
 
 def main(argv: list[str]) -> None:
