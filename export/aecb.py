@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = args.ckpt or (rebuild / "train.aecb" / "ckpt.pt" if args.smoke else ROOT / "runs/aecb/ckpt.pt")
     data = args.data or (rebuild / "train.audio_data" if args.smoke else ROOT / "runs/aecb_data")
     out = Path(args.out) if args.out else (rebuild / "export.aecb" if args.smoke else MODELS)
+    if args.smoke and not ckpt.exists():
+        from train.config import skip_stage
+
+        skip_stage(f"no AECB checkpoint {ckpt} (train.aecb did not run)")
     if not ckpt.exists():
         raise SystemExit(f"no AECB checkpoint {ckpt}: run python -m train.aecb" + (" --smoke" if args.smoke else ""))
     export_all(ckpt, data, out)

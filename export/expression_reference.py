@@ -62,7 +62,12 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for f in (args.hdf5, args.haar, args.media):
         if not Path(f).exists():
-            raise SystemExit(f"{f} not found: run python -m train.rebuild --only sources")
+            why = f"{f} not found: run python -m train.rebuild --only sources"
+            if args.smoke:
+                from train.config import skip_stage
+
+                skip_stage(why)
+            raise SystemExit(why)
     max_frames = 5 * 25 if args.smoke else None
     from tensorflow import keras
 

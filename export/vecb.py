@@ -150,6 +150,10 @@ def main(argv=None) -> None:
     rebuild = Path(os.environ.get("EDGE_XEMO_REBUILD_DIR", "runs/rebuild-smoke"))
     ckpt = args.ckpt or (rebuild / "train.vecb" / "ckpt.pt" if args.smoke else ROOT / "runs/vecb/ckpt.pt")
     out = Path(args.out) if args.out else (rebuild / "export.vecb" if args.smoke else ROOT / "edge_xemo/models")
+    if args.smoke and not ckpt.exists():
+        from train.config import skip_stage
+
+        skip_stage(f"no VECB checkpoint {ckpt} (train.vecb did not run)")
     model, cfg = load(ckpt)
     metrics = json.loads(ckpt.with_name("metrics.json").read_text())
     windows = val_windows(cfg)

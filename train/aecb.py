@@ -368,6 +368,10 @@ def cli(argv: list[str] | None = None) -> None:
     if args.out:
         cfg.out = args.out
     if not (Path(cfg.data) / "train.npz").exists():
+        if args.smoke:
+            from train.config import skip_stage
+
+            skip_stage(f"no AECB smoke data in {cfg.data} (train.audio_data did not run)")
         raise SystemExit(f"no AECB data in {cfg.data}: run python -m train.audio_data"
                          + (" --smoke --out " + cfg.data if args.smoke else ""))
     main(cfg)

@@ -400,6 +400,10 @@ def main(argv=None) -> None:
         cfg.steps, cfg.batch = 20, 16
         cfg.data = str(made if made and made.is_dir() else Path(args.out or "runs/vecb-smoke") / "data")
         clips, augs, max_frames = vecb_data.SMOKE
+        if not (args.media / clips[0]).exists() and not (Path(cfg.data) / "sources.json").exists():
+            from train.config import skip_stage
+
+            skip_stage(f"{args.media / clips[0]} not found: run python -m train.rebuild --only sources")
     if args.out:
         cfg.out = args.out
     info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))

@@ -132,6 +132,10 @@ def main(argv=None) -> None:
     ap.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
     args = ap.parse_args(argv)
     clips, augs, max_frames = SMOKE if args.smoke else (args.clips, args.augmentations, args.max_frames)
+    if args.smoke and not (args.media / clips[0]).exists():
+        from train.config import skip_stage
+
+        skip_stage(f"{args.media / clips[0]} not found: run python -m train.rebuild --only sources")
     build(args.media, Path(args.out or "runs/vecb_data"), clips, augs, max_frames)
 
 
