@@ -1,6 +1,7 @@
 """Export the stage (a) projectors (train/projector_align.py) as ONNX artifacts with sidecars.
 
     python -m export.projector runs/projector_align/ckpt.pt               # -> edge_xemo/models/
+    python -m export.projector runs/projector_align_visual/ckpt.pt runs/projector_align_audio/ckpt.pt
     python -m export.projector runs/projector_align/ckpt.pt --out DIR     # anywhere else
     python -m export.projector --smoke --out DIR                          # the smoke checkpoint
 
@@ -53,16 +54,17 @@ def onnx_linear(weight: np.ndarray, bias: np.ndarray, name: str):
     return model
 
 
-def export(ckpt_path: Path, out_dir: Path, reference: Path | None) -> dict:
-    """Write each projector's ONNX + sidecar into `out_dir`; returns {modality: parity max |diff|}."""
+def export(ckpt_paths: list[Path], out_dir: Path, reference: Path | None) -> dict:
+    """Write each projector of the checkpoints (one or several modalities each) into `out_dir`
+    (ONNX + sidecar); returns {modality: parity max |diff|}."""
     import onnx
     import onnxruntime as ort
     import torch
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpts = [torch.load(p, map_location="cpu", weights_only=False) for p in ckpt_paths]
     out_dir.mkdir(parents=True, exist_ok=True)
     parity, ref = {}, {}
-    for modality, res in ckpt["modalities"].items():
+    for ckpt, modality, res in ((c, m, r) for c in ckpts for m, r in c["modalities"].items()):
         name = NAMES[modality]
         w, b = res["state"]["weight"], res["state"]["bias"]
         lin = torch.nn.Linear(w.shape[1], w.shape[0])
@@ -81,14 +83,16 @@ def export(ckpt_path: Path, out_dir: Path, reference: Path | None) -> dict:
         os.replace(tmp, path)
         parity[modality] = diff
         ref[f"{modality}_tokens"], ref[f"{modality}_embeddings"] = x, y_torch
-        (out_dir / f"{name}.json").write_text(json.dumps(sidecar(ckpt, modality, path, diff), indent=1) + "\n")
+        export_cmd = "python -m export.projector " + " ".join(str(p) for p in ckpt_paths)
+        side = sidecar(ckpt, modality, path, diff, export_cmd)
+        (out_dir / f"{name}.json").write_text(json.dumps(side, indent=1) + "\n")
         log.info("%s: %s (parity %.2e)", name, path, diff)
     if reference is not None:
         np.savez_compressed(reference, **ref)
     return parity
 
 
-def sidecar(ckpt: dict, modality: str, path: Path, parity: float) -> dict:
+def sidecar(ckpt: dict, modality: str, path: Path, parity: float, export_cmd: str) -> dict:
     res, cfg = ckpt["modalities"][modality], ckpt["config"]
     n_embd, d_in = res["state"]["weight"].shape[0], res["state"]["weight"].shape[1]
     before, after = res["heldout_before"], res["heldout_after"]
@@ -97,7 +101,7 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float) -> dict:
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "source": {"training_command": f"nice python -m train.projector_data && nice {ckpt['command']}",
-                   "export_command": "python -m export.projector runs/projector_align/ckpt.pt",
+                   "export_command": export_cmd,
                    "code": ["train/projector_data.py", "train/projector_align.py", "export/projector.py",
                             "edge_xemo/projector.py"]},
         "licence": "Apache-2.0 (project-trained weights)",
@@ -123,7 +127,7 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float) -> dict:
                                             "projected tokens / another window's tokens / slot removed",
                                     "command": ckpt["command"]},
             "parity_max_abs_diff": parity,
-            "parity_command": "python -m export.projector runs/projector_align/ckpt.pt",
+            "parity_command": export_cmd,
         },
     }
 
@@ -131,18 +135,18 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float) -> dict:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ckpt", nargs="?", default="runs/projector_align/ckpt.pt")
+    p.add_argument("ckpt", nargs="*", default=["runs/projector_align/ckpt.pt"])
     p.add_argument("--out", default=None, help="output folder [edge_xemo/models]")
     p.add_argument("--smoke", action="store_true", help="export the smoke checkpoint; never writes edge_xemo/models")
     args = p.parse_args(argv)
-    ckpt = Path(args.ckpt)
+    ckpts = [Path(c) for c in args.ckpt]
     if args.smoke:
         root = Path(os.environ.get("EDGE_XEMO_REBUILD_DIR", "runs/rebuild-smoke"))
-        ckpt = root / "train.projector_align" / "ckpt.pt"
+        ckpts = [root / "train.projector_align" / "ckpt.pt"]
         if not args.out:
             sys.exit("--smoke needs --out DIR")
     out = Path(args.out) if args.out else MODELS
-    export(ckpt, out, REFERENCE if out.resolve() == MODELS.resolve() else None)
+    export(ckpts, out, REFERENCE if out.resolve() == MODELS.resolve() else None)
 
 
 if __name__ == "__main__":

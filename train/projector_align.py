@@ -57,7 +57,7 @@ class AlignConfig:
 
     data_dir: str = "runs/projector_data"
     out_dir: str = "runs/projector_align"
-    modalities: list = field(default_factory=lambda: ["visual", "audio"])
+    modalities: list[str] = field(default_factory=lambda: ["visual", "audio"])
     d_bridge: int = 128
     lr: float = 3e-3  # AdamW, linear warm-up then cosine to lr/10
     weight_decay: float = 0.01
@@ -69,6 +69,7 @@ class AlignConfig:
     seed: int = 1337
     threads: int = 2
     use_lora: bool = True  # merge the shipped decoder LoRA into the frozen base
+    eval_before: bool = True  # also measure the held-out loss of the untrained projector
 
 
 def inverse_permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -188,7 +189,7 @@ def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
         p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
-    before = evaluate(al, projector, he_tokens, he_phrases, cfg.seed)
+    before = evaluate(al, projector, he_tokens, he_phrases, cfg.seed) if cfg.eval_before else None
     log.info("%s held-out before: %s", modality, before)
     losses, order, t0 = [], [], time.time()
     for step in range(cfg.steps):
@@ -234,14 +235,16 @@ def main(argv=None) -> None:
     adapter = merge_adapter(model) if cfg.use_lora else None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {m: train_modality(cfg, model, tok, m) for m in cfg.modalities}
-    ckpt = {"config": asdict(cfg), "adapter": adapter, "n_embd": model.config.hidden_size,
-            "command": "python -m train.projector_align " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "modalities": results}
-    torch.save(ckpt, out / "ckpt.pt")
-    summary = {m: {k: v for k, v in r.items() if k not in ("state", "sample_inputs")} for m, r in results.items()}
-    (out / "losses.json").write_text(json.dumps(summary, indent=1))
-    log.info("wrote %s", out / "ckpt.pt")
+    results = {}
+    for m in cfg.modalities:  # the checkpoint is rewritten after each modality: a cut run keeps what is done
+        results[m] = train_modality(cfg, model, tok, m)
+        ckpt = {"config": asdict(cfg), "adapter": adapter, "n_embd": model.config.hidden_size,
+                "command": "python -m train.projector_align " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "modalities": results}
+        torch.save(ckpt, out / "ckpt.pt")
+        summary = {k: {f: v for f, v in r.items() if f not in ("state", "sample_inputs")} for k, r in results.items()}
+        (out / "losses.json").write_text(json.dumps(summary, indent=1))
+        log.info("wrote %s (%s)", out / "ckpt.pt", ", ".join(results))
 
 
 if __name__ == "__main__":
