@@ -1,4 +1,5 @@
-"""A training stage under torchrun: two gloo processes vs one process on the smoke AECB corpus."""
+"""Training stages under torchrun (two gloo processes vs one process, smoke sizes), and a
+reproducible smoke corpus."""
 
 from __future__ import annotations
 
@@ -73,3 +74,19 @@ def test_vecb_two_processes_match_one(tmp_path):
     diff = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
     assert diff <= VECB_DDP_TOL, diff
     assert len((tmp_path / "two" / "vecb_loss.jsonl").read_text().splitlines()) == 20
+
+
+def test_audio_data_smoke_is_reproducible(tmp_path):
+    """Two builds give identical windows (Praat's own generator is seeded per job too)."""
+    import numpy as np
+
+    if not shutil.which("espeak-ng") or not Path("/usr/share/pocketsphinx/test/data/librivox").is_dir():
+        pytest.skip("espeak-ng and pocketsphinx-testdata are needed for the AECB smoke corpus")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for name in ("a", "b"):
+        _run([sys.executable, "-m", "train.audio_data", "--smoke", "--out", str(tmp_path / name)], env)
+    for split in ("train", "val"):
+        a, b = np.load(tmp_path / "a" / f"{split}.npz"), np.load(tmp_path / "b" / f"{split}.npz")
+        assert a.files == b.files
+        for k in a.files:
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), (split, k)

@@ -287,8 +287,13 @@ def prosody_teacher(w: np.ndarray) -> tuple[dict[str, float], int]:
 
 # ---------------------------------------------------------------- build
 def _job(args):
+    import parselmouth
+
     speaker, u_idx, v_idx, x, p, level, seed, cfg = args
     rng = np.random.default_rng(seed)
+    # Praat's PSOLA draws from Praat's own generator (unvoiced stretches): seed it per job, so a
+    # rebuild gives the same windows whatever the worker order
+    parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({seed})")
     y = make_variant(x, p, level, rng)
     win = int(cfg.window_s * SR)
     if len(y) < win:
