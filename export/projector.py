@@ -87,8 +87,9 @@ def export(ckpt_paths: list[Path], out_dir: Path, reference: Path | None) -> dic
         side = sidecar(ckpt, modality, path, diff, export_cmd)
         (out_dir / f"{name}.json").write_text(json.dumps(side, indent=1) + "\n")
         log.info("%s: %s (parity %.2e)", name, path, diff)
-    if reference is not None:
-        np.savez_compressed(reference, **ref)
+    if reference is not None:  # keep the other modality's rows when only one is exported
+        old = dict(np.load(reference)) if reference.exists() else {}
+        np.savez_compressed(reference, **(old | ref))
     return parity
 
 
@@ -115,8 +116,12 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float, export_cmd: st
         "trained_on": res["data"] | {"data": "runtime stage outputs (train.projector_data, windows 2 s, hop 0.5 s): "
                                      "bridge tokens -> the same window's cue phrases"},
         "how": (f"stage (a) alignment, XEmoGPT style: nn.Linear({d_in}, {n_embd}) trained with the decoder frozen "
-                "(Q4_1 GGUF dequantized by transformers, the shipped LoRA merged), answer-only loss on "
-                "'<cue header>: <phrases>.' after a short user turn holding the slot; "
+                "(Q4_1 GGUF dequantized by transformers, the shipped LoRA merged), answer-only loss; "
+                + ("context 'runtime': the runtime prompt (edge_xemo.prompt.build_prompt with the window's cue "
+                   "text and this slot) -> the answer's cue sections; "
+                   if cfg.get("context") == "runtime" else
+                   "context 'short': a user turn holding the slot -> '<cue header>: <phrases>.'; ")
+                + 
                 f"AdamW lr {cfg['lr']} cosine, {cfg['steps']} steps x batch {cfg['batch_size']}, seed {cfg['seed']}, "
                 f"CPU ({res['seconds']:.0f} s)"),
         "losses": {"train_first": res["losses"][0][1], "train_last": res["losses"][-1][1],

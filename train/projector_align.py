@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_xemo.prompt import END, Segment  # noqa: E402
+from edge_xemo.prompt import END, LABEL_LEAD, Segment, build_prompt, training_target  # noqa: E402
 from train.config import load_config, stage_parser  # noqa: E402
 from train.decoder_lora import encode, forward_loss, load_base  # noqa: E402
 from train.projector_data import load  # noqa: E402
@@ -70,6 +70,8 @@ class AlignConfig:
     threads: int = 2
     use_lora: bool = True  # merge the shipped decoder LoRA into the frozen base
     eval_before: bool = True  # also measure the held-out loss of the untrained projector
+    context: str = "short"  # "short": the alignment turn; "runtime": the runtime prompt (system message,
+    # the cue text) with the answer's cue sections as target: teaches the decoder to keep its format
 
 
 def inverse_permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -126,14 +128,21 @@ def make_projector(d_in: int, n_embd: int, embed_weight: torch.Tensor, seed: int
 class Aligner:
     """Encodes windows and computes the answer loss of the frozen decoder for one modality."""
 
-    def __init__(self, model, tok, modality: str, n_tokens: int):
-        self.model, self.tok, self.modality = model, tok, modality
+    def __init__(self, model, tok, modality: str, n_tokens: int, context: str = "short"):
+        if context not in ("short", "runtime"):
+            raise ValueError(f"context must be 'short' or 'runtime', got {context!r}")
+        self.model, self.tok, self.modality, self.context = model, tok, modality, context
         self.slot = MODALITIES[modality][0]
         self.pad = tok.eos_token_id if tok.eos_token_id is not None else 0
         self.n_tokens = n_tokens
 
     def encoded(self, phrases: list[str], with_slot: bool = True):
         lengths = {self.slot: self.n_tokens} if with_slot else None
+        if self.context == "runtime":
+            v, a = (phrases, []) if self.modality == "visual" else ([], phrases)
+            segments = build_prompt(v, a, None, with_slot and self.slot == "video", with_slot and self.slot == "audio")
+            target = training_target(v, a, "neutral").split(f" {LABEL_LEAD}")[0]  # the cue sections only
+            return encode(self.tok, segments, target, 512, slot_lengths=lengths)
         return encode(self.tok, align_segments(self.modality, with_slot), align_target(self.modality, phrases),
                       512, slot_lengths=lengths)
 
@@ -180,7 +189,7 @@ def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
         raise ValueError(f"{modality}: too few windows with tokens ({len(tr_tokens)} train, {len(he_tokens)} held out)")
     emb = model.get_input_embeddings().weight.detach()
     projector = make_projector(cfg.d_bridge, emb.shape[1], emb, cfg.seed)
-    al = Aligner(model, tok, modality, tr_tokens.shape[1])
+    al = Aligner(model, tok, modality, tr_tokens.shape[1], cfg.context)
     opt = torch.optim.AdamW(projector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(step):
