@@ -184,6 +184,9 @@ def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
     if cfg.max_train:
         keep = np.random.default_rng(cfg.seed).permutation(len(tr_tokens))[: cfg.max_train]
         tr_tokens, tr_phrases, tr_clips = tr_tokens[keep], [tr_phrases[i] for i in keep], [tr_clips[i] for i in keep]
+    if cfg.context == "runtime":  # the runtime explains no window without cues or tokens: no "slot removed" case
+        keep = [i for i, p in enumerate(he_phrases) if p]
+        he_tokens, he_phrases, he_clips = he_tokens[keep], [he_phrases[i] for i in keep], [he_clips[i] for i in keep]
     he_tokens, he_phrases, he_clips = he_tokens[: cfg.max_heldout], he_phrases[: cfg.max_heldout], he_clips[: cfg.max_heldout]
     if len(tr_tokens) == 0 or len(he_tokens) < 2:
         raise ValueError(f"{modality}: too few windows with tokens ({len(tr_tokens)} train, {len(he_tokens)} held out)")
