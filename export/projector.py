@@ -150,6 +150,10 @@ def main(argv=None) -> None:
         ckpts = [root / "train.projector_align" / "ckpt.pt"]
         if not args.out:
             sys.exit("--smoke needs --out DIR")
+        if not ckpts[0].exists():
+            from train.config import skip_stage
+
+            skip_stage(f"{ckpts[0]} not found: train.projector_align did not run")
     out = Path(args.out) if args.out else MODELS
     export(ckpts, out, REFERENCE if out.resolve() == MODELS.resolve() else None)
 

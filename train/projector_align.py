@@ -38,7 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_xemo.prompt import END, LABEL_LEAD, Segment, build_prompt, training_target  # noqa: E402
-from train.config import load_config, stage_parser  # noqa: E402
+from train.config import load_config, skip_stage, stage_parser  # noqa: E402
 from train.decoder_lora import encode, forward_loss, load_base  # noqa: E402
 from train.projector_data import load  # noqa: E402
 
@@ -240,6 +240,8 @@ def main(argv=None) -> None:
         root = Path(__import__("os").environ.get("EDGE_XEMO_REBUILD_DIR", ""))
         if (root / "train.projector_data" / "visual_train.npz").exists():
             cfg.data_dir = str(root / "train.projector_data")
+        elif not (Path(cfg.data_dir) / "visual_train.npz").exists():
+            skip_stage(f"no projector data in {cfg.data_dir} or {root / 'train.projector_data'}: train.projector_data did not run")
     if args.out:
         cfg.out_dir = args.out
     model, tok = load_base(cfg.threads)

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.config import load_config, stage_parser  # noqa: E402
+from train.config import load_config, skip_stage, stage_parser  # noqa: E402
+from train.vecb_data import default_media  # noqa: E402
 
 log = logging.getLogger("edge_xemo.train")
 
-MEDIA = Path("/tmp/npmc/package/examples/media")
+MEDIA = default_media()
 SPHINX = Path("/usr/share/pocketsphinx/test/data")
 DEMO_WAV = Path.home() / ".cache" / "edge-xemo" / "demo" / "sample.wav"
 
@@ -193,6 +194,12 @@ def main(argv=None) -> None:
         cfg.max_seconds = 6.0
     if args.out:
         cfg.out_dir = args.out
+    missing = [c for c in cfg.video_train + cfg.video_heldout if not (Path(cfg.media_dir) / c).exists()]
+    if missing:
+        message = f"{Path(cfg.media_dir) / missing[0]} not found: run python -m train.rebuild --only sources"
+        if args.smoke:
+            skip_stage(message)
+        raise SystemExit(message)
     save(collect(cfg), Path(cfg.out_dir), cfg)
 
 

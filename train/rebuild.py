@@ -235,6 +235,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("export.aecb", "export", "AECB checkpoint -> ONNX fp32 + int8, parity"),
     Stage("export.decoder_export", "export", "LoRA GGUF adapter, merged + quantized decoder (Q8_0, Q4_K_M)",
           full_args=("runs/decoder_lora/ckpt.pt",)),
+    Stage("train.projector_data", "data", "bridge tokens + cue phrases of real clips (projector alignment data)"),
+    Stage("train.projector_align", "train", "stage (a): visual projector into the frozen decoder (runtime prompt)",
+          full_args=("--set", 'modalities=["visual"]', "--set", "steps=20", "--set", "batch_size=4", "--set", "eval_before=false",
+                     "--set", "max_heldout=24", "--set", "context=runtime", "--out", "runs/projector_align_visual_rt")),
+    Stage("export.projector", "export", "projector checkpoint -> ONNX, parity",
+          full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
     Stage("model_card", "check", "MODEL_CARD.md from the sidecars", run=write_model_card),
 )
