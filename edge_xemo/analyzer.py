@@ -71,6 +71,26 @@ class AnalyzerOptions:
     stats: dict = field(default_factory=dict)
 
 
+def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
+                  decoder_threads: int | None = None) -> dict:
+    """AnalyzerOptions stage fields with explicit thread budgets: perception stages share
+    `threads`, the decoder gets `decoder_threads` (default: the same number)."""
+    out = {}
+    if visual:
+        from .visual import VisualOptions
+
+        out["visual_options"] = VisualOptions(threads=threads, provider=provider)
+    if audio:
+        from .voice import VoiceOptions
+
+        out["voice_options"] = VoiceOptions(threads=threads, provider=provider)
+    if explain:
+        from .decoder import DecoderOptions
+
+        out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider)
+    return out
+
+
 def cue_signature(*results: ModalityResult) -> frozenset[str]:
     return frozenset(c.name for r in results for c in r.cues)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyzer import Analyzer, AnalyzerOptions, RunningMode
+from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
 from .models import select_providers
 from .sources import FileSource
 from .types import SAMPLE_RATE
@@ -82,20 +82,12 @@ class _Timed:
 
 
 def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[dict, list[str]]:
-    notes = []
-    out = {}
-    if has_video:
-        from .visual import VisualOptions
-
-        out["visual_options"] = _with_precision(VisualOptions(threads=o.threads, provider=o.provider), o.precision, "visual", notes)
-    if has_audio:
-        from .voice import VoiceOptions
-
-        out["voice_options"] = _with_precision(VoiceOptions(threads=o.threads, provider=o.provider), o.precision, "audio", notes)
-    if o.explain:
-        from .decoder import DecoderOptions
-
-        out["decoder_options"] = DecoderOptions(n_threads=o.decoder_threads, provider=o.provider)
+    notes: list[str] = []
+    out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, explain=o.explain,
+                        decoder_threads=o.decoder_threads)
+    for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
+        if key in out:
+            out[key] = _with_precision(out[key], o.precision, stage, notes)
     return out, notes
 
 

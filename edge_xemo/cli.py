@@ -76,7 +76,7 @@ class _Outcome:
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
          tokens: bool = False) -> None:
-    from .analyzer import Analyzer, AnalyzerOptions, RunningMode
+    from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from .sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
     has_video = any(s.has_video for s in sources)
@@ -99,7 +99,7 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
         subtitle=subtitle, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
         source_name=", ".join(s.name for s in sources),
-        **_stage_options(threads, provider, has_video, has_audio, explain),
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain),
     )
     analyzer = Analyzer.create_from_options(options)
     try:
@@ -112,24 +112,6 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         fanout.close()
     if outcome.fatal:
         fail(outcome.fatal[0], 1)
-
-
-def _stage_options(threads: int, provider: str, has_video: bool, has_audio: bool, explain: bool) -> dict:
-    """Per-stage options with explicit thread budgets: perception shares one budget, the decoder another."""
-    out = {}
-    if has_video:
-        from .visual import VisualOptions
-
-        out["visual_options"] = VisualOptions(threads=threads, provider=provider)
-    if has_audio:
-        from .voice import VoiceOptions
-
-        out["voice_options"] = VoiceOptions(threads=threads, provider=provider)
-    if explain:
-        from .decoder import DecoderOptions
-
-        out["decoder_options"] = DecoderOptions(n_threads=threads)
-    return out
 
 
 _JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
