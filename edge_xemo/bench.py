@@ -22,7 +22,6 @@ import numpy as np
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
 from .models import select_providers
 from .sources import FileSource
-from .types import SAMPLE_RATE
 
 PRECISIONS = ("default", "fp32", "fp16", "int8")
 

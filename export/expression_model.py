@@ -27,7 +27,6 @@ TensorFlow, so the pooling pads explicitly with -inf instead of using symmetric 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
