@@ -1,8 +1,9 @@
-"""Train the decoder's LoRA (reasoning stage), XEmoGPT style, on CPU.
+"""Train the decoder's LoRA (reasoning stage), XEmoGPT style, on CPU or a GPU.
 
     nice python -m train.decoder_lora                      # reasoning stage, defaults below
-    nice python -m train.decoder_lora --steps=2 --rows=4   # a short run
+    nice python -m train.decoder_lora --steps=2 --rows=4   # a short run (`--set steps=2` works too)
     python -m train.decoder_lora --smoke --out DIR         # the rebuild's smoke run (1 step, 2 rows)
+    python -m train.decoder_lora --smoke --set device=cuda # on a GPU (device auto|cpu|cuda, default auto)
     torchrun --nproc_per_node=2 -m train.decoder_lora      # DDP (gloo on CPU, nccl on GPU)
 
 The base decoder is SmolLM2-135M-Instruct loaded in PyTorch from the GGUF that the runtime uses
@@ -24,9 +25,18 @@ Stages (as in XEmoGPT):
 The checkpoint (`<out_dir>/ckpt.pt`) stores the LoRA tensors, the config and the loss log, so export
 needs nothing else (nanoGPT style).
 
+Device: `train.engine.setup` picks it (`device`, auto = cuda when available) and starts the process
+group; the LoRA is initialized on the CPU (the same start on any device), then the model and every
+batch move to the device. Checkpoints hold CPU tensors, the device and the process count.
+
 Distributed: under torchrun every rank draws the same batch (same seeded order), takes its share of
 the sequences, and DistributedDataParallel averages the LoRA gradients; the master alone evaluates
-and writes checkpoints. One process runs exactly the single-process loop.
+and writes checkpoints. One process runs exactly the single-process loop (mean cross-entropy over
+the batch's answer tokens). Ranks hold different numbers of answer tokens, so a per-rank mean
+would weight the tokens unequally; instead each rank's loss is the SUM over its answer tokens times
+world / (answer tokens in the whole global batch, known on every rank since every rank draws it),
+and DDP's mean of the ranks' gradients is the one-process gradient. The logged loss is the
+all-reduced global-batch mean, the number one process logs.
 Without ../shared/data the EMER CSV is absent: the stage exits `STAGE_SKIPPED` and says so.
 """
 
@@ -43,9 +53,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from train.decoder_data import ReasoningExample, load_examples
+from train.engine import DistInfo, FitConfig, setup, teardown
 
 log = logging.getLogger("edge_xemo.train")
 
@@ -76,6 +89,7 @@ class TrainConfig:
     out_dir: str = "runs/decoder_lora"
     ckpt_every: int = 4  # write the checkpoint every N steps (CPU runs are long; keep what is done)
     init_from: str = ""  # checkpoint whose LoRA to start from
+    device: str = "auto"  # auto | cpu | cuda (auto: cuda when available), see train.engine.setup
 
 
 def load_base(threads: int = 2):
@@ -130,9 +144,9 @@ def add_lora(model, rank: int, alpha: float, dropout: float) -> dict[str, LoRALi
 def lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
     """{name.lora_a: (r, in), name.lora_b: (out, r)} in HF layout (unpermuted q/k)."""
     out = {}
-    for name, m in wrapped.items():
-        out[f"{name}.lora_a"] = m.lora_a.detach().clone()
-        out[f"{name}.lora_b"] = m.lora_b.detach().clone()
+    for name, m in wrapped.items():  # CPU copies: the checkpoint loads anywhere
+        out[f"{name}.lora_a"] = m.lora_a.detach().to("cpu", copy=True)
+        out[f"{name}.lora_b"] = m.lora_b.detach().to("cpu", copy=True)
     return out
 
 
@@ -173,9 +187,16 @@ def batch_tensors(encoded: list, pad_id: int):
     return ids, labels, mask
 
 
-def forward_loss(model, encoded: list, pad_id: int, slot_embeds: list[dict] | None = None):
-    """Mean cross-entropy over answer tokens of a batch; slot embeddings (n, d) replace placeholders."""
-    ids, labels, mask = batch_tensors(encoded, pad_id)
+def answer_tokens(encoded: list) -> int:
+    """How many answer tokens of a batch `forward_loss` scores."""
+    return sum(sum(1 for x in labels[1:] if x != -100) for _, labels, _ in encoded)
+
+
+def forward_loss(model, encoded: list, pad_id: int, slot_embeds: list[dict] | None = None, reduction: str = "mean"):
+    """Cross-entropy over answer tokens of a batch (`reduction` "mean" or "sum"), on the model's device;
+    slot embeddings (n, d) replace placeholders."""
+    device = model.get_input_embeddings().weight.device
+    ids, labels, mask = (t.to(device) for t in batch_tensors(encoded, pad_id))
     embeds = model.get_input_embeddings()(ids)  # (B, T, d)
     if slot_embeds is not None:
         rows = []
@@ -191,7 +212,7 @@ def forward_loss(model, encoded: list, pad_id: int, slot_embeds: list[dict] | No
     target = labels[:, 1:]
     keep = target != -100
     logits = model.lm_head(hidden[:, :-1][keep])  # (n_answer, vocab)
-    return nn.functional.cross_entropy(logits.float(), target[keep])
+    return nn.functional.cross_entropy(logits.float(), target[keep], reduction=reduction)
 
 
 def _parse_overrides(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
@@ -209,11 +230,14 @@ def _parse_overrides(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Loss log of one run: (step, train loss) pairs, (step, held-out loss) pairs, wall seconds."""
+    """Loss log of one run: (step, train loss) pairs, (step, held-out loss) pairs, wall seconds, and
+    where it ran (device, torchrun processes)."""
 
     train: list = field(default_factory=list)
     heldout: list = field(default_factory=list)
     seconds: float = 0.0
+    device: str = "cpu"
+    processes: int = 1
 
 
 def _encode_all(tok, examples: list[ReasoningExample], max_len: int) -> list:
@@ -227,32 +251,44 @@ def _encode_all(tok, examples: list[ReasoningExample], max_len: int) -> list:
 
 
 class _Objective(nn.Module):
-    """The decoder with its LoRA, forward = `forward_loss` of a batch (what DDP wraps)."""
+    """The decoder with its LoRA, forward = summed answer-token loss of a rank's share x `scale` (what DDP wraps)."""
 
     def __init__(self, model, pad_id: int):
         super().__init__()
         self.model, self.pad_id = model, pad_id
 
-    def forward(self, batch):
-        return forward_loss(self.model, batch, self.pad_id)
+    def forward(self, batch, scale: float):
+        return forward_loss(self.model, batch, self.pad_id, reduction="sum") * scale
+
+
+def setup_device(cfg: TrainConfig) -> DistInfo:
+    """`train.engine.setup` for this config: device, torchrun process group, threads per process.
+
+    Raises ValueError for an unknown or unavailable device."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    return setup(FitConfig(seed=cfg.seed, threads=max(1, cfg.threads // world), device=cfg.device))
 
 
 def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex: list[ReasoningExample],
-                    model=None, tok=None, on_checkpoint=None) -> tuple[dict, TrainResult]:
+                    model=None, tok=None, on_checkpoint=None, info: DistInfo | None = None) -> tuple[dict, TrainResult]:
     """Run the reasoning stage; returns (LoRA state dict, loss log). Seeded: same data -> same run.
 
-    `on_checkpoint(lora_state, result)` is called every `cfg.ckpt_every` steps.
+    `on_checkpoint(lora_state, result)` is called every `cfg.ckpt_every` steps. `info` is what
+    `setup_device(cfg)` returned (called here when not given).
     """
+    info = info or setup_device(cfg)
+    world, rank, master = info.world_size, info.rank, info.master
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if model is None:
-        model, tok = load_base(cfg.threads)
-    wrapped = add_lora(model, cfg.rank, cfg.alpha, cfg.dropout)
+        model, tok = load_base(max(1, cfg.threads // world))
+    wrapped = add_lora(model, cfg.rank, cfg.alpha, cfg.dropout)  # initialized on the CPU, then moved
     if cfg.init_from:
         state = torch.load(cfg.init_from, map_location="cpu")["lora"]
         for name, m in wrapped.items():
             m.lora_a.data.copy_(state[f"{name}.lora_a"])
             m.lora_b.data.copy_(state[f"{name}.lora_b"])
+    model.to(info.device)
     params = [p for m in wrapped.values() for p in (m.lora_a, m.lora_b)]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pad_id = tok.eos_token_id if tok.eos_token_id is not None else 0
@@ -276,23 +312,17 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         model.train()
         return sum(losses) / len(losses)
 
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank, master, step_fn = 0, True, lambda batch: forward_loss(model, batch, pad_id)
+    objective = None
     if world > 1:  # torchrun: gloo/nccl group, each rank takes its share of every batch
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        from train.engine import FitConfig, setup
-
-        info = setup(FitConfig(seed=cfg.seed, threads=max(1, cfg.threads // world), device="cpu"))
-        rank, master = info.rank, info.master
-        if cfg.batch_size % world:
-            raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+        if cfg.batch_size % world or len(enc_train) < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes "
+                             f"or exceeds the {len(enc_train)} training sequences")
         random.seed(cfg.seed)  # the same batch order on every rank
         torch.manual_seed(cfg.seed + rank)  # LoRA dropout masks differ per rank
-        step_fn = DDP(_Objective(model, pad_id))
+        objective = DDP(_Objective(model, pad_id), device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     share = cfg.batch_size // world
 
-    res = TrainResult()
+    res = TrainResult(device=str(info.device), processes=world)
     t0 = time.time()
     if cfg.eval_at_start:
         res.heldout.append((0, heldout_loss() if master else float("nan")))
@@ -305,11 +335,18 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         batch = [enc_train[order.pop()] for _ in range(min(cfg.batch_size, len(enc_train)))]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = step_fn(batch[rank * share : (rank + 1) * share] if world > 1 else batch)
+        if objective is None:
+            loss = forward_loss(model, batch, pad_id)
+        else:  # summed over this rank's tokens / the global batch's: DDP's gradient mean = one process's
+            loss = objective(batch[rank * share : (rank + 1) * share], world / answer_tokens(batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if objective is not None:  # log the global-batch mean, the number one process logs
+            loss = loss.detach()
+            dist.all_reduce(loss)
+            loss /= world
         res.train.append((step + 1, loss.item()))
         log.info("step %d/%d: loss %.4f lr %.2e (%.1f s)", step + 1, cfg.steps, loss.item(), lr_at(step),
                  time.time() - t0)
@@ -336,17 +373,24 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     smoke, out_dir, rest = False, "", []
     it = iter(argv)
-    for arg in it:  # the rebuild's `--smoke --out DIR`; everything else is --name=value
+    for arg in it:  # the rebuild's `--smoke --out DIR`, the stages' `--set name=value`; else --name=value
         if arg == "--smoke":
             smoke = True
         elif arg == "--out":
             out_dir = next(it, "")
         elif arg.startswith("--out="):
             out_dir = arg.split("=", 1)[1]
+        elif arg == "--set":
+            rest.append("--" + next(it, ""))
         else:
             rest.append(arg)
     cfg = TrainConfig(**SMOKE) if smoke else TrainConfig()
-    cfg = _parse_overrides(cfg, rest)
+    try:  # a bad option or an unavailable device: one line, no traceback
+        cfg = _parse_overrides(cfg, rest)
+        info = setup_device(cfg)
+    except ValueError as e:
+        print(f"error: train.decoder_lora: {e}", file=sys.stderr)
+        sys.exit(2)
     cfg.out_dir = out_dir or cfg.out_dir
     try:
         train_ex = load_examples("train")
@@ -356,7 +400,7 @@ def main(argv: list[str]) -> None:
     if cfg.rows:
         train_ex = train_ex[: cfg.rows]
     out = Path(cfg.out_dir)
-    master = int(os.environ.get("RANK", 0)) == 0
+    master = info.master
     if master:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -369,6 +413,8 @@ def main(argv: list[str]) -> None:
             "losses": asdict(res),
             "trained_on": {"csv": "emer_v2/emer_v2_dev.csv", "rows": [e.row for e in train_ex]},
             "command": "python -m train.decoder_lora " + " ".join(argv),
+            "device": res.device,
+            "processes": res.processes,
         }
         if not master:
             return
@@ -377,9 +423,7 @@ def main(argv: list[str]) -> None:
         (out / "losses.json").write_text(json.dumps(asdict(res), indent=1))
         log.info("wrote %s after %d steps (%.0f s)", out / "ckpt.pt", len(res.train), res.seconds)
 
-    save(*train_reasoning(cfg, train_ex, held_ex, on_checkpoint=save))
-    from train.engine import teardown
-
+    save(*train_reasoning(cfg, train_ex, held_ex, on_checkpoint=save, info=info))
     teardown()
 
 
