@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_xemo.cue_extract import extract_cues  # noqa: E402
 from edge_xemo.decoder import CueDecoder, DecoderOptions  # noqa: E402
+from train.config import skip_stage  # noqa: E402
 from train.decoder_data import load_examples  # noqa: E402
 
 log = logging.getLogger("edge_xemo")
@@ -139,7 +140,7 @@ def main(argv: list[str]) -> dict:
         held = load_examples("heldout")
         train = load_examples("train")
     except FileNotFoundError as e:
-        raise SystemExit(f"skipped: {e}")
+        skip_stage(str(e))  # exit 75: train.rebuild records the stage as skipped
     if int(opts["limit"]):
         held = held[: int(opts["limit"])]
     majority = collections.Counter(e.label for e in train).most_common(1)[0][0]

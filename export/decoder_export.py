@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.onnx_tools import kept_metrics, staged
+
 log = logging.getLogger("edge_xemo.export")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +197,8 @@ def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Pat
         "metrics": metrics or {},
     }
     path = adapter.with_name(f"{ADAPTER_NAME}.json")
-    path.write_text(json.dumps(entry, indent=2) + "\n")
+    with staged(path) as tmp:
+        tmp.write_text(json.dumps(entry, indent=2) + "\n")
     return path
 
 
@@ -263,7 +266,7 @@ def main(argv: list[str]) -> None:
     adapter, diff = export_adapter(ckpt, out_dir)
     log.info("adapter %s (%d bytes), read back max diff %g", adapter, adapter.stat().st_size, diff)
     old = out_dir / f"{ADAPTER_NAME}.json"
-    metrics = json.loads(old.read_text()).get("metrics", {}) if old.exists() and not smoke else {}
+    metrics = kept_metrics(json.loads(old.read_text()), sha256(adapter)) if old.exists() and not smoke else {}
     log.info("sidecar %s", write_sidecar(adapter, ckpt, metrics))
     for arg in rest:
         if arg.startswith("--merged="):

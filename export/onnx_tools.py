@@ -216,12 +216,19 @@ def graph_io(path: str | Path) -> dict:
             "outputs": describe(model.graph.output)}
 
 
+def kept_metrics(entry: dict, digest: str) -> dict:
+    """The metrics of an existing sidecar entry that still describe the artifact: all of them while its
+    sha256 is `digest`, none once the bytes changed (a rebuilt artifact is measured again)."""
+    return dict(entry.get("metrics") or {}) if entry.get("sha256") == digest else {}
+
+
 def write_sidecar(artifact: str | Path, name: str | None = None, *, source, licence: str, trained_on, how,
                   metrics: dict, sidecar_dir: str | Path | None = None, **extra) -> Path:
     """Write or update `<sidecar_dir>/<name>.json` (default: beside the artifact, name = file stem).
 
     sha256, file and inputs/outputs (ONNX: read from the graph) are always recomputed; keys of an
-    existing sidecar that are not given here (labels, notes, ...) are kept; `metrics` is merged.
+    existing sidecar that are not given here (labels, notes, ...) are kept; `metrics` is merged into
+    the old metrics only while the file's bytes are unchanged (metrics of other bytes are dropped).
     """
     from edge_xemo.models import sha256_of
 
@@ -231,9 +238,10 @@ def write_sidecar(artifact: str | Path, name: str | None = None, *, source, lice
     path = folder / f"{name}.json"
     entry = json.loads(path.read_text()) if path.exists() else {}
     io = graph_io(artifact) if artifact.suffix == ".onnx" else {}
-    entry.update({"name": name, "file": artifact.name, "sha256": sha256_of(artifact), **io, "source": source,
+    digest = sha256_of(artifact)
+    entry.update({"name": name, "file": artifact.name, "sha256": digest, **io, "source": source,
                   "licence": licence, "trained_on": trained_on, "how": how,
-                  "metrics": {**entry.get("metrics", {}), **metrics}, **extra})
+                  "metrics": {**kept_metrics(entry, digest), **metrics}, **extra})
     with staged(path) as tmp:
         tmp.write_text(json.dumps(entry, indent=1) + "\n")
     return path

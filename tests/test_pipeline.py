@@ -438,3 +438,45 @@ def test_model_card_is_up_to_date():
 
     assert CARD.exists(), "MODEL_CARD.md is missing: run python -m export.model_card"
     assert CARD.read_text() == render(), "MODEL_CARD.md is out of date: run python -m export.model_card"
+
+
+def test_manifest_compare_judges_each_kind_of_metric():
+    """Rebuilt vs committed: counts exact, rates within 0.05, values within 15 % (+0.02), parity under
+    its stated tolerance, timings only reported; missing metrics are flagged, never passed silently."""
+    from export.manifest_compare import compare_entry
+
+    vecb = json.loads((REPO / "edge_xemo" / "models" / "vecb.json").read_text())
+    rebuilt = json.loads(json.dumps(vecb))
+    m = rebuilt["metrics"]
+    m["val"]["expr_top1"] -= 0.04  # rate, inside
+    m["val"]["align_r1_other_cues"] -= 0.08  # rate, outside
+    m["final_loss"]["val"]["recon"] *= 1.10  # value, inside
+    m["final_loss"]["val"]["align"] *= 1.30  # value, outside
+    m["val"]["windows"] += 1  # count, outside
+    m["parity_vs_pytorch"]["fp32"]["max_abs_diff"]["tokens"] = 2e-4  # parity over its 1e-4 tolerance
+    m["parity_vs_pytorch"]["fp32"]["median_ms_1_thread"] *= 5  # timing: reported
+    del m["val"]["order_acc"]
+    rows = {r.metric: r for r in compare_entry("vecb", vecb, rebuilt)}
+
+    def status(path):
+        return rows["metrics." + path].kind, rows["metrics." + path].status
+
+    assert status("val.expr_top1") == ("rate", "ok")
+    assert status("val.align_r1_other_cues") == ("rate", "outside")
+    assert status("final_loss.val.recon") == ("value", "ok")
+    assert status("final_loss.val.align") == ("value", "outside")
+    assert status("val.windows") == ("count", "outside")
+    assert status("parity_vs_pytorch.fp32.max_abs_diff.tokens") == ("parity", "outside")
+    assert status("parity_vs_pytorch.fp32.median_ms_1_thread") == ("timing", "reported")
+    assert status("val.order_acc")[1] == "not re-measured"
+    assert status("final_loss.val.cue") == ("value", "ok")  # untouched
+
+
+def test_sidecar_keeps_metrics_only_for_the_same_bytes(tmp_path):
+    """A re-exported artifact with other bytes loses the metrics measured on the old bytes."""
+    from export.onnx_tools import kept_metrics
+
+    entry = {"sha256": "aa", "metrics": {"heldout": 0.5}}
+    assert kept_metrics(entry, "aa") == {"heldout": 0.5}
+    assert kept_metrics(entry, "bb") == {}
+    assert kept_metrics({}, "bb") == {}

