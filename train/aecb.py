@@ -5,6 +5,7 @@
     python -m export.aecb                    # ONNX fp32 + int8, parity, sidecar
     python -m train.aecb --smoke --out DIR   # 20 steps on the smoke corpus ($EDGE_XEMO_REBUILD_DIR/train.audio_data)
     torchrun --nproc_per_node=2 -m train.aecb [--smoke --out DIR]   # DDP (gloo on CPU, nccl on GPU)
+    python -m train.aecb --set device=cuda   # one GPU (device=auto, the default, takes it when there is one)
 
 Distributed: every rank draws the same global batch (same seeded generators), takes its share of
 the rows and DistributedDataParallel averages the gradients, so N processes take the steps one
@@ -74,6 +75,7 @@ class TrainConfig:
     w_con: float = 0.5
     temperature: float = 0.1
     threads: int = 1
+    device: str = "auto"  # auto | cpu | cuda (under torchrun: rank r takes cuda:<local rank r>)
     model: AecbConfig = field(default_factory=AecbConfig)
 
 
@@ -238,12 +240,14 @@ def losses(model, text_head, phrase_emb, out, labels, prosody, cfg):
 @torch.no_grad()
 def evaluate(model, text_head, phrase_emb, d, cfg) -> dict:
     model.eval()
+    dev = next(model.parameters()).device
     b = Batcher(d, cfg, seed=0)
     idx = np.arange(len(d["labels"]))
     outs = [b.make(idx[i : i + 256], train=False) for i in range(0, len(idx), 256)]
     tot = {"cls": 0.0, "reg": 0.0, "con": 0.0}
     probs, preds, hits = [], [], []
-    for mel, ref_mel, sb, labels, prosody in outs:
+    for batch in outs:
+        mel, ref_mel, sb, labels, prosody = (t.to(dev) for t in batch)
         out = forward_batch(model, mel, ref_mel, sb)
         l_cls, l_reg, l_con, logits, pos = losses(model, text_head, phrase_emb, out, labels, prosody, cfg)
         for k, v in zip(tot, (l_cls, l_reg, l_con)):
@@ -251,14 +255,14 @@ def evaluate(model, text_head, phrase_emb, d, cfg) -> dict:
         probs.append(torch.sigmoid(out[1]))
         preds.append(out[2] * model.prosody_std + model.prosody_mean)
         hits.append(pos.gather(1, logits.argmax(1, keepdim=True)).squeeze(1))
-    p, y = torch.cat(probs).numpy(), d["labels"]
+    p, y = torch.cat(probs).cpu().numpy(), d["labels"]
     yhat = (p >= 0.5).astype(np.float32)
     per_cue = {}
     for i, c in enumerate(CUES):
         tp, fp, fn = [float(((yhat[:, i] == a) & (y[:, i] == b_)).sum()) for a, b_ in ((1, 1), (1, 0), (0, 1))]
         per_cue[c] = {"accuracy": float((yhat[:, i] == y[:, i]).mean()), "f1": 2 * tp / max(2 * tp + fp + fn, 1),
                       "positives": int(y[:, i].sum())}
-    pr, t = torch.cat(preds).numpy(), d["prosody"]
+    pr, t = torch.cat(preds).cpu().numpy(), d["prosody"]
     mae = {k: float(np.nanmean(np.abs(pr[:, j] - t[:, j]))) for j, k in enumerate(PROSODY)}
     model.train()
     return {"loss": tot, "cue_accuracy": float((yhat == y).mean()),
@@ -285,9 +289,9 @@ def main(cfg: TrainConfig) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from train.engine import FitConfig, setup, teardown
+    from train.engine import FitConfig, cpu_state, device_name, setup, teardown
 
-    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))  # torchrun env -> gloo group
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device))  # torchrun: gloo / nccl group
     if cfg.batch % info.world_size:
         raise ValueError(f"batch {cfg.batch} does not split evenly over {info.world_size} processes")
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
@@ -307,10 +311,10 @@ def main(cfg: TrainConfig) -> None:
     model.prosody_mean.copy_(torch.from_numpy(np.nanmean(tr["prosody"], 0)))
     model.prosody_std.copy_(torch.from_numpy(np.nanstd(tr["prosody"], 0) + 1e-3))
     text_head = nn.Linear(phrase_emb.shape[1], cfg.model.d)
+    objective = _Objective(model, text_head, phrase_emb, cfg).to(info.device)  # initialized on the CPU, then moved
     params = list(model.parameters()) + list(text_head.parameters())
-    objective = _Objective(model, text_head, phrase_emb, cfg)
     if info.ddp:
-        objective = DDP(objective)
+        objective = DDP(objective, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     if info.rank:  # dropout masks seeded seed + rank; rank 0 continues the single-process stream
         torch.manual_seed(cfg.seed + info.rank)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -323,7 +327,7 @@ def main(cfg: TrainConfig) -> None:
         log_path.unlink(missing_ok=True)
     for step in range(cfg.steps):
         batch = batcher.make(rng.choice(n, cfg.batch, replace=False), train=True)  # the same on every rank
-        loss, l_cls, l_reg, l_con = objective(*(t[share] for t in batch))
+        loss, l_cls, l_reg, l_con = objective(*(t[share].to(info.device) for t in batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -346,9 +350,10 @@ def main(cfg: TrainConfig) -> None:
     train_eval, val_eval = evaluate(model, text_head, phrase_emb, tr, cfg), evaluate(model, text_head, phrase_emb, va, cfg)
     metrics = {"train": train_eval, "val": val_eval, "steps": cfg.steps, "train_seconds": round(time.time() - t0, 1),
                "final_train_batch_loss": {"cls": cls_v, "reg": reg_v, "con": con_v},
-               "processes": info.world_size, "config": asdict(cfg)}
+               "processes": info.world_size, "device": info.device.type, "device_name": device_name(info.device),
+               "config": asdict(cfg)}
     tmp = out / "ckpt.pt.tmp"  # written then renamed: never a half-written checkpoint
-    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, tmp)
+    torch.save({"model": cpu_state(model), "text_head": cpu_state(text_head), "config": asdict(cfg)}, tmp)
     tmp.replace(out / "ckpt.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps({k: metrics["val"][k] for k in ("loss", "cue_accuracy", "cue_macro_f1", "contrastive_recall_at_1")}))
@@ -357,9 +362,11 @@ def main(cfg: TrainConfig) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     from train.config import load_config, stage_parser
+    from train.engine import require_device
 
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(TrainConfig, args.config, args.set)
+    require_device(cfg.device, "train.aecb")
     if args.smoke:  # toy run on the smoke corpus of train.audio_data
         cfg.steps, cfg.batch = 20, 8
         rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")

@@ -36,8 +36,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from train.config import add_config_args, load_config, stage_parser
 
-__all__ = ["CheckpointError", "DistInfo", "FitConfig", "FitResult", "add_config_args", "fit", "load_checkpoint",
-           "load_config", "lr_at", "save_checkpoint", "seed_everything", "setup", "stage_parser", "teardown", "unwrap"]
+__all__ = ["CheckpointError", "DeviceError", "DistInfo", "FitConfig", "FitResult", "add_config_args", "cpu_state",
+           "device_name", "fit", "load_checkpoint", "load_config", "lr_at", "pick_device", "require_device",
+           "save_checkpoint", "seed_everything", "setup", "stage_parser", "teardown", "unwrap"]
 
 log = logging.getLogger("edge_xemo")
 CHECKPOINT_FORMAT = 1
@@ -90,19 +91,44 @@ class DistInfo:
         return self.world_size > 1
 
 
+class DeviceError(ValueError):
+    """The requested device cannot be used here (an unknown name, cuda without CUDA); one line naming it."""
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` | `cpu` | `cuda` -> this process's device (cuda:<local_rank>); DeviceError when it cannot be had."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise DeviceError(f"device=cuda asked for, but {why} (torch {torch.__version__}); use device=cpu or auto")
+    if local_rank >= torch.cuda.device_count():
+        raise DeviceError(f"device=cuda: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                          "start at most one process per GPU")
+    return torch.device("cuda", local_rank)
+
+
+def require_device(name: str, stage: str) -> None:
+    """Exit with one line '<stage>: <why>' when this process cannot use device `name` (call before heavy work)."""
+    try:
+        pick_device(name, int(os.environ.get("LOCAL_RANK", 0)))
+    except DeviceError as e:
+        raise SystemExit(f"{stage}: {e}") from None
+
+
 def setup(cfg: FitConfig) -> DistInfo:
-    """Detect torchrun, pick the device, start the process group, seed and make torch deterministic."""
+    """Detect torchrun, pick the device, start the process group, seed and make torch deterministic.
+
+    Raises DeviceError (one line) when `cfg.device` cannot be used here."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {cfg.device!r}; choose auto, cpu or cuda")
+    device = pick_device(cfg.device, local_rank)
+    want_cuda = device.type == "cuda"
     if want_cuda:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS determinism (CUDA docs)
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -121,6 +147,16 @@ def seed_everything(seed: int) -> None:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DDP) else model
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The (unwrapped) model's state_dict with every tensor on the CPU: loadable on a machine without a GPU."""
+    return {k: v.cpu() for k, v in unwrap(model).state_dict().items()}
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu' or the GPU's name (e.g. 'NVIDIA H100 80GB HBM3'), for metrics."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 # ----------------------------------------------------------------------------- checkpoints

