@@ -17,8 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edge_xemo.datasets import DatasetError, load_clips, load_emer_csv, load_label_folders, load_manifest  # noqa: E402
 from train.config import load_config  # noqa: E402
-from train.datasets import DatasetError, load_clips, load_emer_csv, load_label_folders, load_manifest  # noqa: E402
 
 RESUME_TOL = 1e-6
 """Resumed vs straight run: same rows, same RNG streams, same float ops -> equal up to rounding."""
