@@ -169,26 +169,41 @@ def _load_analyzer(spec: str):
 
 @eval_app.command("clips")
 def clips(
-    manifest: Path = typer.Argument(..., help="CSV/JSONL rows: video, audio, subtitle, description, label [, name]"),
+    dataset: Path = typer.Argument(
+        ...,
+        help="a CSV/JSONL manifest (video, audio, subtitle, description, label [, name]), an EMER CSV "
+             "(name,english; give --media) or a folder per label (<label>/<clip>.mp4)",
+    ),
+    media: Optional[Path] = typer.Option(
+        None, help="EMER CSV: the folder holding <name>.mp4; manifest: the folder its relative paths resolve "
+                   "against (default: the manifest's folder)",
+    ),
+    labels: Optional[str] = typer.Option(None, help="comma-separated allowed labels; rows with others are skipped"),
     out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
     analyzer: str = typer.Option(
         "edge_xemo.clip:ClipAnalyzer",
-        help="module:callable taking a ClipRow and returning a ClipResult (a class is instantiated without arguments)",
+        help="module:callable taking a datasets.Clip and returning a ClipResult (a class is instantiated without "
+             "arguments)",
     ),
     no_emocue: bool = typer.Option(False, help="skip EmoCue-360 (no MiniLM needed)"),
     plots: bool = typer.Option(True, help="write PNG plots (needs matplotlib)"),
     threads: int = typer.Option(1, help="onnxruntime threads for the MiniLM embedder"),
 ):
-    """Run the analyzer over every clip of a manifest; EmoCue-360, accuracy / UAR / WAR, latency."""
-    from edge_xemo.evaluation import evaluate_clips, load_manifest, markdown, write_report
+    """Run the analyzer over every usable clip of a dataset; EmoCue-360, accuracy / UAR / WAR, latency.
 
+    Skipped rows (missing or empty media, malformed, unknown label, duplicate name) are counted
+    per reason in the report; zero usable rows is an error.
+    """
+    from edge_xemo.evaluation import evaluate_clips, load_eval_clips, markdown, write_report
+
+    allowed = {s.strip() for s in (labels or "").split(",") if s.strip()} or None
     try:
-        rows = load_manifest(manifest)
+        dataset_clips = load_eval_clips(dataset, media, allowed)
         analyze = _load_analyzer(analyzer)
         embed = None if no_emocue else _embedder(threads)
     except (ValueError, RuntimeError) as e:
         _fail(str(e).splitlines()[0])
-    report = evaluate_clips(rows, analyze, embed=embed)
+    report = evaluate_clips(dataset_clips, analyze, embed=embed)
     paths = write_report(report, out, plots=plots)
     console.print(markdown(report), highlight=False)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -1,7 +1,7 @@
 """One explanation for a whole clip (EmoCue-Eval style): perceive every window, pool, explain once.
 
 `ClipAnalyzer` loads the stages once and is reused across clips (the evaluation harness
-`edge-xemo eval clips` calls it per manifest row). Cues are pooled over windows: a cue is kept when
+`edge-xemo eval clips` calls it per dataset clip). Cues are pooled over windows: a cue is kept when
 it is on in at least `min_share` of the windows that could measure it, ranked by share x mean
 intensity; bridge tokens are averaged over windows.
 """
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode
-from .evaluation import ClipResult, ClipRow
+from .datasets import Clip
+from .evaluation import ClipResult
 from .sources import FileSource
 from .types import Cue, ModalityResult
 
@@ -67,7 +68,7 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
 
 
 class ClipAnalyzer:
-    """Callable: ClipRow -> ClipResult; loads the stages on first use and keeps them."""
+    """Callable: Clip -> ClipResult; loads the stages on first use and keeps them."""
 
     def __init__(self, options: ClipOptions | None = None):
         self.options = options or ClipOptions()
@@ -121,7 +122,7 @@ class ClipAnalyzer:
         return (pool(per_window["visual"], "visual", o.min_share, o.max_cues),
                 pool(per_window["auditory"], "auditory", o.min_share, o.max_cues))
 
-    def __call__(self, row: ClipRow) -> ClipResult:
+    def __call__(self, row: Clip) -> ClipResult:
         t0 = time.perf_counter()
         path = row.video or row.audio
         source = FileSource(path, audio_path=row.audio if row.video else None)

@@ -9,7 +9,8 @@
 
 Rows that cannot be used (malformed, missing or empty media, unknown label, duplicate name) are
 skipped and REPORTED: counts per reason plus the first few row-level reasons go to the log and to
-the returned `LoadReport`. Zero usable rows raise `DatasetError` naming the file. Torch-free.
+the returned `LoadReport`. Zero usable rows raise `DatasetError` naming the file. Torch-free: the
+training stages and `edge-xemo eval clips` (edge_xemo.evaluation) read clips through it.
 """
 
 from __future__ import annotations
@@ -261,27 +262,38 @@ def load_label_folders(root: str | Path, labels=None) -> ClipSet:
         if p.suffix.lower() not in VIDEO_EXTS + AUDIO_EXTS:
             tally.skip(str(rel), "not media", f"{rel} has extension {p.suffix or '(none)'}")
             continue
+        is_video = p.suffix.lower() in VIDEO_EXTS
+        kind = "video" if is_video else "audio"
+        if not p.is_file():  # a link to nothing
+            tally.skip(str(rel), f"missing {kind}", f"{rel} points to a missing file")
+            continue
         if p.stat().st_size == 0:
-            tally.skip(str(rel), "empty video", f"{rel} is empty")
+            tally.skip(str(rel), f"empty {kind}", f"{rel} is empty")
             continue
         label = rel.parts[0]
         if not _check_label(label, labels, tally, str(rel)):
             continue
-        is_video = p.suffix.lower() in VIDEO_EXTS
         clips.append(Clip(f"{label}/{p.stem}", p if is_video else None, None if is_video else p, label=label))
     return tally.finish(clips)
 
 
-def load_clips(path: str | Path, **kw) -> ClipSet:
-    """Pick the layout: a folder -> label folders; a CSV with `name,english` -> EMER; else a manifest."""
+def load_clips(path: str | Path, media_dir: str | Path | None = None, labels=None) -> ClipSet:
+    """Pick the layout: a folder -> label folders; a CSV with `name,english` -> EMER; else a manifest.
+
+    `media_dir`: the EMER clips' folder, or the folder a manifest's relative paths resolve against
+    (default: the manifest's folder); a label-folder dataset holds its media, so it takes none.
+    `labels`: the allowed labels (None: any); EMER rows carry no label.
+    """
     path = Path(path)
     if path.is_dir():
-        return load_label_folders(path, **kw)
+        if media_dir is not None:
+            raise DatasetError(f"{path} is a folder per label: it holds its own media (no media folder)")
+        return load_label_folders(path, labels)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
     if path.suffix.lower() == ".csv":
         with open(path, encoding="utf-8-sig", newline="") as f:
             header = {h.strip().lower() for h in next(csv.reader(f), [])}
         if {"name", "english"} <= header and not header & set(VIDEO_KEYS + ("audio",)):
-            return load_emer_csv(path, **kw)
-    return load_manifest(path, **kw)
+            return load_emer_csv(path, media_dir)
+    return load_manifest(path, media_dir, labels)

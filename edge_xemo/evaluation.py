@@ -1,15 +1,15 @@
-"""Clip-level evaluation: run an analyzer over a manifest of clips and score it.
+"""Clip-level evaluation: run an analyzer over an annotated clip collection and score it.
 
-A manifest (CSV or JSONL) lists clips: `video`, optional `audio`, `subtitle`, `description` (the
-reference explanation) and `label` (the reference emotion), optional `name`. `evaluate_clips` calls the
-analyzer once per clip and reports EmoCue-360 against the reference descriptions, emotion accuracy
-(WAR = overall accuracy, UAR = mean per-class recall), a confusion table and latency statistics.
-Rows whose media are missing are skipped and listed; an analyzer error fails that clip only.
+The clips come from `edge_xemo.datasets` (a CSV/JSONL manifest, an EMER description CSV with its
+media folder, or a folder per label): `subtitle`, `description` (the reference explanation) and
+`label` (the reference emotion) are optional per clip. `evaluate_clips` calls the analyzer once per
+clip and reports EmoCue-360 against the reference descriptions, emotion accuracy (WAR = overall
+accuracy, UAR = mean per-class recall), a confusion table and latency statistics. Rows the reader
+skipped are counted per reason with the first examples; an analyzer error fails that clip only.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -21,22 +21,9 @@ import numpy as np
 
 from edge_xemo import emocue
 from edge_xemo.cue_extract import emotion_label, extract_cues
+from edge_xemo.datasets import Clip, ClipSet, DatasetError, load_clips
 
 log = logging.getLogger("edge_xemo")
-
-MANIFEST_FIELDS = ("name", "video", "audio", "subtitle", "description", "label")
-
-
-@dataclass(frozen=True, slots=True)
-class ClipRow:
-    """One manifest row; paths are resolved against the manifest's folder."""
-
-    name: str
-    video: Path | None = None
-    audio: Path | None = None
-    subtitle: str | None = None
-    description: str | None = None
-    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,51 +45,12 @@ class ClipResult:
     extra: dict = field(default_factory=dict)
 
 
-def _none_if_blank(v) -> str | None:
-    return v.strip() if isinstance(v, str) and v.strip() else None
-
-
-def load_manifest(path: Path) -> list[ClipRow]:
-    """Read a CSV or JSONL clip manifest; raises ValueError naming the file and line on bad input."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"clip manifest {path} not found")
-    raw: list[dict] = []
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object per line")
-            raw.append(obj)
-    else:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not ({"video", "audio"} & set(reader.fieldnames)):
-                raise ValueError(f"{path}: CSV manifest needs a header with a 'video' or 'audio' column")
-            raw = list(reader)
-    rows = []
-    for i, r in enumerate(raw):
-        media = {k: Path(r[k]) if _none_if_blank(r.get(k)) else None for k in ("video", "audio")}
-        media = {k: (p if p is None or p.is_absolute() else path.parent / p) for k, p in media.items()}
-        first = media["video"] or media["audio"]
-        name = _none_if_blank(r.get("name")) or (first.stem if first else f"row{i}")
-        rows.append(ClipRow(name, media["video"], media["audio"], _none_if_blank(r.get("subtitle")),
-                            _none_if_blank(r.get("description")), _none_if_blank(r.get("label"))))
-    return rows
-
-
-def _missing_media(row: ClipRow) -> str | None:
-    if row.video is None and row.audio is None:
-        return "no video or audio path"
-    for kind, p in (("video", row.video), ("audio", row.audio)):
-        if p is not None and not p.exists():
-            return f"{kind} file not found: {p}"
-    return None
+def load_eval_clips(path: str | Path, media_dir: str | Path | None = None, labels=None) -> ClipSet:
+    """`datasets.load_clips`, then every clip must have media to analyze (an EMER CSV needs `media_dir`)."""
+    clips = load_clips(path, media_dir, labels)
+    if any(c.video is None and c.audio is None for c in clips.clips):
+        raise DatasetError(f"{path} lists descriptions without media: give the folder holding <name>.mp4")
+    return clips
 
 
 def _stats(values: Sequence[float]) -> dict:
@@ -132,29 +80,26 @@ def emotion_metrics(pairs: Iterable[tuple[str, str | None]]) -> dict:
 
 
 def evaluate_clips(
-    rows: Sequence[ClipRow],
-    analyze_clip: Callable[[ClipRow], ClipResult],
+    clips: ClipSet,
+    analyze_clip: Callable[[Clip], ClipResult],
     embed: emocue.Embed | None = None,
     extractor: Callable[[str], dict] = extract_cues,
 ) -> dict:
-    """Run `analyze_clip` on every row with its media present; return the report (a JSON-ready dict).
+    """Run `analyze_clip` on every clip; return the report (a JSON-ready dict).
 
     `embed` (e.g. `MiniLMEmbedder.embed`) enables EmoCue-360; `extractor` splits explanations and
     reference descriptions into cue lists.
     """
-    clips, skipped, failed = [], [], []
+    evaluated, failed = [], []
     pred_cues, ref_cues, label_pairs, latencies, rtfs = {}, {}, [], [], []
-    for row in rows:
-        reason = _missing_media(row)
-        if reason:
-            skipped.append({"name": row.name, "reason": reason})
-            continue
+    for clip in clips.clips:
         t0 = time.perf_counter()
         try:
-            result = analyze_clip(row)
+            result = analyze_clip(clip)
         except Exception as e:  # one bad clip must not end the evaluation
-            log.warning("clip %s failed: %s", row.name, e)
-            failed.append({"name": row.name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            log.warning("clip %s failed: %s", clip.name, e)
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            failed.append({"name": clip.name, "error": f"{type(e).__name__}: {first_line}"})
             continue
         wall = time.perf_counter() - t0
         latency = result.latency_s if result.latency_s is not None else wall
@@ -163,21 +108,24 @@ def evaluate_clips(
             rtfs.append(latency / result.media_s)
         cues = result.cues if result.cues is not None else extractor(result.text or "")
         label = result.label or emotion_label(cues.get("emotional", []))
-        pred_cues[row.name] = cues
-        if row.description:
-            ref_cues[row.name] = extractor(row.description)
-        if row.label:
-            label_pairs.append((row.label.lower(), label.lower() if label else None))
-        clips.append({"name": row.name, "label": row.label, "predicted": label, "latency_s": latency,
-                      "status": result.status, "text": result.text})
+        pred_cues[clip.name] = cues
+        if clip.description:
+            ref_cues[clip.name] = extractor(clip.description)
+        if clip.label:
+            label_pairs.append((clip.label.lower(), label.lower() if label else None))
+        evaluated.append({"name": clip.name, "label": clip.label, "predicted": label, "latency_s": latency,
+                          "status": result.status, "text": result.text})
+    read = clips.report
     report = {
-        "n_rows": len(rows), "n_evaluated": len(clips), "n_skipped": len(skipped), "n_failed": len(failed),
-        "skipped": skipped, "failed": failed,
+        "source": str(read.source), "layout": read.layout,
+        "n_rows": read.rows, "n_evaluated": len(evaluated), "n_skipped": sum(read.skipped.values()),
+        "n_failed": len(failed),
+        "skipped": dict(sorted(read.skipped.items())), "skipped_examples": list(read.examples), "failed": failed,
         "emocue360": None,
         "emotion": emotion_metrics(label_pairs),
         "latency_s": _stats(latencies),
         "real_time_factor": _stats(rtfs),
-        "clips": clips,
+        "clips": evaluated,
     }
     if embed is not None and ref_cues:
         scored = emocue.score({n: pred_cues[n] for n in ref_cues}, ref_cues, embed)
@@ -191,8 +139,8 @@ def _fmt(v) -> str:
 
 def markdown(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = ["# Clip evaluation\n", f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped "
-             f"(missing media), {report['n_failed']} failed, of {report['n_rows']} rows.\n"]
+    lines = ["# Clip evaluation\n", f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped, "
+             f"{report['n_failed']} failed, of {report['n_rows']} rows in {report['source']} ({report['layout']}).\n"]
     if report["emocue360"]:
         lines += ["## EmoCue-360\n", "| modality | precision | recall | F1 | n |", "|---|---|---|---|---|"]
         for m, s in report["emocue360"].items():
@@ -209,9 +157,12 @@ def markdown(report: dict) -> str:
     lines += ["## Latency (s)\n", "| median | p95 | mean | max | n | RTF median |", "|---|---|---|---|---|---|",
               f"| {_fmt(lat['median'])} | {_fmt(lat['p95'])} | {_fmt(lat['mean'])} | {_fmt(lat['max'])} | {lat['n']} "
               f"| {_fmt(rtf['median'])} |", ""]
-    for title, key, col in (("Skipped", "skipped", "reason"), ("Failed", "failed", "error")):
-        if report[key]:
-            lines += [f"## {title}\n"] + [f"- {r['name']}: {r[col]}" for r in report[key]] + [""]
+    if report["skipped"]:
+        lines += ["## Skipped\n", "| reason | rows |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in report["skipped"].items()]
+        lines += ["", "First skipped rows:\n"] + [f"- {e}" for e in report["skipped_examples"]] + [""]
+    if report["failed"]:
+        lines += ["## Failed\n"] + [f"- {r['name']}: {r['error']}" for r in report["failed"]] + [""]
     return "\n".join(lines)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from edge_xemo.cli_eval import eval_app
-from edge_xemo.evaluation import ClipResult, ClipRow, emotion_metrics, evaluate_clips, load_manifest, write_report
+from edge_xemo.datasets import Clip, load_manifest
+from edge_xemo.evaluation import ClipResult, emotion_metrics, evaluate_clips, write_report
 from edge_xemo.models import ModelError
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
@@ -100,7 +102,7 @@ def test_emotion_metrics_exact():
     assert got["confusion"] == {"happy": {"happy": 2, "sad": 1}, "sad": {"none": 1}}
 
 
-def _clip_analyzer(row: ClipRow) -> ClipResult:
+def _clip_analyzer(row: Clip) -> ClipResult:
     """A stand-in analyzer (the harness is under test): explains from the subtitle it is given."""
     if row.name == "boom":
         raise RuntimeError("decoder crashed\nwith a traceback")
@@ -125,11 +127,11 @@ def _manifest(tmp_path: Path) -> Path:
 
 
 def test_evaluate_clips_report(tmp_path, minilm):
-    rows = load_manifest(_manifest(tmp_path))
-    assert rows[1].video == tmp_path / "no/such/clip.mp4"
-    report = evaluate_clips(rows, _clip_analyzer, embed=minilm.embed)
+    clips = load_manifest(_manifest(tmp_path))
+    report = evaluate_clips(clips, _clip_analyzer, embed=minilm.embed)
     assert (report["n_rows"], report["n_evaluated"], report["n_skipped"], report["n_failed"]) == (3, 1, 1, 1)
-    assert "not found" in report["skipped"][0]["reason"]
+    assert (report["layout"], report["skipped"]) == ("manifest", {"missing video": 1})
+    assert report["skipped_examples"] == [f"line 2: video {tmp_path / 'no/such/clip.mp4'} missing"]
     assert report["failed"][0]["error"] == "RuntimeError: decoder crashed"
     assert report["emotion"]["war"] == 1.0 and report["emotion"]["n"] == 1
     assert report["latency_s"]["median"] == 0.5
@@ -139,39 +141,110 @@ def test_evaluate_clips_report(tmp_path, minilm):
     pytest.importorskip("matplotlib")
     paths = write_report(report, tmp_path / "out")
     assert {p.name for p in paths} == {"report.json", "report.md", "latency.png", "emocue360.png", "confusion.png"}
-    assert "| visual |" in (tmp_path / "out" / "report.md").read_text()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| visual |" in md and "| missing video | 1 |" in md and "clip.mp4 missing" in md
 
 
-def test_clips_command(tmp_path, monkeypatch, minilm):
-    mod = tmp_path / "my_analyzer.py"
-    mod.write_text("from edge_xemo.evaluation import ClipResult\n"
-                   "def analyze_clip(row):\n"
-                   "    return ClipResult(text='In the video, a smile. Therefore, the emotional state is happy.')\n")
+PROBING_ANALYZER = """from edge_xemo.evaluation import ClipResult
+from edge_xemo.sources import FileSource
+
+def analyze_clip(clip):
+    source = FileSource(clip.video or clip.audio)  # decodes the container: a corrupt file raises
+    return ClipResult(text='In the video, a smile. Therefore, the emotional state is happy.', media_s=source.duration)
+"""
+
+
+@pytest.fixture
+def probing_analyzer(tmp_path, monkeypatch) -> str:
+    """A stand-in analyzer (the harness is under test) that opens each clip's real media."""
+    (tmp_path / "probing_analyzer.py").write_text(PROBING_ANALYZER)
     monkeypatch.syspath_prepend(str(tmp_path))
+    return "probing_analyzer:analyze_clip"
+
+
+def test_clips_command(tmp_path, probing_analyzer, minilm):
     out = tmp_path / "rep"
     res = runner.invoke(eval_app, ["clips", str(_manifest(tmp_path)), "--out", str(out),
-                                   "--analyzer", "my_analyzer:analyze_clip", "--no-plots"])
+                                   "--analyzer", probing_analyzer, "--no-plots"])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert report["n_evaluated"] == 2 and report["n_skipped"] == 1
-    res = runner.invoke(eval_app, ["clips", str(tmp_path / "nope.csv"), "--analyzer", "my_analyzer:analyze_clip"])
-    assert res.exit_code == 2 and "not found" in res.output
+    assert report["real_time_factor"]["n"] == 2  # the real clip's duration was read
+    res = runner.invoke(eval_app, ["clips", str(tmp_path / "nope.csv"), "--analyzer", probing_analyzer])
+    assert res.exit_code == 2 and "nope.csv does not exist" in res.output
     res = runner.invoke(eval_app, ["clips", str(_manifest(tmp_path)), "--analyzer", "no_such_module:f"])
     assert res.exit_code == 2 and "not available" in res.output
 
 
-def test_csv_manifest_paths_and_header(tmp_path):
-    (tmp_path / "clips").mkdir()
-    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+def test_clips_command_zero_usable_rows_one_line_error(tmp_path, probing_analyzer):
+    m = tmp_path / "gone.csv"
+    m.write_text("video,label\nclips/a.mp4,happy\nclips/b.mp4,sad\n")
+    res = runner.invoke(eval_app, ["clips", str(m), "--analyzer", probing_analyzer, "--no-emocue"])
+    assert res.exit_code == 2
+    assert res.output.strip().count("\n") == 0
+    assert f"no usable rows in {m}" in res.output.replace("\n", "") and "2 missing video" in res.output
+
+
+def test_clips_command_label_folders_reports_skipped_and_failed(tmp_path, probing_analyzer):
+    if not SAMPLE.exists():
+        pytest.skip(f"{SAMPLE} absent (../shared/data is not part of a fresh clone)")
+    root = tmp_path / "by_label"
+    (root / "happy").mkdir(parents=True)
+    (root / "sad").mkdir()
+    shutil.copy(SAMPLE / "sample_00000007.mp4", root / "happy" / "s7.mp4")
+    shutil.copy(SAMPLE / "sample_00000007.wav", root / "sad" / "s7.wav")
+    (root / "happy" / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")  # a missing entry
+    (root / "sad" / "truncated.mp4").write_bytes(b"")  # corrupt: empty, the reader skips it
+    (root / "sad" / "garbage.mp4").write_bytes(b"not a video container")  # corrupt: the analyzer fails on it
+    out = tmp_path / "rep"
+    res = runner.invoke(eval_app, ["clips", str(root), "--out", str(out), "--analyzer", probing_analyzer,
+                                   "--no-emocue", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["layout"], report["n_rows"], report["n_evaluated"], report["n_failed"]) == ("folders", 5, 2, 1)
+    assert report["skipped"] == {"empty video": 1, "missing video": 1} and report["n_skipped"] == 2
+    assert report["skipped_examples"] == ["happy/gone.mp4: happy/gone.mp4 points to a missing file",
+                                          "sad/truncated.mp4: sad/truncated.mp4 is empty"]
+    assert report["failed"][0]["name"] == "sad/garbage"
+    assert {c["name"] for c in report["clips"]} == {"happy/s7", "sad/s7"}
+    per_class = report["emotion"]["per_class"]
+    assert per_class["happy"]["recall"] == 1.0 and per_class["sad"]["recall"] == 0.0  # the stand-in always says happy
+    md = (out / "report.md").read_text()
+    assert "| missing video | 1 |" in md and "| empty video | 1 |" in md and "- happy/gone.mp4:" in md
+    assert "2 clips evaluated, 2 skipped, 1 failed, of 5 rows" in md
+    res = runner.invoke(eval_app, ["clips", str(root), "--media", str(tmp_path), "--analyzer", probing_analyzer])
+    assert res.exit_code == 2 and "holds its own media" in res.output
+
+
+def test_clips_command_emer_csv_needs_media(tmp_path, probing_analyzer):
+    if not SAMPLE.exists():
+        pytest.skip(f"{SAMPLE} absent (../shared/data is not part of a fresh clone)")
+    emer = tmp_path / "emer.csv"
+    emer.write_text("name,english\n"
+                    "sample_00000007,\"In the video, a woman smiles. Therefore, the emotional state is happy.\"\n"
+                    "sample_00000099,In the video a man frowns.\n")
+    res = runner.invoke(eval_app, ["clips", str(emer), "--analyzer", probing_analyzer, "--no-emocue"])
+    assert res.exit_code == 2 and "without media" in res.output and "emer.csv" in res.output
+    out = tmp_path / "rep"
+    res = runner.invoke(eval_app, ["clips", str(emer), "--media", str(SAMPLE), "--out", str(out),
+                                   "--analyzer", probing_analyzer, "--no-emocue", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["layout"], report["n_evaluated"], report["skipped"]) == ("emer", 1, {"missing video": 1})
+    assert report["clips"][0]["name"] == "sample_00000007"
+
+
+def test_manifest_paths_resolve_against_media_and_labels_filter(tmp_path, probing_analyzer):
+    if not SAMPLE.exists():
+        pytest.skip(f"{SAMPLE} absent (../shared/data is not part of a fresh clone)")
     m = tmp_path / "m.csv"
-    m.write_text("video,audio,label,description\nclips/a.mp4,,happy,\n,,sad,\n")
-    rows = load_manifest(m)
-    assert rows[0] == ClipRow(name="a", video=tmp_path / "clips" / "a.mp4", label="happy")
-    assert rows[1].video is None and rows[1].name == "row1"
-    report = evaluate_clips(rows, lambda row: ClipResult(text=""))
-    assert report["skipped"] == [{"name": "row1", "reason": "no video or audio path"}]
-    assert report["emotion"]["war"] == 0.0  # no label in an empty explanation: counted wrong, not dropped
-    bad = tmp_path / "bad.csv"
-    bad.write_text("clip,mood\nx.mp4,happy\n")
-    with pytest.raises(ValueError, match="'video' or 'audio' column"):
-        load_manifest(bad)
+    m.write_text("name,video,audio,label\n,sample_00000007.mp4,sample_00000007.wav,happy\n"
+                 "s7_angry,sample_00000007.mp4,,angry\n,,sample_00000007.wav,sad\n")
+    out = tmp_path / "rep"
+    res = runner.invoke(eval_app, ["clips", str(m), "--media", str(SAMPLE), "--labels", "happy, sad",
+                                   "--out", str(out), "--analyzer", probing_analyzer, "--no-emocue", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    # line 4's name comes from its audio file: sample_00000007, already used by line 2
+    assert report["skipped"] == {"duplicate name": 1, "unknown label": 1}
+    assert [(c["name"], c["label"]) for c in report["clips"]] == [("sample_00000007", "happy")]
