@@ -89,13 +89,13 @@ class _Tally:
 
     def finish(self, clips: list[Clip]) -> ClipSet:
         report = LoadReport(self.source, self.layout, self.rows, len(clips), dict(self.reasons), tuple(self.examples))
+        if not clips:  # the error says it all: no log line besides it
+            detail = f" (first problems: {'; '.join(report.examples)})" if report.examples else ""
+            raise DatasetError(f"no usable rows in {self.source}: {report.summary()}{detail}")
         if self.reasons:
             log.warning("%s; first: %s", report.summary(), "; ".join(report.examples))
         else:
             log.info(report.summary())
-        if not clips:
-            detail = f" (first problems: {'; '.join(report.examples)})" if report.examples else ""
-            raise DatasetError(f"no usable rows in {self.source}: {report.summary()}{detail}")
         return ClipSet(tuple(clips), report)
 
 
