@@ -3,6 +3,8 @@
     nice python -m train.projector_data                  # the cached windows (runs/projector_data/)
     nice python -m train.projector_align                 # -> runs/projector_align/ckpt.pt, losses
     nice python -m train.projector_align --smoke --out DIR
+    python -m train.projector_align --set device=cuda       # one GPU (device=auto takes it when there is one)
+    torchrun --nproc_per_node=N -m train.projector_align    # DDP over the projector (gloo on CPU, nccl on GPU)
     python -m export.projector runs/projector_align/ckpt.pt   # ONNX + sidecars in edge_xemo/models/
 
 The decoder is frozen: SmolLM2-135M-Instruct dequantized from the runtime's Q4_1 GGUF by transformers
@@ -19,6 +21,11 @@ prompt's system message is left out to keep CPU sequences short (~50 tokens inst
 Evaluation on held-out clips (cap13_edit2.mp4; the LibriVox reader): the answer loss with the
 window's own projected tokens, with the projected tokens of another held-out window (a shuffle:
 what a projector gives without window-specific information) and with the slot removed.
+
+Distributed: every rank draws the same global batch (same seeded order) and takes batch_size / N of
+its windows; its loss is its summed answer cross-entropy times N / the global batch's answer tokens,
+so DistributedDataParallel's gradient mean is one process's gradient. Every rank evaluates (the same
+numbers); the master alone writes ckpt.pt, losses.json and metrics.json.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_xemo.prompt import END, LABEL_LEAD, Segment, build_prompt, training_target  # noqa: E402
 from train.config import load_config, skip_stage, stage_parser  # noqa: E402
-from train.decoder_lora import encode, forward_loss, load_base  # noqa: E402
+from train.decoder_lora import answer_tokens, encode, forward_loss, load_base  # noqa: E402
+from train.engine import DistInfo, FitConfig, device_name, require_device, setup, teardown  # noqa: E402
 from train.projector_data import load  # noqa: E402
 
 log = logging.getLogger("edge_xemo.train")
@@ -68,6 +78,7 @@ class AlignConfig:
     max_heldout: int = 64
     seed: int = 1337
     threads: int = 2
+    device: str = "auto"  # auto | cpu | cuda (under torchrun: rank r takes cuda:<local rank r>)
     use_lora: bool = True  # merge the shipped decoder LoRA into the frozen base
     eval_before: bool = True  # also measure the held-out loss of the untrained projector
     context: str = "short"  # "short": the alignment turn; "runtime": the runtime prompt (system message,
@@ -132,6 +143,7 @@ class Aligner:
         if context not in ("short", "runtime"):
             raise ValueError(f"context must be 'short' or 'runtime', got {context!r}")
         self.model, self.tok, self.modality, self.context = model, tok, modality, context
+        self.device = model.get_input_embeddings().weight.device
         self.slot = MODALITIES[modality][0]
         self.pad = tok.eos_token_id if tok.eos_token_id is not None else 0
         self.n_tokens = n_tokens
@@ -146,13 +158,18 @@ class Aligner:
         return encode(self.tok, align_segments(self.modality, with_slot), align_target(self.modality, phrases),
                       512, slot_lengths=lengths)
 
-    def loss(self, projector, tokens: np.ndarray | None, phrases: list[list[str]]) -> torch.Tensor:
-        """Mean answer cross-entropy; `tokens` (B, n, d) fill the slot, None removes the slot."""
+    def loss(self, projector, tokens: np.ndarray | None, phrases: list[list[str]], scale: float = 0.0) -> torch.Tensor:
+        """Mean answer cross-entropy; `tokens` (B, n, d) fill the slot, None removes the slot.
+        `scale` > 0: the summed cross-entropy times `scale` instead (a DDP rank's share)."""
         enc = [self.encoded(p, tokens is not None) for p in phrases]
+        reduction = "sum" if scale else "mean"
         if tokens is None:
-            return forward_loss(self.model, enc, self.pad)
-        embeds = projector(torch.from_numpy(np.asarray(tokens, np.float32)))
-        return forward_loss(self.model, enc, self.pad, slot_embeds=[{self.slot: e} for e in embeds])
+            loss = forward_loss(self.model, enc, self.pad, reduction=reduction)
+        else:
+            embeds = projector(torch.from_numpy(np.asarray(tokens, np.float32)).to(self.device))
+            loss = forward_loss(self.model, enc, self.pad, slot_embeds=[{self.slot: e} for e in embeds],
+                                reduction=reduction)
+        return loss * scale if scale else loss
 
 
 def evaluate(al: Aligner, projector, tokens: np.ndarray, phrases: list, seed: int, batch: int = 8) -> dict:
@@ -175,8 +192,10 @@ def evaluate(al: Aligner, projector, tokens: np.ndarray, phrases: list, seed: in
     return out
 
 
-def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
-    """Train one projector; returns {"state", "losses", "heldout_before", "heldout_after", "data"}."""
+def train_modality(cfg: AlignConfig, model, tok, modality: str, info: DistInfo | None = None) -> dict:
+    """Train one projector on `model`'s device (DDP when `info` says torchrun started several processes);
+    returns {"state" (CPU tensors), "losses", "heldout_before", "heldout_after", "data"}."""
+    info = info or DistInfo(0, 0, 1, next(model.parameters()).device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tr_tokens, tr_phrases, tr_clips = load(Path(cfg.data_dir), f"{modality}_train")
@@ -190,10 +209,13 @@ def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
     he_tokens, he_phrases, he_clips = he_tokens[: cfg.max_heldout], he_phrases[: cfg.max_heldout], he_clips[: cfg.max_heldout]
     if len(tr_tokens) == 0 or len(he_tokens) < 2:
         raise ValueError(f"{modality}: too few windows with tokens ({len(tr_tokens)} train, {len(he_tokens)} held out)")
-    emb = model.get_input_embeddings().weight.detach()
-    projector = make_projector(cfg.d_bridge, emb.shape[1], emb, cfg.seed)
+    emb = model.get_input_embeddings().weight.detach().cpu()
+    projector = make_projector(cfg.d_bridge, emb.shape[1], emb, cfg.seed).to(info.device)  # same start on any device
     al = Aligner(model, tok, modality, tr_tokens.shape[1], cfg.context)
     opt = torch.optim.AdamW(projector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trained = projector
+    if info.ddp:
+        trained = DDP(projector, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     def lr_at(step):
         if step < cfg.warmup:
@@ -207,21 +229,32 @@ def train_modality(cfg: AlignConfig, model, tok, modality: str) -> dict:
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             order += random.sample(range(len(tr_tokens)), len(tr_tokens))
-        idx = [order.pop() for _ in range(min(cfg.batch_size, len(tr_tokens)))]
+        idx = [order.pop() for _ in range(min(cfg.batch_size, len(tr_tokens)))]  # the same on every rank
+        if len(idx) % info.world_size:
+            raise ValueError(f"batch of {len(idx)} windows does not split evenly over {info.world_size} processes")
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = al.loss(projector, tr_tokens[idx], [tr_phrases[i] for i in idx])
+        if info.ddp:
+            mine = idx[info.rank * len(idx) // info.world_size : (info.rank + 1) * len(idx) // info.world_size]
+            scale = info.world_size / answer_tokens([al.encoded(tr_phrases[i]) for i in idx])
+            loss = al.loss(trained, tr_tokens[mine], [tr_phrases[i] for i in mine], scale)
+        else:
+            loss = al.loss(projector, tr_tokens[idx], [tr_phrases[i] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
         opt.step()
-        losses.append((step + 1, loss.item()))
-        log.info("%s step %d/%d: loss %.4f lr %.2e (%.0f s)", modality, step + 1, cfg.steps, loss.item(),
+        value = loss.detach()
+        if info.ddp:  # log the global batch's mean, the number one process logs
+            dist.all_reduce(value)
+            value /= info.world_size
+        losses.append((step + 1, value.item()))
+        log.info("%s step %d/%d: loss %.4f lr %.2e (%.0f s)", modality, step + 1, cfg.steps, losses[-1][1],
                  lr_at(step), time.time() - t0)
     after = evaluate(al, projector, he_tokens, he_phrases, cfg.seed)
     log.info("%s held-out after: %s", modality, after)
     return {
-        "state": {k: v.detach().clone() for k, v in projector.state_dict().items()},
+        "state": {k: v.detach().cpu().clone() for k, v in projector.state_dict().items()},
         "losses": losses, "seconds": time.time() - t0,
         "heldout_before": before, "heldout_after": after,
         "data": {"train_windows": len(tr_tokens), "train_clips": sorted(set(tr_clips)),
@@ -235,6 +268,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = stage_parser(__doc__).parse_args(argv)
     cfg = load_config(AlignConfig, args.config, args.set)
+    require_device(cfg.device, "train.projector_align")
     if args.smoke:
         cfg.steps, cfg.batch_size, cfg.warmup, cfg.max_train, cfg.max_heldout = 2, 2, 1, 4, 4
         root = Path(__import__("os").environ.get("EDGE_XEMO_REBUILD_DIR", ""))
@@ -244,21 +278,31 @@ def main(argv=None) -> None:
             skip_stage(f"no projector data in {cfg.data_dir} or {root / 'train.projector_data'}: train.projector_data did not run")
     if args.out:
         cfg.out_dir = args.out
+    info = setup(FitConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device))  # torchrun: gloo / nccl group
     model, tok = load_base(cfg.threads)
     model.eval()
-    adapter = merge_adapter(model) if cfg.use_lora else None
+    adapter = merge_adapter(model) if cfg.use_lora else None  # on the CPU, in fp32, then moved
+    model.to(info.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, t0 = {}, time.time()
     for m in cfg.modalities:  # the checkpoint is rewritten after each modality: a cut run keeps what is done
-        results[m] = train_modality(cfg, model, tok, m)
+        results[m] = train_modality(cfg, model, tok, m, info)
+        if not info.master:
+            continue
         ckpt = {"config": asdict(cfg), "adapter": adapter, "n_embd": model.config.hidden_size,
                 "command": "python -m train.projector_align " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "modalities": results}
         torch.save(ckpt, out / "ckpt.pt")
         summary = {k: {f: v for f, v in r.items() if f not in ("state", "sample_inputs")} for k, r in results.items()}
         (out / "losses.json").write_text(json.dumps(summary, indent=1))
+        metrics = {"processes": info.world_size, "device": info.device.type, "device_name": device_name(info.device),
+                   "seconds": round(time.time() - t0, 1),
+                   "final_train_loss": {k: r["losses"][-1][1] for k, r in results.items()},
+                   "heldout_after": {k: r["heldout_after"] for k, r in results.items()}}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         log.info("wrote %s (%s)", out / "ckpt.pt", ", ".join(results))
+    teardown()
 
 
 if __name__ == "__main__":
