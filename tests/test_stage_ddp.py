@@ -76,6 +76,65 @@ def test_vecb_two_processes_match_one(tmp_path):
     assert len((tmp_path / "two" / "vecb_loss.jsonl").read_text().splitlines()) == 20
 
 
+EMER_CSV = REPO.parent / "shared" / "data" / "emer_v2" / "emer_v2_dev.csv"
+DECODER_DDP_TOL = 1e-3
+"""train.decoder_lora, 3 steps, 2 processes x 1 sequence vs 1 process x 2, dropout off: max |LoRA
+difference| measured 2.1e-4 (lr 1e-3; a few dozen of 0.9 M elements whose true gradient is near zero,
+which Adam turns into lr-sized steps; 99.99 % within 7e-6). With each rank's loss normalized by its
+own answer-token count (the former per-rank mean) it was 4.9e-3."""
+DECODER_DDP_REL_TOL = 2e-3
+"""|B(1 process) - B(2 processes)| / |B(1 process)| over all lora_b (Frobenius; B starts at zero, so
+|B| is what training moved): measured 1.6e-4; 0.12 with the per-rank mean."""
+DECODER_LOSS_TOL = 1e-5
+"""|logged loss difference| per step and of the final held-out loss: measured 1.2e-7 and 5.1e-7;
+0.08 with the per-rank mean."""
+
+
+@pytest.mark.slow
+def test_decoder_lora_two_processes_match_one(tmp_path):
+    """The DDP loss (summed answer tokens / the global batch's count) gives one process's steps."""
+    import importlib.util
+
+    from train.decoder_lora import GGUF_FILE, GGUF_PACKAGE_DIR
+
+    if not EMER_CSV.exists():
+        pytest.skip(f"{EMER_CSV} is absent (EMER-V2 research data, read in place)")
+    spec = importlib.util.find_spec(GGUF_PACKAGE_DIR)
+    if spec is None or not (Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE).exists():
+        pytest.skip(f"the SmolLM2 GGUF ({GGUF_PACKAGE_DIR}/{GGUF_FILE}) is not installed")
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is needed to load the GGUF in PyTorch")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    # rows 0-3 (299, 275, 311, 305 tokens; 70, 62, 80, 67 answer tokens): the ranks' counts differ
+    common = ["-m", "train.decoder_lora", "--smoke"] + [
+        x for kv in ("dropout=0", "rows=4", "batch_size=2", "steps=3", "max_len=320", "eval_rows=1") for x in ("--set", kv)]
+    # both at once: most of each run is loading the model, mostly on one core
+    runs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for argv in ([sys.executable, *common, "--set", "threads=1", "--out", str(tmp_path / "one")],
+                         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *common,
+                          "--out", str(tmp_path / "two")])]
+    for r in runs:
+        out = r.communicate(timeout=300)[0]
+        assert r.returncode == 0, out[-3000:]
+
+    one = torch.load(tmp_path / "one" / "ckpt.pt", map_location="cpu", weights_only=False)
+    two = torch.load(tmp_path / "two" / "ckpt.pt", map_location="cpu", weights_only=False)
+    assert (one["processes"], two["processes"], two["device"]) == (1, 2, "cpu")
+    assert one["lora"].keys() == two["lora"].keys()
+    diff = max((one["lora"][k] - two["lora"][k]).abs().max().item() for k in one["lora"])
+    assert diff <= DECODER_DDP_TOL, diff
+    b_one = torch.cat([v.flatten() for k, v in one["lora"].items() if k.endswith("lora_b")])
+    b_two = torch.cat([two["lora"][k].flatten() for k in one["lora"] if k.endswith("lora_b")])
+    assert b_one.norm() > 0  # the LoRA trained
+    rel = ((b_one - b_two).norm() / b_one.norm()).item()
+    assert rel <= DECODER_DDP_REL_TOL, rel
+    steps_one, losses_one = zip(*one["losses"]["train"])
+    steps_two, losses_two = zip(*two["losses"]["train"])
+    assert steps_one == steps_two == (1, 2, 3)
+    assert max(abs(a - b) for a, b in zip(losses_one, losses_two)) <= DECODER_LOSS_TOL, (losses_one, losses_two)
+    assert abs(one["losses"]["heldout"][-1][1] - two["losses"]["heldout"][-1][1]) <= DECODER_LOSS_TOL
+
+
 def test_audio_data_smoke_is_reproducible(tmp_path):
     """Two builds give identical windows (Praat's own generator is seeded per job too)."""
     import numpy as np
