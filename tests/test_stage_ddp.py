@@ -106,8 +106,8 @@ def test_decoder_lora_two_processes_match_one(tmp_path):
         pytest.skip("transformers is needed to load the GGUF in PyTorch")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     # rows 0-3 (299, 275, 311, 305 tokens; 70, 62, 80, 67 answer tokens): the ranks' counts differ
-    common = ["-m", "train.decoder_lora", "--smoke"] + [
-        x for kv in ("dropout=0", "rows=4", "batch_size=2", "steps=3", "max_len=320", "eval_rows=1") for x in ("--set", kv)]
+    sets = ("dropout=0", "rows=4", "batch_size=2", "steps=3", "max_len=320", "eval_rows=1")
+    common = ["-m", "train.decoder_lora", "--smoke"] + [x for kv in sets for x in ("--set", kv)]
     # both at once: most of each run is loading the model, mostly on one core
     runs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for argv in ([sys.executable, *common, "--set", "threads=1", "--out", str(tmp_path / "one")],

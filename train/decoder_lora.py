@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from train.decoder_data import ReasoningExample, load_examples
-from train.engine import DistInfo, FitConfig, setup, teardown
+from train.engine import DistInfo, FitConfig, device_name, setup, teardown
 
 log = logging.getLogger("edge_xemo.train")
 
@@ -231,12 +231,13 @@ def _parse_overrides(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
 @dataclass
 class TrainResult:
     """Loss log of one run: (step, train loss) pairs, (step, held-out loss) pairs, wall seconds, and
-    where it ran (device, torchrun processes)."""
+    where it ran (device type, its name, torchrun processes)."""
 
     train: list = field(default_factory=list)
     heldout: list = field(default_factory=list)
     seconds: float = 0.0
     device: str = "cpu"
+    device_name: str = "cpu"
     processes: int = 1
 
 
@@ -322,7 +323,7 @@ def train_reasoning(cfg: TrainConfig, train_ex: list[ReasoningExample], held_ex:
         objective = DDP(_Objective(model, pad_id), device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     share = cfg.batch_size // world
 
-    res = TrainResult(device=str(info.device), processes=world)
+    res = TrainResult(device=info.device.type, device_name=device_name(info.device), processes=world)
     t0 = time.time()
     if cfg.eval_at_start:
         res.heldout.append((0, heldout_loss() if master else float("nan")))
@@ -388,9 +389,8 @@ def main(argv: list[str]) -> None:
     try:  # a bad option or an unavailable device: one line, no traceback
         cfg = _parse_overrides(cfg, rest)
         info = setup_device(cfg)
-    except ValueError as e:
-        print(f"error: train.decoder_lora: {e}", file=sys.stderr)
-        sys.exit(2)
+    except ValueError as e:  # engine.DeviceError is one
+        raise SystemExit(f"train.decoder_lora: {e}") from None
     cfg.out_dir = out_dir or cfg.out_dir
     try:
         train_ex = load_examples("train")
@@ -414,6 +414,7 @@ def main(argv: list[str]) -> None:
             "trained_on": {"csv": "emer_v2/emer_v2_dev.csv", "rows": [e.row for e in train_ex]},
             "command": "python -m train.decoder_lora " + " ".join(argv),
             "device": res.device,
+            "device_name": res.device_name,
             "processes": res.processes,
         }
         if not master:
