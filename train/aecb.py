@@ -301,7 +301,7 @@ def main(cfg: TrainConfig) -> None:
     tr, va = load_split(data, "train"), load_split(data, "val")
     if info.ddp and not info.master:
         dist.barrier()  # the master embeds the phrases (and caches them) first
-    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy"))
+    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy")).to(info.device)
     if info.ddp and info.master:
         dist.barrier()
     model = AECB(cfg.model)
