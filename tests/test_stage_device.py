@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from train.engine import DeviceError, pick_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("train.aecb", "train.vecb", "train.projector_align")
+STAGES = ("train.aecb", "train.vecb", "train.projector_align", "train.decoder_lora")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here: device=cuda is valid")
 
 
