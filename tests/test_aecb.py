@@ -196,13 +196,25 @@ def _repitch(x: np.ndarray, semitones: float) -> np.ndarray:
 
 
 def test_higher_and_lower_pitch_than_the_speakers_baseline(have_model, speech):
-    """Unseen real speech re-pitched by +/-5 semitones reads as higher / lower than usual."""
+    """Unseen real speech re-pitched by +/-5 semitones reads as higher / lower than usual.
+
+    Averaged over four windows: pitch cues are the AECB's weakest (held-out F1 about 0.6) and a
+    single window's scores and F0 estimate (held-out MAE about 2.5 st) swing from one to the next."""
     bridge = AudioBridge()
     _baseline(bridge, speech)
-    w = speech[16000 : 16000 + WINDOW_SAMPLES]
-    same = bridge.run(_repitch(w, 0.0), update_baseline=False)
-    up = bridge.run(_repitch(w, 5.0), update_baseline=False)
-    down = bridge.run(_repitch(w, -5.0), update_baseline=False)
-    assert up.cue_scores["higher_pitch"] > 0.5 > same.cue_scores["higher_pitch"]
-    assert down.cue_scores["lower_pitch"] > 0.5 > same.cue_scores["lower_pitch"]
-    assert up.prosody["f0_median_st"] > same.prosody["f0_median_st"] > down.prosody["f0_median_st"]
+    runs = {s: [] for s in (-5.0, 0.0, 5.0)}
+    for start in (16000, 48000, 80000, 112000):
+        w = speech[start : start + WINDOW_SAMPLES]
+        for s in runs:
+            runs[s].append(bridge.run(_repitch(w, s), update_baseline=False))
+
+    def mean(shift, get):
+        return float(np.mean([get(r) for r in runs[shift]]))
+
+    def cue(name):
+        return lambda r: r.cue_scores[name]
+
+    assert mean(5.0, cue("higher_pitch")) > 0.5 > mean(0.0, cue("higher_pitch"))
+    assert mean(-5.0, cue("lower_pitch")) > 0.5 > mean(0.0, cue("lower_pitch"))
+    f0 = [mean(s, lambda r: r.prosody["f0_median_st"]) for s in (5.0, 0.0, -5.0)]
+    assert f0[0] > f0[1] > f0[2], f0
