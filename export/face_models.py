@@ -77,13 +77,13 @@ def canonicalize(onnx_path: Path, origin: str) -> None:
     so that a re-run anywhere writes the same bytes (same sha256).
 
     tf2onnx numbers folded constants from a global counter whose order varies between runs, and puts
-    the .tflite's absolute path in the model's doc_string.
+    the .tflite's absolute path in the graph's doc_string.
     """
     import onnx
 
     model = onnx.load(str(onnx_path))
-    model.doc_string = f"converted from {origin}"
     g = model.graph
+    g.doc_string = f"converted from {origin}"
     inits = {t.name: t for t in g.initializer}
     order = [name for node in g.node for name in node.input if name in inits]
     rename = {old: f"const_{i}" for i, old in enumerate(dict.fromkeys(order))}
