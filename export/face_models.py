@@ -73,11 +73,12 @@ def convert(tflite: Path, onnx_path: Path, origin: str) -> None:
 
 
 def canonicalize(onnx_path: Path, origin: str) -> None:
-    """Name and order constants by first use, and say where the model came from without a local path,
-    so that a re-run anywhere writes the same bytes (same sha256).
+    """Name constants by first use and intermediate tensors and nodes by position, and say where the
+    model came from without a local path, so that a re-run anywhere writes the same bytes (same sha256).
 
-    tf2onnx numbers folded constants from a global counter whose order varies between runs, and puts
-    the .tflite's absolute path in the graph's doc_string.
+    tf2onnx numbers folded constants and some layers (MaxPool) from global counters whose order varies
+    between runs, and puts the .tflite's absolute path in the graph's doc_string. Graph inputs and
+    outputs keep their names (the runtime reads outputs by name).
     """
     import onnx
 
@@ -87,13 +88,22 @@ def canonicalize(onnx_path: Path, origin: str) -> None:
     inits = {t.name: t for t in g.initializer}
     order = [name for node in g.node for name in node.input if name in inits]
     rename = {old: f"const_{i}" for i, old in enumerate(dict.fromkeys(order))}
+    fixed = {v.name for v in g.input} | {v.name for v in g.output}
+    for i, node in enumerate(g.node):
+        for j, out in enumerate(node.output):
+            if out and out not in fixed:
+                rename[out] = f"{node.op_type.lower()}_{i}" + (f"_{j}" if j else "")
+        node.name = f"node_{i}"
     for node in g.node:
         node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    for v in g.value_info:
+        v.name = rename.get(v.name, v.name)
     tensors = []
     for old, new in rename.items():
-        t = inits[old]
-        t.name = new
-        tensors.append(t)
+        if old in inits:
+            inits[old].name = new
+            tensors.append(inits[old])
     del g.initializer[:]
     g.initializer.extend(tensors)
     onnx.save(model, str(onnx_path))
