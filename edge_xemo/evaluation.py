@@ -178,6 +178,13 @@ def write_report(report: dict, out_dir: Path, plots: bool = True) -> list[Path]:
     return written
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _plots(report: dict, out_dir: Path) -> list[Path]:
     try:
         import matplotlib
@@ -194,10 +201,7 @@ def _plots(report: dict, out_dir: Path) -> list[Path]:
         ax.hist(lat, bins=min(20, max(3, len(lat))))
         ax.set_xlabel("latency per clip (s)")
         ax.set_ylabel("clips")
-        paths.append(out_dir / "latency.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(plt, fig, out_dir / "latency.png"))
     if report["emocue360"]:
         mods = [m for m, s in report["emocue360"].items() if s["n"]]
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -207,10 +211,7 @@ def _plots(report: dict, out_dir: Path) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.legend()
         ax.set_title("EmoCue-360")
-        paths.append(out_dir / "emocue360.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(plt, fig, out_dir / "emocue360.png"))
     conf = report["emotion"]["confusion"]
     if conf:
         truth = list(conf)
@@ -224,8 +225,5 @@ def _plots(report: dict, out_dir: Path) -> list[Path]:
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > mat.max() / 2 else "black")
         ax.set_xlabel("predicted")
         ax.set_ylabel("reference")
-        paths.append(out_dir / "confusion.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(plt, fig, out_dir / "confusion.png"))
     return paths
