@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.aecb import WINDOW_SAMPLES, AudioBridge
-from edge_xemo.audio_features import frame_features
-from edge_xemo.models import ModelError, onnx_session, resolve
+from edge_xemo.voice.aecb import WINDOW_SAMPLES, AudioBridge
+from edge_xemo.voice.features import frame_features
+from edge_xemo.core.models import ModelError, onnx_session, resolve
 
 UNSHIPPED_INT8 = Path(__file__).resolve().parents[1] / "runs" / "aecb" / "aecb_int8.onnx"
 

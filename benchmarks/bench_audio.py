@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.models import HOME, ModelError
-from edge_xemo.prosody import analyze_frames
-from edge_xemo.types import SAMPLE_RATE, AudioBlock
-from edge_xemo.vad import CHUNK, SileroVad
-from edge_xemo.voice import VoiceAnalyzer, VoiceOptions
+from edge_xemo.core.models import HOME, ModelError
+from edge_xemo.voice.prosody import analyze_frames
+from edge_xemo.core.types import SAMPLE_RATE, AudioBlock
+from edge_xemo.voice.vad import CHUNK, SileroVad
+from edge_xemo.voice.stage import VoiceAnalyzer, VoiceOptions
 
 SOURCES = (HOME / "demo" / "sample.wav",
            Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"))
@@ -90,7 +90,7 @@ def test_whole_audio_path_per_second(benchmark, bridge):
 
 def test_asr_real_time_factor(benchmark):
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
-    from edge_xemo.asr import Transcriber
+    from edge_xemo.voice.asr import Transcriber
 
     try:
         tr = Transcriber()
@@ -136,7 +136,7 @@ def main(n: int = 60) -> None:
     for name, (med, p95, cpu) in rows.items():
         print(f"{name:22s} median {med:7.2f} ms, p95 {p95:7.2f} ms wall, median {cpu:6.2f} ms CPU per second of audio")
     try:
-        from edge_xemo.asr import Transcriber, TranscriberOptions
+        from edge_xemo.voice.asr import Transcriber, TranscriberOptions
 
         for threads in (1, 2):
             tr = Transcriber(TranscriberOptions(threads=threads))

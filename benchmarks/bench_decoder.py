@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.prompt import PROMPT_PREFIX, build_prompt
+from edge_xemo.reasoning.prompt import PROMPT_PREFIX, build_prompt
 
 VISUAL = ["smiling broadly", "raised cheeks", "eyes narrowed", "head tilted"]
 AUDIO = ["high pitch", "wide pitch range", "fast speech", "laughing"]
@@ -37,9 +37,9 @@ pytestmark = pytest.mark.skipif(
 
 def model_path(variant: str) -> Path:
     """The shipped Q4_1 GGUF, or a re-quantized copy of it (built once)."""
-    from edge_xemo.decoder import DEFAULT_MODEL
-    from edge_xemo.llama_session import llama_cpp_module
-    from edge_xemo.models import verified_path
+    from edge_xemo.reasoning.decoder import DEFAULT_MODEL
+    from edge_xemo.reasoning.llama_session import llama_cpp_module
+    from edge_xemo.core.models import verified_path
 
     shipped = verified_path(DEFAULT_MODEL)
     if variant == "q4_1":
@@ -85,7 +85,7 @@ def decode(session, prefix, rest, n: int = N_DECODE) -> tuple[float, float]:
 
 
 def _session(variant: str, threads: int):
-    from edge_xemo.llama_session import LlamaSession
+    from edge_xemo.reasoning.llama_session import LlamaSession
 
     s = LlamaSession(model_path(variant), n_ctx=1024, n_threads=threads)
     prefix, rest = prompt_tokens(s)
@@ -119,7 +119,7 @@ def test_decode_one_token(benchmark, variant, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_explanation_first_token(benchmark, threads):
-    from edge_xemo.decoder import CueDecoder, DecoderOptions
+    from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
     with CueDecoder(DecoderOptions(n_threads=threads, max_tokens=1)) as d:
         benchmark(d.explain_cues, VISUAL, AUDIO, SUBTITLE)
@@ -131,7 +131,7 @@ def _stats(xs) -> tuple[float, float]:
 
 def measure(variant: str, threads: int, repeats: int) -> dict:
     """One row of the report: medians and p95 (ms), tokens/s by wall clock and per CPU-second."""
-    from edge_xemo.decoder import CueDecoder, DecoderOptions
+    from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
     s, prefix, rest = _session(variant, threads)
     full = np.array([prefill(s, prefix, rest, cached=False) for _ in range(repeats)]) * 1e3

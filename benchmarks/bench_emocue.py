@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_xemo.cue_extract import extract_cues
-from edge_xemo.models import ModelError
+from edge_xemo.eval.cue_extract import extract_cues
+from edge_xemo.core.models import ModelError
 
 EMER_CSV = Path(__file__).parents[1].parent / "shared" / "data" / "emer_v2" / "emer_v2_dev.csv"
 CUES = ["slightly furrowed brow", "raised eyebrows", "tone is low and monotonous", "speech is fast-paced",
@@ -33,7 +33,7 @@ def test_rule_extraction_250_descriptions(benchmark, descriptions):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_minilm_embed_32_cues(benchmark, threads):
-    from edge_xemo.embeddings import EmbedderOptions, MiniLMEmbedder
+    from edge_xemo.eval.embeddings import EmbedderOptions, MiniLMEmbedder
 
     try:
         emb = MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads, cache_size=0))

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.expression import ExpressionEncoder, to_pixels
-from edge_xemo.models import onnx_session, verified_path
-from edge_xemo.vecb import VisualBridge, resample
+from edge_xemo.vision.expression import ExpressionEncoder, to_pixels
+from edge_xemo.core.models import onnx_session, verified_path
+from edge_xemo.vision.vecb import VisualBridge, resample
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 ROUNDS = 300

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode
-from edge_xemo.sources import Clock, FileSource
-from edge_xemo.types import ModalityResult
+from edge_xemo.io.sources import Clock, FileSource
+from edge_xemo.core.types import ModalityResult
 
 HOME = Path.home() / ".cache" / "edge-xemo" / "demo"
 VIDEO, AUDIO = HOME / "cap13_edit2.mp4", HOME / "sample.wav"

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_xemo.face_cues import FaceCueReader
-from edge_xemo.faces import FaceTracker, FaceTrackerOptions
-from edge_xemo.models import HOME
-from edge_xemo.types import Frame
-from edge_xemo.visual import VisualAnalyzer, VisualOptions
+from edge_xemo.vision.face_cues import FaceCueReader
+from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
+from edge_xemo.core.models import HOME
+from edge_xemo.core.types import Frame
+from edge_xemo.vision.stage import VisualAnalyzer, VisualOptions
 
 CLIP = HOME / "demo" / "cap13_edit2.mp4"
 N_FRAMES = 100

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_xemo.cue_extract import emotion_label, extract_cues  # noqa: E402
-from edge_xemo.cue_llm import EXAMPLE_OUTPUT, LLMCueExtractor, LLMExtractorOptions  # noqa: E402
-from edge_xemo.embeddings import EmbedderOptions, MiniLMEmbedder  # noqa: E402
-from edge_xemo.emocue import MODALITIES, score  # noqa: E402
+from edge_xemo.eval.cue_extract import emotion_label, extract_cues  # noqa: E402
+from edge_xemo.eval.cue_llm import EXAMPLE_OUTPUT, LLMCueExtractor, LLMExtractorOptions  # noqa: E402
+from edge_xemo.eval.embeddings import EmbedderOptions, MiniLMEmbedder  # noqa: E402
+from edge_xemo.eval.emocue import MODALITIES, score  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

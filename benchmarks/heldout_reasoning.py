@@ -4,12 +4,12 @@
     python benchmarks/heldout_reasoning.py --variants=base,adapter --limit=10 --threads=2
     python benchmarks/heldout_reasoning.py --sidecar=1   # also record the numbers in decoder_lora.json
 
-Each held-out description is split (edge_xemo.cue_extract) into its visual / vocal cues and subtitle;
-the runtime decoder (edge_xemo.decoder.CueDecoder, greedy, its default options) explains them.
+Each held-out description is split (edge_xemo.eval.cue_extract) into its visual / vocal cues and subtitle;
+the runtime decoder (edge_xemo.reasoning.decoder.CueDecoder, greedy, its default options) explains them.
 Reported per variant:
 - emotion agreement: the decoder's label == the label of the description's own conclusion;
 - well-formed: explanations without problems (sections, label, no loops);
-- EmoCue-360 (edge_xemo.emocue with all-MiniLM-L6-v2) of the explanation's cue lists (+ label as the
+- EmoCue-360 (edge_xemo.eval.emocue with all-MiniLM-L6-v2) of the explanation's cue lists (+ label as the
   emotional list) against the description's full cue lists, when the MiniLM artifact is installed;
 - tokens generated and median latency.
 Variants measured by separate runs (same rows) are merged in the sidecar. Baselines in every run: "echo" (the input cues themselves + the training set's most frequent
@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_xemo.cue_extract import extract_cues  # noqa: E402
-from edge_xemo.decoder import CueDecoder, DecoderOptions  # noqa: E402
+from edge_xemo.eval.cue_extract import extract_cues  # noqa: E402
+from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions  # noqa: E402
 from train.config import skip_stage  # noqa: E402
 from train.decoder_data import load_examples  # noqa: E402
 
@@ -77,8 +77,8 @@ def run_variant(variant: str, examples, threads: int, merged_dir: Path) -> list[
 def emocue_scorer():
     """EmoCue-360 scoring function, or None (with the reason logged) when MiniLM is not installed."""
     try:
-        from edge_xemo import emocue
-        from edge_xemo.embeddings import MiniLMEmbedder
+        from edge_xemo.eval import emocue
+        from edge_xemo.eval.embeddings import MiniLMEmbedder
 
         embedder = MiniLMEmbedder.create_from_options()
     except Exception as e:  # missing artifact or module: report without EmoCue-360
@@ -104,7 +104,7 @@ def summarize(rows: list[dict], refs: dict, scorer) -> dict:
 
 def write_sidecar_metrics(report: dict) -> None:
     """Record the summary under `metrics.heldout_reasoning` of the adapter's sidecar (same adapter only)."""
-    from edge_xemo.models import sha256_of
+    from edge_xemo.core.models import sha256_of
 
     sidecar = ADAPTER.with_suffix(".json")
     entry = json.loads(sidecar.read_text())

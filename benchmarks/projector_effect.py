@@ -4,7 +4,7 @@
     python benchmarks/projector_effect.py none              # the decoder without projectors
 
 Runs `edge-xemo analyze ../shared/data/xemogpt_sample/sample_00000007.mp4` in-process with
-`edge_xemo.decoder.load_projector` reading DIR, and prints each explanation with its label and score;
+`edge_xemo.reasoning.decoder.load_projector` reading DIR, and prints each explanation with its label and score;
 used to decide whether trained projectors ship (docs/projector_align.md).
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-import edge_xemo.decoder as dec
+import edge_xemo.reasoning.decoder as dec
 from edge_xemo.cli import app
-from edge_xemo.projector import Projector
+from edge_xemo.reasoning.projector import Projector
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "xemogpt_sample" / "sample_00000007.mp4"
 SUBTITLE = "Be there or be square. Oh, okay, goodbye."

@@ -19,9 +19,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode
-from .events import SCHEMA_VERSION, Event
-from .sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
-from .types import Cue, Explanation, ModalityResult
+from .core.events import SCHEMA_VERSION, Event
+from .io.sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
+from .core.types import Cue, Explanation, ModalityResult
 
 __all__ = [
     "Analyzer", "AnalyzerOptions", "RunningMode", "Event", "SCHEMA_VERSION",

@@ -23,10 +23,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import events as ev
-from .scheduler import BoundedQueue, Window, WindowScheduler
-from .sources import Clock, Source, SourceError, to_mono_16k
-from .types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, VisualStage
+from .core import events as ev
+from .core.scheduler import BoundedQueue, Window, WindowScheduler
+from .io.sources import Clock, Source, SourceError, to_mono_16k
+from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, VisualStage
 
 log = logging.getLogger("edge_xemo")
 
@@ -77,15 +77,15 @@ def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, exp
     `threads`, the decoder gets `decoder_threads` (default: the same number)."""
     out = {}
     if visual:
-        from .visual import VisualOptions
+        from .vision.stage import VisualOptions
 
         out["visual_options"] = VisualOptions(threads=threads, provider=provider)
     if audio:
-        from .voice import VoiceOptions
+        from .voice.stage import VoiceOptions
 
         out["voice_options"] = VoiceOptions(threads=threads, provider=provider)
     if explain:
-        from .decoder import DecoderOptions
+        from .reasoning.decoder import DecoderOptions
 
         out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider)
     return out
@@ -147,15 +147,15 @@ class Analyzer:
         """Build the stages the options turn on (loading their models) and start the analyzer."""
         visual = audio = reasoner = None
         if options.visual:
-            from .visual import VisualAnalyzer, VisualOptions
+            from .vision.stage import VisualAnalyzer, VisualOptions
 
             visual = VisualAnalyzer.create_from_options(options.visual_options or VisualOptions())
         if options.audio:
-            from .voice import VoiceAnalyzer, VoiceOptions
+            from .voice.stage import VoiceAnalyzer, VoiceOptions
 
             audio = VoiceAnalyzer.create_from_options(options.voice_options or VoiceOptions())
         if options.explain:
-            from .decoder import CueDecoder, DecoderOptions
+            from .reasoning.decoder import CueDecoder, DecoderOptions
 
             reasoner = CueDecoder.create_from_options(options.decoder_options or DecoderOptions())
         return cls(options, visual, audio, reasoner)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
-from .models import select_providers
-from .sources import FileSource
+from .core.models import select_providers
+from .io.sources import FileSource
 
 PRECISIONS = ("default", "fp32", "fp16", "int8")
 

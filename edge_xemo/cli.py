@@ -11,9 +11,9 @@ from typing import Optional
 
 import typer
 
-from .cli_eval import eval_app
-from .models import HOME, ModelError
-from .sources import SourceError
+from .eval.cli import eval_app
+from .core.models import HOME, ModelError
+from .io.sources import SourceError
 
 app = typer.Typer(
     help="On-device, explainable multimodal emotion analysis: which cues it sees and hears, and what emotion they point to.",
@@ -77,7 +77,7 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
          tokens: bool = False) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
-    from .sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
+    from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
@@ -144,7 +144,7 @@ def analyze(
     tokens: bool = _TOKENS,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations."""
-    from .sources import FileSource
+    from .io.sources import FileSource
 
     source = FileSource(path, audio_path=audio, realtime=realtime)
     if source.has_video and not source.has_audio:
@@ -175,7 +175,7 @@ def live(
     tokens: bool = _TOKENS,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
-    from .sources import CameraOptions, CameraSource, MicrophoneSource
+    from .io.sources import CameraOptions, CameraSource, MicrophoneSource
 
     if no_video and no_audio:
         raise ValueError("--no-video and --no-audio leave nothing to analyze")
@@ -203,7 +203,7 @@ def demo(
     threads: int = _THREADS,
 ) -> None:
     """Analyze the bundled demo clip (a person talking to a webcam, with real speech) and print explanations."""
-    from .sources import FileSource
+    from .io.sources import FileSource
 
     for f in (DEMO_VIDEO, DEMO_AUDIO):
         if not f.exists():
@@ -259,7 +259,7 @@ def models_main(ctx: typer.Context) -> None:
 @models_app.command("list")
 def list_models() -> None:
     """List the artifacts of the manifest: file, source, licence."""
-    from .models import load_manifest
+    from .core.models import load_manifest
 
     for name, entry in sorted(load_manifest()["artifacts"].items()):
         where = f"{entry['package']}/{entry['file']}" if "package" in entry else entry["file"]
@@ -269,7 +269,7 @@ def list_models() -> None:
 @models_app.command()
 def verify() -> None:
     """Check every artifact's sha256 against the manifest (exit 1 on any mismatch or missing file)."""
-    from .models import verify_all
+    from .core.models import verify_all
 
     rows = verify_all()
     bad = 0
@@ -294,7 +294,7 @@ def reason(
     threads: int = typer.Option(2, "--threads", help="Decoder threads."),
 ) -> None:
     """Explain cues given as text (no perception): for evaluation and for your own perception."""
-    from .decoder import DecoderOptions, reason_text
+    from .reasoning.decoder import DecoderOptions, reason_text
 
     kwargs = {"n_threads": threads}
     if model is not None:

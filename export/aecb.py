@@ -23,8 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_xemo.audio_features import F0_MAX, F0_MIN, FMAX, FMIN, HOP, N_FFT, N_MELS, N_PITCH, WIN  # noqa: E402
-from edge_xemo.models import sha256_of  # noqa: E402
+from edge_xemo.voice.features import F0_MAX, F0_MIN, FMAX, FMIN, HOP, N_FFT, N_MELS, N_PITCH, WIN  # noqa: E402
+from edge_xemo.core.models import sha256_of  # noqa: E402
 from train.aecb import AECB, AecbConfig, Batcher, OnnxAECB, TrainConfig, load_split  # noqa: E402
 from train.audio_data import CUES, PHRASES, PROSODY  # noqa: E402
 
@@ -101,11 +101,11 @@ def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources:
         "name": name, "file": path.name, "sha256": sha256_of(path),
         "precision": precision,
         "source": {"training_command": "nice python -m train.audio_data && nice python -m train.aecb && python -m export.aecb",
-                   "code": ["train/audio_data.py", "train/aecb.py", "export/aecb.py", "edge_xemo/audio_features.py"]},
+                   "code": ["train/audio_data.py", "train/aecb.py", "export/aecb.py", "edge_xemo/voice/features.py"]},
         "licence": "Apache-2.0 (project-trained weights)",
         "inputs": [
             {"name": "features", "shape": ["batch", c["n_frames"], c["n_feats"]], "dtype": "float32",
-             "what": "edge_xemo.audio_features.frame_features of a 2.0 s window at 16 kHz"},
+             "what": "edge_xemo.voice.features.frame_features of a 2.0 s window at 16 kHz"},
             {"name": "baseline", "shape": ["batch", c["d"]], "dtype": "float32",
              "what": "the speaker's mean `voice` output over earlier windows (own voice at the start)"}],
         "outputs": [
@@ -114,7 +114,7 @@ def sidecar(name: str, path: Path, cfg: dict, metrics: dict, par: dict, sources:
             {"name": "prosody", "shape": ["batch", len(PROSODY)], "dtype": "float32", "labels": list(PROSODY)},
             {"name": "voice", "shape": ["batch", c["d"]], "dtype": "float32"}],
         "cue_phrases": {k: PHRASES[k] for k in CUES},
-        "front_end": {"function": "edge_xemo.audio_features.frame_features", "sample_rate": 16000, "window_s": 2.0,
+        "front_end": {"function": "edge_xemo.voice.features.frame_features", "sample_rate": 16000, "window_s": 2.0,
                       "win": WIN, "hop": HOP, "n_fft": N_FFT, "n_mels": N_MELS, "fmin": FMIN, "fmax": FMAX,
                       "log": "log10(power + 1e-10)", "n_pitch": N_PITCH, "f0_min": F0_MIN, "f0_max": F0_MAX},
         "trained_on": {"speakers": trained_on,

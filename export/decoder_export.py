@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xemo.models import sha256_of
+from edge_xemo.core.models import sha256_of
 from export.onnx_tools import kept_metrics, staged
 
 log = logging.getLogger("edge_xemo.export")
@@ -174,15 +174,15 @@ def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Pat
                    "descriptions (research use)",
         "lora": {"rank": cfg["rank"], "alpha": cfg["alpha"], "targets": ckpt["targets"],
                  "layers": 30, "tensor_dtype": "float32"},
-        "inputs": [{"name": "prompt", "what": "token ids of edge_xemo.prompt.build_prompt (text segments, no "
+        "inputs": [{"name": "prompt", "what": "token ids of edge_xemo.reasoning.prompt.build_prompt (text segments, no "
                     "token slots: trained without projectors)", "dtype": "int32", "shape": ["n_tokens"]}],
-        "outputs": [{"name": "explanation", "what": "text in edge_xemo.prompt.format_explanation form",
+        "outputs": [{"name": "explanation", "what": "text in edge_xemo.reasoning.prompt.format_explanation form",
                      "dtype": "str"}],
         "tensors": {"blk.{0..29}.attn_{q,k,v,output}.weight.lora_a": ["rank", "n_in"],
                     "blk.{0..29}.attn_{q,k,v,output}.weight.lora_b": ["n_out", "rank"],
                     "order": "q/k lora_b rows in llama.cpp rotary order (convert_hf_to_gguf permute)"},
         "trained_on": {"data": "EMER-V2 dev descriptions (../shared/data/emer_v2/emer_v2_dev.csv), rows 0-199 "
-                               "split by edge_xemo.cue_extract into cue text + subtitle -> explanation + "
+                               "split by edge_xemo.eval.cue_extract into cue text + subtitle -> explanation + "
                                "label; rows 200-249 held out", "n_rows": len(ckpt["trained_on"]["rows"])},
         "how": f"hand-written LoRA on q/k/v/o of all 30 layers, loss on answer tokens only, AdamW lr "
                f"{cfg['lr']} cosine, {cfg['steps']} steps x batch {cfg['batch_size']}, seed {cfg['seed']}, "

@@ -201,7 +201,7 @@ def check(model: MiniXception, onnx_path: Path, reference: Path) -> dict:
 
 
 def write_sidecar(onnx_path: Path, parity: dict, reference: Path) -> None:
-    from edge_xemo.models import sha256_of
+    from edge_xemo.core.models import sha256_of
 
     entry = {
         "name": "expression", "file": onnx_path.name,

@@ -133,7 +133,7 @@ def write_sidecar(name: str, wheel_path: str, extra: dict) -> None:
 
 def demo_frames(limit: int = 60) -> list[np.ndarray]:
     """Every fifth frame of the demo clip (BGR), if the install step put it in place."""
-    from edge_xemo.models import HOME
+    from edge_xemo.core.models import HOME
 
     clip = HOME / "demo" / "cap13_edit2.mp4"
     if not clip.exists():
@@ -172,8 +172,8 @@ def tflite_runner(path: Path):
 def parity(tflite: dict[str, Path], images: list[np.ndarray], n_demo: int) -> tuple[dict, dict]:
     """Max |onnx - tflite| per model on real inputs; also the reference arrays for the tests, taken
     from the first `n_demo` images only (demo-clip frames: no photos of other people in the repo)."""
-    from edge_xemo import faces as F
-    from edge_xemo.models import onnx_session
+    from edge_xemo.vision import faces as F
+    from edge_xemo.core.models import onnx_session
 
     tracker = F.FaceTracker(F.FaceTrackerOptions(max_faces=4, min_face_px=0))
     det_onnx = onnx_session(str(MODELS / "face_detector.onnx"))

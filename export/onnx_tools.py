@@ -230,7 +230,7 @@ def write_sidecar(artifact: str | Path, name: str | None = None, *, source, lice
     existing sidecar that are not given here (labels, notes, ...) are kept; `metrics` is merged into
     the old metrics only while the file's bytes are unchanged (metrics of other bytes are dropped).
     """
-    from edge_xemo.models import sha256_of
+    from edge_xemo.core.models import sha256_of
 
     artifact = Path(artifact)
     name = name or artifact.stem

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xemo.models import sha256_of
+from edge_xemo.core.models import sha256_of
 from export.onnx_tools import kept_metrics, staged
 
 log = logging.getLogger("edge_xemo.export")
@@ -32,7 +32,7 @@ MODELS = REPO / "edge_xemo" / "models"
 REFERENCE = REPO / "tests" / "data" / "projector_reference.npz"
 PARITY_TOL = 1e-4
 NAMES = {"visual": "projector_visual", "audio": "projector_audio"}
-BRIDGES = {"visual": "vecb (edge_xemo.vecb.VisualBridge)", "audio": "aecb (edge_xemo.aecb.AudioBridge)"}
+BRIDGES = {"visual": "vecb (edge_xemo.vision.vecb.VisualBridge)", "audio": "aecb (edge_xemo.voice.aecb.AudioBridge)"}
 
 
 def onnx_linear(weight: np.ndarray, bias: np.ndarray, name: str):
@@ -110,7 +110,7 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float, export_cmd: st
         "source": {"training_command": f"nice python -m train.projector_data && nice {ckpt['command']}",
                    "export_command": export_cmd,
                    "code": ["train/projector_data.py", "train/projector_align.py", "export/projector.py",
-                            "edge_xemo/projector.py"]},
+                            "edge_xemo/reasoning/projector.py"]},
         "licence": "Apache-2.0 (project-trained weights)",
         "inputs": [{"name": "tokens", "shape": ["n", d_in], "dtype": "float32",
                     "what": f"bridge tokens of one window from {BRIDGES[modality]}"}],
@@ -123,7 +123,7 @@ def sidecar(ckpt: dict, modality: str, path: Path, parity: float, export_cmd: st
                                      "bridge tokens -> the same window's cue phrases"},
         "how": (f"stage (a) alignment, XEmoGPT style: nn.Linear({d_in}, {n_embd}) trained with the decoder frozen "
                 "(Q4_1 GGUF dequantized by transformers, the shipped LoRA merged), answer-only loss; "
-                + ("context 'runtime': the runtime prompt (edge_xemo.prompt.build_prompt with the window's cue "
+                + ("context 'runtime': the runtime prompt (edge_xemo.reasoning.prompt.build_prompt with the window's cue "
                    "text and this slot) -> the answer's cue sections; "
                    if cfg.get("context") == "runtime" else
                    "context 'short': a user turn holding the slot -> '<cue header>: <phrases>.'; ")

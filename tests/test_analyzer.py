@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from edge_xemo import events as ev
+from edge_xemo.core import events as ev
 from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, material_change
-from edge_xemo.sources import FileSource
-from edge_xemo.types import Cue, Explanation, FaceBox, ModalityResult
+from edge_xemo.io.sources import FileSource
+from edge_xemo.core.types import Cue, Explanation, FaceBox, ModalityResult
 
 
 class FakeFace:

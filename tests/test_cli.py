@@ -70,7 +70,7 @@ def test_unknown_microphone(virtual_microphone):
 def test_no_microphone_message(monkeypatch):
     import sounddevice as sd
 
-    from edge_xemo.sources import MicrophoneSource, SourceError
+    from edge_xemo.io.sources import MicrophoneSource, SourceError
 
     monkeypatch.setattr(sd, "query_devices", lambda *a, **k: [])
     with pytest.raises(SourceError, match="no microphone found"):

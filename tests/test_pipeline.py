@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_xemo.datasets import DatasetError, load_clips, load_emer_csv, load_label_folders, load_manifest  # noqa: E402
+from edge_xemo.eval.datasets import DatasetError, load_clips, load_emer_csv, load_label_folders, load_manifest  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 RESUME_TOL = 1e-6
@@ -378,7 +378,7 @@ def test_failing_parity_leaves_nothing_behind(tmp_path):
 
 @needs_torch
 def test_gguf_quantize_refuses_quantized_base_without_flag(tmp_path):
-    from edge_xemo.models import ModelError, resolve
+    from edge_xemo.core.models import ModelError, resolve
     from export.gguf_tools import QuantizeError, quantize_gguf
 
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")

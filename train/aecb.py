@@ -12,7 +12,7 @@ the rows and DistributedDataParallel averages the gradients, so N processes take
 process takes (up to dropout masks, seeded seed + rank, and summation order). The master alone
 writes the checkpoint, metrics and the per-step loss log (`<out>/aecb_loss.jsonl`).
 
-Model: frame features (B, 198, 96: log-mel + pitch bands, edge_xemo.audio_features)
+Model: frame features (B, 198, 96: log-mel + pitch bands, edge_xemo.voice.features)
 -> conv stack (stride 4) -> 50 frame tokens at 25 Hz (B, 50, d)
 -> AECB: [baseline token, 8 learned queries, frame tokens] through 2 transformer layers
 -> 8 audio tokens (B, 8, d). The baseline token is the speaker's mean `voice` embedding (the mean
@@ -45,7 +45,7 @@ RELATIVE_CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft")
 
 @dataclass
 class AecbConfig:
-    n_feats: int = 96  # edge_xemo.audio_features.N_FEATURES
+    n_feats: int = 96  # edge_xemo.voice.features.N_FEATURES
     n_frames: int = 198  # 2.0 s at 10 ms hop, 25 ms window, no centering
     d: int = 128
     n_heads: int = 4

@@ -35,7 +35,7 @@ from scipy.signal import butter, find_peaks, resample_poly, sosfilt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_xemo.audio_features import SAMPLE_RATE, frame_features  # noqa: E402
+from edge_xemo.voice.features import SAMPLE_RATE, frame_features  # noqa: E402
 
 SR = SAMPLE_RATE
 CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft", "flat", "varied", "trembling", "long_pauses")

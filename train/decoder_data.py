@@ -1,10 +1,10 @@
 """Reasoning data for the decoder: EMER descriptions -> (cue text + subtitle, explanation + emotion).
 
-Each EMER-V2 row (`name,english`) is split by the rule-based extractor (`edge_xemo.cue_extract`) into
+Each EMER-V2 row (`name,english`) is split by the rule-based extractor (`edge_xemo.eval.cue_extract`) into
 its visual cues, vocal cues, emotional terms and subtitle. The decoder's input is the cue text and
-subtitle laid out by `edge_xemo.prompt.build_prompt` (no token slots for these text-only rows); the
-target is the explanation in the runtime format (`edge_xemo.prompt.training_target`): the same cues,
-restated, and the description's own conclusion mapped onto `edge_xemo.types.EMOTIONS`.
+subtitle laid out by `edge_xemo.reasoning.prompt.build_prompt` (no token slots for these text-only rows); the
+target is the explanation in the runtime format (`edge_xemo.reasoning.prompt.training_target`): the same cues,
+restated, and the description's own conclusion mapped onto `edge_xemo.core.types.EMOTIONS`.
 
 The CSV (research use) is read where it lies, ../shared/data/emer_v2/emer_v2_dev.csv beside the repo,
 and never copied. Rows 200-249 are held out: `load_examples(split="train")` never returns them.
@@ -17,8 +17,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_xemo.cue_extract import emotion_label, extract_cues
-from edge_xemo.prompt import Segment, build_prompt, clean_text, training_target
+from edge_xemo.eval.cue_extract import emotion_label, extract_cues
+from edge_xemo.reasoning.prompt import Segment, build_prompt, clean_text, training_target
 
 REPO = Path(__file__).resolve().parents[1]
 EMER_CSV = REPO.parent / "shared" / "data" / "emer_v2" / "emer_v2_dev.csv"

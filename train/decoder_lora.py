@@ -8,7 +8,7 @@
 
 The base decoder is SmolLM2-135M-Instruct loaded in PyTorch from the GGUF that the runtime uses
 (transformers dequantizes it), frozen. A hand-written LoRA (rank 8) wraps q/k/v/o of every layer;
-only the LoRA trains. Sequences are the runtime prompt (`edge_xemo.prompt`) plus the
+only the LoRA trains. Sequences are the runtime prompt (`edge_xemo.reasoning.prompt`) plus the
 target explanation; the loss is on the answer tokens only.
 
 Stages (as in XEmoGPT):
@@ -20,7 +20,7 @@ Stages (as in XEmoGPT):
              `forward_loss(..., slot_embeds=...)`), and the target is
              the cue phrases that the perception stages measured on the same clips. Exported as ONNX
              `projector_visual` / `projector_audio` (input (n, 128) float32, output (n, 576)), the
-             artifacts `edge_xemo.projector` loads.
+             artifacts `edge_xemo.reasoning.projector` loads.
 
 The checkpoint (`<out_dir>/ckpt.pt`) stores the LoRA tensors, the config and the loss log, so export
 needs nothing else (nanoGPT style).

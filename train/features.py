@@ -8,7 +8,7 @@ for a clip, (path, mtime, size) of the media file; for an encoder, the sha256 of
     feats = cache.for_clip(clip.video, "expression", lambda: encode(clip.video), fps=8)
 
 Entries are written to a temporary file and renamed; an unreadable entry is logged and recomputed.
-The encoders are the runtime's own ONNX models (`edge_xemo.models.load_onnx`), called through
+The encoders are the runtime's own ONNX models (`edge_xemo.core.models.load_onnx`), called through
 `run_onnx`. Torch-free.
 """
 
@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_xemo.models import ModelError, load_onnx, sha256_of, verified_path
+from edge_xemo.core.models import ModelError, load_onnx, sha256_of, verified_path
 
 log = logging.getLogger("edge_xemo")
 

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_xemo.prompt import END, LABEL_LEAD, Segment, build_prompt, training_target  # noqa: E402
+from edge_xemo.reasoning.prompt import END, LABEL_LEAD, Segment, build_prompt, training_target  # noqa: E402
 from train.config import load_config, skip_stage, stage_parser  # noqa: E402
 from train.decoder_lora import answer_tokens, encode, forward_loss, load_base  # noqa: E402
 from train.engine import DistInfo, FitConfig, device_name, require_device, setup, teardown  # noqa: E402

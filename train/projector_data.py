@@ -71,7 +71,7 @@ def _read_audio(paths: list[str], max_seconds: float) -> np.ndarray:
     """The files concatenated as one 16 kHz mono stream (0.3 s of silence between files)."""
     import av
 
-    from edge_xemo.sources import to_mono_16k
+    from edge_xemo.io.sources import to_mono_16k
 
     parts = []
     for p in paths:
@@ -140,8 +140,8 @@ def _rows(results: list, clip: str) -> dict:
 
 def collect(cfg: ProjectorDataConfig) -> dict[str, dict]:
     """{"visual_train", "visual_heldout", "audio_train", "audio_heldout"}: rows of `_rows`."""
-    from edge_xemo.visual import VisualAnalyzer
-    from edge_xemo.voice import VoiceAnalyzer
+    from edge_xemo.vision.stage import VisualAnalyzer
+    from edge_xemo.voice.stage import VoiceAnalyzer
 
     out = {}
     vis = VisualAnalyzer()

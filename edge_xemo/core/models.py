@@ -1,0 +1,189 @@
+"""Model artifacts: the manifest, locating files, sha256 checks, and ONNX sessions.
+
+Small trained artifacts live in `edge_xemo/models/`, each with a JSON sidecar (the manifest). Large third-party
+weights (the GGUF decoder, MiniLM, Silero VAD) live inside registry packages installed by the
+install step; their manifest entries name the package and the file inside it. Nothing is ever
+downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+log = logging.getLogger("edge_xemo")
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
+"""Install-time folder: demo media and artifacts the install step builds from registry packages."""
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+class ModelError(RuntimeError):
+    """A model artifact is missing, corrupt or unusable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One manifest entry resolved to a path on this machine."""
+
+    name: str
+    path: Path
+    sha256: str | None
+    entry: dict
+
+
+def load_manifest(folder: Path = MODELS_DIR) -> dict:
+    """The manifest: the union of the JSON sidecars `<name>.json` in the models folder.
+
+    Each sidecar describes one artifact: `name`, `file`, `sha256`, `source`, `licence`,
+    `inputs`/`outputs`, what it was trained on and its measured metrics; `package` (the file lies
+    inside that installed package) or `home: true` (built by the install step into $EDGE_XEMO_HOME).
+    """
+    artifacts = {}
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            entry = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"model sidecar {sidecar} is not valid JSON: {e}") from e
+        artifacts[entry.get("name", sidecar.stem)] = entry
+    return {"schema_version": 1, "artifacts": artifacts}
+
+
+def _package_dir(package: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def resolve(name: str, manifest: dict | None = None) -> Artifact:
+    """Find artifact `name` on disk (override folder $EDGE_XEMO_MODELS first)."""
+    manifest = manifest if manifest is not None else load_manifest()
+    entry = manifest.get("artifacts", {}).get(name)
+    if entry is None:
+        known = ", ".join(sorted(manifest.get("artifacts", {}))) or "none"
+        raise ModelError(f"unknown model artifact {name!r} (manifest lists: {known})")
+    file = entry["file"]
+    override = os.environ.get("EDGE_XEMO_MODELS")
+    candidates = [Path(override) / Path(file).name] if override else []
+    if entry.get("home"):
+        candidates.append(HOME / file)
+    elif "package" in entry:
+        pkg_dir = _package_dir(entry["package"])
+        if pkg_dir is not None:
+            candidates.append(pkg_dir / file)
+    else:
+        candidates.append(MODELS_DIR / file)
+    for c in candidates:
+        if c.exists():
+            return Artifact(name, c, entry.get("sha256"), entry)
+    hint = " (run the README's install step)" if ("package" in entry or entry.get("home")) else ""
+    raise ModelError(f"model artifact {name!r} not found at {candidates[-1]}{hint}")
+
+
+_verified: dict[tuple[str, int, float], str] = {}
+_verified_lock = threading.Lock()
+
+
+def sha256_of(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime)
+    with _verified_lock:
+        if key in _verified:
+            return _verified[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _verified_lock:
+        _verified[key] = digest
+    return digest
+
+
+def verified_path(name: str, manifest: dict | None = None) -> Path:
+    """Resolve artifact `name` and check its sha256 against the manifest."""
+    art = resolve(name, manifest)
+    if art.sha256:
+        actual = sha256_of(art.path)
+        if actual != art.sha256:
+            raise ModelError(
+                f"model artifact {name!r} at {art.path} has sha256 {actual[:12]}..., "
+                f"the manifest expects {art.sha256[:12]}...: the file is corrupt or was replaced"
+            )
+    return art.path
+
+
+def verify_all(manifest: dict | None = None) -> list[tuple[str, str, str]]:
+    """Check every artifact; returns (name, status, detail) rows, status in {ok, missing, mismatch}."""
+    manifest = manifest if manifest is not None else load_manifest()
+    rows = []
+    for name in sorted(manifest.get("artifacts", {})):
+        try:
+            path = verified_path(name, manifest)
+            rows.append((name, "ok", str(path)))
+        except ModelError as e:
+            rows.append((name, "mismatch" if "sha256" in str(e) else "missing", str(e)))
+    return rows
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def select_providers(provider: str = "auto") -> tuple[list[str], str | None]:
+    """Map a provider choice to onnxruntime providers; returns (providers, fallback note or None)."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    have = available_providers()
+    wanted = {
+        "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+        "cpu": [],
+        "cuda": ["CUDAExecutionProvider"],
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+    }[provider]
+    chosen = [p for p in wanted if p in have] + ["CPUExecutionProvider"]
+    note = None
+    if provider in ("cuda", "tensorrt") and wanted[0] not in have:
+        note = f"{wanted[0]} is not available in this onnxruntime build; fell back to {chosen[0]}"
+    return chosen, note
+
+
+@lru_cache(maxsize=32)
+def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
+    """An onnxruntime session with explicit intra-op threads, cached per (path, threads, provider)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
+        raise RuntimeError("onnxruntime is required: pip install onnxruntime") from e
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers, note = select_providers(provider)
+    if note:
+        log.warning(note)
+    try:
+        return ort.InferenceSession(path, sess_options=opts, providers=providers)
+    except Exception as e:
+        raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from e
+
+
+def load_onnx(name: str, threads: int = 1, provider: str = "cpu"):
+    """Verified ONNX session for manifest artifact `name`."""
+    return onnx_session(str(verified_path(name)), threads, provider)

@@ -1,0 +1,1 @@
+"""Evaluation, off the live path: cue extraction, EmoCue-360, sentence embeddings, datasets, clip scoring."""

@@ -1,0 +1,142 @@
+"""One explanation for a whole clip (EmoCue-Eval style): perceive every window, pool, explain once.
+
+`ClipAnalyzer` loads the stages once and is reused across clips (the evaluation harness
+`edge-xemo eval clips` calls it per dataset clip). Cues are pooled over windows: a cue is kept when
+it is on in at least `min_share` of the windows that could measure it, ranked by share x mean
+intensity; bridge tokens are averaged over windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..analyzer import Analyzer, AnalyzerOptions, RunningMode
+from .datasets import Clip
+from .evaluation import ClipResult
+from ..io.sources import FileSource
+from ..core.types import Cue, ModalityResult
+
+
+@dataclass
+class ClipOptions:
+    """min_share: least share of windows a cue must be on in; max_cues: most cues per modality;
+    threads: perception and decoder threads; explain: run the decoder (else cues only)."""
+
+    min_share: float = 0.3
+    max_cues: int = 6
+    threads: int = 1
+    explain: bool = True
+    window_s: float = 2.0
+    hop_s: float = 1.0
+
+
+def pool(results: list[ModalityResult], modality: str, min_share: float, max_cues: int) -> ModalityResult:
+    """Pool per-window results of one modality into one clip-level result."""
+    measured = [r for r in results if r.cues or r.tokens is not None or not r.status]
+    if not measured:
+        status = results[0].status if results else "nothing measured"
+        return ModalityResult(modality, status=status)
+    on: dict[str, list[Cue]] = defaultdict(list)
+    for r in measured:
+        for c in r.cues:
+            on[c.name].append(c)
+    ranked = []
+    for name, cues in on.items():
+        share = len(cues) / len(measured)
+        if share >= min_share:
+            phrases = [c.phrase for c in cues]
+            phrase = max(set(phrases), key=phrases.count)
+            intensity = float(np.mean([c.intensity for c in cues]))
+            ranked.append((share * intensity, Cue(name, phrase, intensity, modality, {"share": share}, cues[0].face_id)))
+    ranked.sort(key=lambda x: -x[0])
+    tokens = [r.tokens for r in measured if r.tokens is not None]
+    scores: dict[str, list[float]] = defaultdict(list)
+    for r in measured:
+        for k, v in r.scores.items():
+            scores[k].append(v)
+    return ModalityResult(
+        modality,
+        cues=tuple(c for _, c in ranked[:max_cues]),
+        tokens=np.mean(np.stack(tokens), axis=0) if tokens and len({t.shape for t in tokens}) == 1 else None,
+        scores={k: float(np.mean(v)) for k, v in scores.items()},
+        extra={k: v for r in measured for k, v in r.extra.items() if k == "transcript"},
+    )
+
+
+class ClipAnalyzer:
+    """Callable: Clip -> ClipResult; loads the stages on first use and keeps them."""
+
+    def __init__(self, options: ClipOptions | None = None):
+        self.options = options or ClipOptions()
+        self._stages: dict = {}
+
+    def _stage(self, kind: str):
+        if kind not in self._stages:
+            t = self.options.threads
+            if kind == "visual":
+                from ..vision.stage import VisualAnalyzer, VisualOptions
+
+                self._stages[kind] = VisualAnalyzer.create_from_options(VisualOptions(threads=t))
+            elif kind == "audio":
+                from ..voice.stage import VoiceAnalyzer, VoiceOptions
+
+                self._stages[kind] = VoiceAnalyzer.create_from_options(VoiceOptions(threads=t))
+            else:
+                from ..reasoning.decoder import CueDecoder, DecoderOptions
+
+                self._stages[kind] = CueDecoder.create_from_options(DecoderOptions(n_threads=t))
+        stage = self._stages[kind]
+        if hasattr(stage, "reset"):
+            stage.reset()
+        return stage
+
+    def perceive(self, source: FileSource) -> tuple[ModalityResult, ModalityResult]:
+        """Run perception over the clip and pool the windows."""
+        o = self.options
+        visual = self._stage("visual") if source.has_video else None
+        audio = self._stage("audio") if source.has_audio else None
+        per_window: dict[str, list[ModalityResult]] = {"visual": [], "auditory": []}
+
+        class Recorder:
+            def __init__(self, stage, key):
+                self.stage, self.key = stage, key
+
+            def __getattr__(self, name):
+                return getattr(self.stage, name)
+
+            def summarize(self, *args):
+                result = self.stage.summarize(*args)
+                per_window[self.key].append(result)
+                return result
+
+        analyzer = Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, window_s=o.window_s, hop_s=o.hop_s,
+                                            result_callback=lambda e: None),
+                            Recorder(visual, "visual") if visual else None, Recorder(audio, "auditory") if audio else None, None)
+        with analyzer:
+            analyzer.run_sources(source)
+            analyzer.wait()
+        return (pool(per_window["visual"], "visual", o.min_share, o.max_cues),
+                pool(per_window["auditory"], "auditory", o.min_share, o.max_cues))
+
+    def __call__(self, row: Clip) -> ClipResult:
+        t0 = time.perf_counter()
+        path = row.video or row.audio
+        source = FileSource(path, audio_path=row.audio if row.video else None)
+        vis, aud = self.perceive(source)
+        perceive_s = time.perf_counter() - t0
+        if not self.options.explain or (vis.empty and aud.empty):
+            status = "ok" if self.options.explain is False else f"no cues ({vis.status}; {aud.status})"
+            return ClipResult(text="", cues={"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues],
+                                             "emotional": []}, latency_s=perceive_s, media_s=source.duration, status=status)
+        subtitle = row.subtitle or aud.extra.get("transcript")
+        exp = self._stage("decoder").explain(vis, aud, subtitle)
+        return ClipResult(
+            text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,
+            status="ok" if exp.valid else f"flagged: {exp.problem}",
+            extra={"scores": exp.scores, "evidence": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
+                   "perceive_s": perceive_s, "explain_ms": exp.latency_ms},
+        )

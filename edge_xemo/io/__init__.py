@@ -1,0 +1,1 @@
+"""Media in and events out: camera, microphone and file sources, audio conversion, event sinks."""

@@ -1,0 +1,220 @@
+"""Event sinks: JSON lines, a live terminal view (rich), and an overlay video.
+
+Each sink is a callable taking one Event; `Fanout` sends every event to several sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Callable
+
+from ..core.events import Event
+from ..core.types import Frame
+
+log = logging.getLogger("edge_xemo")
+
+
+class Fanout:
+    """Calls every sink with each event; one failing sink does not stop the others."""
+
+    def __init__(self, sinks: list[Callable[[Event], None]]):
+        self.sinks = sinks
+
+    def __call__(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("sink %s failed", type(sink).__name__)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close:
+                close()
+
+
+class JsonlSink:
+    """One JSON object per line to a file or stdout ("-"); `token` events only if `tokens`."""
+
+    def __init__(self, path: str | Path = "-", tokens: bool = False):
+        self._own = str(path) != "-"
+        self._f: IO[str] = open(path, "w", encoding="utf-8") if self._own else sys.stdout
+        self.tokens = tokens
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "token" and not self.tokens:
+            return
+        with self._lock:
+            self._f.write(event.to_json() + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self._f.close()
+
+
+def _cue_line(cues: list[dict], limit: int = 6) -> str:
+    top = sorted(cues, key=lambda c: -c.get("intensity", 0))[:limit]
+    return ", ".join(c["phrase"] for c in top) or "-"
+
+
+def _emotion_line(emotion: dict) -> str:
+    scores = sorted(emotion.get("scores", {}).items(), key=lambda kv: -kv[1])[:3]
+    return f"{emotion.get('label', '?')} ({', '.join(f'{k} {v:.2f}' for k, v in scores)})"
+
+
+class ConsoleView:
+    """The terminal view: current cues and the latest explanation.
+
+    On a terminal it is a live rich panel, with the explanation streaming in as tokens come;
+    otherwise (a pipe, CI) it prints one plain block per explanation and per problem.
+    """
+
+    def __init__(self, console=None, live: bool | None = None):
+        from rich.console import Console
+
+        self.console = console or Console(stderr=False)
+        self.live_mode = self.console.is_terminal if live is None else live
+        self.visual: list[dict] = []
+        self.auditory: list[dict] = []
+        self.window: tuple = (None, None)
+        self.partial = ""
+        self.explanation: dict | None = None
+        self.status = ""
+        self._live = None
+        if self.live_mode:
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self._live.start()
+
+    def __call__(self, event: Event) -> None:
+        d = event.to_dict()
+        if event.type == "cues" and (d["t_start"], d["t_end"]) != self.window:
+            # the first cues event of a window is the primary face's and carries the voice cues
+            self.visual, self.auditory = d.get("visual_cues", []), d.get("auditory_cues", [])
+            self.window = (d["t_start"], d["t_end"])
+        elif event.type == "token":
+            self.partial += event.data.get("text", "")
+        elif event.type == "explanation":
+            self.explanation, self.partial = d, ""
+            if not self.live_mode:
+                self._print_explanation(d)
+        elif event.type in ("status", "error"):
+            self.status = f"{event.type}: {d.get('message', '')}"
+            if not self.live_mode and (event.type == "error" or d.get("code") in ("dropped", "camera_lost", "audio_overflow")):
+                self.console.print(f"[{'red' if event.type == 'error' else 'yellow'}]{self.status}[/]", markup=True, highlight=False)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _print_explanation(self, d: dict) -> None:
+        t0, t1 = d.get("t_start") or 0.0, d.get("t_end") or 0.0
+        self.console.print(
+            f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] seen: {', '.join(d['evidence']['visual']) or '-'} | "
+            f"heard: {', '.join(d['evidence']['auditory']) or '-'} -> [bold]{_emotion_line(d['emotion'])}[/bold]"
+            + ("" if d.get("valid", True) else f" [red](flagged: {d.get('problem')})[/red]"),
+            markup=True, highlight=False,
+        )
+        self.console.print(f"    {d['text']}", markup=False, highlight=False)
+
+    def _render(self):
+        from rich.panel import Panel
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        if self.window[0] is not None:
+            table.add_row("window", f"{self.window[0]:.1f}-{self.window[1]:.1f} s")
+        table.add_row("face", _cue_line(self.visual))
+        table.add_row("voice", _cue_line(self.auditory))
+        if self.explanation:
+            table.add_row("emotion", _emotion_line(self.explanation["emotion"]))
+            table.add_row("explanation", self.explanation["text"])
+        if self.partial:
+            table.add_row("thinking", self.partial)
+        if self.status:
+            table.add_row("status", self.status)
+        return Panel(table, title="edge-xemo", border_style="blue")
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class OverlayWriter:
+    """Writes an overlay video (face boxes, top cues, latest explanation) to an .mp4 file.
+
+    Use `on_frame` as the analyzer's frame_callback and the writer itself as an event sink.
+    Only written when asked for: raw frames never reach disk otherwise.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 25.0):
+        self.path = Path(path)
+        self.fps = fps
+        self._writer = None
+        self._lines: list[str] = []
+        self._explanation = ""
+        self.frames_written = 0
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "cues" and event.data.get("face_id") in (None, 0, 1):
+            self._lines = [c["phrase"] for c in sorted(event.data.get("visual_cues", []) + event.data.get("auditory_cues", []),
+                                                       key=lambda c: -c["intensity"])[:4]]
+        elif event.type == "explanation":
+            self._explanation = f"{event.data['emotion']['label']}: {event.data['text']}"
+
+    def on_frame(self, frame: Frame, observation) -> None:
+        import cv2
+
+        image = frame.image
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        else:
+            image = image.copy()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write overlay video {self.path}")
+        for face in getattr(observation, "faces", ()) or ():
+            x0, y0, x1, y1 = (int(v) for v in face.box)
+            cv2.rectangle(image, (x0, y0), (x1, y1), (0, 220, 0), 2)
+            cv2.putText(image, f"#{face.face_id}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 0), 1)
+        y = 16
+        for line in self._lines:
+            cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+            y += 16
+        lines = _wrap(self._explanation, max(20, image.shape[1] // 8))[:3]
+        for i, line in enumerate(lines):
+            y = image.shape[0] - 8 - 16 * (len(lines) - 1 - i)
+            cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 255, 255), 1, cv2.LINE_AA)
+        self._writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, cur = text.split(), [], ""
+    for w in words:
+        if len(cur) + len(w) + 1 > width and cur:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    if cur:
+        lines.append(cur)
+    return lines

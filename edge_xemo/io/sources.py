@@ -1,0 +1,404 @@
+"""Media sources: camera (OpenCV), microphone (sounddevice/PortAudio), files (PyAV), still images.
+
+Every source runs on its own thread and hands timestamped items to a `SourceSink`. Live sources
+stamp items on one monotonic clock (`Clock`); file sources use media time (seconds from the start
+of the file), paced against the same clock when `realtime` is set. Audio always leaves a source as
+16 kHz mono float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
+
+import numpy as np
+
+from .audio import Resampler, resample
+from ..core.types import SAMPLE_RATE
+
+log = logging.getLogger("edge_xemo")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or read; the message is one line a user can act on."""
+
+
+class Clock:
+    """The pipeline's monotonic clock: seconds since `origin` (time.monotonic based)."""
+
+    def __init__(self, origin: float | None = None):
+        self.origin = time.monotonic() if origin is None else origin
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.origin
+
+    def sleep_until(self, t: float, stop: threading.Event) -> None:
+        delay = t - self()
+        if delay > 0:
+            stop.wait(delay)
+
+
+class SourceSink(Protocol):
+    """Where a source delivers items; the Analyzer implements it."""
+
+    def frame(self, image: np.ndarray, t: float) -> None: ...
+
+    def audio(self, samples: np.ndarray, t: float, sample_rate: int = SAMPLE_RATE) -> None: ...
+
+    def status(self, code: str, message: str, level: str = "status") -> None: ...
+
+
+class Source:
+    """Base: `run(sink, stop)` delivers items until the media ends or `stop` is set."""
+
+    has_video = False
+    has_audio = False
+    name = "source"
+
+    def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(n,) or (n, channels) samples at any rate -> 16 kHz mono float32 (NaN/inf repaired)."""
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
+    return resample(x, sample_rate, x.shape[1] if x.ndim == 2 else 1)
+
+
+# ---------------------------------------------------------------------------------------- camera
+
+
+@dataclass
+class CameraOptions:
+    """Camera capture settings.
+
+    device: index (0), device path (/dev/video0), file path or URL (rtsp://, http://).
+    width/height/fps: requested capture format (None keeps the camera's default).
+    reconnect_s: how long to keep retrying after the camera is lost before giving up (0: never).
+    """
+
+    device: int | str = 0
+    width: int | None = 640
+    height: int | None = 360
+    fps: float | None = None
+    reconnect_s: float = 10.0
+    max_reconnects: int | None = None
+
+
+def parse_device(device: str | int) -> int | str:
+    """'0' -> 0 (an index); anything else stays a path/URL/name."""
+    if isinstance(device, str) and device.strip().isdigit():
+        return int(device.strip())
+    return device
+
+
+class CameraSource(Source):
+    """Live frames from OpenCV VideoCapture, stamped on the pipeline clock at grab time.
+
+    When the camera is lost (read fails), a `camera_lost` status is sent and the camera is reopened
+    every 0.5 s for up to `reconnect_s` seconds; frames continue on the same clock after recovery.
+    """
+
+    has_video = True
+
+    def __init__(self, options: CameraOptions | None = None):
+        self.options = options or CameraOptions()
+        self.name = f"camera:{self.options.device}"
+        self.reconnects = 0
+        self._cap = self._open()
+        if self._cap is None:
+            raise SourceError(f"no camera at {parse_device(self.options.device)!r} (see `edge-xemo devices`)".replace("'", ""))
+
+    def _open(self):
+        import cv2
+
+        cap = cv2.VideoCapture(parse_device(self.options.device))
+        if not cap.isOpened():
+            cap.release()
+            return None
+        o = self.options
+        if o.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, o.width)
+        if o.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, o.height)
+        if o.fps:
+            cap.set(cv2.CAP_PROP_FPS, o.fps)
+        return cap
+
+    def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
+        cap = self._cap
+        try:
+            while not stop.is_set():
+                ok, image = cap.read() if cap is not None else (False, None)
+                if ok and image is not None:
+                    sink.frame(image, clock())
+                    continue
+                if cap is not None:
+                    cap.release()
+                cap = self._reconnect(sink, stop)
+                if cap is None:
+                    return
+        finally:
+            if cap is not None:
+                cap.release()
+
+    def _reconnect(self, sink: SourceSink, stop: threading.Event):
+        o = self.options
+        if o.reconnect_s <= 0 or (o.max_reconnects is not None and self.reconnects >= o.max_reconnects):
+            sink.status("camera_lost", f"camera {o.device!r} stopped delivering frames", level="error")
+            return None
+        sink.status("camera_lost", f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s")
+        deadline = time.monotonic() + o.reconnect_s
+        while not stop.is_set() and time.monotonic() < deadline:
+            cap = self._open()
+            if cap is not None:
+                self.reconnects += 1
+                sink.status("camera_reconnected", f"camera {o.device!r} reconnected")
+                return cap
+            stop.wait(0.5)
+        if not stop.is_set():
+            sink.status("camera_lost", f"camera {o.device!r} did not come back within {o.reconnect_s:g} s", level="error")
+        return None
+
+
+# ------------------------------------------------------------------------------------ microphone
+
+
+def find_input_device(device: int | str | None) -> int | None:
+    """Resolve a microphone by index or (part of its) name; raises SourceError listing choices."""
+    import sounddevice as sd
+
+    try:
+        devices = sd.query_devices()
+    except Exception as e:  # PortAudio missing or broken
+        raise SourceError(f"cannot list audio devices: {e}") from e
+    inputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    if not inputs:
+        raise SourceError("no microphone found (PortAudio lists no input device)")
+    if device is None:
+        return None
+    device = parse_device(device)
+    if isinstance(device, int):
+        if device not in [i for i, _ in inputs]:
+            raise SourceError(f"no microphone with index {device}; inputs: " + ", ".join(f"{i}: {n}" for i, n in inputs))
+        return device
+    matches = [i for i, n in inputs if device.lower() in n.lower()]
+    if not matches:
+        raise SourceError(f"no microphone named {device!r}; inputs: " + ", ".join(f"{i}: {n}" for i, n in inputs))
+    return matches[0]
+
+
+class MicrophoneSource(Source):
+    """Live 16 kHz mono float32 blocks from a sounddevice InputStream callback.
+
+    Blocks are stamped with PortAudio's ADC time of their first sample, mapped onto the pipeline
+    clock. Input overflows are counted (`overflows`) and reported as `status` events; the stream
+    opens at 16 kHz when the device supports it, else at its default rate with resampling.
+    Between overflows, block times advance by the samples delivered (ADC times jitter by up to a
+    block on some host APIs); they are re-anchored to the ADC time after an overflow or when the
+    two disagree by more than `max_drift_s`.
+    """
+
+    has_audio = True
+    max_drift_s = 1.0
+
+    def __init__(self, device: int | str | None = None, block_s: float = 0.1):
+        self.device = find_input_device(device)
+        self.block_s = block_s
+        self.overflows = 0
+        self.name = f"microphone:{device if device is not None else 'default'}"
+
+    def _open_rate(self) -> int:
+        import sounddevice as sd
+
+        try:
+            sd.check_input_settings(device=self.device, channels=1, dtype="float32", samplerate=SAMPLE_RATE)
+            return SAMPLE_RATE
+        except Exception:
+            return int(sd.query_devices(self.device, "input")["default_samplerate"])
+
+    def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
+        import sounddevice as sd
+
+        rate = self._open_rate()
+        resampler = Resampler(rate)
+        clock_minus_adc: list[float] = []  # pipeline clock minus PortAudio's stream clock
+        anchor = {"t": None, "n": 0}  # block times count samples from an anchor: ADC times jitter
+
+        def callback(indata, frames, time_info, status):
+            now = clock()
+            adc = time_info.inputBufferAdcTime
+            if adc and not clock_minus_adc:
+                clock_minus_adc.append(now - frames / rate - adc)
+            measured = adc + clock_minus_adc[0] if (adc and clock_minus_adc) else now - frames / rate
+            expected = None if anchor["t"] is None else anchor["t"] + anchor["n"] / rate
+            if status.input_overflow:
+                self.overflows += 1
+                sink.status("audio_overflow", f"microphone overflow #{self.overflows}: audio was lost")
+            if expected is None or status.input_overflow or abs(measured - expected) > self.max_drift_s:
+                anchor["t"], anchor["n"] = measured, 0
+            t = anchor["t"] + anchor["n"] / rate
+            anchor["n"] += frames
+            sink.audio(resampler.push(indata[:, 0].copy()), t)
+
+        try:
+            with sd.InputStream(
+                device=self.device, channels=1, samplerate=rate, dtype="float32",
+                blocksize=int(rate * self.block_s), callback=callback,
+            ):
+                stop.wait()
+        except sd.PortAudioError as e:
+            raise SourceError(f"cannot open microphone {self.device if self.device is not None else 'default'}: {e}") from e
+
+
+# ----------------------------------------------------------------------------------------- files
+
+
+def _open_container(path: Path):
+    import av
+
+    if not path.exists():
+        raise SourceError(f"file not found: {path}")
+    if path.is_dir():
+        raise SourceError(f"is a folder, not a media file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"file is empty: {path}")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise SourceError(f"not a readable media file: {path} ({type(e).__name__})") from e
+
+
+class FileSource(Source):
+    """A recorded clip: video with its audio track, a separate audio file, audio alone, or a still image.
+
+    Played as fast as the consumer takes it (offline analysis) or paced in real time (`realtime`).
+    A separate `audio_path` replaces the video's own audio track.
+    """
+
+    def __init__(self, path: str | Path, audio_path: str | Path | None = None, realtime: bool = False):
+        self.path = Path(path)
+        self.audio_path = Path(audio_path) if audio_path else None
+        self.realtime = realtime
+        self.name = str(self.path)
+        self.image: np.ndarray | None = None
+        self.duration: float | None = None
+        if self.path.suffix.lower() in IMAGE_SUFFIXES:
+            self._probe_image()
+        else:
+            self._probe_media()
+        if self.audio_path is not None:
+            with _open_container(self.audio_path) as c:
+                if not c.streams.audio:
+                    raise SourceError(f"no audio track in {self.audio_path}")
+            self.has_audio = True
+
+    def _probe_image(self) -> None:
+        import cv2
+
+        if not self.path.exists():
+            raise SourceError(f"file not found: {self.path}")
+        image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"not a readable image: {self.path}")
+        self.image, self.has_video, self.has_audio = image, True, False
+
+    def _probe_media(self) -> None:
+        with _open_container(self.path) as c:
+            self.has_video = bool(c.streams.video)
+            self.has_audio = bool(c.streams.audio)
+            if not (self.has_video or self.has_audio):
+                raise SourceError(f"no video or audio stream in {self.path}")
+            if c.duration:
+                self.duration = c.duration / 1_000_000
+            if self.has_video and self.audio_path is None and not self.has_audio:
+                log.info("%s has no audio track: video only", self.path)
+
+    def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
+        start = clock()
+        if self.image is not None:
+            sink.frame(self.image, 0.0)
+            return
+        readers = [threading.Thread(target=self._read, args=(self.path, self.audio_path is None, sink, stop, clock, start),
+                                    name="edge-xemo-file", daemon=True)]
+        if self.audio_path is not None:
+            readers.append(threading.Thread(target=self._read, args=(self.audio_path, True, sink, stop, clock, start),
+                                            name="edge-xemo-file-audio", daemon=True))
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join()
+
+    def _read(self, path: Path, want_audio: bool, sink: SourceSink, stop: threading.Event, clock: Clock, start: float) -> None:
+        import av
+
+        container = _open_container(path)
+        try:
+            streams = []
+            video = container.streams.video[0] if (container.streams.video and path == self.path) else None
+            audio = container.streams.audio[0] if (container.streams.audio and want_audio) else None
+            if video is not None:
+                video.thread_type = "AUTO"
+                streams.append(video)
+            if audio is not None:
+                streams.append(audio)
+            if not streams:
+                return
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if audio else None
+            base = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+            audio_t = None
+            last_t = 0.0
+            for packet in container.demux(streams):
+                if stop.is_set():
+                    return
+                for item in packet.decode():
+                    if isinstance(item, av.VideoFrame):
+                        t = last_t = self._media_time(item, base)
+                        if self.realtime:
+                            clock.sleep_until(start + t, stop)
+                        sink.frame(item.to_ndarray(format="bgr24"), t)
+                    else:
+                        if audio_t is None:
+                            audio_t = self._media_time(item, base)
+                        for out in resampler.resample(item):
+                            samples = out.to_ndarray().reshape(-1)
+                            if self.realtime:
+                                clock.sleep_until(start + audio_t, stop)
+                            sink.audio(samples, audio_t)
+                            audio_t += len(samples) / SAMPLE_RATE
+            if resampler is not None and audio_t is not None:
+                for out in resampler.resample(None):
+                    samples = out.to_ndarray().reshape(-1)
+                    sink.audio(samples, audio_t)
+                    audio_t += len(samples) / SAMPLE_RATE
+            last_t = max(last_t, audio_t or 0.0)
+            expected = container.duration / 1_000_000 if container.duration else None
+            if expected and not stop.is_set() and last_t < expected - max(1.0, 0.05 * expected):
+                sink.status("file_truncated", f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; "
+                            "analysed what was readable", level="error")
+        except av.error.FFmpegError as e:
+            sink.status("file_truncated", f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable", level="error")
+        finally:
+            container.close()
+
+    @staticmethod
+    def _media_time(item, base: float) -> float:
+        """Seconds since the container's start (a file's clock starts at 0)."""
+        if item.pts is None:
+            return 0.0
+        return max(0.0, float(item.pts * item.time_base) - base)

@@ -1,0 +1,1 @@
+"""Reasoning over cues: the prompt, the projectors, the llama.cpp session and the cue decoder."""

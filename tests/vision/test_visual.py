@@ -1,0 +1,235 @@
+"""The visual stage on real footage: tracking, landmarks, cues, window summaries, bad frames."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DEMO_VIDEO, SAMPLE_MP4, need
+from edge_xemo.vision.face_cues import CUE_NAMES, OneEuro, align, head_pose, phrase
+from edge_xemo.core.types import Frame, ModalityResult
+from edge_xemo.vision.stage import VisualAnalyzer, VisualObservation, VisualOptions, face_crop
+
+N_DEMO_FRAMES = 150  # 6 s of the 25 fps demo clip
+
+
+def read_frames(path, limit=None) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while limit is None or len(frames) < limit:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames, fps
+
+
+@pytest.fixture(scope="module")
+def demo():
+    frames, fps = read_frames(need(DEMO_VIDEO, "the install step puts the demo clip there"), N_DEMO_FRAMES)
+    assert len(frames) == N_DEMO_FRAMES
+    return frames, fps
+
+
+def stage(**kw) -> VisualAnalyzer:
+    return VisualAnalyzer.create_from_options(VisualOptions(**kw))
+
+
+def run(va: VisualAnalyzer, frames, fps) -> list[VisualObservation]:
+    return [va.process_frame(Frame(f, i / fps, i)) for i, f in enumerate(frames)]
+
+
+def test_blank_and_dark_frames_give_no_face_and_no_cues():
+    va = stage()
+    rng = np.random.default_rng(0)
+    frames = [np.zeros((360, 640, 3), np.uint8), rng.integers(0, 12, (360, 640, 3), dtype=np.uint8)] * 10
+    obs = run(va, frames, 25.0)
+    assert all(not o.faces and o.status == "no face" for o in obs)
+    res = va.summarize(obs, 0.0, 1.0)
+    assert isinstance(res, ModalityResult) and res.empty and res.status == "no face" and res.tokens is None
+    assert va.summarize([], 0.0, 2.0).status == "no frames"
+
+
+def test_bad_frames_get_a_status_not_an_exception(demo):
+    va = stage()
+    for image, why in ((np.zeros((5, 5, 3), np.uint8), "frame too small"),
+                       (demo[0][0].astype(np.float32), "bad frame"),
+                       (np.zeros((10, 10, 2), np.uint8), "bad frame")):
+        o = va.process_frame(Frame(image, 0.0, 0))
+        assert not o.faces and o.status.startswith(why)
+
+
+def test_grayscale_bgra_and_odd_sized_frames(demo):
+    frame = demo[0][10]
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    odd = cv2.resize(frame, (333, 251))
+    mirrored = frame[:, ::-1]  # a non-contiguous view, as a mirrored camera preview gives
+    for image in (gray, gray[:, :, None], cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA), odd, mirrored):
+        o = stage().process_frame(Frame(image, 0.0, 0))
+        assert len(o.faces) == 1, o.status
+        x0, y0, x1, y1 = o.faces[0].box
+        h, w = image.shape[:2]
+        assert 0 <= x0 < x1 <= w + 5 and 0 <= y0 < y1 <= h + 5
+
+
+def test_face_found_and_id_stable_across_the_clip(demo):
+    frames, fps = demo
+    obs = run(stage(detect_every=5), frames, fps)
+    found = [o for o in obs if o.faces]
+    assert len(found) >= 0.95 * len(obs)
+    assert {f.face_id for o in found for f in o.faces} == {0}
+    # detection ran on about every fifth frame; landmarks followed the face in between
+    detections = sum(o.latency_ms.get("detect", 0.0) > 0 for o in obs)
+    assert len(obs) / 5 - 2 <= detections <= len(obs) / 5 + 3
+    lm = found[0].faces[0].landmarks
+    assert lm.shape == (468, 3) and lm.dtype == np.float32
+    x0, y0, x1, y1 = found[0].faces[0].box
+    assert x0 <= lm[1, 0] <= x1 and y0 <= lm[1, 1] <= y1
+
+
+def test_landmarks_follow_a_rotated_face(demo):
+    """Landmarks come back in image pixels through the rotated crop: head roll follows the image."""
+    frame = demo[0][20]
+    h, w = frame.shape[:2]
+    rolls = {}
+    for deg in (0, 25, -25):
+        image = cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0), (w, h))
+        va = stage()
+        va.process_frame(Frame(image, 0.0, 0))
+        o = va.process_frame(Frame(image, 0.04, 1))  # second frame: landmark-derived ROI
+        rolls[deg] = head_pose(align(o.faces[0].landmarks)[1])[2]
+    # a counter-clockwise image rotation (cv2's positive angle) lifts the image-right eye: roll goes negative
+    assert rolls[25] - rolls[0] == pytest.approx(-25, abs=5)
+    assert rolls[-25] - rolls[0] == pytest.approx(25, abs=5)
+
+
+def test_min_face_size_and_max_faces(demo):
+    frame = demo[0][30]
+    small = cv2.resize(frame, (frame.shape[1] // 3, frame.shape[0] // 3))  # the face is ~35 px wide
+    assert len(stage(min_face_px=20).process_frame(Frame(small, 0.0, 0)).faces) == 1
+    o = stage(min_face_px=60).process_frame(Frame(small, 0.0, 0))
+    assert not o.faces and o.status == "face too small"
+    # two people: the face and a smaller copy beside it (short-range BlazeFace wants faces >~ 15 % of the frame)
+    face = frame[60:300, 100:300]
+    smaller = cv2.resize(face, (160, 192))
+    pair = np.zeros((240, 360, 3), np.uint8)
+    pair[:, :200] = face
+    pair[:192, 200:] = smaller
+    two = stage(max_faces=2).process_frame(Frame(pair, 0.0, 0))
+    assert len(two.faces) == 2 and len({f.face_id for f in two.faces}) == 2
+    one = stage(max_faces=1).process_frame(Frame(pair, 0.0, 0))
+    assert len(one.faces) == 1 and one.faces[0].box[2] <= 205  # the larger face
+
+
+def test_window_summary_on_the_demo_clip(demo):
+    frames, fps = demo
+    va = stage()
+    obs = run(va, frames, fps)
+    res = va.summarize(obs, 2.0, 4.0)
+    assert res.modality == "visual" and res.status is None and res.cues
+    assert res.extra["n_frames"] == 50 and res.extra["primary_face"] == 0
+    assert [f.face_id for f in res.faces] == [0]
+    for c in res.cues:
+        assert c.face_id == 0 and c.modality == "visual" and 0.0 <= c.intensity <= 1.0
+        assert c.phrase and c.evidence["on_fraction"] >= va.options.min_on_fraction
+    names = [c.name for c in res.cues]
+    assert len(names) == len(set(names))
+    assert sum(n.startswith("gaze_") for n in names) <= 1
+    assert {"detect", "landmarks", "cues", "frame"} <= set(res.latency_ms)
+    if va.expression is None:
+        assert res.scores == {}
+    else:
+        assert set(res.scores) == set(va.labels) and sum(res.scores.values()) == pytest.approx(1.0, abs=1e-3)
+    if va.bridge is None or va.expression is None:
+        assert res.tokens is None
+    else:
+        assert res.tokens.ndim == 2 and res.tokens.dtype == np.float32 and np.isfinite(res.tokens).all()
+        assert "vecb" in res.latency_ms
+    # a window nobody was seen in
+    assert va.summarize(obs, 100.0, 102.0).status == "no frames"
+
+
+def test_reset_restarts_ids_and_baselines(demo):
+    frames, fps = demo
+    va = stage()
+    run(va, frames[:5], fps)
+    assert not va.process_frame(Frame(np.zeros_like(frames[0]), 1.0, 5)).faces  # the face is lost
+    assert va.process_frame(Frame(frames[6], 1.04, 6)).faces[0].face_id == 1  # found again: a new track
+    va.reset()
+    o = va.process_frame(Frame(frames[0], 0.0, 0))
+    assert o.faces[0].face_id == 0
+
+
+def test_without_expression_and_bridge(demo):
+    frames, fps = demo
+    va = stage(use_expression=False, use_bridge=False)
+    obs = run(va, frames[:50], fps)
+    res = va.summarize(obs, 0.0, 2.0)
+    assert res.scores == {} and res.tokens is None and res.cues
+    assert all(f.expression is None for o in obs for f in o.faces)
+
+
+def test_face_crop_is_upright_gray(demo):
+    frame = demo[0][0]
+    o = stage().process_frame(Frame(frame, 0.0, 0))
+    crop = face_crop(frame, o.faces[0].landmarks)
+    assert crop.shape == (64, 64) and crop.dtype == np.uint8 and crop.std() > 10
+
+
+def test_phrases_and_intensity_words():
+    assert phrase("brow_lower", 0.3) == "slightly furrowed brow"
+    assert phrase("brow_lower", 0.6) == "furrowed brow"
+    assert phrase("brow_lower", 0.9) == "clearly furrowed brow"
+    assert phrase("lip_corner_pull", 0.6) == "corners of the mouth turned up"
+    assert all(phrase(n, v) for n in CUE_NAMES for v in (0.1, 0.6, 0.95))
+
+
+def test_one_euro_filter_smooths_jitter_and_follows_steps():
+    f = OneEuro(min_cutoff=1.0, beta=0.0)
+    rng = np.random.default_rng(1)
+    noisy = 1.0 + 0.05 * rng.standard_normal(100)
+    out = np.array([f(np.array([x]), i / 25)[0] for i, x in enumerate(noisy)])
+    assert out[20:].std() < 0.5 * noisy[20:].std()
+    step = [f(np.array([3.0]), 4.0 + i / 25)[0] for i in range(50)]
+    assert math.isclose(step[-1], 3.0, abs_tol=0.05)
+
+
+@pytest.mark.shared
+def test_smiling_speaker_in_the_shared_sample():
+    frames, fps = read_frames(need(SAMPLE_MP4, "../shared/data is only on the project's machines"))
+    va = stage()
+    obs = run(va, frames, fps)
+    assert sum(bool(o.faces) for o in obs) >= 0.95 * len(obs)
+    duration = len(frames) / fps
+    starts = np.arange(0.0, duration - 2.0 + 1e-6, 1.0)
+    windows = [va.summarize(obs, s, s + 2.0) for s in starts]
+    smiling = sum(any(c.name == "lip_corner_pull" for c in w.cues) for w in windows)
+    assert len(starts) >= 2 and smiling > len(starts) / 2
+    if va.expression is not None:  # the expression encoder agrees: happy leads in most windows
+        happy = sum(max(w.scores, key=w.scores.get) == "happy" for w in windows)
+        assert happy > len(starts) / 2
+
+
+def test_small_face_in_a_wide_frame_is_found_by_tiles(demo):
+    from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
+
+    half = cv2.resize(demo[0][30], None, fx=0.5, fy=0.5)  # the face is ~50 px wide
+    canvas = np.zeros((360, 640, 3), np.uint8)
+    canvas[100 : 100 + half.shape[0], 400 : 400 + half.shape[1]] = half
+    assert FaceTracker(FaceTrackerOptions(tile_wide_frames=False)).detect(canvas) == []
+    found = FaceTracker().track(canvas, 0.0).faces
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert 400 < x0 < x1 < 600 and 100 < y0 < y1 < 250
+
+
+@pytest.mark.parametrize("bad", [{"detect_every": 0}, {"max_faces": 0}, {"expression_every": 0}, {"min_on_fraction": 0.0}])
+def test_bad_options_name_the_field(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        VisualAnalyzer.create_from_options(VisualOptions(**bad))
