@@ -23,7 +23,7 @@ from edge_xemo.core.models import HOME, ModelError
 from edge_xemo.voice.prosody import analyze_frames
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock
 from edge_xemo.voice.vad import CHUNK, SileroVad
-from edge_xemo.voice.stage import VoiceAnalyzer, VoiceOptions
+from edge_xemo.voice.stage import VoicePerception, VoiceOptions
 
 SOURCES = (HOME / "demo" / "sample.wav",
            Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"))
@@ -43,7 +43,7 @@ class OneSecond:
     """Feeds the next second of a looping clip as 20 ms blocks and summarizes the last 2 s window."""
 
     def __init__(self, x: np.ndarray, options: VoiceOptions | None = None):
-        self.x, self.an = x, VoiceAnalyzer(options or VoiceOptions(use_bridge=False))
+        self.x, self.an = x, VoicePerception(options or VoiceOptions(use_bridge=False))
         self.pos, self.t, self.obs, self.i = 0, 0.0, [], 0
 
     def __call__(self):
@@ -139,7 +139,7 @@ def main(n: int = 60) -> None:
         from edge_xemo.voice.asr import Transcriber, TranscriberOptions
 
         for threads in (1, 2):
-            tr = Transcriber(TranscriberOptions(threads=threads))
+            tr = Transcriber(TranscriberOptions(), threads=threads)
             tr.transcribe(x[: 5 * SAMPLE_RATE])
             rtfs = []
             for _ in range(3):

@@ -2,7 +2,7 @@
 
 Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
 centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
-landmarks (crop + model + projection), cue reading, and the whole `VisualAnalyzer.process_frame`
+landmarks (crop + model + projection), cue reading, and the whole `VisualPerception.process_frame`
 (detector every 10 frames, the default; and every frame, the baseline of the ratio), with and
 without the expression encoder, and one window summary (with the VECB when it is installed).
 
@@ -26,7 +26,7 @@ from edge_xemo.vision.face_cues import FaceCueReader
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
 from edge_xemo.core.models import HOME
 from edge_xemo.core.types import Frame
-from edge_xemo.vision.stage import VisualAnalyzer, VisualOptions
+from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
 CLIP = HOME / "demo" / "cap13_edit2.mp4"
 N_FRAMES = 100
@@ -52,7 +52,7 @@ def frames():
 
 
 def _tracked(frames):
-    tracker = FaceTracker(FaceTrackerOptions(threads=1))
+    tracker = FaceTracker(FaceTrackerOptions(), threads=1)
     result = tracker.track(frames[0], 0.0)
     assert result.faces, "no face in the benchmark frame"
     return tracker, result.faces[0]
@@ -77,7 +77,7 @@ def test_cues(benchmark, frames):
 
 @pytest.mark.parametrize("detect_every", [10, 1])
 def test_process_frame(benchmark, frames, detect_every):
-    va = VisualAnalyzer.create_from_options(VisualOptions(detect_every=detect_every, threads=1))
+    va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=detect_every), threads=1))
     it = itertools.count()
 
     def step():
@@ -89,7 +89,7 @@ def test_process_frame(benchmark, frames, detect_every):
 
 def test_summarize_window(benchmark, frames):
     """One 2 s window (50 frames) -> cues, scores, and VECB tokens when the bridge is installed."""
-    va = VisualAnalyzer.create_from_options(VisualOptions(threads=1))
+    va = VisualPerception.create_from_options(VisualOptions(threads=1))
     obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
     benchmark(va.summarize, obs, 0.0, 2.0)
 
@@ -117,7 +117,7 @@ def main(n: int = 500) -> None:
     }
     for every in (10, 1):
         for expr in (False, True):
-            va = VisualAnalyzer.create_from_options(VisualOptions(detect_every=every, threads=1, use_expression=expr))
+            va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=every), threads=1, use_expression=expr))
             if expr and va.expression is None:
                 continue
             it = itertools.count()
@@ -127,7 +127,7 @@ def main(n: int = 500) -> None:
                 va.process_frame(Frame(frames[i % len(frames)], i / 25, i))
 
             rows[f"frame detect_every={every}{' +expression' if expr else ''}"] = _times(step, n)
-    va = VisualAnalyzer.create_from_options(VisualOptions(threads=1))
+    va = VisualPerception.create_from_options(VisualOptions(threads=1))
     obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
     label = "summarize 2 s window" + (" +VECB" if va.bridge is not None and va.expression is not None else "")
     rows[label] = _times(lambda: va.summarize(obs, 0.0, 2.0), min(n, 200))

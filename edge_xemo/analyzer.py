@@ -18,17 +18,22 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from .core import events as ev
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.sources import Clock, Source, SourceError, to_mono_16k
-from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, VisualStage
+from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, VisualStage
 
-log = logging.getLogger("edge_xemo")
+if TYPE_CHECKING:
+    from .reasoning.decoder import DecoderOptions
+    from .vision.stage import VisualOptions
+    from .voice.stage import VoiceOptions
+
+log = logging.getLogger(__name__)
 
 
 class RunningMode(enum.Enum):
@@ -44,6 +49,7 @@ class AnalyzerOptions:
       1-2 s explanation cadence).
     explain_every_s: least time between explanations unless the cues change materially.
     visual/audio/explain: turn the visual path, the audio path and the decoder on or off.
+    visual_options/voice_options/decoder_options: each stage's options (None: its defaults).
     frame_queue/audio_queue/event_queue: queue bounds (items).
     subtitle: fixed text given to the decoder as the subtitle (a transcript replaces it when ASR runs).
     result_callback: receives every event on the delivery thread; without it use `events()`.
@@ -58,17 +64,15 @@ class AnalyzerOptions:
     visual: bool = True
     audio: bool = True
     explain: bool = True
-    visual_options: object | None = None
-    voice_options: object | None = None
-    decoder_options: object | None = None
+    visual_options: VisualOptions | None = None
+    voice_options: VoiceOptions | None = None
+    decoder_options: DecoderOptions | None = None
     frame_queue: int = 8
     audio_queue: int = 64
     event_queue: int = 4096
     subtitle: str | None = None
-    source_name: str = ""
     result_callback: Callable[[ev.Event], None] | None = None
     frame_callback: Callable[[Frame, object], None] | None = None
-    stats: dict = field(default_factory=dict)
 
 
 def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
@@ -89,6 +93,45 @@ def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, exp
 
         out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The stages an AnalyzerOptions turns on, loaded (None where a path is off)."""
+
+    visual: VisualStage | None = None
+    audio: AudioStage | None = None
+    reasoner: Reasoner | None = None
+
+
+def build_stages(options: AnalyzerOptions) -> Stages:
+    """Load the stages the options turn on, each with its own options or its defaults."""
+    visual = audio = reasoner = None
+    if options.visual:
+        from .vision.stage import VisualOptions, VisualPerception
+
+        visual = VisualPerception.create_from_options(options.visual_options or VisualOptions())
+    if options.audio:
+        from .voice.stage import VoiceOptions, VoicePerception
+
+        audio = VoicePerception.create_from_options(options.voice_options or VoiceOptions())
+    if options.explain:
+        from .reasoning.decoder import CueDecoder, DecoderOptions
+
+        reasoner = CueDecoder.create_from_options(options.decoder_options or DecoderOptions())
+    return Stages(visual, audio, reasoner)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One window waiting for the decoder."""
+
+    window: Window
+    visual: ModalityResult
+    audio: ModalityResult
+    subtitle: str | None
+    signature: frozenset[str]
+    t_queued: float  # time.perf_counter() when the window was queued
 
 
 def cue_signature(*results: ModalityResult) -> frozenset[str]:
@@ -132,8 +175,10 @@ class Analyzer:
         self._last_job: tuple[float, frozenset] | None = None
         self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
-        self.stats = o.stats
-        self.stats.update(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
+        self.source_name = ""
+        """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
+        self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
+        """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops."""
         self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
         if reasoner is not None:
             self._threads.append(threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True))
@@ -145,20 +190,8 @@ class Analyzer:
     @classmethod
     def create_from_options(cls, options: AnalyzerOptions) -> "Analyzer":
         """Build the stages the options turn on (loading their models) and start the analyzer."""
-        visual = audio = reasoner = None
-        if options.visual:
-            from .vision.stage import VisualAnalyzer, VisualOptions
-
-            visual = VisualAnalyzer.create_from_options(options.visual_options or VisualOptions())
-        if options.audio:
-            from .voice.stage import VoiceAnalyzer, VoiceOptions
-
-            audio = VoiceAnalyzer.create_from_options(options.voice_options or VoiceOptions())
-        if options.explain:
-            from .reasoning.decoder import CueDecoder, DecoderOptions
-
-            reasoner = CueDecoder.create_from_options(options.decoder_options or DecoderOptions())
-        return cls(options, visual, audio, reasoner)
+        stages = build_stages(options)
+        return cls(options, stages.visual, stages.audio, stages.reasoner)
 
     # ------------------------------------------------------------------------------ input side
 
@@ -204,17 +237,17 @@ class Analyzer:
         Streams that no running source provides must be ended by the caller (`end_stream`);
         `run_sources` does that for a set of sources.
         """
-        self.options.source_name = self.options.source_name or source.name
+        self.source_name = self.source_name or source.name
         sink = _SourceSink(self)
 
         def run():
             try:
                 source.run(sink, self._stop, self.clock)
             except SourceError as e:
-                self._emit(ev.status("source_failed", str(e), self.options.source_name, level="error"))
+                self._emit(ev.status("source_failed", str(e), self.source_name, level="error"))
             except Exception as e:  # a source bug must not take the analyzer down silently
                 log.exception("source failed")
-                self._emit(ev.status("source_failed", f"{type(e).__name__}: {e}", self.options.source_name, level="error"))
+                self._emit(ev.status("source_failed", f"{type(e).__name__}: {e}", self.source_name, level="error"))
             finally:
                 if source.has_video:
                     self.end_stream("video")
@@ -228,6 +261,7 @@ class Analyzer:
 
     def run_sources(self, *sources: Source) -> None:
         """Start every source; streams that none of them has are ended at once."""
+        self.source_name = self.source_name or ", ".join(s.name for s in sources)
         if not any(s.has_video for s in sources):
             self.end_stream("video")
         if not any(s.has_audio for s in sources):
@@ -271,7 +305,7 @@ class Analyzer:
             self._close_windows()
         except Exception as e:
             log.exception("perception failed")
-            self._emit(ev.status("perception_failed", f"{type(e).__name__}: {e}", self.options.source_name, level="error"))
+            self._emit(ev.status("perception_failed", f"{type(e).__name__}: {e}", self.source_name, level="error"))
         finally:
             self._jobs.close()
             if self.reasoner is None:
@@ -319,7 +353,7 @@ class Analyzer:
     def _error(self, code: str, e: Exception, t: float | None) -> None:
         self.stats["errors"] += 1
         log.debug("%s", code, exc_info=e)
-        self._emit(ev.status(code, f"{type(e).__name__}: {e}", self.options.source_name, t=t, level="error"))
+        self._emit(ev.status(code, f"{type(e).__name__}: {e}", self.source_name, t=t, level="error"))
 
     def _close_windows(self) -> None:
         self._inputs_done()  # tells the scheduler which streams ended, so the last windows flush
@@ -333,7 +367,7 @@ class Analyzer:
             self._reported_drops = drops
             self.stats.update(frames_dropped=drops[0], audio_dropped=drops[1])
             self._emit(ev.status("dropped", f"under load: {drops[0]} frames and {drops[1]} audio blocks dropped so far",
-                                 self.options.source_name, frames_dropped=drops[0], audio_dropped=drops[1]))
+                                 self.source_name, frames_dropped=drops[0], audio_dropped=drops[1]))
 
     def _summarize(self, win: Window) -> tuple[ModalityResult, ModalityResult]:
         vis = aud = None
@@ -341,8 +375,8 @@ class Analyzer:
             vis = self.visual.summarize(win.frame_observations, win.t_start, win.t_end)
         if self.audio is not None:
             aud = self.audio.summarize(win.audio, win.audio_t0, win.audio_observations, win.t_start, win.t_end)
-        return (vis or ModalityResult("visual", status="visual path off"),
-                aud or ModalityResult("auditory", status="audio path off"))
+        return (vis or ModalityResult("visual", code=ResultCode.PATH_OFF, message="visual path off"),
+                aud or ModalityResult("auditory", code=ResultCode.PATH_OFF, message="audio path off"))
 
     def _stage_latency(self, win: Window, vis: ModalityResult, aud: ModalityResult, summarize_ms: float) -> dict[str, float]:
         lat = {}
@@ -370,11 +404,11 @@ class Analyzer:
         lat = self._stage_latency(win, vis, aud, (time.perf_counter() - t0) * 1e3)
         if self.options.running_mode == RunningMode.LIVE_STREAM:
             lat["capture_to_cues"] = (self.clock() - win.t_end) * 1e3
-        src = self.options.source_name
+        src = self.source_name
         for r in (vis, aud):
-            if r.status and r.status != "visual path off" and r.status != "audio path off":
-                self._emit(ev.Event("status", win.t_start, win.t_end, src, data={"code": r.status.replace(" ", "_"),
-                                    "message": f"{r.modality}: {r.status}", "modality": r.modality}))
+            if r.code is not None and r.code is not ResultCode.PATH_OFF:
+                self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
+                    "code": r.code.value, "message": f"{r.modality}: {r.message}", "modality": r.modality}))
         if not vis.empty or not aud.empty:
             self._emit_cues(win, vis, aud, lat)
             if self.reasoner is not None:
@@ -393,7 +427,7 @@ class Analyzer:
                 "n_frames": win.n_frames,
                 "audio_s": len(win.audio) / SAMPLE_RATE,
             }
-            self._emit(ev.Event("cues", win.t_start, win.t_end, self.options.source_name, lat, data))
+            self._emit(ev.Event("cues", win.t_start, win.t_end, self.source_name, lat, data))
 
     # ------------------------------------------------------------------------------- reasoning
 
@@ -405,7 +439,7 @@ class Analyzer:
             return
         self._last_job = (win.t_end, sig)
         subtitle = aud.extra.get("transcript") or self.options.subtitle
-        self._jobs.put((win, vis, aud, subtitle, sig, time.perf_counter()))
+        self._jobs.put(_Job(win, vis, aud, subtitle, sig, time.perf_counter()))
 
     def _reason(self) -> None:
         live = self.options.running_mode == RunningMode.LIVE_STREAM
@@ -420,9 +454,9 @@ class Analyzer:
         finally:
             self._events.close()
 
-    def _explain(self, job, live: bool) -> None:
-        win, vis, aud, subtitle, sig, t_window = job
-        src = self.options.source_name
+    def _explain(self, job: _Job, live: bool) -> None:
+        win, vis, aud, subtitle, t_window = job.window, job.visual, job.audio, job.subtitle, job.t_queued
+        src = self.source_name
         first_token: list[float] = []
 
         def on_token(piece: str) -> None:
@@ -434,7 +468,7 @@ class Analyzer:
             if self._stop.is_set():
                 return True
             pending = self._jobs.peek()
-            return live and pending is not None and material_change(pending[4], sig)
+            return live and pending is not None and material_change(pending.signature, job.signature)
 
         try:
             exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop)
@@ -544,14 +578,14 @@ class _SourceSink:
             self.a.push_frame(image, t)
         except ValueError as e:
             if not self.a._closed:
-                self.a._emit(ev.status("bad_frame", str(e), self.a.options.source_name, t=t))
+                self.a._emit(ev.status("bad_frame", str(e), self.a.source_name, t=t))
 
     def audio(self, samples, t, sample_rate=SAMPLE_RATE):
         try:
             self.a.push_audio(samples, t, sample_rate)
         except ValueError as e:
             if not self.a._closed:
-                self.a._emit(ev.status("bad_audio", str(e), self.a.options.source_name, t=t))
+                self.a._emit(ev.status("bad_audio", str(e), self.a.source_name, t=t))
 
     def status(self, code, message, level="status"):
-        self.a._emit(ev.status(code, message, self.a.options.source_name, level=level))
+        self.a._emit(ev.status(code, message, self.a.source_name, level=level))

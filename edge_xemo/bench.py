@@ -21,6 +21,7 @@ import numpy as np
 
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
 from .core.models import select_providers
+from .core.tap import StageCall, StageTap
 from .io.sources import FileSource
 
 PRECISIONS = ("default", "fp32", "fp16", "int8")
@@ -48,36 +49,6 @@ def stats(values) -> dict:
         return {"n": 0}
     return {"n": int(v.size), "median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
             "mean_ms": float(v.mean()), "max_ms": float(v.max())}
-
-
-class _Timed:
-    """Wraps a stage and records each call (`per_frame`, `per_block`, `per_window`) plus the stage's own breakdown."""
-
-    def __init__(self, stage, prefix: str, record):
-        self.stage, self.prefix, self.record = stage, prefix, record
-        self.audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
-
-    def _call(self, name: str, t: float, fn, *args):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        ms = (time.perf_counter() - t0) * 1e3
-        self.record(f"{self.prefix}.{name}", t, ms)
-        for k, v in (getattr(out, "latency_ms", None) or {}).items():
-            self.record(f"{self.prefix}.{k}", t, float(v))
-        return out
-
-    def process_frame(self, frame):
-        return self._call("per_frame", frame.t, self.stage.process_frame, frame)
-
-    def process_block(self, block):
-        self.audio_s.append((block.t, block.duration))
-        return self._call("per_block", block.t, self.stage.process_block, block)
-
-    def summarize(self, *args):
-        return self._call("per_window", args[-2], self.stage.summarize, *args)
-
-    def reset(self):
-        self.stage.reset()
 
 
 def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[dict, list[str]]:
@@ -113,9 +84,16 @@ def run_bench(o: BenchOptions) -> dict:
     source = FileSource(o.path, audio_path=o.audio_path)
     stage_opts, notes = _stage_options(o, source.has_video, source.has_audio)
     calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
 
-    def record(name, t, ms):
-        calls[name].append((t, ms))
+    def recorder(prefix: str):
+        def record(call: StageCall) -> None:
+            calls[f"{prefix}.{call.kind}"].append((call.t, call.ms))
+            for k, v in (getattr(call.result, "latency_ms", None) or {}).items():  # the stage's own breakdown
+                calls[f"{prefix}.{k}"].append((call.t, float(v)))
+            if call.kind == "per_block":
+                audio_s.append((call.t, call.item.duration))
+        return record
 
     events = []
     options = AnalyzerOptions(running_mode=RunningMode.VIDEO, visual=source.has_video, audio=source.has_audio,
@@ -124,9 +102,9 @@ def run_bench(o: BenchOptions) -> dict:
     analyzer = Analyzer.create_from_options(options)
     load_s = time.perf_counter() - t_load
     if analyzer.visual is not None:
-        analyzer.visual = _Timed(analyzer.visual, "visual", record)
+        analyzer.visual = StageTap(analyzer.visual, recorder("visual"))
     if analyzer.audio is not None:
-        analyzer.audio = _Timed(analyzer.audio, "audio", record)
+        analyzer.audio = StageTap(analyzer.audio, recorder("audio"))
     t0 = time.perf_counter()
     with analyzer:
         analyzer.run_sources(source)
@@ -146,7 +124,7 @@ def run_bench(o: BenchOptions) -> dict:
     t_ends = [e.t_end for e in events if e.type == "explanation"]
     frame_ms = kept.get("visual.per_frame", [])
     audio_ms = sum(kept.get("audio.per_block", [])) + sum(kept.get("audio.per_window", []))
-    audio_seconds = sum(d for t, d in getattr(analyzer.audio, "audio_s", []) if t >= o.warmup_s)
+    audio_seconds = sum(d for t, d in audio_s if t >= o.warmup_s)
     report = {
         "clip": str(o.path), "audio": o.audio_path, "clip_s": source.duration,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},

@@ -26,8 +26,6 @@ models_app = typer.Typer(help="List the model artifacts and verify them by sha25
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
-log = logging.getLogger("edge_xemo")
-
 DEMO_VIDEO = HOME / "demo" / "cap13_edit2.mp4"
 DEMO_AUDIO = HOME / "demo" / "sample.wav"
 
@@ -98,7 +96,6 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
         subtitle=subtitle, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        source_name=", ".join(s.name for s in sources),
         **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain),
     )
     analyzer = Analyzer.create_from_options(options)

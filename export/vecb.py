@@ -27,7 +27,7 @@ from edge_xemo.vision.face_cues import CUE_NAMES  # noqa: E402
 from edge_xemo.vision.vecb import EMBEDDING_DIM, GEOMETRY_POINTS, resample  # noqa: E402
 from export.onnx_tools import FP32_TOL, ParityError, export_fp32, quantize_int8, run_session, write_sidecar  # noqa: E402
 from train.config import stage_parser  # noqa: E402
-from train.vecb import VECB, OnnxVECB, TrainConfig, VecbConfig, load_clips  # noqa: E402
+from train.vecb import VECB, OnnxVECB, VecbConfig, load_clips  # noqa: E402
 
 INT8_TOL = 0.05  # max |int8 - PyTorch| of a cue intensity or expression score
 INT8_COS = 0.99  # min cosine similarity of int8 tokens to PyTorch tokens

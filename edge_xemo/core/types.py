@@ -6,6 +6,7 @@ capture, media time for files), so that face and voice line up.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -74,11 +75,42 @@ class FaceBox:
     t: float
 
 
+class ResultCode(enum.Enum):
+    """Why a perception result (of a frame or a window) has no cues, or what else the user should know.
+
+    The value is the `code` of the `status` event the analyzer emits for it.
+    """
+
+    NO_FRAMES = "no_frames"
+    NO_FACE = "no_face"
+    FACE_TOO_SMALL = "face_too_small"
+    FRAME_TOO_SMALL = "frame_too_small"
+    BAD_FRAME = "bad_frame"
+    NO_VISIBLE_CUE = "no_visible_cue"
+    NO_AUDIO = "no_audio"
+    SILENCE = "silence"
+    NOISE = "noise"
+    NO_SPEECH = "no_speech"
+    TOO_LITTLE_SPEECH = "too_little_speech"
+    NO_CLEAR_VOCAL_CUE = "no_clear_vocal_cue"
+    LEARNING_BASELINE = "learning_the_voice_baseline"
+    INPUT_REPAIRED = "input_repaired"
+    NO_AUDIO_TOKENS = "no_audio_tokens"
+    PATH_OFF = "path_off"
+    NOTHING_MEASURED = "nothing_measured"
+
+    @property
+    def text(self) -> str:
+        """The code as words ("no face"): the default message."""
+        return self.value.replace("_", " ")
+
+
 @dataclass(frozen=True, slots=True)
 class ModalityResult:
     """What one perception stage says about one window.
 
-    An empty result (no face, silence) has no cues and a `status` saying why; never `None`.
+    An empty result (no face, silence) has no cues and a `code` saying why; never `None`.
+    `message` is the one-line human form of `code` (with details such as repaired samples).
     `tokens` are the bridge outputs (n_tokens, dim) for the decoder's projector, or None when the
     stage has no bridge or nothing was measurable.
     """
@@ -87,29 +119,67 @@ class ModalityResult:
     cues: tuple[Cue, ...] = ()
     tokens: np.ndarray | None = None
     scores: dict[str, float] = field(default_factory=dict)
-    status: str | None = None
+    code: ResultCode | None = None
+    message: str | None = None
     faces: tuple[FaceBox, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.code is not None and self.message is None:
+            object.__setattr__(self, "message", self.code.text)
 
     @property
     def empty(self) -> bool:
         return not self.cues
 
 
+class Problem(enum.Enum):
+    """What is wrong with a generated explanation (value: the words used in `Explanation.problem`)."""
+
+    NOTHING_TO_EXPLAIN = "nothing to explain"
+    STOPPED_EARLY = "stopped early"
+    REPETITION_LOOP = "repetition loop"
+    LABEL_FORCED = "label step forced"
+    LABEL_FORCED_MAX_TOKENS = "label step forced (max_tokens reached)"
+    NO_VIDEO_SECTION = "no video section"
+    NO_AUDIO_SECTION = "no audio section"
+    NO_EMOTIONAL_STATE = "no emotional state"
+    UNKNOWN_LABEL = "label outside the label set"
+    REPEATED_CUES = "repeated cues"
+
+    @property
+    def invalidates(self) -> bool:
+        """A forced label step still gives a usable explanation; every other problem does not."""
+        return self not in (Problem.LABEL_FORCED, Problem.LABEL_FORCED_MAX_TOKENS)
+
+
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    """A decoder's cue-level explanation of one window."""
+    """A decoder's cue-level explanation of one window.
+
+    `problems` say what went wrong in generation; `notes` what had to be cleaned, truncated or
+    dropped in the input. `valid` is False when a problem invalidates the text.
+    """
 
     text: str
     label: str
     scores: dict[str, float]
     visual_cues: tuple[str, ...]
     auditory_cues: tuple[str, ...]
-    valid: bool = True
-    problem: str | None = None
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
     n_tokens: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not any(p.invalidates for p in self.problems)
+
+    @property
+    def problem(self) -> str | None:
+        """Problems and notes as one line (None when there are none)."""
+        return "; ".join([p.value for p in self.problems] + list(self.notes)) or None
 
 
 class VisualStage(Protocol):

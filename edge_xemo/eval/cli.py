@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +18,6 @@ from rich.table import Table
 
 from edge_xemo.eval import emocue
 
-log = logging.getLogger("edge_xemo")
 eval_app = typer.Typer(help="Evaluate explanations: EmoCue-360 and clip-level metrics.", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -181,7 +179,7 @@ def clips(
     labels: Optional[str] = typer.Option(None, help="comma-separated allowed labels; rows with others are skipped"),
     out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
     analyzer: str = typer.Option(
-        "edge_xemo.eval.clip:ClipAnalyzer",
+        "edge_xemo.eval.clip:ClipExplainer",
         help="module:callable taking a datasets.Clip and returning a ClipResult (a class is instantiated without "
              "arguments)",
     ),

@@ -1,6 +1,6 @@
 """One explanation for a whole clip (EmoCue-Eval style): perceive every window, pool, explain once.
 
-`ClipAnalyzer` loads the stages once and is reused across clips (the evaluation harness
+`ClipExplainer` loads the stages once and is reused across clips (the evaluation harness
 `edge-xemo eval clips` calls it per dataset clip). Cues are pooled over windows: a cue is kept when
 it is on in at least `min_share` of the windows that could measure it, ranked by share x mean
 intensity; bridge tokens are averaged over windows.
@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analyzer import Analyzer, AnalyzerOptions, RunningMode
+from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, stage_options
+from ..core.tap import StageCall, StageTap
 from .datasets import Clip
 from .evaluation import ClipResult
 from ..io.sources import FileSource
-from ..core.types import Cue, ModalityResult
+from ..core.types import Cue, ModalityResult, ResultCode
 
 
 @dataclass
@@ -36,10 +37,11 @@ class ClipOptions:
 
 def pool(results: list[ModalityResult], modality: str, min_share: float, max_cues: int) -> ModalityResult:
     """Pool per-window results of one modality into one clip-level result."""
-    measured = [r for r in results if r.cues or r.tokens is not None or not r.status]
+    measured = [r for r in results if r.cues or r.tokens is not None or r.code is None]
     if not measured:
-        status = results[0].status if results else "nothing measured"
-        return ModalityResult(modality, status=status)
+        if not results:
+            return ModalityResult(modality, code=ResultCode.NOTHING_MEASURED)
+        return ModalityResult(modality, code=results[0].code, message=results[0].message)
     on: dict[str, list[Cue]] = defaultdict(list)
     for r in measured:
         for c in r.cues:
@@ -67,55 +69,39 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
     )
 
 
-class ClipAnalyzer:
+class ClipExplainer:
     """Callable: Clip -> ClipResult; loads the stages on first use and keeps them."""
 
     def __init__(self, options: ClipOptions | None = None):
         self.options = options or ClipOptions()
-        self._stages: dict = {}
+        self._stages: Stages | None = None
 
-    def _stage(self, kind: str):
-        if kind not in self._stages:
-            t = self.options.threads
-            if kind == "visual":
-                from ..vision.stage import VisualAnalyzer, VisualOptions
-
-                self._stages[kind] = VisualAnalyzer.create_from_options(VisualOptions(threads=t))
-            elif kind == "audio":
-                from ..voice.stage import VoiceAnalyzer, VoiceOptions
-
-                self._stages[kind] = VoiceAnalyzer.create_from_options(VoiceOptions(threads=t))
-            else:
-                from ..reasoning.decoder import CueDecoder, DecoderOptions
-
-                self._stages[kind] = CueDecoder.create_from_options(DecoderOptions(n_threads=t))
-        stage = self._stages[kind]
-        if hasattr(stage, "reset"):
+    def _load(self) -> Stages:
+        """The stages, loaded once; their stream state is reset for each clip."""
+        if self._stages is None:
+            o = self.options
+            self._stages = build_stages(AnalyzerOptions(
+                explain=o.explain, **stage_options(o.threads, "cpu", visual=True, audio=True, explain=o.explain)))
+        for stage in (self._stages.visual, self._stages.audio):
             stage.reset()
-        return stage
+        return self._stages
 
     def perceive(self, source: FileSource) -> tuple[ModalityResult, ModalityResult]:
         """Run perception over the clip and pool the windows."""
         o = self.options
-        visual = self._stage("visual") if source.has_video else None
-        audio = self._stage("audio") if source.has_audio else None
+        stages = self._load()
         per_window: dict[str, list[ModalityResult]] = {"visual": [], "auditory": []}
 
-        class Recorder:
-            def __init__(self, stage, key):
-                self.stage, self.key = stage, key
+        def collect(key: str):
+            def on_call(call: StageCall) -> None:
+                if call.kind == "per_window":
+                    per_window[key].append(call.result)
+            return on_call
 
-            def __getattr__(self, name):
-                return getattr(self.stage, name)
-
-            def summarize(self, *args):
-                result = self.stage.summarize(*args)
-                per_window[self.key].append(result)
-                return result
-
+        visual = StageTap(stages.visual, collect("visual")) if source.has_video else None
+        audio = StageTap(stages.audio, collect("auditory")) if source.has_audio else None
         analyzer = Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, window_s=o.window_s, hop_s=o.hop_s,
-                                            result_callback=lambda e: None),
-                            Recorder(visual, "visual") if visual else None, Recorder(audio, "auditory") if audio else None, None)
+                                            result_callback=lambda e: None), visual, audio, None)
         with analyzer:
             analyzer.run_sources(source)
             analyzer.wait()
@@ -129,11 +115,11 @@ class ClipAnalyzer:
         vis, aud = self.perceive(source)
         perceive_s = time.perf_counter() - t0
         if not self.options.explain or (vis.empty and aud.empty):
-            status = "ok" if self.options.explain is False else f"no cues ({vis.status}; {aud.status})"
+            status = "ok" if self.options.explain is False else f"no cues ({vis.message}; {aud.message})"
             return ClipResult(text="", cues={"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues],
                                              "emotional": []}, latency_s=perceive_s, media_s=source.duration, status=status)
         subtitle = row.subtitle or aud.extra.get("transcript")
-        exp = self._stage("decoder").explain(vis, aud, subtitle)
+        exp = self._stages.reasoner.explain(vis, aud, subtitle)
         return ClipResult(
             text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,
             status="ok" if exp.valid else f"flagged: {exp.problem}",

@@ -12,7 +12,6 @@ The subtitle is taken by the rule-based extractor (it is quoted text, not a cue)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import urllib.error
 import urllib.request
@@ -20,8 +19,6 @@ from dataclasses import dataclass
 
 from edge_xemo.eval.cue_extract import extract_cues
 from edge_xemo.core.models import ModelError, verified_path
-
-log = logging.getLogger("edge_xemo")
 
 KEYS = ("visual", "auditory", "emotional")
 SYSTEM_PROMPT = (

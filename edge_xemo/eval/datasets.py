@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")

@@ -8,7 +8,6 @@ tokenizer (checked in tests/eval/test_embeddings.py).
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,6 @@ from typing import Sequence
 import numpy as np
 
 from edge_xemo.core.models import ModelError, onnx_session, resolve, sha256_of, verified_path
-
-log = logging.getLogger("edge_xemo")
 
 DIM = 384
 _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),

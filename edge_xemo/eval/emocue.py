@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 MODALITIES = ("visual", "auditory", "emotional")
 SUBTITLE_MARKER = "text"

@@ -23,7 +23,7 @@ from edge_xemo.eval import emocue
 from edge_xemo.eval.cue_extract import emotion_label, extract_cues
 from edge_xemo.eval.datasets import Clip, ClipSet, DatasetError, load_clips
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import IO, Callable
 from ..core.events import Event
 from ..core.types import Frame
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 
 class Fanout:

@@ -24,7 +24,7 @@ import numpy as np
 from .audio import Resampler, resample
 from ..core.types import SAMPLE_RATE
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

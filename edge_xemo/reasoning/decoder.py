@@ -28,11 +28,11 @@ import numpy as np
 from .llama_session import LlamaSession
 from ..core.models import ModelError, load_manifest, verified_path
 from .projector import PROJECTOR_NAMES, load_projector
-from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, Segment, build_prompt_with_notes
+from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment, build_prompt_with_notes
 from .prompt import parse_explanation, repeated_text, split_cues
-from ..core.types import EMOTIONS, Explanation, ModalityResult
+from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "decoder_smollm2"
 FAST_MODEL = "decoder_smollm2_q8"
@@ -225,11 +225,9 @@ class CueDecoder:
             return self.explain_cues(
                 phrases(visual), phrases(audio), subtitle, visual.tokens, audio.tokens, on_token, should_stop
             )
-        except ValueError as e:
-            if not str(e).startswith("nothing to explain"):
-                raise
-            why = "; ".join(f"{r.modality}: {r.status}" for r in (visual, audio) if r.status)
-            return Explanation("", "", {}, (), (), valid=False, problem=f"{e} ({why})" if why else str(e))
+        except NothingToExplain:
+            why = tuple(f"{r.modality}: {r.message}" for r in (visual, audio) if r.message)
+            return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
 
     def explain_cues(
         self,
@@ -243,7 +241,8 @@ class CueDecoder:
     ) -> Explanation:
         """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle.
 
-        Raises ValueError when there is nothing to explain or the prompt cannot fit the context.
+        Raises NothingToExplain (a ValueError) when there is nothing to explain, ValueError when the
+        prompt cannot fit the context.
         """
         t0 = time.perf_counter()
         embeddings, dropped = {}, []
@@ -295,7 +294,7 @@ class CueDecoder:
         emit(ANSWER_PREFIX)
         while len(generated) < o.max_tokens:
             if should_stop is not None and should_stop():
-                problems.append("stopped early")
+                problems.append(Problem.STOPPED_EARLY)
                 break
             if o.structured and section == 0:
                 logits[self._label_words] = -np.inf  # the video section must not jump to the label
@@ -327,7 +326,7 @@ class CueDecoder:
                 continue
             tail = generated[-_LOOP_TOKENS:]
             if repeated_text(text[-240:]) or (len(tail) == _LOOP_TOKENS and len(set(tail)) == 1):
-                problems.append("repetition loop")
+                problems.append(Problem.REPETITION_LOOP)
                 break
             if o.structured and body.strip() and _SENTENCE_END.search(body):
                 logits = force(_HEADERS[section])
@@ -335,15 +334,12 @@ class CueDecoder:
                 if reached_label:
                     break
         times += [first, time.perf_counter()]
-        if "stopped early" in problems:
-            return Explanation(
-                text, "", {}, (), (), valid=False, problem="; ".join(problems + notes),
-                latency_ms=_latency(*times, times[-1]), n_tokens=len(generated),
-            )
+        if Problem.STOPPED_EARLY in problems:
+            return Explanation(text, "", {}, (), (), tuple(problems), tuple(notes),
+                               latency_ms=_latency(*times, times[-1]), n_tokens=len(generated))
         if not reached_label:
             logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
-            why = " (max_tokens reached)" if len(generated) >= o.max_tokens else ""
-            problems.append("label step forced" + why)
+            problems.append(Problem.LABEL_FORCED_MAX_TOKENS if len(generated) >= o.max_tokens else Problem.LABEL_FORCED)
         scores = self._label_scores(logits, n_past)
         if self.label_prior is not None:
             scores = {k: v / self.label_prior[k] for k, v in scores.items()}
@@ -359,8 +355,8 @@ class CueDecoder:
             scores=scores,
             visual_cues=tuple(visual),
             auditory_cues=tuple(auditory),
-            valid=all(p.startswith("label step forced") for p in problems),
-            problem="; ".join(problems + notes) or None,
+            problems=tuple(problems),
+            notes=tuple(notes),
             latency_ms=_latency(*times, time.perf_counter()),
             n_tokens=len(generated),
         )

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core.models import ModelError
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "phi3", "granite", "smollm3", "gemma", "gemma2", "gemma3")
 """GGUF architectures with one position per embedding row that the embedding path supports."""

@@ -7,14 +7,11 @@ reads the cue text and subtitle only (and logs it once).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.models import ModelError, load_manifest, load_onnx
-
-log = logging.getLogger("edge_xemo")
 
 PROJECTOR_NAMES = {"video": "projector_visual", "audio": "projector_audio"}
 """Manifest artifact name of each slot's projector."""

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from ..core.types import EMOTIONS
+from ..core.types import EMOTIONS, Problem
 
 SYSTEM = (
     "You are an emotion analyst. You receive a short clip of a person as video tokens, audio "
@@ -39,12 +39,17 @@ LABEL_LEAD = "Therefore, the emotional state is"
 END = "<|im_end|>"
 MAX_SUBTITLE_CHARS = 400
 MAX_CUES = 12
+MAX_CUE_CHARS = 80
 NO_VISUAL = "no visual cues are available"
 NO_AUDIO = "no vocal cues are available"
 
 SLOTS = ("video", "audio")
 _TAG = re.compile(r"<\|[^|>]*\|>|</?\s*(video|audio|subtitle)\s*>", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+
+
+class NothingToExplain(ValueError):
+    """A prompt would hold no cues, no subtitle and no tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +96,23 @@ def clean_text(text: str | bytes | None, max_chars: int | None = None) -> tuple[
     return text, notes
 
 
-def _cue_list(cues: list[str], what: str, notes: list[str]) -> list[str]:
-    out = []
+def clean_cues(cues: list[str], max_chars: int = MAX_CUE_CHARS) -> tuple[list[str], list[str]]:
+    """Cue phrases as the prompt lists them: each cleaned (`clean_text`, at most `max_chars`) without
+    a trailing full stop, empty ones dropped, repeats (ignoring case) kept once. Returns (cues, notes)."""
+    out: list[str] = []
+    notes: list[str] = []
     for cue in cues:
-        text, n = clean_text(cue, max_chars=80)
-        notes.extend(f"{what} cue: {x}" for x in n)
+        text, n = clean_text(cue, max_chars)
+        notes.extend(n)
+        text = text.rstrip(" .")
         if text and text.lower() not in (c.lower() for c in out):
-            out.append(text.rstrip("."))
+            out.append(text)
+    return out, notes
+
+
+def _cue_list(cues: list[str], what: str, notes: list[str]) -> list[str]:
+    out, n = clean_cues(cues)
+    notes.extend(f"{what} cue: {x}" for x in n)
     if len(out) > MAX_CUES:
         notes.append(f"{what} cues: kept the first {MAX_CUES} of {len(out)}")
         out = out[:MAX_CUES]
@@ -118,7 +133,7 @@ def build_prompt_with_notes(
     sub, n = clean_text(subtitle, MAX_SUBTITLE_CHARS)
     notes.extend(f"subtitle: {x}" for x in n)
     if not (visual or audio or sub or has_video_tokens or has_audio_tokens):
-        raise ValueError("nothing to explain: no visual cues, no vocal cues, no subtitle and no tokens")
+        raise NothingToExplain("nothing to explain: no visual cues, no vocal cues, no subtitle and no tokens")
     segments = [Segment("text", PROMPT_PREFIX)]
     pending = ""
     if has_video_tokens:
@@ -151,7 +166,7 @@ def build_prompt(
 ) -> list[Segment]:
     """The prompt for one window: `PROMPT_PREFIX`, the token slots, cue text, subtitle, answer start.
 
-    Raises ValueError when there is nothing to explain (no cues, no subtitle, no tokens).
+    Raises NothingToExplain (a ValueError) when there are no cues, no subtitle and no tokens.
     """
     return build_prompt_with_notes(visual_cues, auditory_cues, subtitle, has_video_tokens, has_audio_tokens)[0]
 
@@ -195,31 +210,31 @@ def split_cues(section: str) -> list[str]:
     return [c for c in (x.strip(" .") for x in _SPLIT.split(section)) if c]
 
 
-def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list[str]]:
+def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list[Problem]]:
     """Split an explanation into (visual_cues, auditory_cues, label or None, problems).
 
     `problems` is empty for a well-formed explanation; otherwise it names what is missing or wrong
     (no video section, no audio section, no label, a label outside EMOTIONS, repeated text).
     """
-    problems: list[str] = []
+    problems: list[Problem] = []
     text = text.replace(END, " ").strip()
     v = _VIDEO.search(text)
     a = _AUDIO.search(text, v.end() if v else 0)
     s = _STATE.search(text)
     if v is None:
-        problems.append("no video section")
+        problems.append(Problem.NO_VIDEO_SECTION)
     if a is None:
-        problems.append("no audio section")
+        problems.append(Problem.NO_AUDIO_SECTION)
     label = None
     if s is None:
-        problems.append("no emotional state")
+        problems.append(Problem.NO_EMOTIONAL_STATE)
     else:
         word = s.group(1).lower()
         word = _ALIASES.get(word, word)
         if word in EMOTIONS:
             label = word
         else:
-            problems.append(f"label {s.group(1)!r} is not one of {', '.join(EMOTIONS)}")
+            problems.append(Problem.UNKNOWN_LABEL)
 
     def section(start, stop_candidates):
         stops = [m for m in stop_candidates if m is not None and m >= start]
@@ -232,9 +247,9 @@ def parse_explanation(text: str) -> tuple[list[str], list[str], str | None, list
     visual = split_cues(section(v.end(), ends)) if v else []
     auditory = split_cues(section(a.end(), ends[1:])) if a else []
     if repeated_text(text):
-        problems.append("repetition loop")
+        problems.append(Problem.REPETITION_LOOP)
     if len(visual) != len(set(visual)) or len(auditory) != len(set(auditory)):
-        problems.append("repeated cues")
+        problems.append(Problem.REPEATED_CUES)
     return visual, auditory, label, problems
 
 

@@ -17,19 +17,33 @@ An empty batch gives empty arrays; a wrong shape or dtype raises ValueError nami
 
 from __future__ import annotations
 
-import logging
 
+import cv2
 import numpy as np
 
 from ..core.models import ModelError, load_onnx, resolve
-
-log = logging.getLogger("edge_xemo")
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 class order of the `scores` output."""
 CROP_SIZE = 64
 EMBEDDING_DIM = 128
 _BGR_TO_GRAY = np.array([0.114, 0.587, 0.299], np.float32)  # ITU-R BT.601, as cv2.COLOR_BGR2GRAY
+
+
+def face_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE, scale: float = 1.15) -> np.ndarray:
+    """Upright grayscale face crop (size, size) uint8: rotated so the eyes are level, framed on the landmarks."""
+    r, l = landmarks[33, :2], landmarks[263, :2]
+    angle = np.arctan2(l[1] - r[1], l[0] - r[0])
+    c, s = np.cos(angle), np.sin(angle)
+    rot = landmarks[:, :2] @ np.array([[c, -s], [s, c]])
+    lo, hi = rot.min(0), rot.max(0)
+    mid = (lo + hi) / 2
+    cx, cy = mid[0] * c - mid[1] * s, mid[0] * s + mid[1] * c
+    k = float(max(hi - lo)) * scale / size
+    m = np.array([[k * c, -k * s, cx - k * (c - s) * size / 2], [k * s, k * c, cy - k * (s + c) * size / 2]])
+    gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 class ExpressionEncoder:

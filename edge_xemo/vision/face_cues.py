@@ -274,13 +274,13 @@ class FaceCueReader:
         inten = dict(zip((c.name for c in CUES), values.tolist()))
         yaw, pitch, roll = pose
         g = o.gaze_deg
-        inten["head_down"] = _ramp(pitch, 10, 25)
-        inten["head_up"] = _ramp(-pitch, 10, 25)
-        inten["head_turned"] = _ramp(abs(yaw), 15, 35)
-        inten["head_tilted"] = _ramp(abs(roll), 8, 20)
-        inten["gaze_down"] = max(_ramp(pitch, g, g + 15), min(1.0, inten["eye_closure"]) * _ramp(pitch, 0, g))
-        inten["gaze_averted"] = _ramp(max(abs(yaw), -pitch), g, g + 15)
-        inten["gaze_direct"] = 1.0 - max(inten["gaze_down"], inten["gaze_averted"], _ramp(max(abs(yaw), abs(pitch)), g / 2, g))
+        inten["head_down"] = ramp(pitch, 10, 25)
+        inten["head_up"] = ramp(-pitch, 10, 25)
+        inten["head_turned"] = ramp(abs(yaw), 15, 35)
+        inten["head_tilted"] = ramp(abs(roll), 8, 20)
+        inten["gaze_down"] = max(ramp(pitch, g, g + 15), min(1.0, inten["eye_closure"]) * ramp(pitch, 0, g))
+        inten["gaze_averted"] = ramp(max(abs(yaw), -pitch), g, g + 15)
+        inten["gaze_direct"] = 1.0 - max(inten["gaze_down"], inten["gaze_averted"], ramp(max(abs(yaw), abs(pitch)), g / 2, g))
         for name, v in inten.items():
             if v >= o.on:
                 self._on.add(name)
@@ -303,5 +303,6 @@ class FaceCueReader:
                             float(ratio), blink, len(self._blinks) * 60.0 / span, geometry_vector(p))
 
 
-def _ramp(x: float, lo: float, hi: float) -> float:
+def ramp(x: float, lo: float, hi: float) -> float:
+    """0 at `lo`, 1 at `hi`, linear between, clipped."""
     return float(min(1.0, max(0.0, (x - lo) / (hi - lo))))

@@ -8,7 +8,6 @@ landmark model's face-presence score drops a lost track. Coordinates are image p
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -16,8 +15,7 @@ import cv2
 import numpy as np
 
 from ..core.models import load_onnx
-
-log = logging.getLogger("edge_xemo")
+from ..core.types import ResultCode
 
 DETECTOR_SIZE = 128
 LANDMARK_SIZE = 192
@@ -38,7 +36,6 @@ class FaceTrackerOptions:
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
-    threads / provider: onnxruntime intra-op threads and execution provider.
     """
 
     detect_every: int = 10
@@ -50,8 +47,6 @@ class FaceTrackerOptions:
     match_iou: float = 0.3
     roi_scale: float = 1.5
     tile_wide_frames: bool = True
-    threads: int = 1
-    provider: str = "cpu"
 
     def __post_init__(self):
         if self.detect_every < 1:
@@ -87,12 +82,13 @@ class TrackedFace:
 
 @dataclass(frozen=True, slots=True)
 class FaceFrame:
-    """What the tracker saw in one frame; `status` says why `faces` is empty."""
+    """What the tracker saw in one frame; `code` (and `message`) say why `faces` is empty."""
 
     faces: tuple[TrackedFace, ...]
     t: float
     detected: bool
-    status: str | None = None
+    code: ResultCode | None = None
+    message: str | None = None
     latency_ms: dict | None = None
 
 
@@ -202,10 +198,10 @@ class _Track:
 class FaceTracker:
     """Detects and tracks faces; `track(image, t)` returns a FaceFrame (never raises on odd frames)."""
 
-    def __init__(self, options: FaceTrackerOptions | None = None):
+    def __init__(self, options: FaceTrackerOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or FaceTrackerOptions()
-        self._detector = load_onnx("face_detector", self.options.threads, self.options.provider)
-        self._landmarker = load_onnx("face_landmarks", self.options.threads, self.options.provider)
+        self._detector = load_onnx("face_detector", threads, provider)
+        self._landmarker = load_onnx("face_landmarks", threads, provider)
         self._det_in = self._detector.get_inputs()[0].name
         self._lm_in = self._landmarker.get_inputs()[0].name
         self.reset()
@@ -294,9 +290,10 @@ class FaceTracker:
         try:
             bgr = as_bgr(image)
         except ValueError as e:
-            return FaceFrame((), t, False, status=f"bad frame: {e}", latency_ms={})
+            return FaceFrame((), t, False, ResultCode.BAD_FRAME, f"bad frame: {e}", latency_ms={})
         if bgr.shape[0] < 8 or bgr.shape[1] < 8:
-            return FaceFrame((), t, False, status=f"frame too small ({bgr.shape[1]}x{bgr.shape[0]})", latency_ms={})
+            return FaceFrame((), t, False, ResultCode.FRAME_TOO_SMALL,
+                             f"frame too small ({bgr.shape[1]}x{bgr.shape[0]})", latency_ms={})
         opts = self.options
         lat = {"detect": 0.0, "landmarks": 0.0}
         detected, too_small = False, False
@@ -322,10 +319,10 @@ class FaceTracker:
             faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
         lat["landmarks"] = (time.perf_counter() - t0) * 1e3
         faces = self._drop_duplicates(faces)
-        status = None
+        code = None
         if not faces:
-            status = "face too small" if too_small else "no face"
-        return FaceFrame(tuple(faces), t, detected, status, lat)
+            code = ResultCode.FACE_TOO_SMALL if too_small else ResultCode.NO_FACE
+        return FaceFrame(tuple(faces), t, detected, code, code.text if code else None, lat)
 
     def _merge_detections(self, dets: list[Detection]) -> None:
         """Give detections the ids of overlapping tracks; start tracks for new faces; keep the largest."""

@@ -14,33 +14,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import cv2
 import numpy as np
 
-from .face_cues import CUE_NAMES, CueOptions, FaceCueFrame, FaceCueReader, phrase
+from .expression import face_crop
+from .face_cues import CueOptions, FaceCueFrame, FaceCueReader
 from .faces import FaceTracker, FaceTrackerOptions, as_bgr
-from ..core.types import Cue, FaceBox, Frame, ModalityResult
+from .window_cues import WindowCueOptions, window_cues
+from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 
-log = logging.getLogger("edge_xemo")
-
-EXPRESSION_SIZE = 64
-# cues that cannot both describe one face in one window: the one on more often wins
-EXCLUSIVE = (
-    ("gaze_direct", "gaze_averted", "gaze_down"),
-    ("head_down", "head_up"),
-    ("lip_corner_pull", "lip_corner_depress"),
-    ("upper_lid_raise", "lid_tighten", "eye_closure"),
-    ("jaw_drop", "lips_part"),
-    ("lip_press", "lips_part", "jaw_drop"),
-)
-
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VisualOptions:
     """Visual stage settings.
 
-    detect_every: face detector runs every N frames (landmarks follow the face in between).
-    max_faces: faces tracked (largest first). min_face_px: smaller faces are ignored.
+    tracker: how faces are found and followed (detection cadence, how many, how small).
+    cues: per-person cue reading (thresholds, smoothing, baseline).
+    window: which per-frame cues a window reports, nods and head shakes.
     threads / provider: onnxruntime intra-op threads and provider for every model of the stage.
     use_expression: run the expression encoder when its artifact is installed.
     expression_every: run it on every Nth frame of a face (scores are carried in between).
@@ -48,33 +38,23 @@ class VisualOptions:
     precision: "int8" (default) or "fp32" VECB. int8 measured faster (0.23 vs 0.38 ms per window)
       with cue intensities within 0.012 and expression scores within 0.0075 of fp32 (sidecar
       vecb_int8.json); the expression encoder ships fp32 only (its int8 was slower).
-    min_on_fraction: a cue is reported for a window when it is on in at least this share of the
-      face's frames.
-    nod_deg / shake_deg: peak-to-peak pitch / yaw within a window that counts as a nod / head shake.
-    cues: per-person cue reading (thresholds, smoothing, baseline).
     """
 
-    detect_every: int = 10
-    max_faces: int = 1
-    min_face_px: int = 24
+    tracker: FaceTrackerOptions = field(default_factory=FaceTrackerOptions)
+    cues: CueOptions = field(default_factory=CueOptions)
+    window: WindowCueOptions = field(default_factory=WindowCueOptions)
     threads: int = 1
     provider: str = "cpu"
     use_expression: bool = True
     expression_every: int = 1
     use_bridge: bool = True
     precision: str = "int8"
-    min_on_fraction: float = 0.3
-    nod_deg: float = 6.0
-    shake_deg: float = 8.0
-    cues: CueOptions = field(default_factory=CueOptions)
 
     def __post_init__(self):
         if self.precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be fp32 or int8, got {self.precision!r}")
         if self.expression_every < 1:
             raise ValueError(f"expression_every must be >= 1, got {self.expression_every}")
-        if not 0.0 < self.min_on_fraction <= 1.0:
-            raise ValueError(f"min_on_fraction must be in (0, 1], got {self.min_on_fraction}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,28 +72,13 @@ class FaceObservation:
 
 @dataclass(frozen=True, slots=True)
 class VisualObservation:
-    """What the visual stage saw in one frame; `status` says why `faces` is empty."""
+    """What the visual stage saw in one frame; `code` (and `message`) say why `faces` is empty."""
 
     t: float
     faces: tuple[FaceObservation, ...]
-    status: str | None
+    code: ResultCode | None
+    message: str | None
     latency_ms: dict[str, float]
-
-
-def face_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = EXPRESSION_SIZE, scale: float = 1.15) -> np.ndarray:
-    """Upright grayscale face crop (size, size) uint8: rotated so the eyes are level, framed on the landmarks."""
-    r, l = landmarks[33, :2], landmarks[263, :2]
-    angle = np.arctan2(l[1] - r[1], l[0] - r[0])
-    c, s = np.cos(angle), np.sin(angle)
-    rot = landmarks[:, :2] @ np.array([[c, -s], [s, c]])
-    lo, hi = rot.min(0), rot.max(0)
-    mid = (lo + hi) / 2
-    cx, cy = mid[0] * c - mid[1] * s, mid[0] * s + mid[1] * c
-    k = float(max(hi - lo)) * scale / size
-    m = np.array([[k * c, -k * s, cx - k * (c - s) * size / 2], [k * s, k * c, cy - k * (s + c) * size / 2]])
-    gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _optional_expression(opts: VisualOptions):
@@ -139,21 +104,19 @@ def _optional_bridge(opts: VisualOptions):
         return None
 
 
-class VisualAnalyzer:
+class VisualPerception:
     """Per-frame face perception plus per-window cue summaries (a `types.VisualStage`)."""
 
     def __init__(self, options: VisualOptions | None = None):
         self.options = o = options or VisualOptions()
-        self.tracker = FaceTracker(FaceTrackerOptions(
-            detect_every=o.detect_every, max_faces=o.max_faces, min_face_px=o.min_face_px,
-            threads=o.threads, provider=o.provider))
+        self.tracker = FaceTracker(o.tracker, o.threads, o.provider)
         self.expression = _optional_expression(o)
         self.bridge = _optional_bridge(o)
         self.labels: tuple[str, ...] = tuple(getattr(self.expression, "labels", ()) or ())
         self.reset()
 
     @classmethod
-    def create_from_options(cls, options: VisualOptions | None = None) -> "VisualAnalyzer":
+    def create_from_options(cls, options: VisualOptions | None = None) -> "VisualPerception":
         return cls(options)
 
     def reset(self) -> None:
@@ -168,13 +131,13 @@ class VisualAnalyzer:
 
     # -- per frame ------------------------------------------------------------------------------
     def process_frame(self, frame: Frame) -> VisualObservation:
-        """Track faces and read their cues in one frame; never raises on a bad image (see `status`)."""
+        """Track faces and read their cues in one frame; never raises on a bad image (see `code`)."""
         t0 = time.perf_counter()
         tracked = self.tracker.track(frame.image, frame.t)
         lat = dict(tracked.latency_ms or {})
         if not tracked.faces:
             lat["frame"] = (time.perf_counter() - t0) * 1e3
-            return VisualObservation(frame.t, (), tracked.status, lat)
+            return VisualObservation(frame.t, (), tracked.code, tracked.message, lat)
         t1 = time.perf_counter()
         readings, kept = [], []
         for face in tracked.faces:
@@ -190,7 +153,7 @@ class VisualAnalyzer:
         lat["cues"] = (time.perf_counter() - t1) * 1e3
         if not kept:
             lat["frame"] = (time.perf_counter() - t0) * 1e3
-            return VisualObservation(frame.t, (), "no face", lat)
+            return VisualObservation(frame.t, (), ResultCode.NO_FACE, ResultCode.NO_FACE.text, lat)
         t2 = time.perf_counter()
         expressions = self._expressions(frame.image, kept)
         if self.expression is not None:
@@ -202,7 +165,7 @@ class VisualAnalyzer:
         self._forget_old(frame.t)
         self._frames += 1
         lat["frame"] = (time.perf_counter() - t0) * 1e3
-        return VisualObservation(frame.t, faces, None, lat)
+        return VisualObservation(frame.t, faces, None, None, lat)
 
     def _expressions(self, image: np.ndarray, faces) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         if self.expression is None:
@@ -238,13 +201,12 @@ class VisualAnalyzer:
                 by_face[f.face_id].append(f)
         latency = _mean_latency(obs)
         if not by_face:
-            statuses = [o.status for o in obs if o.status]
-            status = "no frames" if not obs else max(set(statuses), key=statuses.count) if statuses else "no face"
-            return ModalityResult("visual", status=status, latency_ms=latency, extra={"n_frames": len(obs)})
+            code, message = _window_code(obs)
+            return ModalityResult("visual", code=code, message=message, latency_ms=latency, extra={"n_frames": len(obs)})
         primary = max(by_face, key=lambda fid: (len(by_face[fid]), _area(by_face[fid][-1].box)))
         cues: list[Cue] = []
         for fid in sorted(by_face, key=lambda fid: fid != primary):
-            cues.extend(self._face_cues(fid, by_face[fid]))
+            cues.extend(window_cues(fid, by_face[fid], self.options.window))
         scores = self._window_scores(by_face[primary])
         bridged = self._run_bridge(by_face[primary])
         faces = tuple(FaceBox(fid, fs[-1].box, fs[-1].score, fs[-1].cues.t) for fid, fs in by_face.items())
@@ -262,50 +224,8 @@ class VisualAnalyzer:
             extra["vecb_expression"] = {k: round(v, 4) for k, v in bridged.expression_scores.items()}
             extra["vecb_cues"] = {k: round(v, 4) for k, v in bridged.cue_intensities.items()}
         latency["summarize"] = (time.perf_counter() - t0) * 1e3
-        return ModalityResult("visual", tuple(cues), tokens, scores,
-                              None if cues else "no visible cue", faces, latency, extra)
-
-    def _face_cues(self, face_id: int, frames: list[FaceObservation]) -> list[Cue]:
-        n = len(frames)
-        found: dict[str, Cue] = {}
-        on_frac: dict[str, float] = {}
-        for name in CUE_NAMES:
-            vals = np.array([f.cues.intensity[name] for f in frames if name in f.cues.on])
-            frac = len(vals) / n
-            if frac < self.options.min_on_fraction:
-                continue
-            mean = float(vals.mean())
-            on_frac[name] = frac
-            found[name] = Cue(name, phrase(name, mean), mean, "visual",
-                              {"mean": mean, "peak": float(vals.max()), "on_fraction": frac}, face_id)
-        for group in EXCLUSIVE:
-            present = [g for g in group if g in found]
-            for loser in sorted(present, key=lambda g: (-on_frac[g], -found[g].intensity))[1:]:
-                found.pop(loser, None)
-        cues = list(found.values()) + self._motion_cues(face_id, frames)
-        # a direct gaze is the usual state: list it after the facial actions of similar strength
-        return sorted(cues, key=lambda c: -c.intensity * (0.5 if c.name == "gaze_direct" else 1.0))
-
-    def _motion_cues(self, face_id: int, frames: list[FaceObservation]) -> list[Cue]:
-        """Nods and head shakes (pose oscillation within the window) and frequent blinking."""
-        out = []
-        if len(frames) >= 5:
-            pose = np.array([f.cues.pose for f in frames])
-            yaw_pp, pitch_pp = float(np.ptp(pose[:, 0])), float(np.ptp(pose[:, 1]))
-            if pitch_pp >= self.options.nod_deg and pitch_pp > 1.5 * yaw_pp and _reversals(pose[:, 1], 2.0) >= 1:
-                v = _ramp(pitch_pp, self.options.nod_deg - 2, 15.0)
-                out.append(Cue("nod", "slight nod" if v < 0.5 else "nods", v, "visual", {"pitch_range_deg": pitch_pp}, face_id))
-            if yaw_pp >= self.options.shake_deg and yaw_pp > 1.5 * pitch_pp and _reversals(pose[:, 0], 3.0) >= 2:
-                v = _ramp(yaw_pp, self.options.shake_deg - 2, 25.0)
-                out.append(Cue("head_shake", "shakes the head slightly" if v < 0.5 else "shakes the head", v, "visual",
-                               {"yaw_range_deg": yaw_pp}, face_id))
-        blinks = sum(f.cues.blink for f in frames)
-        rate = frames[-1].cues.blink_rate
-        if blinks and rate >= 25.0:
-            v = _ramp(rate, 20.0, 45.0)
-            out.append(Cue("blinks", "rapid blinking" if v >= 0.5 else "frequent blinking", v, "visual",
-                           {"blink_rate_per_min": rate, "blinks_in_window": float(blinks)}, face_id))
-        return out
+        return ModalityResult("visual", tuple(cues), tokens, scores, None if cues else ResultCode.NO_VISIBLE_CUE,
+                              None, faces, latency, extra)
 
     def _window_scores(self, frames: list[FaceObservation]) -> dict[str, float]:
         probs = [f.expression for f in frames if f.expression is not None]
@@ -329,26 +249,20 @@ class VisualAnalyzer:
             return None
 
 
+def _window_code(obs: list[VisualObservation]) -> tuple[ResultCode, str]:
+    """Why a window has no face: its frames' most common reason (the earliest on a tie)."""
+    if not obs:
+        return ResultCode.NO_FRAMES, ResultCode.NO_FRAMES.text
+    coded = [o for o in obs if o.code is not None]
+    if not coded:
+        return ResultCode.NO_FACE, ResultCode.NO_FACE.text
+    codes = [o.code for o in coded]
+    code = max(codes, key=codes.count)
+    return code, next(o.message for o in coded if o.code is code)
+
+
 def _area(box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _ramp(x: float, lo: float, hi: float) -> float:
-    return float(min(1.0, max(0.0, (x - lo) / (hi - lo))))
-
-
-def _reversals(x: np.ndarray, hysteresis: float) -> int:
-    """Direction changes of a signal, each a move of at least `hysteresis` back from the last extreme."""
-    count, direction, extreme = 0, 0, float(x[0])
-    for v in x[1:]:
-        if direction == 0:
-            if abs(v - extreme) >= hysteresis:
-                direction, extreme = (1 if v > extreme else -1), float(v)
-        elif (v - extreme) * direction > 0:
-            extreme = float(v)
-        elif abs(v - extreme) >= hysteresis:
-            direction, extreme, count = -direction, float(v), count + 1
-    return count
 
 
 def _mean_latency(obs: list[VisualObservation]) -> dict[str, float]:

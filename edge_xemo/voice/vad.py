@@ -17,7 +17,7 @@ import numpy as np
 from ..core.models import load_onnx
 from ..core.types import SAMPLE_RATE
 
-log = logging.getLogger("edge_xemo")
+log = logging.getLogger(__name__)
 
 CHUNK = 512
 """Samples per model call at 16 kHz (32 ms)."""
@@ -35,8 +35,6 @@ class VadOptions:
     min_speech_ms: speech segments shorter than this are dropped (250 ms).
     min_silence_ms: silence needed to end a segment (300 ms); shorter gaps stay inside it.
     speech_pad_ms: padding added to each side of a finished segment (30 ms).
-    threads: onnxruntime intra-op threads (1).
-    provider: onnxruntime provider choice, see `models.PROVIDERS` ("cpu").
     """
 
     threshold: float = 0.5
@@ -44,8 +42,6 @@ class VadOptions:
     min_speech_ms: int = 250
     min_silence_ms: int = 300
     speech_pad_ms: int = 30
-    threads: int = 1
-    provider: str = "cpu"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -87,11 +83,14 @@ class VadUpdate:
 
 
 class SileroVad:
-    """Stateful Silero VAD over a stream of 16 kHz mono float32 blocks."""
+    """Stateful Silero VAD over a stream of 16 kHz mono float32 blocks.
 
-    def __init__(self, options: VadOptions | None = None):
+    threads / provider: onnxruntime intra-op threads and provider (see `core.models.PROVIDERS`).
+    """
+
+    def __init__(self, options: VadOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or VadOptions()
-        self._session = load_onnx("silero_vad", self.options.threads, self.options.provider)
+        self._session = load_onnx("silero_vad", threads, provider)
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset_states()
 

@@ -22,7 +22,7 @@ from edge_xemo.reasoning.prompt import (
     parse_explanation,
     training_target,
 )
-from edge_xemo.core.types import EMOTIONS, Cue, ModalityResult
+from edge_xemo.core.types import EMOTIONS, Cue, ModalityResult, Problem, ResultCode
 
 LOGIT_TOL = 1e-3
 """Largest |logit difference| allowed between the embedding path and the token path."""
@@ -88,9 +88,9 @@ def test_format_and_parse_round_trip():
         ("In the video, smiling. Therefore, the emotional state is happy.", "happy", "no audio section"),
         ("In the video, smiling. In the audio, laughing.", None, "no emotional state"),
         ("In the video, smiling. In the audio, laughing. Therefore, the emotional state is confused.", None,
-         "label 'confused' is not one of"),
-        ("The person looks happy.", None, "no video section"),
-        ("In the video, he nods again and again and again and again and again and again.", None, "repetition loop"),
+         Problem.UNKNOWN_LABEL),
+        ("The person looks happy.", None, Problem.NO_VIDEO_SECTION),
+        ("In the video, he nods again and again and again and again and again and again.", None, Problem.REPETITION_LOOP),
     ],
 )
 def test_parse_flags_malformed(text, label, problem):
@@ -99,7 +99,7 @@ def test_parse_flags_malformed(text, label, problem):
     if problem is None:
         assert problems == []
     else:
-        assert any(p.startswith(problem) for p in problems), problems
+        assert problem in problems, problems
 
 
 def test_parse_empty_sections_and_end_token():
@@ -187,7 +187,7 @@ def test_scores_are_normalized_label_logits(decoder, fresh):
         e = decoder.explain_cues(*SAD)
     finally:
         decoder.options.structured = True
-    assert "label step forced" not in (e.problem or "")
+    assert Problem.LABEL_FORCED not in e.problems
     assert set(e.scores) == set(EMOTIONS) and abs(sum(e.scores.values()) - 1) < 1e-6
     assert e.label == max(e.scores, key=e.scores.get) and e.text.endswith(f" {e.label}.")
     # replay the decoder's steps (prompt, then one token at a time) and read the label logits
@@ -211,9 +211,8 @@ def test_structured_generation_keeps_the_format(decoder):
         e = decoder.explain_cues(*cues)
         assert e.text.count(" In the audio,") == 1 and e.text.count(LABEL_LEAD) == 1, e.text
         assert e.text.index(" In the audio,") < e.text.index(LABEL_LEAD)
-        problems = e.problem or ""
-        assert "no audio section" not in problems and "no video section" not in problems
-        assert e.valid == ("repetition loop" not in problems)
+        assert Problem.NO_AUDIO_SECTION not in e.problems and Problem.NO_VIDEO_SECTION not in e.problems
+        assert e.valid == (Problem.REPETITION_LOOP not in e.problems)
 
 
 @needs_model
@@ -233,7 +232,7 @@ def test_streaming_repeatable_and_stop(decoder):
     assert a.latency_ms["first_token"] <= a.latency_ms["total"] and a.n_tokens > 0
     count = []
     stopped = decoder.explain_cues(*HAPPY, on_token=count.append, should_stop=lambda: len(count) > 3)
-    assert not stopped.valid and "stopped early" in stopped.problem and stopped.label == ""
+    assert not stopped.valid and Problem.STOPPED_EARLY in stopped.problems and stopped.label == ""
 
 
 @needs_model
@@ -244,20 +243,20 @@ def test_label_step_forced_when_max_tokens_reached(decoder):
     finally:
         decoder.options.max_tokens, decoder.options.structured = 40, True
     assert e.n_tokens == 3 and LABEL_LEAD in e.text and e.label in EMOTIONS
-    assert "label step forced (max_tokens reached)" in e.problem
+    assert Problem.LABEL_FORCED_MAX_TOKENS in e.problems and e.valid
     assert not e.valid  # three tokens cannot hold both sections
 
 
 @needs_model
 def test_empty_perception_is_an_invalid_explanation_not_a_crash(decoder):
     e = decoder.explain(
-        ModalityResult("visual", status="no face"), ModalityResult("auditory", status="silence"), None
+        ModalityResult("visual", code=ResultCode.NO_FACE), ModalityResult("auditory", code=ResultCode.SILENCE), None
     )
     assert not e.valid and e.label == "" and "no face" in e.problem and "silence" in e.problem
     with pytest.raises(ValueError, match="nothing to explain"):
         decoder.explain_cues([], [], "  ")
     cue = Cue("smile", "smiling", 0.9, "visual")
-    ok = decoder.explain(ModalityResult("visual", cues=(cue,)), ModalityResult("auditory", status="silence"), None)
+    ok = decoder.explain(ModalityResult("visual", cues=(cue,)), ModalityResult("auditory", code=ResultCode.SILENCE), None)
     assert ok.label in EMOTIONS
 
 

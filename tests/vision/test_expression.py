@@ -11,7 +11,7 @@ import pytest
 
 from edge_xemo.vision.expression import EMBEDDING_DIM, LABELS, ExpressionEncoder
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
-from edge_xemo.vision.stage import face_crop
+from edge_xemo.vision.expression import face_crop
 
 DATA = Path(__file__).parents[1] / "data"
 REPO = Path(__file__).resolve().parents[2]

@@ -129,9 +129,9 @@ def test_smiling_sample_reads_happy(bridge):
     import cv2
 
     from edge_xemo.core.types import Frame
-    from edge_xemo.vision.stage import VisualAnalyzer, VisualOptions
+    from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
-    analyzer = VisualAnalyzer(VisualOptions(use_bridge=False))
+    analyzer = VisualPerception(VisualOptions(use_bridge=False))
     cap, rows, i = cv2.VideoCapture(str(sample)), [], 0
     while True:
         ok, image = cap.read()

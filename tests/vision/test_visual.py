@@ -10,8 +10,11 @@ import pytest
 
 from conftest import DEMO_VIDEO, SAMPLE_MP4, need
 from edge_xemo.vision.face_cues import CUE_NAMES, OneEuro, align, head_pose, phrase
-from edge_xemo.core.types import Frame, ModalityResult
-from edge_xemo.vision.stage import VisualAnalyzer, VisualObservation, VisualOptions, face_crop
+from edge_xemo.vision.faces import FaceTrackerOptions
+from edge_xemo.core.types import Frame, ModalityResult, ResultCode
+from edge_xemo.vision.expression import face_crop
+from edge_xemo.vision.stage import VisualObservation, VisualOptions, VisualPerception
+from edge_xemo.vision.window_cues import WindowCueOptions
 
 N_DEMO_FRAMES = 150  # 6 s of the 25 fps demo clip
 
@@ -36,11 +39,11 @@ def demo():
     return frames, fps
 
 
-def stage(**kw) -> VisualAnalyzer:
-    return VisualAnalyzer.create_from_options(VisualOptions(**kw))
+def stage(**kw) -> VisualPerception:
+    return VisualPerception.create_from_options(VisualOptions(**kw))
 
 
-def run(va: VisualAnalyzer, frames, fps) -> list[VisualObservation]:
+def run(va: VisualPerception, frames, fps) -> list[VisualObservation]:
     return [va.process_frame(Frame(f, i / fps, i)) for i, f in enumerate(frames)]
 
 
@@ -49,10 +52,10 @@ def test_blank_and_dark_frames_give_no_face_and_no_cues():
     rng = np.random.default_rng(0)
     frames = [np.zeros((360, 640, 3), np.uint8), rng.integers(0, 12, (360, 640, 3), dtype=np.uint8)] * 10
     obs = run(va, frames, 25.0)
-    assert all(not o.faces and o.status == "no face" for o in obs)
+    assert all(not o.faces and o.code is ResultCode.NO_FACE for o in obs)
     res = va.summarize(obs, 0.0, 1.0)
-    assert isinstance(res, ModalityResult) and res.empty and res.status == "no face" and res.tokens is None
-    assert va.summarize([], 0.0, 2.0).status == "no frames"
+    assert isinstance(res, ModalityResult) and res.empty and res.code is ResultCode.NO_FACE and res.tokens is None
+    assert va.summarize([], 0.0, 2.0).code is ResultCode.NO_FRAMES
 
 
 def test_bad_frames_get_a_status_not_an_exception(demo):
@@ -61,7 +64,7 @@ def test_bad_frames_get_a_status_not_an_exception(demo):
                        (demo[0][0].astype(np.float32), "bad frame"),
                        (np.zeros((10, 10, 2), np.uint8), "bad frame")):
         o = va.process_frame(Frame(image, 0.0, 0))
-        assert not o.faces and o.status.startswith(why)
+        assert not o.faces and o.message.startswith(why)
 
 
 def test_grayscale_bgra_and_odd_sized_frames(demo):
@@ -71,7 +74,7 @@ def test_grayscale_bgra_and_odd_sized_frames(demo):
     mirrored = frame[:, ::-1]  # a non-contiguous view, as a mirrored camera preview gives
     for image in (gray, gray[:, :, None], cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA), odd, mirrored):
         o = stage().process_frame(Frame(image, 0.0, 0))
-        assert len(o.faces) == 1, o.status
+        assert len(o.faces) == 1, o.message
         x0, y0, x1, y1 = o.faces[0].box
         h, w = image.shape[:2]
         assert 0 <= x0 < x1 <= w + 5 and 0 <= y0 < y1 <= h + 5
@@ -79,7 +82,7 @@ def test_grayscale_bgra_and_odd_sized_frames(demo):
 
 def test_face_found_and_id_stable_across_the_clip(demo):
     frames, fps = demo
-    obs = run(stage(detect_every=5), frames, fps)
+    obs = run(stage(tracker=FaceTrackerOptions(detect_every=5)), frames, fps)
     found = [o for o in obs if o.faces]
     assert len(found) >= 0.95 * len(obs)
     assert {f.face_id for o in found for f in o.faces} == {0}
@@ -111,18 +114,18 @@ def test_landmarks_follow_a_rotated_face(demo):
 def test_min_face_size_and_max_faces(demo):
     frame = demo[0][30]
     small = cv2.resize(frame, (frame.shape[1] // 3, frame.shape[0] // 3))  # the face is ~35 px wide
-    assert len(stage(min_face_px=20).process_frame(Frame(small, 0.0, 0)).faces) == 1
-    o = stage(min_face_px=60).process_frame(Frame(small, 0.0, 0))
-    assert not o.faces and o.status == "face too small"
+    assert len(stage(tracker=FaceTrackerOptions(min_face_px=20)).process_frame(Frame(small, 0.0, 0)).faces) == 1
+    o = stage(tracker=FaceTrackerOptions(min_face_px=60)).process_frame(Frame(small, 0.0, 0))
+    assert not o.faces and o.code is ResultCode.FACE_TOO_SMALL
     # two people: the face and a smaller copy beside it (short-range BlazeFace wants faces >~ 15 % of the frame)
     face = frame[60:300, 100:300]
     smaller = cv2.resize(face, (160, 192))
     pair = np.zeros((240, 360, 3), np.uint8)
     pair[:, :200] = face
     pair[:192, 200:] = smaller
-    two = stage(max_faces=2).process_frame(Frame(pair, 0.0, 0))
+    two = stage(tracker=FaceTrackerOptions(max_faces=2)).process_frame(Frame(pair, 0.0, 0))
     assert len(two.faces) == 2 and len({f.face_id for f in two.faces}) == 2
-    one = stage(max_faces=1).process_frame(Frame(pair, 0.0, 0))
+    one = stage(tracker=FaceTrackerOptions(max_faces=1)).process_frame(Frame(pair, 0.0, 0))
     assert len(one.faces) == 1 and one.faces[0].box[2] <= 205  # the larger face
 
 
@@ -131,7 +134,7 @@ def test_window_summary_on_the_demo_clip(demo):
     va = stage()
     obs = run(va, frames, fps)
     res = va.summarize(obs, 2.0, 4.0)
-    assert res.modality == "visual" and res.status is None and res.cues
+    assert res.modality == "visual" and res.code is None and res.cues
     assert res.extra["n_frames"] == 50 and res.extra["primary_face"] == 0
     assert [f.face_id for f in res.faces] == [0]
     for c in res.cues:
@@ -151,7 +154,7 @@ def test_window_summary_on_the_demo_clip(demo):
         assert res.tokens.ndim == 2 and res.tokens.dtype == np.float32 and np.isfinite(res.tokens).all()
         assert "vecb" in res.latency_ms
     # a window nobody was seen in
-    assert va.summarize(obs, 100.0, 102.0).status == "no frames"
+    assert va.summarize(obs, 100.0, 102.0).code is ResultCode.NO_FRAMES
 
 
 def test_reset_restarts_ids_and_baselines(demo):
@@ -228,8 +231,10 @@ def test_small_face_in_a_wide_frame_is_found_by_tiles(demo):
     assert 400 < x0 < x1 < 600 and 100 < y0 < y1 < 250
 
 
-@pytest.mark.parametrize("bad", [{"detect_every": 0}, {"max_faces": 0}, {"expression_every": 0}, {"min_on_fraction": 0.0}])
-def test_bad_options_name_the_field(bad):
+@pytest.mark.parametrize("options, bad", [(FaceTrackerOptions, {"detect_every": 0}), (FaceTrackerOptions, {"max_faces": 0}),
+                                          (VisualOptions, {"expression_every": 0}),
+                                          (WindowCueOptions, {"min_on_fraction": 0.0})])
+def test_bad_options_name_the_field(options, bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
-        VisualAnalyzer.create_from_options(VisualOptions(**bad))
+        options(**bad)

@@ -16,10 +16,11 @@ import pytest
 
 from edge_xemo.core.models import HOME
 from edge_xemo.voice.prosody import WindowMeasures, analyze_frames, clean_f0, semitones, syllable_nuclei
-from edge_xemo.core.types import SAMPLE_RATE, AudioBlock, ModalityResult
+from edge_xemo.core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
+from edge_xemo.voice.asr import TranscriberOptions
 from edge_xemo.voice.vad import CHUNK, SileroVad, VadOptions, speech_segments
 from edge_xemo.io.audio import resample
-from edge_xemo.voice.stage import VoiceAnalyzer, VoiceBlock, VoiceOptions
+from edge_xemo.voice.stage import VoicePerception, VoiceBlock, VoiceOptions
 from edge_xemo.voice.cues import RULE_NAMES, VoiceCueTracker
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -58,7 +59,7 @@ def clip0870() -> np.ndarray:
     return read_wav(need(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0870.wav", "apt install pocketsphinx-testdata"))
 
 
-def stream(an: VoiceAnalyzer, x: np.ndarray, t_off: float = 0.0, block: int | np.ndarray = 320,
+def stream(an: VoicePerception, x: np.ndarray, t_off: float = 0.0, block: int | np.ndarray = 320,
            window: float = 2.0, hop: float = 1.0) -> list[tuple[float, ModalityResult]]:
     """Feed `x` block by block like the pipeline does and summarize rolling windows."""
     sizes = np.full(len(x) // block + 1, block) if np.isscalar(block) else np.asarray(block)
@@ -137,7 +138,7 @@ def test_vad_rejects_bad_options():
     with pytest.raises(ValueError, match="threshold"):
         VadOptions(threshold=1.5)
     with pytest.raises(ValueError, match="threshold"):
-        VoiceOptions(vad_threshold=0.0)
+        VoiceOptions(vad=VadOptions(threshold=0.0))
     with pytest.raises(ValueError, match="max_cues=0"):
         VoiceOptions(max_cues=0)
     with pytest.raises(ValueError, match="neg_threshold"):
@@ -192,7 +193,7 @@ def test_repitched_and_retimed_speech_gives_the_matching_cues(librivox, directio
     t_next = len(librivox) / SAMPLE_RATE + 1.0
     results = {}
     for name, second in (("original", librivox), ("changed", changed)):
-        an = VoiceAnalyzer(VoiceOptions(use_bridge=False))
+        an = VoicePerception(VoiceOptions(use_bridge=False))
         stream(an, librivox)
         assert an.baseline.ready
         results[name] = stream(an, second, t_off=t_next)
@@ -230,8 +231,8 @@ def test_syllable_rate_follows_tempo(librivox):
 def test_speech_in_white_noise_keeps_its_pitch(clip0870):
     rng = np.random.default_rng(3)
     noise = rng.standard_normal(len(clip0870)).astype(np.float32) * np.sqrt(np.mean(clip0870**2) / 10)  # 10 dB SNR
-    clean = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), clip0870)
-    noisy = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), clip0870 + noise)
+    clean = stream(VoicePerception(VoiceOptions(use_bridge=False)), clip0870)
+    noisy = stream(VoicePerception(VoiceOptions(use_bridge=False)), clip0870 + noise)
     assert abs(median_extra(noisy, "f0_median_hz") / median_extra(clean, "f0_median_hz") - 1) < 0.05
     assert median_extra(noisy, "speech_ratio") > 0.8
     assert median_extra(noisy, "hnr_db") < median_extra(clean, "hnr_db")
@@ -240,7 +241,7 @@ def test_speech_in_white_noise_keeps_its_pitch(clip0870):
 def test_a_deep_voice_alone_is_not_a_low_pitch_cue(librivox):
     """Without an earlier, higher baseline the lowered voice is this speaker's normal."""
     low = _variant(librivox, -SHIFT_ST, 1.0)
-    results = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), low)
+    results = stream(VoicePerception(VoiceOptions(use_bridge=False)), low)
     first = [r for _, r in results[:4]]
     assert all(not any(c.name in ("pitch_low", "pitch_high") for c in r.cues) for r in first)
     assert cue_fraction(results, "pitch_low") < 0.3
@@ -267,20 +268,20 @@ def test_cue_hysteresis_and_evidence():
 # --- the stage -----------------------------------------------------------------------------------
 
 def test_silence_and_white_noise_give_a_status_and_no_cues():
-    an = VoiceAnalyzer(VoiceOptions(use_bridge=False))
+    an = VoicePerception(VoiceOptions(use_bridge=False))
     silence = np.zeros(4 * SAMPLE_RATE, np.float32)
     rng = np.random.default_rng(1)
     noise = (0.2 * rng.standard_normal(4 * SAMPLE_RATE)).astype(np.float32)
-    for x, status in ((silence, "silence"), (noise, "noise")):
+    for x, code in ((silence, ResultCode.SILENCE), (noise, ResultCode.NOISE)):
         results = stream(an, x)
         assert results and all(not r.cues for _, r in results)
-        assert all(r.status == status for _, r in results)
+        assert all(r.code is code for _, r in results)
         assert all(r.scores and max(r.scores.values()) == 0.0 for _, r in results)
         an.reset()
 
 
 def test_result_shape_and_stage_protocol(clip0870):
-    an = VoiceAnalyzer.create_from_options(VoiceOptions(use_bridge=False))
+    an = VoicePerception.create_from_options(VoiceOptions(use_bridge=False))
     results = stream(an, np.concatenate([clip0870, clip0870]))
     r = results[-1][1]
     assert r.modality == "auditory" and r.tokens is None
@@ -297,7 +298,7 @@ def test_result_shape_and_stage_protocol(clip0870):
     an.set_speaker("default")
     assert an.baseline.ready
     empty = an.summarize(np.zeros(0, np.float32), 0.0, [], 0.0, 2.0)
-    assert empty.empty and empty.status == "no audio"
+    assert empty.empty and empty.code is ResultCode.NO_AUDIO and empty.message == "no audio"
     an.reset()
     assert not an.baseline.ready
 
@@ -334,13 +335,14 @@ def test_bad_input_is_repaired_not_fatal(clip0870):
     loud[9000] = -np.inf
     rng = np.random.default_rng(2)
     sizes = np.concatenate([[0, 1, 7], rng.integers(1, 4000, size=400)])
-    an = VoiceAnalyzer(VoiceOptions(use_bridge=False))
+    an = VoicePerception(VoiceOptions(use_bridge=False))
     results = stream(an, loud, block=sizes)
     assert an.stats["nonfinite_samples"] == 102 and an.stats["clipped_samples"] > 1000
     assert an.stats["irregular_blocks"] > 40
-    assert any("non-finite" in (r.status or "") for _, r in results)
-    assert any("clipped" in (r.status or "") for _, r in results)
-    clean = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), clip0870)
+    assert any("non-finite" in (r.message or "") for _, r in results)
+    assert any("clipped" in (r.message or "") for _, r in results)
+    assert all(r.code is not None for _, r in results if "clipped" in (r.message or ""))
+    clean = stream(VoicePerception(VoiceOptions(use_bridge=False)), clip0870)
     assert abs(median_extra(results, "f0_median_hz") / median_extra(clean, "f0_median_hz") - 1) < 0.05
     assert median_extra(results, "speech_ratio") > 0.6
     empty = an.process_block(AudioBlock(np.zeros(0, np.float32), 99.0, 0))
@@ -351,10 +353,10 @@ def test_bad_input_is_repaired_not_fatal(clip0870):
 
 def test_demo_sample_wav_silence_then_speech():
     x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))
-    results = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), x[: 20 * SAMPLE_RATE])
-    assert all(r.status in ("silence", "no speech", "noise") and not r.cues for t, r in results if t + 2.0 <= 6.5)
+    results = stream(VoicePerception(VoiceOptions(use_bridge=False)), x[: 20 * SAMPLE_RATE])
+    assert all(r.code in (ResultCode.SILENCE, ResultCode.NO_SPEECH, ResultCode.NOISE) and not r.cues for t, r in results if t + 2.0 <= 6.5)
     talk = [r for t, r in results if t >= 8.0]
-    assert all(r.cues or r.status in ("learning the voice baseline", "no clear vocal cue") for r in talk)
+    assert all(r.cues or r.code in (ResultCode.LEARNING_BASELINE, ResultCode.NO_CLEAR_VOCAL_CUE) for r in talk)
     assert all(r.extra["speech_ratio"] > 0.3 for r in talk) and any(r.cues for r in talk)
 
 
@@ -363,7 +365,7 @@ def test_xemogpt_sample_female_speech():
     x = read_wav(need(XEMO_WAV, "../shared/data is not beside the repository"))
     segs = speech_segments(x)
     assert sum(s.duration for s in segs) / (len(x) / SAMPLE_RATE) > 0.55
-    results = stream(VoiceAnalyzer(VoiceOptions(use_bridge=False)), x)
+    results = stream(VoicePerception(VoiceOptions(use_bridge=False)), x)
     f0 = median_extra(results, "f0_median_hz")
     assert 160 < f0 < 350
 
@@ -393,7 +395,7 @@ def test_analyzer_transcribes_finished_utterances(clip0870):
     from edge_xemo.core.models import ModelError
 
     try:
-        an = VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en"))
+        an = VoicePerception(VoiceOptions(use_bridge=False, asr=TranscriberOptions(language="en")))
     except ModelError as e:
         pytest.skip(str(e))
     x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])  # silence closes the utterance
@@ -413,15 +415,15 @@ def test_transcript_without_faster_whisper_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match=r"edge-xemo\[asr\]"):
         Transcriber()
     with pytest.raises(RuntimeError, match="faster-whisper"):
-        VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True))
+        VoicePerception(VoiceOptions(use_bridge=False, asr=TranscriberOptions()))
 
 
 def test_voice_stage_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from edge_xemo.voice.stage import VoiceAnalyzer, VoiceOptions; "
-            "from edge_xemo.core.types import AudioBlock; a = VoiceAnalyzer(VoiceOptions(use_bridge=False)); "
+    code = ("import sys, numpy as np; from edge_xemo.voice.stage import VoicePerception, VoiceOptions; "
+            "from edge_xemo.core.types import AudioBlock; a = VoicePerception(VoiceOptions(use_bridge=False)); "
             "a.process_block(AudioBlock(np.zeros(16000, np.float32), 0.0, 0)); "
             "assert 'torch' not in sys.modules and 'silero_vad' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], timeout=60)
@@ -434,7 +436,7 @@ def test_bridge_tokens_ride_on_speech_windows(clip0870):
         resolve("aecb")
     except ModelError as e:
         pytest.skip(f"AECB bridge not installed: {e}")
-    an = VoiceAnalyzer(VoiceOptions(use_bridge=True))
+    an = VoicePerception(VoiceOptions(use_bridge=True))
     assert an.has_bridge
     results = stream(an, np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), clip0870]))
     silent = [r for t, r in results if t + 2.0 <= 3.0]
@@ -447,7 +449,7 @@ def test_bridge_tokens_ride_on_speech_windows(clip0870):
 def test_long_speech_without_pauses_is_transcribed_in_pieces():
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
     x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))[: 22 * SAMPLE_RATE]
-    an = VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en", asr_max_chunk_s=6.0))
+    an = VoicePerception(VoiceOptions(use_bridge=False, asr=TranscriberOptions(language="en", max_chunk_s=6.0)))
     results = stream(an, x)
     assert an._vad.speaking  # the conversation runs on: no finished utterance yet
     pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
@@ -459,7 +461,7 @@ def test_background_transcripts_arrive_in_later_windows(clip0870):
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
     import time
 
-    with VoiceAnalyzer(VoiceOptions(use_bridge=False, asr=True, asr_language="en", asr_background=True)) as an:
+    with VoicePerception(VoiceOptions(use_bridge=False, asr=TranscriberOptions(language="en", background=True))) as an:
         x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])
         results = stream(an, x)
         deadline = time.monotonic() + 30
