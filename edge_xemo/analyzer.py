@@ -25,7 +25,8 @@ import numpy as np
 
 from .core import events as ev
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
-from .io.sources import Clock, Source, SourceError, to_mono_16k
+from .io.audio import to_mono_16k
+from .io.sources import Clock, Source, SourceError
 from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, VisualStage
 
 if TYPE_CHECKING:
@@ -164,7 +165,6 @@ class Analyzer:
         self._jobs = BoundedQueue(1 if live else 4, drop_oldest=live)
         self._events = BoundedQueue(o.event_queue, drop_oldest=live or o.result_callback is not None)
         streams = tuple(s for s, on in (("video", visual is not None), ("audio", audio is not None)) if on)
-        self._streams = set(streams)
         self.scheduler = WindowScheduler(o.window_s, o.hop_s, streams)
         self._wake = threading.Condition()
         self._stop = threading.Event()

@@ -233,13 +233,13 @@ def devices(max_index: int = typer.Option(5, "--max-index", help="Highest camera
     if not found and not glob.glob("/dev/video*"):
         typer.echo("  none found")
     typer.echo("microphones:")
-    try:
-        import sounddevice as sd
+    from .io.sources import input_devices
 
-        inputs = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
-    except Exception as e:
+    try:
+        inputs = input_devices()
+    except SourceError as e:
         inputs = []
-        typer.echo(f"  cannot query PortAudio: {e}")
+        typer.echo(f"  {e}")
     for i, d in inputs:
         typer.echo(f"  {i}: {d['name']} ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
     if not inputs:

@@ -59,7 +59,7 @@ def test_audio_only_file_at_44k_stereo(tmp_path, demo_audio):
     import av
     import numpy as np
 
-    from edge_xemo.io.sources import to_mono_16k
+    from edge_xemo.io.audio import to_mono_16k
 
     with av.open(str(demo_audio)) as c:
         x = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]).astype(np.float32)

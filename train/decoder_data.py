@@ -13,19 +13,19 @@ Torch-free, so the held-out benchmark can share it.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_xemo.eval.cue_extract import emotion_label, extract_cues
-from edge_xemo.reasoning.prompt import Segment, build_prompt, clean_text, training_target
+from edge_xemo.eval.datasets import load_emer_csv
+from edge_xemo.reasoning.prompt import Segment, build_prompt, clean_cues, training_target
 
 REPO = Path(__file__).resolve().parents[1]
 EMER_CSV = REPO.parent / "shared" / "data" / "emer_v2" / "emer_v2_dev.csv"
 HELDOUT_START, HELDOUT_STOP = 200, 250
 """Rows [200, 250) of the CSV are the held-out split: never trained on."""
 SPLITS = ("train", "heldout", "all")
-MAX_VISUAL, MAX_AUDITORY, MAX_CUE_CHARS = 8, 6, 80
+MAX_VISUAL, MAX_AUDITORY = 8, 6
 """Cue lists are cut to what a window's perception would report, so prompt and target list the same cues."""
 
 
@@ -61,13 +61,8 @@ def example_from_description(row: int, name: str, description: str) -> Reasoning
 
 
 def _short(cues: list[str], limit: int) -> tuple[str, ...]:
-    """Cleaned cues (as the prompt cleans them), at most `limit`, each within MAX_CUE_CHARS."""
-    out = []
-    for cue in cues:
-        text = clean_text(cue, MAX_CUE_CHARS)[0].rstrip(" .")
-        if text and text.lower() not in (c.lower() for c in out):
-            out.append(text)
-    return tuple(out[:limit])
+    """Cleaned cues (as the prompt cleans them), at most `limit`."""
+    return tuple(clean_cues(cues)[0][:limit])
 
 
 def load_examples(split: str = "train", path: Path = EMER_CSV) -> list[ReasoningExample]:
@@ -80,16 +75,12 @@ def load_examples(split: str = "train", path: Path = EMER_CSV) -> list[Reasoning
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"EMER-V2 descriptions not found at {path} (research data, read in place)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"name", "english"} <= set(rows[0]):
-        raise ValueError(f"{path} must have columns name,english; has {', '.join(rows[0])}")
     out = []
-    for i, r in enumerate(rows):
+    for i, clip in enumerate(load_emer_csv(path).clips):
         held = HELDOUT_START <= i < HELDOUT_STOP
         if (split == "train" and (held or i >= HELDOUT_STOP)) or (split == "heldout" and not held):
             continue
-        ex = example_from_description(i, r["name"], r["english"])
+        ex = example_from_description(i, clip.name, clip.description)
         if ex is not None:
             out.append(ex)
     return out

@@ -8,8 +8,7 @@ for a clip, (path, mtime, size) of the media file; for an encoder, the sha256 of
     feats = cache.for_clip(clip.video, "expression", lambda: encode(clip.video), fps=8)
 
 Entries are written to a temporary file and renamed; an unreadable entry is logged and recomputed.
-The encoders are the runtime's own ONNX models (`edge_xemo.core.models.load_onnx`), called through
-`run_onnx`. Torch-free.
+The encoders are the runtime's own ONNX models (`edge_xemo.core.models.load_onnx`). Torch-free.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_xemo.core.models import ModelError, load_onnx, sha256_of, verified_path
+from edge_xemo.core.models import sha256_of, verified_path
 
 log = logging.getLogger("edge_xemo")
 
@@ -92,13 +91,3 @@ class FeatureCache:
     def for_clip(self, clip: str | Path, encoder: str | Path, compute: Callable[[], dict], **settings) -> dict:
         """`cached` keyed by (clip file identity, encoder artifact sha256, settings)."""
         return self.cached({"clip": file_key(clip), "encoder": encoder_key(encoder), "settings": settings}, compute)
-
-
-def run_onnx(name: str, feeds: dict[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
-    """Run manifest artifact `name` (verified sha256) on `feeds`; outputs by name."""
-    session = load_onnx(name, threads=threads)
-    want = {i.name for i in session.get_inputs()}
-    if set(feeds) != want:
-        raise ModelError(f"model artifact {name!r} takes inputs {sorted(want)}, got {sorted(feeds)}")
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))

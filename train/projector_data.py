@@ -71,7 +71,7 @@ def _read_audio(paths: list[str], max_seconds: float) -> np.ndarray:
     """The files concatenated as one 16 kHz mono stream (0.3 s of silence between files)."""
     import av
 
-    from edge_xemo.io.sources import to_mono_16k
+    from edge_xemo.io.audio import to_mono_16k
 
     parts = []
     for p in paths:

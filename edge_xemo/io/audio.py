@@ -1,4 +1,5 @@
-"""Audio conversion: any rate and channel count to the pipeline's 16 kHz mono float32 (PyAV)."""
+"""Audio conversion: any rate, channel count, sample type or decoded PyAV frame to the pipeline's
+16 kHz mono float32 (PyAV's libswresample). The one place where audio changes rate or layout."""
 
 from __future__ import annotations
 
@@ -7,36 +8,57 @@ import numpy as np
 from ..core.types import SAMPLE_RATE
 
 
+def as_mono(samples: np.ndarray, channels: int | None = None) -> np.ndarray:
+    """float32 mono samples (channels averaged, integer samples scaled to [-1, 1)), at the same rate.
+
+    Input: (n,) mono, (n, channels) or (channels, n), or interleaved (n * channels,) when `channels` > 1.
+    `channels` None: a 2-D array's shorter axis holds the channels.
+    """
+    x = np.asarray(samples)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    x = x.astype(np.float32)
+    if x.ndim == 1 and channels is not None and channels > 1:
+        if len(x) % channels:
+            raise ValueError(f"resample: {len(x)} interleaved samples is not a multiple of {channels} channels")
+        x = x.reshape(-1, channels)
+    if x.ndim == 2:
+        if channels is None:
+            return x.mean(axis=int(np.argmin(x.shape)))
+        if channels not in x.shape:
+            raise ValueError(f"resample: array of shape {x.shape} has no axis of {channels} channels")
+        x = x.mean(axis=1 if x.shape[1] == channels else 0)
+    return x
+
+
 class Resampler:
     """Streaming conversion of any rate and channel count to 16 kHz mono float32 (PyAV/libswresample).
 
-    Channels are averaged; input is (n,) mono, (n, channels) or interleaved (n * channels,).
+    `push` takes numpy samples at `rate` with `channels` (see `as_mono`; NaN/inf repaired);
+    `push_frame` takes decoded PyAV audio frames of any format, layout and rate.
     """
 
     def __init__(self, rate: int, channels: int = 1):
         if rate <= 0 or channels <= 0:
             raise ValueError(f"resample: rate and channels must be positive, got rate={rate}, channels={channels}")
-        import av
-
         self.rate, self.channels = int(rate), int(channels)
         self._pts = 0
-        self._resampler = None if self.rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono",
-                                                                                   rate=SAMPLE_RATE)
+        self._resampler = None if self.rate == SAMPLE_RATE else _mono_16k()
+        self._frames = None  # the resampler of `push_frame`, made on first use
 
     def _mono(self, samples: np.ndarray) -> np.ndarray:
-        x = np.asarray(samples)
-        if np.issubdtype(x.dtype, np.integer):
-            x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-        x = x.astype(np.float32)
-        if x.ndim == 1 and self.channels > 1:
-            if len(x) % self.channels:
-                raise ValueError(f"resample: {len(x)} interleaved samples is not a multiple of {self.channels} channels")
-            x = x.reshape(-1, self.channels)
-        if x.ndim == 2:
-            if self.channels not in x.shape:
-                raise ValueError(f"resample: array of shape {x.shape} has no axis of {self.channels} channels")
-            x = x.mean(axis=1 if x.shape[1] == self.channels else 0)
+        x = as_mono(samples, self.channels)
         return np.ascontiguousarray(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0))
+
+    def push_frame(self, frame) -> list[np.ndarray]:
+        """A decoded PyAV audio frame -> the 16 kHz mono float32 pieces ready so far."""
+        if self._frames is None:
+            self._frames = _mono_16k()
+        return [f.to_ndarray().reshape(-1) for f in self._frames.resample(frame)]
+
+    def flush_frames(self) -> list[np.ndarray]:
+        """The pieces still inside `push_frame`'s filter at the end of the stream."""
+        return [] if self._frames is None else [f.to_ndarray().reshape(-1) for f in self._frames.resample(None)]
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Resampled 16 kHz mono output available so far (the filter delays a few samples)."""
@@ -61,8 +83,22 @@ class Resampler:
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
+def _mono_16k():
+    import av
+
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+
 def resample(samples: np.ndarray, rate: int, channels: int = 1) -> np.ndarray:
     """Whole-buffer conversion of any rate / channel count to 16 kHz mono float32."""
     r = Resampler(rate, channels)
     out = r.push(samples)
     return np.concatenate([out, r.flush()])
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(n,) or (n, channels) samples at any rate -> 16 kHz mono float32 (NaN/inf repaired)."""
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
+    return resample(x, sample_rate, x.shape[1] if x.ndim == 2 else 1)

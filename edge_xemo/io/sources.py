@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 import numpy as np
 
-from .audio import Resampler, resample
+from .audio import Resampler
 from ..core.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,6 @@ class Source:
 
     def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:  # pragma: no cover
         raise NotImplementedError
-
-
-# ---------------------------------------------------------------------------------------- audio
-
-
-def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(n,) or (n, channels) samples at any rate -> 16 kHz mono float32 (NaN/inf repaired)."""
-    x = np.asarray(samples)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
-    return resample(x, sample_rate, x.shape[1] if x.ndim == 2 else 1)
 
 
 # ---------------------------------------------------------------------------------------- camera
@@ -179,15 +168,20 @@ class CameraSource(Source):
 # ------------------------------------------------------------------------------------ microphone
 
 
+def input_devices() -> list[tuple[int, dict]]:
+    """PortAudio's devices that can record, as (index, device info); SourceError when PortAudio fails."""
+    try:
+        import sounddevice as sd
+
+        devices = sd.query_devices()
+    except Exception as e:  # PortAudio missing or broken (sounddevice raises OSError at import)
+        raise SourceError(f"cannot list audio devices: {e}") from e
+    return [(i, d) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+
+
 def find_input_device(device: int | str | None) -> int | None:
     """Resolve a microphone by index or (part of its) name; raises SourceError listing choices."""
-    import sounddevice as sd
-
-    try:
-        devices = sd.query_devices()
-    except Exception as e:  # PortAudio missing or broken
-        raise SourceError(f"cannot list audio devices: {e}") from e
-    inputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    inputs = [(i, d["name"]) for i, d in input_devices()]
     if not inputs:
         raise SourceError("no microphone found (PortAudio lists no input device)")
     if device is None:
@@ -359,7 +353,7 @@ class FileSource(Source):
                 streams.append(audio)
             if not streams:
                 return
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if audio else None
+            resampler = Resampler(audio.sample_rate or SAMPLE_RATE) if audio else None
             base = container.start_time / 1_000_000 if container.start_time is not None else 0.0
             audio_t = None
             last_t = 0.0
@@ -375,15 +369,13 @@ class FileSource(Source):
                     else:
                         if audio_t is None:
                             audio_t = self._media_time(item, base)
-                        for out in resampler.resample(item):
-                            samples = out.to_ndarray().reshape(-1)
+                        for samples in resampler.push_frame(item):
                             if self.realtime:
                                 clock.sleep_until(start + audio_t, stop)
                             sink.audio(samples, audio_t)
                             audio_t += len(samples) / SAMPLE_RATE
             if resampler is not None and audio_t is not None:
-                for out in resampler.resample(None):
-                    samples = out.to_ndarray().reshape(-1)
+                for samples in resampler.flush_frames():
                     sink.audio(samples, audio_t)
                     audio_t += len(samples) / SAMPLE_RATE
             last_t = max(last_t, audio_t or 0.0)

@@ -1,7 +1,7 @@
 """Per-frame facial-expression encoder: 64x64 face crops -> (embedding, 7 expression scores).
 
-Note for the visual stage (A1): create one encoder per stage and call it once per frame with the
-crops of all tracked faces (grayscale from `visual.face_crop`, or BGR):
+Usage: create one encoder per stage and call it once per frame with the
+crops of all tracked faces (grayscale from `face_crop`, or BGR):
 
     enc = ExpressionEncoder(threads=1, provider="cpu")
     emb, scores = enc.encode(np.stack([face_crop(bgr, face.landmarks) for face in faces]))
@@ -67,10 +67,6 @@ class ExpressionEncoder:
             return np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros((0, len(LABELS)), np.float32)
         emb, scores = self.session.run(["embedding", "scores"], {"pixels": pixels})
         return emb.astype(np.float32, copy=False), scores.astype(np.float32, copy=False)
-
-    def scores_dict(self, scores: np.ndarray) -> dict[str, float]:
-        """One row of `scores` as {label: probability}."""
-        return {label: float(p) for label, p in zip(self.labels, scores)}
 
 
 def to_pixels(faces: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The visual stage: face tracking, landmarks, interpretable facial cues, expression scores and the
-video cue bridge (VECB) tokens, per frame and per window (implements `types.VisualStage`).
+video cue bridge (VECB) tokens, per frame and per window (implements `core.types.VisualStage`).
 
 The expression encoder (`edge_xemo/vision/expression.py`) and the bridge (`edge_xemo/vision/vecb.py`) are
 optional: when their modules or artifacts are missing the stage still reports cues, with empty
@@ -105,7 +105,7 @@ def _optional_bridge(opts: VisualOptions):
 
 
 class VisualPerception:
-    """Per-frame face perception plus per-window cue summaries (a `types.VisualStage`)."""
+    """Per-frame face perception plus per-window cue summaries (a `core.types.VisualStage`)."""
 
     def __init__(self, options: VisualOptions | None = None):
         self.options = o = options or VisualOptions()

@@ -1,7 +1,7 @@
 """VECB (Video Emotional Cue Bridge) at run time: per-frame face features of one window -> visual
 tokens for the decoder's projector, window cue intensities and expression scores. numpy + onnxruntime.
 
-Note for the visual stage (A1): build one feature row per frame of the primary face, then call the
+Usage: build one feature row per frame of the primary face, then call the
 bridge once per window with the rows in time order:
 
     bridge = VisualBridge(threads=1, provider="cpu")
@@ -28,11 +28,11 @@ from typing import Mapping
 
 import numpy as np
 
+from .expression import EMBEDDING_DIM
 from .face_cues import CUE_NAMES
 from ..core.models import ModelError, load_onnx, resolve
 
 N_FRAMES = 16
-EMBEDDING_DIM = 128
 GEOMETRY_POINTS = (
     10, 152, 1, 4, 98, 327,  # forehead, chin, nose tip and bridge, nose wings
     70, 63, 105, 66, 107, 300, 293, 334, 296, 336,  # brows, subject's right then left

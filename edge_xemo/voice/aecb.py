@@ -7,7 +7,7 @@ prosody measures. Cues such as "higher pitch than usual" are judged
 against the speaker's baseline: the running mean of the graph's `voice` embedding over earlier
 windows, which `AudioBridge` keeps (call `reset()` for a new source or speaker).
 
-Note for the VoicePerception (B1): create one bridge per audio stream and call it once per window,
+Usage: create one bridge per audio stream and call it once per window,
 after VAD, with the window's 16 kHz mono float32 samples:
 
     bridge = AudioBridge(threads=1, provider="cpu")
@@ -117,7 +117,7 @@ class AudioBridge:
         return self.session.run(None, {"features": feats, "baseline": baseline[None].astype(np.float32)})
 
     def run(self, samples_16k: np.ndarray, update_baseline: bool = True) -> AecbOutput:
-        """Encode one window (2.0 s of 16 kHz mono float32; see the module note)."""
+        """Encode one window (2.0 s of 16 kHz mono float32; see the module docstring)."""
         t0 = time.perf_counter()
         mel = self.features(samples_16k)
         t1 = time.perf_counter()

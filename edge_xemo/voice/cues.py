@@ -67,6 +67,14 @@ CALM = CueRule("steady", "the tone is calm and steady", "f0_median_st", 0, z_on=
 """Emitted when the speaker is in their usual range on pitch, loudness and rate and no other cue is on."""
 CALM_MEASURES = ("f0_median_st", "level_db", "syllable_rate", "f0_range_st")
 RULE_NAMES = tuple(r.name for r in RULES) + (CALM.name,)
+AECB_NAMES = {"higher_pitch": "pitch_high", "lower_pitch": "pitch_low", "varied": "lively"}
+"""The AECB's cue names (fixed by its training data, train/audio_data.py) that the rules name otherwise;
+its other cues (fast, slow, loud, soft, flat, trembling, long_pauses) share the rule's name."""
+
+
+def rule_name(aecb_cue: str) -> str:
+    """The rule cue an AECB cue stands for (the same name for most)."""
+    return AECB_NAMES.get(aecb_cue, aecb_cue)
 
 
 def _clip01(x: float) -> float:
@@ -82,10 +90,6 @@ class VoiceCueTracker:
 
     def reset(self) -> None:
         self._active.clear()
-
-    @property
-    def active(self) -> frozenset[str]:
-        return frozenset(self._active)
 
     def update(self, m: WindowMeasures, z: dict[str, float]) -> tuple[Cue, ...]:
         """Cues for one window with speech, strongest first (at most `max_cues`)."""

@@ -14,7 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from ..core.types import SAMPLE_RATE
+
 WIN = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ..core.types import SAMPLE_RATE
+from .features import HOP, WIN  # 10 ms hop; 25 ms YIN integration and level window
 
-HOP = 160  # 10 ms
-WIN = 400  # 25 ms YIN integration window and level window
 F0_MIN, F0_MAX = 60.0, 550.0
 TAU_MIN = int(SAMPLE_RATE / F0_MAX)
 TAU_MAX = int(math.ceil(SAMPLE_RATE / F0_MIN))
@@ -433,7 +432,3 @@ class SpeakerBaseline:
             self._mean[k] = mean + a * delta
             self._var[k] = (1 - a) * (var + a * delta * delta)
             self._n[k] = n
-
-    def snapshot(self) -> dict[str, tuple[float, float]]:
-        """(mean, sd) of every measure seen so far."""
-        return {k: (self._mean[k], math.sqrt(self._var[k])) for k in self._mean}

@@ -18,11 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from ..core.models import ModelError
+from ..io.audio import as_mono
 from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
 from .asr import TranscriberOptions
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
-from .cues import RULE_NAMES, VoiceCueTracker
+from .cues import RULE_NAMES, VoiceCueTracker, rule_name
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,7 @@ class VoiceBlock:
 
 def _clean(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Mono float32 in [-1, 1]; returns (samples, non-finite count, clipped count)."""
-    x = np.asarray(samples)
-    if x.ndim == 2:
-        x = x.mean(axis=int(np.argmin(x.shape)))
-    x = x.reshape(-1)
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-    x = x.astype(np.float32, copy=True)
+    x = np.array(as_mono(samples).reshape(-1), np.float32, copy=True)
     if len(x) == 0:
         return x, 0, 0
     nonfinite = 0
@@ -273,7 +268,7 @@ class VoicePerception:
                 notes.append((ResultCode.NO_AUDIO_TOKENS, "no audio tokens (bridge failed)"))
             else:
                 tokens = out.tokens
-                bridge_scores = {f"aecb:{k}": round(v, 4) for k, v in out.cue_scores.items()}
+                bridge_scores = {f"aecb:{rule_name(k)}": round(v, 4) for k, v in out.cue_scores.items()}
                 latency["aecb"] = sum(out.latency_ms.values())
         extra = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},

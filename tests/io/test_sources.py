@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_xemo.io.sources import CameraOptions, CameraSource, Clock, FileSource, MicrophoneSource, SourceError, to_mono_16k
+from edge_xemo.io.audio import to_mono_16k
+from edge_xemo.io.sources import CameraOptions, CameraSource, Clock, FileSource, MicrophoneSource, SourceError
 from edge_xemo.core.types import SAMPLE_RATE
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_xemo.vision.face_cues import L_EYE, R_EYE, FaceCueReader, align, head_pose, measure
-from edge_xemo.vision.stage import _reversals
+from edge_xemo.vision.window_cues import _reversals
 
 REFERENCE = Path(__file__).parents[1] / "data" / "face_models_reference.npz"
 FPS = 25.0

@@ -470,3 +470,13 @@ def test_background_transcripts_arrive_in_later_windows(clip0870):
             time.sleep(0.2)
             pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).extra.get("transcript", [])
     assert "dashwood" in " ".join(p["text"] for p in pieces).lower()
+
+
+def test_every_aecb_cue_names_a_rule_cue():
+    from edge_xemo.core.models import resolve
+    from edge_xemo.voice.cues import rule_name
+
+    outputs = {o["name"]: o for o in resolve("aecb").entry["outputs"]}
+    labels = outputs["cue_probs"]["labels"]
+    assert {rule_name(c) for c in labels} <= set(RULE_NAMES)
+    assert rule_name("higher_pitch") == "pitch_high" and rule_name("fast") == "fast"
