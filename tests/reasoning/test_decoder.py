@@ -85,8 +85,8 @@ def test_format_and_parse_round_trip():
     "text, label, problem",
     [
         ("In the video, smiling. In the audio, laughing. Therefore, the emotional state is surprised.", "surprise", None),
-        ("In the video, smiling. Therefore, the emotional state is happy.", "happy", "no audio section"),
-        ("In the video, smiling. In the audio, laughing.", None, "no emotional state"),
+        ("In the video, smiling. Therefore, the emotional state is happy.", "happy", Problem.NO_AUDIO_SECTION),
+        ("In the video, smiling. In the audio, laughing.", None, Problem.NO_EMOTIONAL_STATE),
         ("In the video, smiling. In the audio, laughing. Therefore, the emotional state is confused.", None,
          Problem.UNKNOWN_LABEL),
         ("The person looks happy.", None, Problem.NO_VIDEO_SECTION),
@@ -243,7 +243,7 @@ def test_label_step_forced_when_max_tokens_reached(decoder):
     finally:
         decoder.options.max_tokens, decoder.options.structured = 40, True
     assert e.n_tokens == 3 and LABEL_LEAD in e.text and e.label in EMOTIONS
-    assert Problem.LABEL_FORCED_MAX_TOKENS in e.problems and e.valid
+    assert Problem.LABEL_FORCED_MAX_TOKENS in e.problems
     assert not e.valid  # three tokens cannot hold both sections
 
 

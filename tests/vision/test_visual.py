@@ -139,7 +139,7 @@ def test_window_summary_on_the_demo_clip(demo):
     assert [f.face_id for f in res.faces] == [0]
     for c in res.cues:
         assert c.face_id == 0 and c.modality == "visual" and 0.0 <= c.intensity <= 1.0
-        assert c.phrase and c.evidence["on_fraction"] >= va.options.min_on_fraction
+        assert c.phrase and c.evidence["on_fraction"] >= va.options.window.min_on_fraction
     names = [c.name for c in res.cues]
     assert len(names) == len(set(names))
     assert sum(n.startswith("gaze_") for n in names) <= 1
