@@ -20,6 +20,7 @@ Running modes:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 import threading
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from .core import events as ev
+from .core.models import sha256_of, used_artifacts
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
@@ -131,6 +133,30 @@ def build_stages(options: AnalyzerOptions) -> Stages:
 
 _NEXT_JOB = object()
 """Marks, among held events, where the next queued explanation's events belong."""
+
+
+def run_record(stages: Stages) -> dict:
+    """What a run used, so that two reports can be compared: each stage's options (threads, provider,
+    precision, ...), every model file with its sha256, and the inference libraries' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    record: dict = {"stages": {}, "models": used_artifacts(),
+                    "libraries": {p: installed(p) for p in ("onnxruntime", "onnxruntime-gpu", "llama-cpp-python",
+                                                            "numpy", "opencv-python-headless", "av")}}
+    for name, stage in (("visual", stages.visual), ("audio", stages.audio), ("reasoner", stages.reasoner)):
+        options = getattr(stage, "options", None)
+        if dataclasses.is_dataclass(options):
+            record["stages"][name] = dataclasses.asdict(options)
+    model_path = getattr(stages.reasoner, "model_file", None)
+    if model_path is not None:
+        record["models"].setdefault("decoder_file", {"file": str(model_path), "sha256": sha256_of(model_path)})
+    return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
+from .analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, run_record, stage_options
 from .core.models import select_providers
 from .core.tap import StageCall, StageTap
 from .io.sources import FileSource
@@ -101,6 +101,7 @@ def run_bench(o: BenchOptions) -> dict:
     t_load = time.perf_counter()
     analyzer = Analyzer.create_from_options(options)
     load_s = time.perf_counter() - t_load
+    run = run_record(Stages(analyzer.visual, analyzer.audio, analyzer.reasoner))
     if analyzer.visual is not None:
         analyzer.visual = StageTap(analyzer.visual, recorder("visual"))
     if analyzer.audio is not None:
@@ -131,6 +132,7 @@ def run_bench(o: BenchOptions) -> dict:
         "provider": {"requested": o.provider, "used": providers[0], "note": provider_note},
         "precision": {"requested": o.precision, "notes": notes},
         "threads": {"perception": o.threads, "decoder": o.decoder_threads},
+        "run": run,
         "warmup_s": o.warmup_s, "load_s": load_s, "wall_s": wall,
         "stages": stages,
         "frames": analyzer.stats.get("frames", 0),

@@ -49,6 +49,11 @@ def check(report):
     for name in ("visual.per_frame", "audio.per_block", "decoder.prefill"):
         s = report["stages"][name]
         assert s["n"] > 0 and 0 < s["median_ms"] <= s["p95_ms"]
+    run = report["run"]  # what it ran with, so two reports can be compared
+    assert run["stages"]["visual"]["threads"] == report["threads"]["perception"]
+    assert run["stages"]["reasoner"]["n_threads"] == report["threads"]["decoder"]
+    assert {"face_landmarks", "silero_vad"} <= set(run["models"]) and len(run["models"]["face_landmarks"]["sha256"]) == 64
+    assert run["libraries"]["onnxruntime"] and run["libraries"]["llama-cpp-python"]
 
 
 def test_bench_on_a_project_made_clip(demo_video, demo_audio, tmp_path):

@@ -51,7 +51,7 @@ from train.engine import FitConfig, cpu_state, device_name, require_device, setu
 NEUTRAL_PHRASE = "neutral face without visible facial movement"
 PHRASES = tuple(phrase(n, 0.6) for n in CUE_NAMES) + (NEUTRAL_PHRASE,)
 CUE_ON = 0.35  # face_cues.CueOptions.on: a frame's cue is on from this intensity
-MIN_ON_FRACTION = 0.3  # visual.VisualOptions.min_on_fraction: a window reports cues on this often
+MIN_ON_FRACTION = 0.3  # vision.window_cues.WindowCueOptions.min_on_fraction: a window reports cues on this often
 
 
 @dataclass

@@ -192,6 +192,7 @@ def clips(
     Skipped rows (missing or empty media, malformed, unknown label, duplicate name) are counted
     per reason in the report; zero usable rows is an error.
     """
+    from edge_xemo.eval.clip import ClipExplainer
     from edge_xemo.eval.evaluation import evaluate_clips, load_eval_clips, markdown, write_report
 
     allowed = {s.strip() for s in (labels or "").split(",") if s.strip()} or None
@@ -202,6 +203,8 @@ def clips(
     except (ValueError, RuntimeError) as e:
         _fail(str(e).splitlines()[0])
     report = evaluate_clips(dataset_clips, analyze, embed=embed)
+    if isinstance(analyze, ClipExplainer):  # another analyzer says what it ran with itself, if at all
+        report["run"] = analyze.run_record()
     paths = write_report(report, out, plots=plots)
     console.print(markdown(report), highlight=False)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -8,13 +8,14 @@ intensity; bridge tokens are averaged over windows.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, stage_options
+from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, run_record, stage_options
 from ..core.tap import StageCall, StageTap
 from .datasets import Clip
 from .evaluation import ClipResult
@@ -85,6 +86,11 @@ class ClipExplainer:
         for stage in (self._stages.visual, self._stages.audio):
             stage.reset()
         return self._stages
+
+    def run_record(self) -> dict:
+        """What the evaluation ran with (see `analyzer.run_record`); empty before the first clip."""
+        return {"clip_options": dataclasses.asdict(self.options),
+                **(run_record(self._stages) if self._stages is not None else {})}
 
     def perceive(self, source: FileSource) -> tuple[ModalityResult, ModalityResult]:
         """Run perception over the clip and pool the windows."""
