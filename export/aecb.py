@@ -5,9 +5,10 @@
 
 Parity is measured on the held-out windows (runs/aecb_data/val.npz) with their speaker baselines:
 max |onnx - torch| of tokens, cue probabilities and prosody, and the share of cue decisions
-(p >= 0.5) on which they agree. int8 ships only when its cue decisions agree on >= 97 % of the
-held-out cue labels, its probabilities stay within INT8_PROB_TOL, and it is faster; otherwise
-it stays beside the checkpoint (runs/aecb/aecb_int8.onnx) for the benchmark.
+(p >= 0.5) on which they agree. int8 ships only when INT8_SHIPS, its cue decisions agree on >= 97 %
+of the held-out cue labels and its probabilities stay within INT8_PROB_TOL; otherwise it stays beside
+the checkpoint (runs/aecb/aecb_int8.onnx) for the benchmark. Speed is measured and reported, never
+used to decide (a timing varies from run to run; what ships must not).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ MODELS = ROOT / "edge_xemo" / "models"
 FP32_TOL = 1e-4  # max abs difference, fp32 ONNX vs PyTorch (tokens, probabilities)
 INT8_PROB_TOL = 0.15  # max abs difference of a cue probability, int8 vs PyTorch
 INT8_AGREEMENT = 0.97
+INT8_SHIPS = False
+"""int8 is not worth shipping: dynamic int8 (MatMulInteger + ConvInteger) ran 7.3 vs 1.8 ms median per window,
+1 thread, both interleaved in one process (2026-12-01, this machine, loaded)."""
 OUTPUTS = ("tokens", "cue_probs", "prosody", "voice")
 DATA_PACKAGES = ["pypi pyannote-audio==4.0.7 (pyannote/audio/sample/sample.wav, MIT)",
                  "debian pocketsphinx-testdata 0.8+5prealpha+1-15 (BSD-2)",
@@ -163,7 +167,7 @@ def export_all(ckpt: Path, data: Path, models: Path) -> None:
         tmp32.replace(fp32)
         (models / "aecb.json").write_text(json.dumps(sidecar("aecb", fp32, cfg, metrics, p32, sources, "fp32"), indent=1))
         ok8 = (p8["cue_decision_agreement"] >= INT8_AGREEMENT and p8["max_abs_diff"]["cue_probs"] <= INT8_PROB_TOL
-               and p8["median_ms_1_thread"] < p32["median_ms_1_thread"])
+               and INT8_SHIPS)
         if ok8:
             tmp8.replace(int8)
             (models / "aecb_int8.json").write_text(
@@ -172,7 +176,7 @@ def export_all(ckpt: Path, data: Path, models: Path) -> None:
             tmp8.replace(ckpt.with_name("aecb_int8.onnx"))
             int8.unlink(missing_ok=True)
             (models / "aecb_int8.json").unlink(missing_ok=True)
-            print("int8 not shipped: outside tolerance or not faster")
+            print("int8 not shipped: " + ("outside tolerance" if INT8_SHIPS else "INT8_SHIPS is off"))
     finally:
         tmp32.unlink(missing_ok=True)
         tmp8.unlink(missing_ok=True)

@@ -5,8 +5,10 @@
 
 Parity inputs are every validation window of the held-out clip (cap13_edit2, no augmentation), as
 the runtime resamples them (`edge_xemo.vision.vecb.resample`). fp32 must match PyTorch within
-onnx_tools.FP32_TOL (1e-4) on every output. int8 ships only when it is faster than fp32 and its cue
-intensities and expression scores stay within INT8_TOL of PyTorch with tokens at cosine >= INT8_COS.
+onnx_tools.FP32_TOL (1e-4) on every output. int8 ships when INT8_SHIPS and its cue intensities and
+expression scores stay within INT8_TOL of PyTorch with tokens at cosine >= INT8_COS. Its speed is
+measured and recorded in the sidecar, never used to decide: a timing on a shared machine varies from
+run to run, and what ships must not (so two rebuilds give the same artifacts).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from export.onnx_tools import FP32_TOL, ParityError, export_fp32, quantize_int8,
 from train.config import stage_parser  # noqa: E402
 from train.vecb import VECB, OnnxVECB, VecbConfig, load_clips  # noqa: E402
 
+INT8_SHIPS = True
+"""int8 is worth shipping: measured 0.14 vs 0.21 ms median per window, 1 thread (vecb.json, parity_vs_pytorch)."""
 INT8_TOL = 0.05  # max |int8 - PyTorch| of a cue intensity or expression score
 INT8_COS = 0.99  # min cosine similarity of int8 tokens to PyTorch tokens
 OUTPUTS = ["tokens", "cue_intensities", "expression_scores"]
@@ -175,8 +179,10 @@ def main(argv=None) -> None:
         rep8 |= {"median_ms_1_thread": ms8[0], "p95_ms_1_thread": ms8[1]}
         print("int8", json.dumps(rep8))
         if (rep8["cue_intensities_max_abs"] > INT8_TOL or rep8["expression_scores_max_abs"] > INT8_TOL
-                or rep8["tokens_min_cosine"] < INT8_COS or ms8[0] >= ms32[0]):
-            raise ParityError(f"vecb_int8 not shipped: outside tolerance or not faster ({json.dumps(rep8)})")
+                or rep8["tokens_min_cosine"] < INT8_COS):
+            raise ParityError(f"vecb_int8 not shipped: outside tolerance ({json.dumps(rep8)})")
+        if not INT8_SHIPS:
+            raise ParityError("vecb_int8 not shipped: INT8_SHIPS is off")
         parity["int8"] = rep8
     except ParityError as e:
         print(e)

@@ -200,7 +200,24 @@ def main(argv=None) -> None:
         if args.smoke:
             skip_stage(message)
         raise SystemExit(message)
+    require_bridges()
     save(collect(cfg), Path(cfg.out_dir), cfg)
+
+
+BRIDGES = {"vecb_int8": "export.vecb", "aecb": "export.aecb"}
+"""The bridge artifacts the runtime's default stages use (visual precision int8), and the stage that makes each."""
+
+
+def require_bridges() -> None:
+    """Stop, naming the stage that should have made it, when a bridge artifact is missing or corrupt: without
+    it the stages run without tokens and every window would silently be dropped."""
+    from edge_xemo.core.models import ModelError, verified_path
+
+    for artifact, stage in BRIDGES.items():
+        try:
+            verified_path(artifact)
+        except ModelError as e:
+            raise SystemExit(f"{e}; {stage} should have made it (run python -m train.rebuild --from {stage})") from e
 
 
 if __name__ == "__main__":
