@@ -83,6 +83,12 @@ class AnalyzerOptions:
     result_callback: Callable[[ev.Event], None] | None = None
     frame_callback: Callable[[Frame, object], None] | None = None
 
+    def __post_init__(self):
+        asr = getattr(self.voice_options, "asr", None)
+        if self.running_mode == RunningMode.VIDEO and asr is not None and asr.background:
+            raise ValueError("TranscriberOptions.background is a live-stream policy (which window a transcript "
+                             "lands in depends on timing); VIDEO mode transcribes in order: set background=False")
+
 
 def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
                   decoder_threads: int | None = None) -> dict:
@@ -165,7 +171,7 @@ class _Job:
 
     window: Window
     visual: ModalityResult
-    audio: ModalityResult
+    auditory: ModalityResult
     subtitle: str | None
     signature: frozenset[str]
     t_queued: float  # time.perf_counter() when the window was queued
@@ -507,7 +513,7 @@ class Analyzer:
             self._events.close()
 
     def _explain(self, job: _Job, live: bool) -> None:
-        win, vis, aud, subtitle, t_window = job.window, job.visual, job.audio, job.subtitle, job.t_queued
+        win, vis, aud, subtitle, t_window = job.window, job.visual, job.auditory, job.subtitle, job.t_queued
         src = self.source_name
         first_token: list[float] = []
 

@@ -53,7 +53,7 @@ class FakeReasoner:
     def __init__(self, pieces=3, delay=0.0):
         self.pieces, self.delay, self.calls, self.stopped = pieces, delay, 0, 0
 
-    def explain(self, visual, audio, subtitle, on_token=None, should_stop=None):
+    def explain(self, visual, auditory, subtitle, on_token=None, should_stop=None):
         self.calls += 1
         for i in range(self.pieces):
             if should_stop and should_stop():
@@ -63,7 +63,7 @@ class FakeReasoner:
             if on_token:
                 on_token(f"w{i} ")
         return Explanation("In the video, smiling. Therefore happy.", "happy", {"happy": 0.9, "neutral": 0.1},
-                           tuple(c.phrase for c in visual.cues), tuple(c.phrase for c in audio.cues))
+                           tuple(c.phrase for c in visual.cues), tuple(c.phrase for c in auditory.cues))
 
 
 def bright(h=36, w=64):
@@ -189,3 +189,14 @@ def test_file_source_through_the_analyzer_covers_the_clip(demo_video, demo_audio
     windows = sorted({(e.t_start, e.t_end) for e in cues})
     assert windows[0][0] == 0.0 and windows[-1][1] >= 30.0
     assert a.stats["frames"] == 765
+
+
+def test_video_mode_refuses_a_timing_dependent_transcript():
+    from edge_xemo.voice.asr import TranscriberOptions
+    from edge_xemo.voice.stage import VoiceOptions
+
+    background = VoiceOptions(asr=TranscriberOptions(background=True))
+    with pytest.raises(ValueError, match="background"):
+        AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=background)
+    AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, voice_options=background)
+    AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=VoiceOptions(asr=TranscriberOptions()))

@@ -216,7 +216,7 @@ class Reasoner(Protocol):
     def explain(
         self,
         visual: ModalityResult,
-        audio: ModalityResult,
+        auditory: ModalityResult,
         subtitle: str | None,
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,

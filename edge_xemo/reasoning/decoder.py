@@ -212,7 +212,7 @@ class CueDecoder:
     def explain(
         self,
         visual: ModalityResult,
-        audio: ModalityResult,
+        auditory: ModalityResult,
         subtitle: str | None,
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -225,10 +225,10 @@ class CueDecoder:
 
         try:
             return self.explain_cues(
-                phrases(visual), phrases(audio), subtitle, visual.tokens, audio.tokens, on_token, should_stop
+                phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens, on_token, should_stop
             )
         except NothingToExplain:
-            why = tuple(f"{r.modality}: {r.message}" for r in (visual, audio) if r.message)
+            why = tuple(f"{r.modality}: {r.message}" for r in (visual, auditory) if r.message)
             return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
 
     def explain_cues(

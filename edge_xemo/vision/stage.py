@@ -17,8 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from .expression import face_crop
-from .face_cues import CueOptions, FaceCueFrame, FaceCueReader
+from .face_cues import CueOptions, FaceCueReader
 from .faces import FaceTracker, FaceTrackerOptions, as_bgr
+from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
 from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 
@@ -55,30 +56,6 @@ class VisualOptions:
             raise ValueError(f"precision must be fp32 or int8, got {self.precision!r}")
         if self.expression_every < 1:
             raise ValueError(f"expression_every must be >= 1, got {self.expression_every}")
-
-
-@dataclass(frozen=True, slots=True)
-class FaceObservation:
-    """One face in one frame: landmarks (468, 3) in pixels, cue readings, optional expression output."""
-
-    face_id: int
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: np.ndarray
-    cues: FaceCueFrame
-    expression: np.ndarray | None = None  # (n_labels,) probabilities
-    embedding: np.ndarray | None = None  # (d,) expression-encoder embedding
-
-
-@dataclass(frozen=True, slots=True)
-class VisualObservation:
-    """What the visual stage saw in one frame; `code` (and `message`) say why `faces` is empty."""
-
-    t: float
-    faces: tuple[FaceObservation, ...]
-    code: ResultCode | None
-    message: str | None
-    latency_ms: dict[str, float]
 
 
 def _optional_expression(opts: VisualOptions):

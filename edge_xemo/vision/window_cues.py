@@ -8,15 +8,12 @@ cannot describe one face at once (`EXCLUSIVE`), the one on more often wins.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.types import Cue
 from .face_cues import CUE_NAMES, phrase, ramp
-
-if TYPE_CHECKING:
-    from .stage import FaceObservation
+from .observation import FaceObservation
 
 EXCLUSIVE = (
     ("gaze_direct", "gaze_averted", "gaze_down"),

@@ -1,4 +1,4 @@
-"""Interpretable vocal cues: window measures and speaker z-scores -> short English phrases.
+"""Interpretable auditory cues: window measures and speaker z-scores -> short English phrases.
 
 Phrases follow the wording of expert annotations (EMER: "the tone is raised", "speaks quickly",
 "the voice is soft", "there are long pauses", ...). Each rule fires on a z-score against the
@@ -81,7 +81,7 @@ def _clip01(x: float) -> float:
     return 0.0 if not math.isfinite(x) else min(1.0, max(0.0, x))
 
 
-class VoiceCueTracker:
+class AuditoryCueTracker:
     """Turns each window's measures and z-scores into cues, with per-cue hysteresis."""
 
     def __init__(self, rules: tuple[CueRule, ...] = RULES, max_cues: int = 4):

@@ -23,7 +23,7 @@ from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline,
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
 from .asr import TranscriberOptions
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
-from .cues import RULE_NAMES, VoiceCueTracker, rule_name
+from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class VoicePerception:
         self.options = options or VoiceOptions()
         self._vad = SileroVad(self.options.vad, self.options.threads, self.options.provider)
         self._frames = ProsodyTracker()
-        self._cues = VoiceCueTracker(max_cues=self.options.max_cues)
+        self._cues = AuditoryCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
         self._bridge = self._load_bridge() if self.options.use_bridge else None
         self._asr = None

@@ -13,7 +13,8 @@ from edge_xemo.vision.face_cues import CUE_NAMES, OneEuro, align, head_pose, phr
 from edge_xemo.vision.faces import FaceTrackerOptions
 from edge_xemo.core.types import Frame, ModalityResult, ResultCode
 from edge_xemo.vision.expression import face_crop
-from edge_xemo.vision.stage import VisualObservation, VisualOptions, VisualPerception
+from edge_xemo.vision.observation import VisualObservation
+from edge_xemo.vision.stage import VisualOptions, VisualPerception
 from edge_xemo.vision.window_cues import WindowCueOptions
 
 N_DEMO_FRAMES = 150  # 6 s of the 25 fps demo clip

@@ -21,7 +21,7 @@ from edge_xemo.voice.asr import TranscriberOptions
 from edge_xemo.voice.vad import CHUNK, SileroVad, VadOptions, speech_segments
 from edge_xemo.io.audio import resample
 from edge_xemo.voice.stage import VoicePerception, VoiceBlock, VoiceOptions
-from edge_xemo.voice.cues import RULE_NAMES, VoiceCueTracker
+from edge_xemo.voice.cues import RULE_NAMES, AuditoryCueTracker
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 DEMO_WAV = HOME / "demo" / "sample.wav"
@@ -250,7 +250,7 @@ def test_a_deep_voice_alone_is_not_a_low_pitch_cue(librivox):
 # --- cue tracker (unit) --------------------------------------------------------------------------
 
 def test_cue_hysteresis_and_evidence():
-    tracker = VoiceCueTracker()
+    tracker = AuditoryCueTracker()
     m = WindowMeasures(speech_s=1.8, voiced_s=1.0, f0_median_st=10.0, level_db=-25.0, syllable_rate=4.0)
     seq = [0.0, 1.6, 1.2, 1.0, 1.4]
     on = []
