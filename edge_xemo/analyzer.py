@@ -498,12 +498,7 @@ class Analyzer:
     def _reason(self) -> None:
         live = self.options.running_mode == RunningMode.LIVE_STREAM
         try:
-            while True:
-                job = self._jobs.get(0.1)
-                if job is None:
-                    if self._jobs.closed and not len(self._jobs):
-                        break
-                    continue
+            for job in self._jobs.drain():
                 try:
                     self._explain(job, live)
                 finally:
@@ -585,12 +580,7 @@ class Analyzer:
 
     def _deliver(self) -> None:
         cb = self.options.result_callback
-        while True:
-            event = self._events.get(0.1)
-            if event is None:
-                if self._events.closed and not len(self._events):
-                    return
-                continue
+        for event in self._events.drain():
             try:
                 cb(event)
             except Exception:

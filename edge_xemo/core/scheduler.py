@@ -55,6 +55,15 @@ class BoundedQueue:
             self._cond.notify_all()
             return item
 
+    def drain(self, poll_s: float = 0.1):
+        """Yield items as they come until the queue is closed and empty."""
+        while True:
+            item = self.get(poll_s)
+            if item is not None:
+                yield item
+            elif self._closed and not self._items:
+                return
+
     def peek(self):
         with self._cond:
             return self._items[0] if self._items else None
