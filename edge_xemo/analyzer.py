@@ -137,10 +137,6 @@ def build_stages(options: AnalyzerOptions) -> Stages:
     return Stages(visual, audio, reasoner)
 
 
-_NEXT_JOB = object()
-"""Marks, among held events, where the next queued explanation's events belong."""
-
-
 def run_record(stages: Stages) -> dict:
     """What a run used, so that two reports can be compared: each stage's options (threads, provider,
     precision, ...), every model file with its sha256, and the inference libraries' versions."""
@@ -163,6 +159,10 @@ def run_record(stages: Stages) -> dict:
     if model_path is not None:
         record["models"].setdefault("decoder_file", {"file": str(model_path), "sha256": sha256_of(model_path)})
     return record
+
+
+_NEXT_JOB = object()
+"""Marks, among held events, where the next queued explanation's events belong."""
 
 
 @dataclass(frozen=True, slots=True)

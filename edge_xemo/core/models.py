@@ -127,22 +127,24 @@ def sha256_of(path: Path) -> str:
     return digest
 
 
-_used: dict[str, dict[str, str]] = {}
+_used: dict[str, Path] = {}
 
 
 def used_artifacts() -> dict[str, dict[str, str]]:
-    """Every artifact this process has verified so far: {name: {file, sha256}} (for run reports)."""
+    """Every artifact this process has resolved through `verified_path`: {name: {file, sha256}} (for run
+    reports). Files the manifest records no sha256 for are hashed here, when a report asks, not at load."""
     with _verified_lock:
-        return {k: dict(v) for k, v in sorted(_used.items())}
+        used = sorted(_used.items())
+    return {name: {"file": str(path), "sha256": sha256_of(path)} for name, path in used}
 
 
 def verified_path(name: str, manifest: dict | None = None) -> Path:
     """Resolve artifact `name` and check its sha256 against the manifest."""
     art = resolve(name, manifest)
-    actual = sha256_of(art.path)
     with _verified_lock:
-        _used[name] = {"file": str(art.path), "sha256": actual}
+        _used[name] = art.path
     if art.sha256:
+        actual = sha256_of(art.path)
         if actual != art.sha256:
             raise ChecksumMismatch(
                 f"model artifact {name!r} at {art.path} has sha256 {actual[:12]}..., "

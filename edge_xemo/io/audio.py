@@ -31,39 +31,42 @@ def as_mono(samples: np.ndarray, channels: int | None = None) -> np.ndarray:
     return x
 
 
-class Resampler:
-    """Streaming conversion of any rate and channel count to 16 kHz mono float32 (PyAV/libswresample).
+class FrameResampler:
+    """Decoded PyAV audio frames of any format, layout and rate -> 16 kHz mono float32 (libswresample)."""
 
-    `push` takes numpy samples at `rate` with `channels` (see `as_mono`; NaN/inf repaired);
-    `push_frame` takes decoded PyAV audio frames of any format, layout and rate.
-    """
+    def __init__(self):
+        import av
+
+        self._av = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def push(self, frame) -> list[np.ndarray]:
+        """The output pieces ready after this frame (the filter delays a few samples)."""
+        return [f.to_ndarray().reshape(-1) for f in self._av.resample(frame)]
+
+    def flush(self) -> list[np.ndarray]:
+        """The pieces still inside the filter at the end of the stream."""
+        return self.push(None)
+
+
+class Resampler:
+    """Streaming conversion of numpy samples at any rate and channel count (see `as_mono`; NaN/inf
+    repaired) to 16 kHz mono float32."""
 
     def __init__(self, rate: int, channels: int = 1):
         if rate <= 0 or channels <= 0:
             raise ValueError(f"resample: rate and channels must be positive, got rate={rate}, channels={channels}")
         self.rate, self.channels = int(rate), int(channels)
         self._pts = 0
-        self._resampler = None if self.rate == SAMPLE_RATE else _mono_16k()
-        self._frames = None  # the resampler of `push_frame`, made on first use
+        self._frames = None if self.rate == SAMPLE_RATE else FrameResampler()
 
     def _mono(self, samples: np.ndarray) -> np.ndarray:
         x = as_mono(samples, self.channels)
         return np.ascontiguousarray(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0))
 
-    def push_frame(self, frame) -> list[np.ndarray]:
-        """A decoded PyAV audio frame -> the 16 kHz mono float32 pieces ready so far."""
-        if self._frames is None:
-            self._frames = _mono_16k()
-        return [f.to_ndarray().reshape(-1) for f in self._frames.resample(frame)]
-
-    def flush_frames(self) -> list[np.ndarray]:
-        """The pieces still inside `push_frame`'s filter at the end of the stream."""
-        return [] if self._frames is None else [f.to_ndarray().reshape(-1) for f in self._frames.resample(None)]
-
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Resampled 16 kHz mono output available so far (the filter delays a few samples)."""
         x = self._mono(samples)
-        if self._resampler is None:
+        if self._frames is None:
             return x
         import av
 
@@ -71,22 +74,15 @@ class Resampler:
         frame.sample_rate = self.rate
         frame.pts = self._pts
         self._pts += len(x)
-        return self._collect(self._resampler.resample(frame))
+        return _joined(self._frames.push(frame))
 
     def flush(self) -> np.ndarray:
         """The samples still inside the filter at the end of the stream."""
-        return np.zeros(0, np.float32) if self._resampler is None else self._collect(self._resampler.resample(None))
-
-    @staticmethod
-    def _collect(frames) -> np.ndarray:
-        parts = [f.to_ndarray().reshape(-1) for f in frames]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        return np.zeros(0, np.float32) if self._frames is None else _joined(self._frames.flush())
 
 
-def _mono_16k():
-    import av
-
-    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
 
 
 def resample(samples: np.ndarray, rate: int, channels: int = 1) -> np.ndarray:

@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 import numpy as np
 
-from .audio import Resampler
+from .audio import FrameResampler, Resampler
 from ..core.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,7 @@ class FileSource(Source):
                 streams.append(audio)
             if not streams:
                 return
-            resampler = Resampler(audio.sample_rate or SAMPLE_RATE) if audio else None
+            resampler = FrameResampler() if audio else None
             base = container.start_time / 1_000_000 if container.start_time is not None else 0.0
             audio_t = None
             last_t = 0.0
@@ -369,13 +369,13 @@ class FileSource(Source):
                     else:
                         if audio_t is None:
                             audio_t = self._media_time(item, base)
-                        for samples in resampler.push_frame(item):
+                        for samples in resampler.push(item):
                             if self.realtime:
                                 clock.sleep_until(start + audio_t, stop)
                             sink.audio(samples, audio_t)
                             audio_t += len(samples) / SAMPLE_RATE
             if resampler is not None and audio_t is not None:
-                for samples in resampler.flush_frames():
+                for samples in resampler.flush():
                     sink.audio(samples, audio_t)
                     audio_t += len(samples) / SAMPLE_RATE
             last_t = max(last_t, audio_t or 0.0)

@@ -103,8 +103,6 @@ class CueDecoder:
         if self.lora_path is None and o.model_path is None and o.lora_artifact in load_manifest()["artifacts"]:
             self.lora_path = str(verified_path(o.lora_artifact))
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
-        self.model_file = path
-        """The GGUF file loaded (a manifest artifact or `options.model_path`)."""
         self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
         self.projectors = {}
         try:
@@ -131,6 +129,11 @@ class CueDecoder:
         except Exception:
             self.session.close()
             raise
+
+    @property
+    def model_file(self) -> Path:
+        """The GGUF file loaded (a manifest artifact or `options.model_path`)."""
+        return self.session.path
 
     @classmethod
     def create_from_options(cls, options: DecoderOptions) -> "CueDecoder":
