@@ -33,7 +33,7 @@ def test_rule_extraction_250_descriptions(benchmark, descriptions):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_minilm_embed_32_cues(benchmark, threads):
-    from edge_xemo.eval.embeddings import EmbedderOptions, MiniLMEmbedder
+    from edge_xemo.reasoning.embeddings import EmbedderOptions, MiniLMEmbedder
 
     try:
         emb = MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads, cache_size=0))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_xemo.eval.cue_extract import extract_cues  # noqa: E402
-from edge_xemo.eval.embeddings import MiniLMEmbedder  # noqa: E402
+from edge_xemo.reasoning.embeddings import MiniLMEmbedder  # noqa: E402
 from edge_xemo.eval.emocue import MODALITIES, score  # noqa: E402
 
 CONSTANT = ("In the video, the person has a neutral expression. In the audio, the voice is calm. "

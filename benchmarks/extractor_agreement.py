@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_xemo.eval.cue_extract import emotion_label, extract_cues  # noqa: E402
 from edge_xemo.eval.cue_llm import EXAMPLE_OUTPUT, LLMCueExtractor, LLMExtractorOptions  # noqa: E402
-from edge_xemo.eval.embeddings import EmbedderOptions, MiniLMEmbedder  # noqa: E402
+from edge_xemo.reasoning.embeddings import EmbedderOptions, MiniLMEmbedder  # noqa: E402
 from edge_xemo.eval.emocue import MODALITIES, score  # noqa: E402
 
 

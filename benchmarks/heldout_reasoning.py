@@ -78,7 +78,7 @@ def emocue_scorer():
     """EmoCue-360 scoring function, or None (with the reason logged) when MiniLM is not installed."""
     try:
         from edge_xemo.eval import emocue
-        from edge_xemo.eval.embeddings import MiniLMEmbedder
+        from edge_xemo.reasoning.embeddings import MiniLMEmbedder
 
         embedder = MiniLMEmbedder.create_from_options()
     except Exception as e:  # missing artifact or module: report without EmoCue-360

@@ -35,7 +35,9 @@ from .core.models import sha256_of, used_artifacts
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
-from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, VisualStage
+from .voice.stage import transcript_text
+from .core.types import (SAMPLE_RATE, AudioBlock, AudioStage, Explanation, Frame, ModalityResult, Reasoner, ResultCode,
+                         VisualStage)
 
 if TYPE_CHECKING:
     from .reasoning.decoder import DecoderOptions
@@ -175,6 +177,19 @@ class _Job:
     subtitle: str | None
     signature: frozenset[str]
     t_queued: float  # time.perf_counter() when the window was queued
+
+
+def explanation_fields(exp: Explanation) -> dict:
+    """The `emotion` and `evidence` fields of an explanation event (schema 1.1): the judged label, its
+    distribution, confidence, outcome and reason; per source its distribution, weight and cues."""
+    emotion = {"label": exp.label, "scores": exp.scores}
+    evidence = {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
+    j = exp.judgement
+    if j is not None:
+        emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
+        evidence = {s.name: s.to_dict() for s in j.sources}
+    return {"emotion": emotion, "evidence": evidence,
+            "visual_cues": list(exp.visual_cues), "auditory_cues": list(exp.auditory_cues)}
 
 
 def cue_signature(*results: ModalityResult) -> frozenset[str]:
@@ -487,7 +502,7 @@ class Analyzer:
         if not due:
             return
         self._last_job = (win.t_end, sig)
-        subtitle = aud.extra.get("transcript") or self.options.subtitle
+        subtitle = transcript_text(aud) or self.options.subtitle
         if self._in_window_order:
             with self._order:
                 if self._in_flight:
@@ -524,7 +539,7 @@ class Analyzer:
             return live and pending is not None and material_change(pending.signature, job.signature)
 
         try:
-            exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop)
+            exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop, t=win.t_end)
         except Exception as e:
             self._error("explanation_failed", e, win.t_end)
             return
@@ -540,10 +555,8 @@ class Analyzer:
         self.stats["explanations"] += 1
         self._emit(ev.Event("explanation", win.t_start, win.t_end, src, lat, {
             "text": exp.text,
-            "emotion": {"label": exp.label, "scores": exp.scores},
-            "visual_cues": list(exp.visual_cues),
-            "auditory_cues": list(exp.auditory_cues),
-            "evidence": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
+            **explanation_fields(exp),
+            "perceived": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
             "subtitle": subtitle,
             "valid": exp.valid,
             "problem": exp.problem,

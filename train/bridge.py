@@ -79,7 +79,7 @@ def phrase_embeddings(path: Path, texts: list[str], info: DistInfo, *, runtime_f
 def _minilm(texts: list[str], runtime_first: bool) -> np.ndarray:
     if runtime_first:
         from edge_xemo.core.models import ModelError
-        from edge_xemo.eval.embeddings import MiniLMEmbedder
+        from edge_xemo.reasoning.embeddings import MiniLMEmbedder
 
         with contextlib.suppress(ModelError):  # not installed: fall back to transformers
             return MiniLMEmbedder.create_from_options().embed(list(texts))

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 EVENT_TYPES = ("cues", "token", "explanation", "status", "error")
 
 

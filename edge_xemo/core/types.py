@@ -171,6 +171,10 @@ class Explanation:
     notes: tuple[str, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
     n_tokens: int = 0
+    judgement: object | None = None
+    """The `edge_xemo.reasoning.judgement.Judgement` behind `label` and `scores` (None: the decoder's label alone)."""
+    decoder_scores: dict[str, float] = field(default_factory=dict)
+    """The decoder's own calibrated label distribution (one of the judgement's sources)."""
 
     @property
     def valid(self) -> bool:
@@ -220,5 +224,7 @@ class Reasoner(Protocol):
         subtitle: str | None,
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        t: float | None = None,
     ) -> Explanation:
-        """Generate one explanation; stream text pieces to `on_token`; stop early if `should_stop()`."""
+        """One explanation of the window ending at `t` (source clock); stream text pieces to `on_token`;
+        stop early if `should_stop()`."""

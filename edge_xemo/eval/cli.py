@@ -90,7 +90,7 @@ def _extractor(kind: str, gguf: Optional[Path], base_url: Optional[str], model: 
 
 
 def _embedder(threads: int):
-    from edge_xemo.eval.embeddings import EmbedderOptions, MiniLMEmbedder
+    from edge_xemo.reasoning.embeddings import EmbedderOptions, MiniLMEmbedder
 
     return MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads)).embed
 

@@ -66,7 +66,7 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
         cues=tuple(c for _, c in ranked[:max_cues]),
         tokens=np.mean(np.stack(tokens), axis=0) if tokens and len({t.shape for t in tokens}) == 1 else None,
         scores={k: float(np.mean(v)) for k, v in scores.items()},
-        extra={k: v for r in measured for k, v in r.extra.items() if k == "transcript"},
+        extra={"transcript": [seg for r in measured for seg in r.extra.get("transcript", ())]},
     )
 
 
@@ -124,7 +124,7 @@ class ClipExplainer:
             status = "ok" if self.options.explain is False else f"no cues ({vis.message}; {aud.message})"
             return ClipResult(text="", cues={"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues],
                                              "emotional": []}, latency_s=perceive_s, media_s=source.duration, status=status)
-        subtitle = row.subtitle or aud.extra.get("transcript")
+        subtitle = row.subtitle or transcript_text(aud)
         exp = self._stages.reasoner.explain(vis, aud, subtitle)
         return ClipResult(
             text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,

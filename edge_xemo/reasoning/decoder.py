@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +27,10 @@ import numpy as np
 
 from .llama_session import LlamaSession
 from ..core.models import ModelError, load_manifest, verified_path
+from .judgement import Judge, JudgementOptions
 from .projector import PROJECTOR_NAMES, load_projector
-from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment, build_prompt_with_notes
+from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment
+from .prompt import MAX_SUBTITLE_CHARS, build_prompt_with_notes, clean_cues, clean_text, conclude, render_sections
 from .prompt import parse_explanation, repeated_text, split_cues
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 
@@ -68,7 +70,14 @@ class DecoderOptions:
     """Manifest LoRA used with the default model when `lora_path` is None and it is installed."""
     lora_scale: float = 1.0
     max_tokens: int = 80
-    """Most generated tokens before the label step is forced."""
+    """Most generated tokens before the label step is forced (generated sections only)."""
+    sections: str = "rendered"
+    """Who writes the cue sections: "rendered" = the perception's own cue phrases, verbatim (faithful by
+    construction, no generation: the decoder only scores the labels after them); "generated" = the model
+    writes them (`structured` keeps the format). See docs/decoder.md for the measured comparison."""
+    judgement: JudgementOptions | None = field(default_factory=JudgementOptions)
+    """The judgement stage (edge_xemo.reasoning.judgement) that pools the decoder's label scores with the
+    expression encoder, facial-action and vocal profiles and the text head; None = the decoder's label alone."""
     structured: bool = True
     """Keep the explanation format: the model writes each section's sentence, the decoder writes
     the next header ("In the audio,", then the label lead) when a sentence ends, the model stops, or
@@ -96,6 +105,8 @@ class CueDecoder:
         self.options = o = options or DecoderOptions()
         if o.max_tokens < 1 or o.n_threads < 1 or o.n_ctx < 64:
             raise ValueError("DecoderOptions: max_tokens and n_threads must be >= 1 and n_ctx >= 64")
+        if o.sections not in ("rendered", "generated"):
+            raise ValueError(f"DecoderOptions.sections must be 'rendered' or 'generated', got {o.sections!r}")
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(o.seed)
         path = Path(o.model_path) if o.model_path else default_model_path()
@@ -126,6 +137,8 @@ class CueDecoder:
             """Tokens of the static prefix kept in the KV cache between windows."""
             self.label_prior = self._content_free_prior() if o.calibrate else None
             """Label distribution for content-free cues (divided out of the scores), or None."""
+            self.judge = Judge.create_from_options(o.judgement, o.projector_threads, o.provider) if o.judgement else None
+            """Pools the decoder's label scores with the other sources (None: the decoder's label alone)."""
         except Exception:
             self.session.close()
             raise
@@ -219,17 +232,18 @@ class CueDecoder:
         subtitle: str | None,
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        t: float | None = None,
     ) -> Explanation:
-        """Reasoner protocol: one window's explanation. Empty perception does not raise: the
-        Explanation is invalid, with no label, and `problem` says why."""
+        """Reasoner protocol: one window's explanation (`t`, the window's end on the source clock, lets the
+        judgement smooth over the stream). Empty perception does not raise: the Explanation is invalid,
+        with no label, and `problem` says why."""
 
         def phrases(result: ModalityResult) -> list[str]:
             return [c.phrase for c in sorted(result.cues, key=lambda c: -c.intensity)]
 
         try:
-            return self.explain_cues(
-                phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens, on_token, should_stop
-            )
+            return self._explain(phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens,
+                                 on_token, should_stop, visual, auditory, t)
         except NothingToExplain:
             why = tuple(f"{r.modality}: {r.message}" for r in (visual, auditory) if r.message)
             return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
@@ -244,11 +258,17 @@ class CueDecoder:
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Explanation:
-        """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle.
+        """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle
+        (the judgement has the text and decoder sources only: there is no perception behind the phrases).
 
         Raises NothingToExplain (a ValueError) when there is nothing to explain, ValueError when the
         prompt cannot fit the context.
         """
+        return self._explain(visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop)
+
+    def _explain(self, visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop,
+                 visual: ModalityResult | None = None, auditory: ModalityResult | None = None,
+                 t: float | None = None) -> Explanation:
         t0 = time.perf_counter()
         embeddings, dropped = {}, []
         for slot, tokens in (("video", visual_tokens), ("audio", audio_tokens)):
@@ -261,12 +281,59 @@ class CueDecoder:
             list(visual_cues), list(auditory_cues), subtitle, "video" in embeddings, "audio" in embeddings
         )
         notes += dropped
+        emit = _emitter(on_token)
         with self._lock:
             pieces = self._fit(self._pieces(segments, embeddings), notes)
-            t1 = time.perf_counter()
-            logits, n_past = self._eval_prompt(pieces)
-            times = [t0, t1, time.perf_counter()]
-            return self._generate(logits, n_past, notes, on_token, should_stop, times)
+            if self.options.sections == "rendered":
+                answer = render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
+                                         visual, auditory) + " " + LABEL_LEAD
+                t_emit = time.perf_counter()
+                emit(answer)
+                pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX):]))
+                t1 = time.perf_counter()
+                logits, n_past = self._eval_prompt(pieces)
+                t2 = time.perf_counter()
+                draft = _Draft(answer, self._scores(logits, n_past), [], 0, [t0, t1, t2, t_emit, t2])
+            else:
+                t1 = time.perf_counter()
+                logits, n_past = self._eval_prompt(pieces)
+                draft = self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()])
+            if draft.scores is None:  # stopped early
+                return Explanation(draft.text, "", {}, (), (), tuple(draft.problems), tuple(notes),
+                                   latency_ms=_latency(*draft.times, draft.times[-1]), n_tokens=draft.n_tokens)
+            t_judge = time.perf_counter()
+            judgement = None
+            if self.judge is not None:
+                sub = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
+                judgement = self.judge.judge(
+                    self.judge.sources(visual, auditory, visual_cues, auditory_cues, sub, draft.scores), t)
+            tail = conclude(judgement) if judgement is not None else f" {max(draft.scores, key=draft.scores.get)}."
+            emit(tail)
+            text = draft.text + tail
+            v, a, _, parse_problems = parse_explanation(text)
+            latency = _latency(*draft.times, time.perf_counter())
+            latency["judgement"] = round((time.perf_counter() - t_judge) * 1000, 2)
+            return Explanation(
+                text=text,
+                label=judgement.label if judgement is not None else max(draft.scores, key=draft.scores.get),
+                scores=judgement.distribution if judgement is not None else draft.scores,
+                visual_cues=tuple(v),
+                auditory_cues=tuple(a),
+                problems=tuple(draft.problems + [p for p in parse_problems if p not in draft.problems]),
+                notes=tuple(notes),
+                latency_ms=latency,
+                n_tokens=draft.n_tokens,
+                judgement=judgement,
+                decoder_scores=draft.scores,
+            )
+
+    def _scores(self, logits: np.ndarray, n_past: int) -> dict[str, float]:
+        """The decoder's label distribution at the label step, calibrated when `options.calibrate`."""
+        scores = self._label_scores(logits, n_past)
+        if self.label_prior is not None:
+            scores = {k: v / self.label_prior[k] for k, v in scores.items()}
+            scores = {k: v / sum(scores.values()) for k, v in scores.items()}
+        return scores
 
     def _next(self, logits: np.ndarray) -> int:
         if self.options.temperature <= 0:
@@ -275,18 +342,12 @@ class CueDecoder:
         p = np.exp(z - z.max())
         return int(self._rng.choice(len(p), p=p / p.sum()))
 
-    def _generate(self, logits, n_past, notes, on_token, should_stop, times) -> Explanation:
+    def _generate(self, logits, n_past, emit, should_stop, times) -> "_Draft":
+        """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
         s, o = self.session, self.options
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         text, generated, problems, first = ANSWER_PREFIX, [], [], None
         section, section_start, reached_label = 0, len(text), False  # section 0 = video, 1 = audio
-
-        def emit(piece: str) -> None:
-            if on_token is not None and piece:
-                try:
-                    on_token(piece)
-                except Exception:
-                    log.exception("on_token callback failed")
 
         def force(piece: str):
             nonlocal text, n_past
@@ -340,31 +401,11 @@ class CueDecoder:
                     break
         times += [first, time.perf_counter()]
         if Problem.STOPPED_EARLY in problems:
-            return Explanation(text, "", {}, (), (), tuple(problems), tuple(notes),
-                               latency_ms=_latency(*times, times[-1]), n_tokens=len(generated))
+            return _Draft(text, None, problems, len(generated), times)
         if not reached_label:
             logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
             problems.append(Problem.LABEL_FORCED_MAX_TOKENS if len(generated) >= o.max_tokens else Problem.LABEL_FORCED)
-        scores = self._label_scores(logits, n_past)
-        if self.label_prior is not None:
-            scores = {k: v / self.label_prior[k] for k, v in scores.items()}
-            scores = {k: v / sum(scores.values()) for k, v in scores.items()}
-        label = max(scores, key=scores.get)
-        text += f" {label}."
-        emit(f" {label}.")
-        visual, auditory, _, parse_problems = parse_explanation(text)
-        problems += [p for p in parse_problems if p not in problems]
-        return Explanation(
-            text=text,
-            label=label,
-            scores=scores,
-            visual_cues=tuple(visual),
-            auditory_cues=tuple(auditory),
-            problems=tuple(problems),
-            notes=tuple(notes),
-            latency_ms=_latency(*times, time.perf_counter()),
-            n_tokens=len(generated),
-        )
+        return _Draft(text, self._scores(logits, n_past), problems, len(generated), times)
 
     def _content_free_prior(self) -> dict[str, float]:
         """Geometric mean of the label distributions after explanations of content-free cues."""
@@ -394,6 +435,31 @@ class CueDecoder:
         p = np.exp(z - z.max())
         p /= p.sum()
         return {label: float(v) for label, v in zip(totals, p)}
+
+
+@dataclass
+class _Draft:
+    """An explanation up to the label lead: its text, the decoder's label scores (None: stopped early),
+    problems, generated tokens and the timestamps [start, prompt built, prefilled, first token, sections done]."""
+
+    text: str
+    scores: dict[str, float] | None
+    problems: list[Problem]
+    n_tokens: int
+    times: list
+
+
+def _emitter(on_token: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Hands text pieces to `on_token`; a failing callback is logged, never ends the explanation."""
+
+    def emit(piece: str) -> None:
+        if on_token is not None and piece:
+            try:
+                on_token(piece)
+            except Exception:
+                log.exception("on_token callback failed")
+
+    return emit
 
 
 def default_model_path() -> Path:

@@ -21,7 +21,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from ..core.types import EMOTIONS, Problem
+from ..core.types import EMOTIONS, ModalityResult, Problem, ResultCode
+from .judgement import Judgement, Outcome
 
 SYSTEM = (
     "You are an emotion analyst. You receive a short clip of a person as video tokens, audio "
@@ -183,6 +184,37 @@ def format_explanation(visual_cues: list[str], auditory_cues: list[str], label: 
     visual = ", ".join(c.strip().rstrip(".") for c in visual_cues if c.strip()) or NO_VISUAL
     audio = ", ".join(c.strip().rstrip(".") for c in auditory_cues if c.strip()) or NO_AUDIO
     return f"{ANSWER_PREFIX} {visual}. In the audio, {audio}. {LABEL_LEAD} {label}."
+
+
+_NO_VISUAL = {ResultCode.NO_FACE: "no face is visible", ResultCode.FACE_TOO_SMALL: "the face is too small to read",
+              ResultCode.NO_FRAMES: NO_VISUAL, ResultCode.NO_VISIBLE_CUE: "no clear facial cue"}
+_NO_VOCAL = {ResultCode.SILENCE: "no speech is heard", ResultCode.NO_SPEECH: "no speech is heard",
+             ResultCode.NO_AUDIO: "no speech is heard", ResultCode.TOO_LITTLE_SPEECH: "too little speech to judge",
+             ResultCode.NOISE: "only noise is heard", ResultCode.NO_CLEAR_VOCAL_CUE: "no clear vocal cue",
+             ResultCode.LEARNING_BASELINE: "no clear vocal cue yet (the speaker's usual voice is still being learned)"}
+
+
+def render_sections(visual_cues: list[str], auditory_cues: list[str], visual: ModalityResult | None = None,
+                    auditory: ModalityResult | None = None) -> str:
+    """The cue sections of an explanation written from perception: each section lists only its own
+    modality's cue phrases (cleaned, as given); an empty one says why from its result's code."""
+
+    def section(cues, result, reasons, default):
+        if cues:
+            return ", ".join(cues[:MAX_CUES])
+        return reasons.get(result.code, default) if result is not None else default
+
+    return (f"{ANSWER_PREFIX} {section(visual_cues, visual, _NO_VISUAL, NO_VISUAL)}. "
+            f"In the audio, {section(auditory_cues, auditory, _NO_VOCAL, NO_AUDIO)}.")
+
+
+def conclude(judgement: Judgement) -> str:
+    """What follows `LABEL_LEAD`: the judged label, the cues that carried it, or why the judgement is unsure."""
+    if judgement.outcome is Outcome.CONFIDENT:
+        shown = f", shown by {' and '.join(judgement.carried_by)}" if judgement.carried_by else ""
+        return f" {judgement.label}{shown}."
+    why = "the cues point different ways" if judgement.outcome is Outcome.SOURCES_DISAGREE else "the evidence is weak"
+    return f" {judgement.label}, but {why}."
 
 
 def training_target(visual_cues: list[str], auditory_cues: list[str], label: str) -> str:

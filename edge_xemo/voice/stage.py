@@ -395,3 +395,9 @@ def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
     if clipped:
         out.append((ResultCode.INPUT_REPAIRED, f"{clipped} clipped samples"))
     return out
+
+
+def transcript_text(result: ModalityResult) -> str | None:
+    """The recognized words of a result's transcript segments as one subtitle string (None without ASR text)."""
+    text = " ".join(seg["text"] for seg in result.extra.get("transcript", ()) if seg.get("text"))
+    return text or None

@@ -26,7 +26,7 @@ REF = {
 
 @pytest.fixture(scope="module")
 def minilm():
-    from edge_xemo.eval.embeddings import MiniLMEmbedder
+    from edge_xemo.reasoning.embeddings import MiniLMEmbedder
 
     try:
         return MiniLMEmbedder.create_from_options()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.eval.embeddings import DIM, MiniLMEmbedder
+from edge_xemo.reasoning.embeddings import DIM, MiniLMEmbedder
 from edge_xemo.core.models import ModelError, load_manifest, resolve
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"

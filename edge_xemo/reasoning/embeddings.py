@@ -3,7 +3,7 @@
 The ONNX encoder and its `vocab.txt` are built at install time by `python -m export.minilm --out
 $EDGE_XEMO_HOME/minilm` (manifest entry `minilm`). The tokenizer is BERT's uncased basic + WordPiece
 tokenizer, written out here so the runtime needs no tokenizer package; its ids match the reference
-tokenizer (checked in tests/eval/test_embeddings.py).
+tokenizer (checked in tests/reasoning/test_embeddings.py).
 """
 
 from __future__ import annotations

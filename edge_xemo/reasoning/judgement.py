@@ -1,0 +1,366 @@
+"""Grounded emotion judgement: a window's evidence -> a calibrated distribution over `EMOTIONS`.
+
+Five sources each give log-scores over the labels they can speak about:
+
+- `expression`: the expression encoder's probabilities (FER2013 mini-XCEPTION), pooled over the
+  window's frames of the primary face; it has no "worried" class;
+- `facial_actions`: the visual cues matched against EMFACS prototypes (`PROTOTYPES`, through `CUE_AU`);
+- `vocal_profile`: the vocal cues matched against the cue patterns of the vocal-emotion literature
+  (`VOCAL_PROFILES`);
+- `text`: a logistic-regression head over the MiniLM embedding of the cue text and subtitle
+  (train/text_head.py, artifact `text_head`);
+- `decoder`: the decoder's own calibrated label probabilities after the cue sections.
+
+Each source's log-scores are centred over the labels it covers (a label it cannot name gets 0, so it
+neither helps nor vetoes that label) and pooled log-linearly: z = sum_s w_s * c_s, p = softmax(z).
+The weights (`JudgementOptions.weights`) say where each comes from. Over a stream, z is smoothed with
+time constant `time_constant_s` on the source clock (the same input gives the same result). A window
+whose top probability is below `min_confidence`, or whose two strongest perception sources point to
+different labels, is judged with an explicit low-confidence `Outcome` and its reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..core.models import ModelError, resolve, verified_path
+from ..core.types import EMOTIONS, Cue, ModalityResult
+
+log = logging.getLogger(__name__)
+
+# --- facial actions --------------------------------------------------------------------------------
+CUE_AU = {
+    "inner_brow_raise": 1, "outer_brow_raise": 2, "brow_lower": 4, "upper_lid_raise": 5, "cheek_raise": 6,
+    "lid_tighten": 7, "nose_wrinkle": 9, "lip_corner_pull": 12, "lip_corner_depress": 15, "chin_raise": 17,
+    "lip_stretch": 20, "lip_press": 24, "lips_part": 25, "jaw_drop": 26, "eye_closure": 43,
+}
+"""The FACS action unit each visual cue stands for (edge_xemo.vision.face_cues measures them from landmarks:
+AU1 inner brow raiser, AU2 outer brow raiser, AU4 brow lowerer, AU5 upper lid raiser, AU6 cheek raiser,
+AU7 lid tightener, AU9 nose wrinkler, AU12 lip corner puller, AU15 lip corner depressor, AU17 chin raiser,
+AU20 lip stretcher, AU24 lip pressor, AU25 lips part, AU26 jaw drop, AU43 eyes closed)."""
+PROTOTYPES: dict[str, tuple[int, ...]] = {
+    "happy": (6, 12),
+    "sad": (1, 4, 15),
+    "surprise": (1, 2, 5, 26),
+    "fear": (1, 2, 4, 5, 7, 20, 26),
+    "angry": (4, 5, 7, 24),
+    "disgust": (9, 15, 17),
+    "worried": (1, 4),
+}
+"""EMFACS-7 prototypes (Friesen & Ekman 1983, as tabulated by Lucey et al. 2010, CK+, table 2) restricted to
+the AUs we measure: anger's AU23 (lip tightener) and disgust's AU10/AU16 have no cue. "worried" is not an
+EMFACS emotion: it takes the brows of worry, inner brow raised and drawn together (AU1+4; Ekman & Friesen
+1975, Unmasking the Face, ch. 9). Neutral is the absence of these expressive AUs."""
+SPEECH_AUS = frozenset({25, 26, 43})
+"""AUs that talking and blinking produce all the time: they count inside prototypes, never against neutral."""
+FACIAL_GAIN = 3.0
+"""Log-odds of a full prototype match (all its AUs at intensity 1) over no match: e^3 = 20:1 before the
+source weight. A priori: one full EMFACS prototype is strong evidence, but our cues are landmark proxies."""
+
+# --- vocal profiles --------------------------------------------------------------------------------
+VOCAL_PROFILES: dict[str, dict[str, int]] = {
+    "angry":    {"pitch_high": 1, "lively": 1, "loud": 1, "fast": 1, "tense": 1, "rising": 1,
+                 "pitch_low": -1, "soft": -1, "slow": -1, "flat": -1, "breathy": -1, "steady": -1},
+    "happy":    {"pitch_high": 1, "lively": 1, "loud": 1, "fast": 1, "rising": 1,
+                 "pitch_low": -1, "soft": -1, "slow": -1, "flat": -1, "long_pauses": -1, "steady": -1},
+    "fear":     {"pitch_high": 1, "fast": 1, "flat": 1, "trembling": 1, "tense": 1, "rising": 1,
+                 "pitch_low": -1, "slow": -1, "lively": -1, "steady": -1},
+    "sad":      {"pitch_low": 1, "soft": 1, "slow": 1, "flat": 1, "long_pauses": 1, "breathy": 1, "trembling": 1,
+                 "pitch_high": -1, "loud": -1, "fast": -1, "lively": -1, "tense": -1, "rising": -1},
+    "surprise": {"pitch_high": 1, "lively": 1, "rising": 1, "loud": 1,
+                 "pitch_low": -1, "flat": -1, "slow": -1, "steady": -1},
+    "disgust":  {"pitch_low": 1, "slow": 1, "long_pauses": 1,
+                 "pitch_high": -1, "fast": -1, "lively": -1},
+    "worried":  {"pitch_high": 1, "fast": 1, "soft": 1, "flat": 1, "long_pauses": 1, "trembling": 1, "breathy": 1,
+                 "loud": -1, "lively": -1, "steady": -1},
+    "neutral":  {"steady": 1, "pitch_high": -1, "pitch_low": -1, "loud": -1, "soft": -1, "fast": -1, "slow": -1,
+                 "lively": -1, "trembling": -1, "tense": -1},
+}
+"""Direction (+1 present, -1 absent) of each vocal cue (edge_xemo.voice.cues) per emotion.
+Anger, fear, happiness and sadness: the cue patterns of Juslin & Laukka 2003 (Psychol. Bull. 129, table 7:
+speech rate, voice intensity, high-frequency energy ~ tense/breathy, F0 level, F0 variability, F0 contour,
+microstructural irregularity ~ trembling; pauses from their sadness entry). Surprise and disgust, which that
+review does not cover: Banse & Scherer 1996 (JPSP 70) and Scherer 1986 (higher F0, wider range, rising for
+surprise; lower F0, slower for disgust). Worried: anxiety in Banse & Scherer 1996, a weaker fear (higher,
+faster, softer, hesitant). Neutral: the speaker's usual range ("steady"), no marked cue."""
+VOCAL_GAIN = 2.0
+"""Log-odds of a label whose whole profile agrees with every cue present, at full evidence (sum of
+intensities >= 1), over one with no agreement. A priori and below FACIAL_GAIN: listeners decode vocal
+emotion less accurately than facial (Juslin & Laukka 2003 report about half the accuracy gap to ceiling)."""
+
+# --- pooling -------------------------------------------------------------------------------------------
+SOURCES = ("expression", "facial_actions", "vocal_profile", "text", "decoder")
+PERCEPTION = ("expression", "facial_actions", "vocal_profile")
+FLOOR = 0.01
+"""Probabilities are floored here before the log: one source cannot veto a label by giving it ~0."""
+
+
+PRIOR_WEIGHTS = {"expression": 1.0, "facial_actions": 1.0, "vocal_profile": 0.7, "text": 1.0, "decoder": 1.0}
+"""Weights before fitting. `text` and `decoder` are replaced by the fitted ones (train/judgement_fit.py: maximum
+likelihood on out-of-fold predictions for EMER-V2 rows 0-199, kept in the `text_head` sidecar's `fusion`). The
+perception weights are a priori, since no labelled clips exist here to fit them on: 1 (take the source's
+distribution as it is) for the two face sources, 0.7 for the voice (vocal emotion is decoded less reliably
+than facial, Juslin & Laukka 2003)."""
+
+
+class Outcome(enum.Enum):
+    """How sure the judgement is (the `outcome` of an explanation event)."""
+
+    CONFIDENT = "confident"
+    WEAK_EVIDENCE = "weak_evidence"
+    SOURCES_DISAGREE = "sources_disagree"
+
+    @property
+    def confident(self) -> bool:
+        return self is Outcome.CONFIDENT
+
+
+@dataclass(frozen=True, slots=True)
+class SourceJudgement:
+    """One source's say: its distribution over the labels it covers, its weight, the cues behind it."""
+
+    name: str
+    distribution: dict[str, float]
+    weight: float
+    cues: tuple[str, ...] = ()
+
+    def contribution(self) -> dict[str, float]:
+        """w * centred log-probability per label (0 for labels this source does not cover)."""
+        logs = {k: math.log(max(v, FLOOR)) for k, v in self.distribution.items()}
+        mean = sum(logs.values()) / len(logs)
+        return {e: self.weight * (logs[e] - mean) if e in logs else 0.0 for e in EMOTIONS}
+
+    def to_dict(self) -> dict:
+        return {"distribution": {k: round(v, 4) for k, v in self.distribution.items()},
+                "weight": self.weight, "cues": list(self.cues)}
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The judged label of a window, its distribution, how sure it is and what each source said."""
+
+    label: str
+    distribution: dict[str, float]
+    outcome: Outcome
+    reason: str | None
+    sources: tuple[SourceJudgement, ...]
+    carried_by: tuple[str, ...]
+    """Cue phrases of the sources that pushed the label up most (for the explanation's conclusion)."""
+
+    @property
+    def confidence(self) -> float:
+        return self.distribution[self.label]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, 4), "outcome": self.outcome.value,
+                "reason": self.reason, "carried_by": list(self.carried_by),
+                "sources": {s.name: s.to_dict() for s in self.sources}}
+
+
+@dataclass
+class JudgementOptions:
+    """How the sources are weighed.
+
+    weights: per-source weight in the log-linear pool (see `PRIOR_WEIGHTS`; missing names take those).
+    min_confidence: below this top probability the outcome is WEAK_EVIDENCE (None: the fitted value in the
+      sidecar, else 0.35, a little under three times the 1/8 of no evidence).
+    disagree_confidence: two perception sources whose own top probability reaches this and whose top labels
+      differ make the outcome SOURCES_DISAGREE (0.5: each says its label is more likely than all others together).
+    time_constant_s: smoothing of the pooled log-scores over a stream, on the source clock (None: off).
+      4 s: at a 1 s hop one odd window moves the state by 1 - e^(-1/4) = 22 %, while a change of evidence that
+      lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
+    text_head: use the MiniLM text source when its artifacts are installed.
+    """
+
+    weights: dict[str, float] | None = None
+    """Per-source weights; None = `PRIOR_WEIGHTS` with the fitted `text`/`decoder` weights of the sidecar."""
+    min_confidence: float | None = None
+    disagree_confidence: float = 0.5
+    time_constant_s: float | None = 4.0
+    text_head: bool = True
+
+
+def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str | None) -> str:
+    """The words of a window as the text head reads them (the same layout at training and run time)."""
+    text = f"In the video, {', '.join(visual) or 'nothing notable'}. In the audio, {', '.join(auditory) or 'nothing notable'}."
+    if subtitle:
+        text += f' The subtitle says: "{subtitle}".'
+    return text
+
+
+def _softmax(z: dict[str, float]) -> dict[str, float]:
+    m = max(z.values())
+    e = {k: math.exp(v - m) for k, v in z.items()}
+    s = sum(e.values())
+    return {k: v / s for k, v in e.items()}
+
+
+def _strongest(cues: Sequence[Cue], names: set[str], n: int = 3) -> tuple[str, ...]:
+    return tuple(c.phrase for c in sorted((c for c in cues if c.name in names), key=lambda c: -c.intensity)[:n])
+
+
+def expression_source(scores: dict[str, float], weight: float) -> SourceJudgement | None:
+    """The expression encoder's pooled probabilities (its labels that are in EMOTIONS)."""
+    dist = {k: float(v) for k, v in scores.items() if k in EMOTIONS}
+    if not dist:
+        return None
+    total = sum(dist.values()) or 1.0
+    dist = {k: v / total for k, v in dist.items()}
+    top = max(dist, key=dist.get)
+    return SourceJudgement("expression", dist, weight, (f"facial expression reads {top} ({dist[top]:.2f})",))
+
+
+def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement | None:
+    """EMFACS prototype matches of the visual cues: mean intensity of each prototype's AUs."""
+    au = {}
+    for c in cues:
+        if c.name in CUE_AU:
+            au[CUE_AU[c.name]] = max(au.get(CUE_AU[c.name], 0.0), float(c.intensity))
+    if not au:
+        return None
+    match = {e: sum(au.get(a, 0.0) for a in proto) / len(proto) for e, proto in PROTOTYPES.items()}
+    expressive = [v for a, v in au.items() if a not in SPEECH_AUS]
+    match["neutral"] = 1.0 - max(expressive, default=0.0)
+    dist = _softmax({e: FACIAL_GAIN * match[e] for e in EMOTIONS})
+    top = max(dist, key=dist.get)
+    names = {n for n, a in CUE_AU.items() if a in PROTOTYPES.get(top, ())}
+    return SourceJudgement("facial_actions", dist, weight, _strongest(cues, names))
+
+
+def vocal_profile_source(cues: Sequence[Cue], weight: float) -> SourceJudgement | None:
+    """Agreement of the vocal cues with each emotion's profile, scaled by how much evidence there is."""
+    present = {c.name: float(c.intensity) for c in cues if c.modality == "auditory"}
+    if not present:
+        return None
+    mass = sum(present.values())
+    strength = min(1.0, mass)
+    z = {e: VOCAL_GAIN * strength * sum(v * VOCAL_PROFILES[e].get(n, 0) for n, v in present.items()) / mass
+         for e in EMOTIONS}
+    dist = _softmax(z)
+    top = max(dist, key=dist.get)
+    names = {n for n, d in VOCAL_PROFILES[top].items() if d > 0}
+    return SourceJudgement("vocal_profile", dist, weight, _strongest(cues, names))
+
+
+class TextHead:
+    """Logistic regression over MiniLM embeddings of `evidence_text` (artifact `text_head`)."""
+
+    def __init__(self, embedder, weight: np.ndarray, labels: Sequence[str]):
+        self.embedder, self.weight, self.labels = embedder, weight, tuple(labels)
+
+    @classmethod
+    def load(cls, threads: int = 1, provider: str = "cpu") -> "TextHead":
+        """The installed head and MiniLM encoder; ModelError when either is missing or corrupt."""
+        from .embeddings import EmbedderOptions, MiniLMEmbedder
+
+        entry = resolve("text_head").entry
+        weight = np.load(verified_path("text_head"))
+        labels = entry["outputs"][0]["labels"]
+        if weight.shape != (len(labels), 385):
+            raise ModelError(f"text_head has shape {weight.shape}, expected ({len(labels)}, 385)")
+        return cls(MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads, provider=provider)),
+                   weight, labels)
+
+    def __call__(self, text: str) -> dict[str, float]:
+        x = self.embedder.embed([text])[0]
+        z = self.weight[:, :-1] @ x + self.weight[:, -1]
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        return {lab: float(v) for lab, v in zip(self.labels, p)}
+
+
+class Judge:
+    """Pools a window's sources into a `Judgement`; keeps the smoothed state of one stream."""
+
+    def __init__(self, options: JudgementOptions | None = None, text_head: TextHead | None = None,
+                 fitted: dict | None = None):
+        """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any."""
+        self.options = options or JudgementOptions()
+        self.text_head = text_head
+        fitted = fitted or {}
+        self.weights = {**PRIOR_WEIGHTS, **fitted.get("weights", {}), **(self.options.weights or {})}
+        self.min_confidence = (self.options.min_confidence if self.options.min_confidence is not None
+                               else fitted.get("min_confidence", 0.35))
+        self._state: tuple[float, dict[str, float]] | None = None
+
+    @classmethod
+    def create_from_options(cls, options: JudgementOptions | None = None, threads: int = 1,
+                            provider: str = "cpu") -> "Judge":
+        """A Judge with the text head when installed (logged and left out when not), fitted values applied."""
+        options = options or JudgementOptions()
+        head, fitted = None, {}
+        try:
+            fitted = resolve("text_head").entry.get("fusion", {})
+        except ModelError:
+            pass
+        if options.text_head:
+            try:
+                head = TextHead.load(threads, provider)
+            except ModelError as e:
+                log.info("judgement without the text source: %s", e)
+        return cls(options, head, fitted)
+
+    def reset(self) -> None:
+        """Forget the smoothed state (a new stream)."""
+        self._state = None
+
+    def sources(self, visual: ModalityResult | None, auditory: ModalityResult | None, visual_phrases: Sequence[str],
+                auditory_phrases: Sequence[str], subtitle: str | None,
+                decoder_scores: dict[str, float] | None) -> list[SourceJudgement]:
+        """Each available source's judgement of one window."""
+        w = self.weights
+        out = []
+        if visual is not None:
+            out += [expression_source(visual.scores, w["expression"]), facial_action_source(visual.cues, w["facial_actions"])]
+        if auditory is not None:
+            out.append(vocal_profile_source(auditory.cues, w["vocal_profile"]))
+        if self.text_head is not None and (visual_phrases or auditory_phrases or subtitle):
+            text = evidence_text(visual_phrases, auditory_phrases, subtitle)
+            out.append(SourceJudgement("text", self.text_head(text), w["text"],
+                                       tuple(visual_phrases[:2]) + tuple(auditory_phrases[:1])))
+        if decoder_scores:
+            out.append(SourceJudgement("decoder", dict(decoder_scores), w["decoder"]))
+        return [s for s in out if s is not None and s.weight > 0]
+
+    def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
+        """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues."""
+        z = {e: 0.0 for e in EMOTIONS}
+        contributions = {s.name: s.contribution() for s in sources}
+        for c in contributions.values():
+            for e in EMOTIONS:
+                z[e] += c[e]
+        z = self._smooth(z, t)
+        dist = _softmax(z)
+        label = max(dist, key=dist.get)
+        outcome, reason = Outcome.CONFIDENT, None
+        strong = [s for s in sources if s.name in PERCEPTION and max(s.distribution.values()) >= self.options.disagree_confidence]
+        tops = {s.name: max(s.distribution, key=s.distribution.get) for s in strong}
+        if len(set(tops.values())) > 1:
+            outcome = Outcome.SOURCES_DISAGREE
+            reason = "; ".join(f"{name.replace('_', ' ')} points to {top}" for name, top in tops.items())
+        elif dist[label] < self.min_confidence:
+            outcome = Outcome.WEAK_EVIDENCE
+            reason = f"top probability {dist[label]:.2f} is below {self.min_confidence:.2f}"
+        helping = sorted((s for s in sources if contributions[s.name][label] > 0),
+                         key=lambda s: -contributions[s.name][label])
+        carried: list[str] = []
+        for s in helping:
+            carried += [c for c in s.cues if c not in carried and s.name in PERCEPTION]
+        return Judgement(label, dist, outcome, reason, tuple(sources), tuple(carried[:3]))
+
+    def _smooth(self, z: dict[str, float], t: float | None) -> dict[str, float]:
+        tau = self.options.time_constant_s
+        if t is None or tau is None:
+            return z
+        prev = self._state
+        if prev is not None and 0 <= t - prev[0] <= 3 * tau:
+            a = math.exp(-(t - prev[0]) / tau)
+            z = {e: a * prev[1][e] + (1 - a) * z[e] for e in EMOTIONS}
+        self._state = (t, z)
+        return z
