@@ -15,8 +15,8 @@ Each source's log-scores are centred over the labels it covers (a label it canno
 neither helps nor vetoes that label) and pooled log-linearly: z = sum_s w_s * c_s, p = softmax(z).
 The weights (`JudgementOptions.weights`) say where each comes from. Over a stream, z is smoothed with
 time constant `time_constant_s` on the source clock (the same input gives the same result). A window
-whose top probability is below `min_confidence`, or whose two strongest perception sources point to
-different labels, is judged with an explicit low-confidence `Outcome` and its reason.
+whose top probability is below `min_confidence`, or where two perception sources each rate the other's
+label below chance, is judged with an explicit low-confidence `Outcome` and its reason.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ EMFACS emotion: it takes the brows of worry, inner brow raised and drawn togethe
 SPEECH_AUS = frozenset({25, 26, 43})
 """AUs that talking and blinking produce all the time: they count inside prototypes, never against neutral."""
 FACIAL_GAIN = 3.0
-"""Log-odds of a full prototype match (all its AUs at intensity 1) over no match: e^3 = 20:1 before the
-source weight. A priori: one full EMFACS prototype is strong evidence, but our cues are landmark proxies."""
+"""Log-odds of a perfect prototype match (exactly its AUs, at full strength) over no match: e^3 = 20:1 before
+the source weight. A priori: one full EMFACS prototype is strong evidence, but our cues are landmark proxies."""
 
 # --- vocal profiles --------------------------------------------------------------------------------
 VOCAL_PROFILES: dict[str, dict[str, int]] = {
@@ -170,8 +170,6 @@ class JudgementOptions:
     weights: per-source weight in the log-linear pool (see `PRIOR_WEIGHTS`; missing names take those).
     min_confidence: below this top probability the outcome is WEAK_EVIDENCE (None: the fitted value in the
       sidecar, else 0.35, a little under three times the 1/8 of no evidence).
-    disagree_confidence: two perception sources whose own top probability reaches this and whose top labels
-      differ make the outcome SOURCES_DISAGREE (0.5: each says its label is more likely than all others together).
     time_constant_s: smoothing of the pooled log-scores over a stream, on the source clock (None: off).
       4 s: at a 1 s hop one odd window moves the state by 1 - e^(-1/4) = 22 %, while a change of evidence that
       lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
@@ -181,7 +179,6 @@ class JudgementOptions:
     weights: dict[str, float] | None = None
     """Per-source weights; None = `PRIOR_WEIGHTS` with the fitted `text`/`decoder` weights of the sidecar."""
     min_confidence: float | None = None
-    disagree_confidence: float = 0.5
     time_constant_s: float | None = 4.0
     text_head: bool = True
 
@@ -212,19 +209,23 @@ def expression_source(scores: dict[str, float], weight: float) -> SourceJudgemen
         return None
     total = sum(dist.values()) or 1.0
     dist = {k: v / total for k, v in dist.items()}
-    top = max(dist, key=dist.get)
-    return SourceJudgement("expression", dist, weight, (f"facial expression reads {top} ({dist[top]:.2f})",))
+    return SourceJudgement("expression", dist, weight)
 
 
 def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement | None:
-    """EMFACS prototype matches of the visual cues: mean intensity of each prototype's AUs."""
+    """EMFACS prototype matches of the visual cues: the cosine between the AU intensity vector and each
+    prototype (so a fuller prototype beats its own subset and AUs outside it count against it), times the
+    evidence strength min(1, |AU vector|); neutral is 1 - the strongest expressive AU."""
     au = {}
     for c in cues:
         if c.name in CUE_AU:
             au[CUE_AU[c.name]] = max(au.get(CUE_AU[c.name], 0.0), float(c.intensity))
     if not au:
         return None
-    match = {e: sum(au.get(a, 0.0) for a in proto) / len(proto) for e, proto in PROTOTYPES.items()}
+    norm = math.sqrt(sum(v * v for v in au.values()))
+    strength = min(1.0, norm)
+    match = {e: strength * sum(au.get(a, 0.0) for a in proto) / (math.sqrt(len(proto)) * norm)
+             for e, proto in PROTOTYPES.items()}
     expressive = [v for a, v in au.items() if a not in SPEECH_AUS]
     match["neutral"] = 1.0 - max(expressive, default=0.0)
     dist = _softmax({e: FACIAL_GAIN * match[e] for e in EMOTIONS})
@@ -273,6 +274,22 @@ class TextHead:
         p = np.exp(z - z.max())
         p /= p.sum()
         return {lab: float(v) for lab, v in zip(self.labels, p)}
+
+
+def _disagreement(sources: Sequence[SourceJudgement]) -> tuple[SourceJudgement, ...]:
+    """Two sources that each rate the other's top label below chance (1 / the labels they cover), or ()."""
+
+    def top(s):
+        return max(s.distribution, key=s.distribution.get)
+
+    def below_chance(s, label):
+        return label in s.distribution and s.distribution[label] < 1.0 / len(s.distribution)
+
+    for i, a in enumerate(sources):
+        for b in sources[i + 1:]:
+            if top(a) != top(b) and below_chance(a, top(b)) and below_chance(b, top(a)):
+                return a, b
+    return ()
 
 
 class Judge:
@@ -339,11 +356,11 @@ class Judge:
         dist = _softmax(z)
         label = max(dist, key=dist.get)
         outcome, reason = Outcome.CONFIDENT, None
-        strong = [s for s in sources if s.name in PERCEPTION and max(s.distribution.values()) >= self.options.disagree_confidence]
-        tops = {s.name: max(s.distribution, key=s.distribution.get) for s in strong}
-        if len(set(tops.values())) > 1:
+        clash = _disagreement([s for s in sources if s.name in PERCEPTION])
+        if clash:
             outcome = Outcome.SOURCES_DISAGREE
-            reason = "; ".join(f"{name.replace('_', ' ')} points to {top}" for name, top in tops.items())
+            reason = "; ".join(f"{s.name.replace('_', ' ')} points to {max(s.distribution, key=s.distribution.get)}"
+                               for s in clash)
         elif dist[label] < self.min_confidence:
             outcome = Outcome.WEAK_EVIDENCE
             reason = f"top probability {dist[label]:.2f} is below {self.min_confidence:.2f}"
@@ -351,7 +368,10 @@ class Judge:
                          key=lambda s: -contributions[s.name][label])
         carried: list[str] = []
         for s in helping:
-            carried += [c for c in s.cues if c not in carried and s.name in PERCEPTION]
+            if s.name == "expression" and max(s.distribution, key=s.distribution.get) == label:
+                carried.append(f"a {label} facial expression ({s.distribution[label]:.2f})")
+            elif s.name in PERCEPTION:
+                carried += [c for c in s.cues if c not in carried]
         return Judgement(label, dist, outcome, reason, tuple(sources), tuple(carried[:3]))
 
     def _smooth(self, z: dict[str, float], t: float | None) -> dict[str, float]:

@@ -45,7 +45,9 @@ needs_model = pytest.mark.skipif(
 def decoder():
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
-    with CueDecoder(DecoderOptions(max_tokens=40, projector_visual=None, projector_audio=None)) as d:
+    # the generation machinery: the model writes the sections and its own label stands (no judgement)
+    with CueDecoder(DecoderOptions(max_tokens=40, projector_visual=None, projector_audio=None, sections="generated",
+                                   judgement=None)) as d:
         yield d
 
 
