@@ -366,7 +366,7 @@ class Analyzer:
                 else:
                     self._on_block(self._audio.get(0))
                 self._close_windows()
-            self._close_windows()
+            self._close_windows(last=True)
         except Exception as e:
             log.exception("perception failed")
             self._emit(ev.status("perception_failed", f"{type(e).__name__}: {e}", self.source_name, level="error"))
@@ -419,19 +419,24 @@ class Analyzer:
         log.debug("%s", code, exc_info=e)
         self._emit(ev.status(code, f"{type(e).__name__}: {e}", self.source_name, t=t, level="error"))
 
-    def _close_windows(self) -> None:
+    def _close_windows(self, last: bool = False) -> None:
         self._inputs_done()  # tells the scheduler which streams ended, so the last windows flush
-        for win in self.scheduler.ready():
+        windows = self.scheduler.ready()
+        for win in windows:
             self._on_window(win)
-        self._report_drops()
+        if windows or last:  # drops are reported at most once per window, with counts
+            self._report_drops(windows[-1].t_end if windows else None)
 
-    def _report_drops(self) -> None:
+    def _report_drops(self, t: float | None) -> None:
         drops = (self._frames.dropped, self._audio.dropped)
         if drops != self._reported_drops:
+            new = (drops[0] - self._reported_drops[0], drops[1] - self._reported_drops[1])
             self._reported_drops = drops
             self.stats.update(frames_dropped=drops[0], audio_dropped=drops[1])
-            self._emit(ev.status("dropped", f"under load: {drops[0]} frames and {drops[1]} audio blocks dropped so far",
-                                 self.source_name, frames_dropped=drops[0], audio_dropped=drops[1]))
+            self._emit(ev.status("dropped", f"under load: {new[0]} frames and {new[1]} audio blocks dropped since the "
+                                 f"last report ({drops[0]} and {drops[1]} in all)", self.source_name, t=t,
+                                 frames_dropped=drops[0], audio_dropped=drops[1],
+                                 frames_dropped_new=new[0], audio_dropped_new=new[1]))
 
     def _summarize(self, win: Window) -> tuple[ModalityResult, ModalityResult]:
         vis = aud = None
@@ -475,8 +480,13 @@ class Analyzer:
                     "code": r.code.value, "message": f"{r.modality}: {r.message}", "modality": r.modality}))
         if not vis.empty or not aud.empty:
             self._emit_cues(win, vis, aud, lat)
-            if self.reasoner is not None:
-                self._maybe_explain(win, vis, aud)
+        if self.reasoner is None:
+            return
+        if not vis.empty or not aud.empty or transcript_text(aud):
+            self._maybe_explain(win, vis, aud)
+        else:  # no evidence, no label
+            self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
+                "code": "nothing_to_explain", "message": f"nothing to explain: {vis.message}; {aud.message}"}))
 
     def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
         face_ids = sorted({c.face_id for c in vis.cues}, key=lambda f: (f is None, f)) or [None]

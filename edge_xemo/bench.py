@@ -116,7 +116,7 @@ def run_bench(o: BenchOptions) -> dict:
     stages = {k: stats(v) for k, v in sorted(kept.items())}
     expl = [e for e in events if e.type == "explanation"][1:] or [e for e in events if e.type == "explanation"]
     first = [e.latency_ms.get("window_to_first_token") for e in expl if "window_to_first_token" in e.latency_ms]
-    for key in ("prefill", "first_token", "generate", "label", "total"):
+    for key in ("prefill", "first_token", "generate", "label", "judgement", "total"):
         values = [e.latency_ms[key] for e in expl if key in e.latency_ms]
         if values:
             stages[f"decoder.{key}"] = stats(values)
@@ -142,6 +142,7 @@ def run_bench(o: BenchOptions) -> dict:
         "first_token_ms": stats(e.latency_ms["first_token"] for e in expl if "first_token" in e.latency_ms),
         "window_to_first_token_ms": stats(first),
         "decode_tokens_per_s": (tokens / (gen_ms / 1e3)) if gen_ms else None,
+        "explanation_ms": stats(e.latency_ms["total"] for e in expl if "total" in e.latency_ms),
         "explanations": len([e for e in events if e.type == "explanation"]),
         "explanation_cadence_s": float(np.median(np.diff(t_ends))) if len(t_ends) > 1 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -169,7 +170,8 @@ def print_table(report: dict, console) -> None:
         f"audio real-time factor {fmt(report['audio_rtf'], '.4f')}, "
         f"first token {fmt(report['first_token_ms'].get('median_ms'), '.0f')} ms after the decoder starts "
         f"({fmt(report['window_to_first_token_ms'].get('median_ms'), '.0f')} ms after the window closes, queueing included), "
-        f"decode {fmt(report['decode_tokens_per_s'], '.1f')} tokens/s, "
+        f"one explanation {fmt(report['explanation_ms'].get('median_ms'), '.0f')} ms, "
+        f"decode {fmt(report['decode_tokens_per_s'], '.1f')} tokens/s (none with rendered sections), "
         f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, peak RSS {report['peak_rss_mb']:.0f} MB",
         highlight=False,
     )

@@ -53,7 +53,7 @@ class FakeReasoner:
     def __init__(self, pieces=3, delay=0.0):
         self.pieces, self.delay, self.calls, self.stopped = pieces, delay, 0, 0
 
-    def explain(self, visual, auditory, subtitle, on_token=None, should_stop=None):
+    def explain(self, visual, auditory, subtitle, on_token=None, should_stop=None, t=None):
         self.calls += 1
         for i in range(self.pieces):
             if should_stop and should_stop():
@@ -95,7 +95,7 @@ def test_push_api_iterator_gives_valid_ordered_events():
     assert all("visual_frame_mean" in d["latency_ms"] for d in cues)
     expl = [d for d in events if d["type"] == "explanation"]
     assert len(expl) == 3  # every 2 s of source time (explain_every_s) in offline mode
-    assert expl[0]["emotion"]["label"] == "happy" and expl[0]["evidence"]["auditory"] == ["loud voice"]
+    assert expl[0]["emotion"]["label"] == "happy" and expl[0]["perceived"]["auditory"] == ["loud voice"]
     assert "window_to_explanation" in expl[0]["latency_ms"]
     assert [d["text"] for d in events if d["type"] == "token"][:3] == ["w0 ", "w1 ", "w2 "]
 

@@ -41,7 +41,7 @@ def test_explanations_cite_the_smile_and_the_voice_and_end_positive(sample_event
     for d in expl:
         assert abs(sum(d["emotion"]["scores"].values()) - 1) < 1e-3
     assert any("smil" in d["text"].lower() or "mouth" in d["text"].lower() for d in expl)
-    assert any(d["evidence"]["auditory"] for d in expl), "no vocal cue reached the decoder"
+    assert any(d["perceived"]["auditory"] for d in expl), "no vocal cue reached the decoder"
 
 
 def test_demo_prints_rolling_explanations(demo_video, demo_audio, tmp_path):
@@ -115,4 +115,4 @@ def test_a_clip_with_no_face_gives_only_status_events(demo_video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(events) >= 3 and {d["type"] for d in events} == {"status"}
-    assert {d["code"] for d in events} == {"no_face"}
+    assert {d["code"] for d in events} == {"no_face", "nothing_to_explain"}  # no evidence, no label

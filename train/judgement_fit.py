@@ -48,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oof", type=Path, default=REPO / "runs" / "text_head" / "oof.json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=MODELS, help="folder of the text_head sidecar to write the fusion into")
+    ap.add_argument("--smoke", action="store_true", help="rebuild smoke run: 24 rows, --out holds the smoke text head")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.oof = args.out.parent / "train.text_head" / "oof.json"
     try:
-        train = load_examples("train")
+        train = load_examples("train")[: 24 if args.smoke else None]
     except FileNotFoundError as e:
         print(f"judgement_fit: {e}", file=sys.stderr)
         return 2
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"judgement_fit: {args.oof} not found: run python -m train.text_head first", file=sys.stderr)
         return 2
     oof = json.loads(args.oof.read_text())
+    rows = set(oof["rows"])
+    train = [e for e in train if e.row in rows]
     by_row = {r: dict(zip(oof["labels"], p)) for r, p in zip(oof["rows"], oof["probs"])}
     decoder = CueDecoder(DecoderOptions(n_threads=args.threads, judgement=None))
     try:
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_at_or_above_min_confidence": round(float(right[conf >= min_conf].mean()), 4) if (conf >= min_conf).any() else None,
         },
     }
-    sidecar_path = MODELS / "text_head.json"
+    sidecar_path = (args.out.parent / "train.text_head" if args.smoke else args.out) / "text_head.json"
     sidecar = json.loads(sidecar_path.read_text())
     sidecar["fusion"] = report
     sidecar_path.write_text(json.dumps(sidecar, indent=1) + "\n")

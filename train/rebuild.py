@@ -293,6 +293,8 @@ STAGES: tuple[Stage, ...] = (
                      "--set", "max_heldout=24", "--set", "context=runtime", "--out", "runs/projector_align_visual_rt")),
     Stage("export.projector", "export", "projector checkpoint -> ONNX, parity",
           full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
+    Stage("train.text_head", "train", "judgement text source: logistic regression over MiniLM embeddings of EMER cue text"),
+    Stage("train.judgement_fit", "train", "judgement weights of the text head and the decoder (EMER rows 0-199)"),
     Stage("benchmarks.heldout_reasoning", "check", "decoder variants on held-out EMER rows -> decoder_lora metrics",
           full_args=("--threads=2", "--sidecar=1")),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),

@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=MODELS, help="folder for text_head.npy and text_head.json")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "text_head", help="folder for the out-of-fold predictions")
+    ap.add_argument("--smoke", action="store_true", help="rebuild smoke run: the same fit (30 s), all outputs in --out")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.runs = args.out
     try:
         train, held = load_examples("train"), load_examples("heldout")
     except FileNotFoundError as e:

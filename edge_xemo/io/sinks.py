@@ -64,8 +64,14 @@ def _cue_line(cues: list[dict], limit: int = 6) -> str:
 
 
 def _emotion_line(emotion: dict) -> str:
+    """Label, top scores, and what carried it (or why the judgement is unsure)."""
     scores = sorted(emotion.get("scores", {}).items(), key=lambda kv: -kv[1])[:3]
-    return f"{emotion.get('label', '?')} ({', '.join(f'{k} {v:.2f}' for k, v in scores)})"
+    line = f"{emotion.get('label', '?')} ({', '.join(f'{k} {v:.2f}' for k, v in scores)})"
+    if emotion.get("outcome", "confident") != "confident":
+        line += f" unsure: {emotion.get('reason')}"
+    elif emotion.get("carried_by"):
+        line += f" from {'; '.join(emotion['carried_by'])}"
+    return line
 
 
 class ConsoleView:
@@ -115,8 +121,8 @@ class ConsoleView:
     def _print_explanation(self, d: dict) -> None:
         t0, t1 = d.get("t_start") or 0.0, d.get("t_end") or 0.0
         self.console.print(
-            f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] seen: {', '.join(d['evidence']['visual']) or '-'} | "
-            f"heard: {', '.join(d['evidence']['auditory']) or '-'} -> [bold]{_emotion_line(d['emotion'])}[/bold]"
+            f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] seen: {', '.join(d['perceived']['visual']) or '-'} | "
+            f"heard: {', '.join(d['perceived']['auditory']) or '-'} -> [bold]{_emotion_line(d['emotion'])}[/bold]"
             + ("" if d.get("valid", True) else f" [red](flagged: {d.get('problem')})[/red]"),
             markup=True, highlight=False,
         )

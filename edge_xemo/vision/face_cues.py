@@ -198,11 +198,24 @@ class OneEuro:
         return self._x.copy()
 
 
+POSE_BASELINE_DEG = 35.0
+"""How far from facing the camera a person's usual head orientation (the median over `baseline_s`) may lie
+and still be their neutral: a TV-drama 3/4 view or a camera below the face is then no "head turned" or
+"chin raised" cue; only turning away from one's own usual orientation is."""
+MEASURABLE_YAW_DEG, MEASURABLE_PITCH_DEG = 40.0, 30.0
+"""Beyond these absolute head angles facial actions are not read (the mesh's far side is foreshortened to
+cos 40 = 0.77 and its depth is a guess): a cue that cannot be measured is not asserted. A priori."""
+
+
 @dataclass(frozen=True, slots=True)
 class CueOptions:
     """Cue reading. on/off: hysteresis thresholds on smoothed intensity; baseline_s: history used for
     the personal neutral; blink_close/blink_open: eye opening (fraction of neutral) that starts/ends a
-    blink (the 468-point model's lids close only to ~0.6 of neutral in a real blink); blink_max_s: longer closures are not blinks; gaze_deg: head angle beyond which gaze is not direct."""
+    blink (the 468-point model's lids close only to ~0.6 of neutral in a real blink); blink_min_s/blink_max_s:
+    shorter and longer closures (source-clock seconds) are not blinks: spontaneous blinks last about 100-400 ms
+    (Caffier et al. 2003), and a closure shorter than 50 ms is one noisy frame at 25 fps or more, which a camera
+    that delivers frames faster than its nominal rate produces more of; gaze_deg: head angle beyond which gaze
+    is not direct."""
 
     on: float = 0.35
     off: float = 0.2
@@ -211,6 +224,7 @@ class CueOptions:
     beta: float = 2.0
     blink_close: float = 0.75
     blink_open: float = 0.88
+    blink_min_s: float = 0.05
     blink_max_s: float = 0.6
     gaze_deg: float = 12.0
 
@@ -255,8 +269,8 @@ class FaceCueReader:
             med = np.median(np.stack([h for _, h in self._history]), axis=0)
             n = len(MEASURES)
             self._baseline = PRIOR + np.clip(med[:n] - PRIOR, -TOLERANCE, TOLERANCE)
-            # pose: the person's usual head orientation, limited to +-10 degrees of facing the camera
-            self._pose_baseline = np.clip(med[n:], -10.0, 10.0)
+            # pose: the person's usual head orientation, so that a camera angle is not a cue
+            self._pose_baseline = np.clip(med[n:], -POSE_BASELINE_DEG, POSE_BASELINE_DEG)
             self._baseline_t = t
 
     def update(self, landmarks: np.ndarray, t: float) -> FaceCueFrame:
@@ -271,6 +285,8 @@ class FaceCueReader:
         pose = self._pose_filter(pose_abs, t) - self._pose_baseline
         delta = smooth - self._baseline
         values = np.clip((_W @ delta - _START) / _FULL, 0.0, 1.0)
+        if abs(pose_abs[0]) > MEASURABLE_YAW_DEG or abs(pose_abs[1]) > MEASURABLE_PITCH_DEG:
+            values[:] = 0.0  # too far from frontal to read facial actions from the mesh: none is asserted
         inten = dict(zip((c.name for c in CUES), values.tolist()))
         yaw, pitch, roll = pose
         g = o.gaze_deg
@@ -292,7 +308,7 @@ class FaceCueReader:
         if ratio < o.blink_close and self._closed_since is None:
             self._closed_since = t
         elif ratio > o.blink_open and self._closed_since is not None:
-            if t - self._closed_since <= o.blink_max_s:
+            if o.blink_min_s <= t - self._closed_since <= o.blink_max_s:
                 blink = True
                 self._blinks.append(t)
             self._closed_since = None

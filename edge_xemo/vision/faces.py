@@ -31,6 +31,11 @@ class FaceTrackerOptions:
     min_face_px: faces whose box is narrower than this many pixels are ignored.
     detect_threshold: BlazeFace score needed for a detection.
     presence_threshold: landmark-model face-presence probability below which a track is dropped.
+    max_keypoint_error: a new track becomes a face only when the landmark model's eye centres lie within
+      this fraction of the detector's eye distance from the detector's eye keypoints (two models that
+      agree on where the eyes are). 0.2, measured (tests/vision/test_face_evidence.py): real faces of the
+      demo and sample clips, upright, rotated +-35 degrees and squeezed to 60 % width, <= 0.11;
+      detections on a title card, a cartoon smiley and two photos without people, >= 0.27.
     nms_iou: overlap above which detections are merged (weighted NMS).
     match_iou: box overlap needed to give a detection the id of an existing track.
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
@@ -43,6 +48,7 @@ class FaceTrackerOptions:
     min_face_px: int = 24
     detect_threshold: float = 0.5
     presence_threshold: float = 0.5
+    max_keypoint_error: float = 0.2
     nms_iou: float = 0.3
     match_iou: float = 0.3
     roi_scale: float = 1.5
@@ -175,6 +181,18 @@ def weighted_nms(boxes, scores, kps, nms_iou):
     return out
 
 
+def eye_disagreement(landmarks: np.ndarray, keypoints: np.ndarray) -> float:
+    """Mean distance between the landmark model's eye centres and the detector's eye keypoints (either
+    order), as a fraction of the detector's eye distance."""
+    lm = landmarks[:, :2]
+    eyes = ((lm[33] + lm[133]) / 2, (lm[263] + lm[362]) / 2)
+    a, b = keypoints[0], keypoints[1]
+    spread = max(float(np.linalg.norm(a - b)), 1.0)
+    same = np.linalg.norm(eyes[0] - a) + np.linalg.norm(eyes[1] - b)
+    swapped = np.linalg.norm(eyes[0] - b) + np.linalg.norm(eyes[1] - a)
+    return float(min(same, swapped) / 2 / spread)
+
+
 def roi_crop_matrix(cx: float, cy: float, size: float, angle: float) -> np.ndarray:
     """2x3 affine that maps landmark-input pixels (192x192) to image pixels for a rotated square ROI."""
     c, s = np.cos(angle), np.sin(angle)
@@ -193,6 +211,7 @@ class _Track:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray | None = None
     age: int = 0
+    keypoints: np.ndarray | None = None  # the detector's 6 keypoints, until the first landmarks confirm them
 
 
 class FaceTracker:
@@ -310,10 +329,11 @@ class FaceTracker:
         faces = []
         for tr in list(self._tracks):
             lm, prob = self.landmarks(bgr, tr.roi)
-            if prob < opts.presence_threshold:
+            if prob < opts.presence_threshold or (
+                    tr.keypoints is not None and eye_disagreement(lm, tr.keypoints) > opts.max_keypoint_error):
                 self._tracks.remove(tr)
                 continue
-            tr.landmarks, tr.age = lm, tr.age + 1
+            tr.landmarks, tr.age, tr.keypoints = lm, tr.age + 1, None
             tr.box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
             tr.roi = self._roi_from_landmarks(lm)
             faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
@@ -336,9 +356,9 @@ class FaceTracker:
             if best is None:
                 unmatched.append(det)
             elif best.landmarks is None:
-                best.roi, best.box = self._roi_from_detection(det), det.box
+                best.roi, best.box, best.keypoints = self._roi_from_detection(det), det.box, det.keypoints
         for det in unmatched:
-            self._tracks.append(_Track(self._next_id, self._roi_from_detection(det), det.box))
+            self._tracks.append(_Track(self._next_id, self._roi_from_detection(det), det.box, keypoints=det.keypoints))
             self._next_id += 1
         self._tracks.sort(key=lambda tr: -(tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]))
         del self._tracks[self.options.max_faces :]

@@ -24,17 +24,23 @@ EXCLUSIVE = (
     ("lip_press", "lips_part", "jaw_drop"),
 )
 """Cues that cannot both describe one face in one window."""
+ARTICULATION = ("lips_part", "jaw_drop")
+"""Mouth opening cues that speech produces: dropped from a window in which they go up and down repeatedly."""
 
 
 @dataclass(frozen=True, slots=True)
 class WindowCueOptions:
     """min_on_fraction: a cue is reported for a window when it is on in at least this share of the
     face's frames. nod_deg / shake_deg: peak-to-peak pitch / yaw within a window that counts as a nod /
-    head shake."""
+    head shake. articulation_reversals / articulation_step: a mouth-opening cue whose intensity changes direction
+    this many times (by at least this step) in a window is speech, not a cue; 3 in 2 s is well under the 4-5
+    syllables a second of conversational speech, and a held open mouth (surprise) reverses at most once."""
 
     min_on_fraction: float = 0.3
     nod_deg: float = 6.0
     shake_deg: float = 8.0
+    articulation_reversals: int = 3
+    articulation_step: float = 0.15
 
     def __post_init__(self):
         if not 0.0 < self.min_on_fraction <= 1.0:
@@ -59,9 +65,21 @@ def window_cues(face_id: int, frames: list[FaceObservation], options: WindowCueO
         present = [g for g in group if g in found]
         for loser in sorted(present, key=lambda g: (-on_frac[g], -found[g].intensity))[1:]:
             found.pop(loser, None)
+    # a direct gaze is the usual state, not a cue (it still keeps "averted" out when it dominates)
+    found.pop("gaze_direct", None)
+    if n >= 5:  # a mouth that opens and closes with speech is talking, not an expression
+        for name in ARTICULATION:
+            series = np.array([f.cues.intensity[name] for f in frames])
+            if name in found and _reversals(series, options.articulation_step) >= options.articulation_reversals:
+                found.pop(name)
     cues = list(found.values()) + motion_cues(face_id, frames, options)
-    # a direct gaze is the usual state: list it after the facial actions of similar strength
-    return sorted(cues, key=lambda c: -c.intensity * (0.5 if c.name == "gaze_direct" else 1.0))
+    return sorted(cues, key=lambda c: -c.intensity)
+
+
+FREQUENT_BLINKS_PER_MIN = 37.0
+"""People blink 26 +- 11 times a minute in conversation (Bentivoglio et al. 1997, Mov. Disord. 12): a talking
+face blinks "frequently" from the conversational mean + 1 SD, "rapidly" from about mean + 2 SD (48, where the
+intensity ramp from 26 to 70 per minute reaches 0.5)."""
 
 
 def motion_cues(face_id: int, frames: list[FaceObservation], options: WindowCueOptions) -> list[Cue]:
@@ -79,8 +97,8 @@ def motion_cues(face_id: int, frames: list[FaceObservation], options: WindowCueO
                            {"yaw_range_deg": yaw_pp}, face_id))
     blinks = sum(f.cues.blink for f in frames)
     rate = frames[-1].cues.blink_rate
-    if blinks and rate >= 25.0:
-        v = ramp(rate, 20.0, 45.0)
+    if blinks and rate >= FREQUENT_BLINKS_PER_MIN:
+        v = ramp(rate, 26.0, 70.0)
         out.append(Cue("blinks", "rapid blinking" if v >= 0.5 else "frequent blinking", v, "visual",
                        {"blink_rate_per_min": rate, "blinks_in_window": float(blinks)}, face_id))
     return out

@@ -13,7 +13,7 @@ def test_clip_explainer_explains_a_real_clip_and_records_its_run(demo_video, dem
                                                        "window_s": 2.0, "hop_s": 1.0}}
     result = explainer(Clip("demo", demo_video, demo_audio, None, None, None, 0))
     assert result.label in EMOTIONS and result.text.startswith("In the video,") and result.status == "ok"
-    assert result.extra["evidence"]["visual"] and result.media_s > 20
+    assert result.extra["perceived"]["visual"] and result.media_s > 20
     run = explainer.run_record()
     assert run["stages"]["visual"]["threads"] == 1 and run["stages"]["reasoner"]["n_threads"] == 1
     assert len(run["models"]["decoder_file"]["sha256"]) == 64 and "face_landmarks" in run["models"]

@@ -115,6 +115,22 @@ def test_blinks_are_counted_once_and_long_closures_are_not_blinks(faces):
     assert measure(closed)[3] < 0.5 * measure(p)[3]
 
 
+def test_blinks_follow_the_source_clock_not_the_frame_count(faces):
+    """At 60 frames/s, one-frame lid glitches (17 ms) are no blinks; a real 150 ms closure is one."""
+    lm = faces[0]
+    p = align(lm)[0]
+    closed = p.copy()
+    for i in (159, 145, 158, 153, 160, 144, 386, 374, 385, 380, 387, 373):
+        c = p[[159, 145]].mean(0)[1] if i < 200 else p[[386, 374]].mean(0)[1]
+        closed[i, 1] = c + (p[i, 1] - c) * 0.4
+    closed_lm = to_image(lm, closed)
+    reader, blinks = FaceCueReader(), 0
+    for k in range(600):  # 10 s at 60 fps: a one-frame glitch every second, a 150 ms closure every 5 s
+        shut = k % 60 == 30 or k % 300 in range(100, 109)
+        blinks += reader.update(closed_lm if shut else lm, k / 60.0).blink
+    assert blinks == 2
+
+
 def test_reversals_count_direction_changes():
     t = np.linspace(0, 2, 50)
     assert _reversals(5 * np.sin(2 * np.pi * t), 2.0) == 4  # 2 cycles: peak, trough, peak, trough
