@@ -106,7 +106,8 @@ def test_no_face_and_silence_give_status_events_and_no_cues():
         threading.Thread(target=lambda: (feed(a, 3.0, audio=False, frame=lambda: np.zeros((8, 8, 3), np.uint8)))).start()
         events = list(a.events())
     assert events and {e.type for e in events} == {"status"}
-    assert {e.data["code"] for e in events} == {"no_face", "silence"}
+    assert {e.data["code"] for e in events} == {"no_face", "silence", "nothing_to_explain"}  # no evidence, no label
+    assert not [e for e in events if e.type == "explanation"]
 
 
 def test_callback_mode_delivers_on_its_own_thread_and_survives_a_raising_callback():
@@ -153,6 +154,9 @@ def test_live_mode_drops_oldest_frames_under_load_and_says_so():
     drops = [e for e in events if e.type == "status" and e.data["code"] == "dropped"]
     assert drops and drops[-1].data["frames_dropped"] == a.stats["frames_dropped"] > 50
     assert a.stats["frames"] + a.stats["frames_dropped"] == 100
+    # readable: at most one report per window (1 s of frames -> at most 2 windows, plus the final one)
+    assert len(drops) <= a.stats["windows"] + 1
+    assert sum(e.data["frames_dropped_new"] for e in drops) == a.stats["frames_dropped"]
 
 
 def test_live_mode_cancels_a_stale_explanation_when_cues_change():

@@ -487,8 +487,8 @@ def reason_text(
     visual: str, audio: str, subtitle: str | None, options: DecoderOptions | None = None, decoder=None
 ) -> dict:
     """Explain cues given as text ("smiling, eyes narrowed"): one JSON-able dict
-    {text, emotion: {label, scores}, visual_cues, auditory_cues, valid, problem, latency_ms,
-    n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError when all
+    {text, emotion: {label, scores, confidence, outcome, reason}, evidence, visual_cues, auditory_cues,
+    valid, problem, latency_ms, n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError when all
     inputs are empty."""
     own = decoder is None
     decoder = decoder or CueDecoder(options)
@@ -500,7 +500,10 @@ def reason_text(
             decoder.close()
     return {
         "text": e.text,
-        "emotion": {"label": e.label, "scores": {k: round(v, 4) for k, v in e.scores.items()}},
+        "emotion": {"label": e.label, "scores": {k: round(v, 4) for k, v in e.scores.items()},
+                    **({"confidence": round(e.judgement.confidence, 4), "outcome": e.judgement.outcome.value,
+                        "reason": e.judgement.reason} if e.judgement is not None else {})},
+        "evidence": {s.name: s.to_dict() for s in e.judgement.sources} if e.judgement is not None else {},
         "visual_cues": list(e.visual_cues),
         "auditory_cues": list(e.auditory_cues),
         "valid": e.valid,
