@@ -35,6 +35,7 @@ from .core.models import sha256_of, used_artifacts
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
+from .io.subtitles import text_during
 from .voice.stage import transcript_text
 from .core.types import (SAMPLE_RATE, AudioBlock, AudioStage, Explanation, Frame, ModalityResult, Reasoner, ResultCode,
                          VisualStage)
@@ -63,6 +64,7 @@ class AnalyzerOptions:
     visual_options/voice_options/decoder_options: each stage's options (None: its defaults).
     frame_queue/audio_queue/event_queue: queue bounds (items).
     subtitle: fixed text given to the decoder as the subtitle (a transcript replaces it when ASR runs).
+    subtitles: timed subtitle cues (`io.subtitles.read_subtitles`); each window gets the ones it overlaps.
     result_callback: receives every event on the delivery thread; without it use `events()`.
     frame_callback: receives (Frame, per-frame visual observation) on the perception thread
       (the overlay writer uses it).
@@ -82,6 +84,7 @@ class AnalyzerOptions:
     audio_queue: int = 64
     event_queue: int = 4096
     subtitle: str | None = None
+    subtitles: tuple = ()
     result_callback: Callable[[ev.Event], None] | None = None
     frame_callback: Callable[[Frame, object], None] | None = None
 
@@ -482,8 +485,9 @@ class Analyzer:
             self._emit_cues(win, vis, aud, lat)
         if self.reasoner is None:
             return
-        if not vis.empty or not aud.empty or transcript_text(aud):
-            self._maybe_explain(win, vis, aud)
+        words = transcript_text(aud) or text_during(self.options.subtitles, win.t_start, win.t_end)
+        if not vis.empty or not aud.empty or words:
+            self._maybe_explain(win, vis, aud, words)
         else:  # no evidence, no label
             self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
                 "code": "nothing_to_explain", "message": f"nothing to explain: {vis.message}; {aud.message}"}))
@@ -505,14 +509,14 @@ class Analyzer:
 
     # ------------------------------------------------------------------------------- reasoning
 
-    def _maybe_explain(self, win: Window, vis: ModalityResult, aud: ModalityResult) -> None:
+    def _maybe_explain(self, win: Window, vis: ModalityResult, aud: ModalityResult, words: str | None) -> None:
         sig = cue_signature(vis, aud)
         last = self._last_job
         due = last is None or win.t_end - last[0] >= self.options.explain_every_s or material_change(sig, last[1])
         if not due:
             return
         self._last_job = (win.t_end, sig)
-        subtitle = transcript_text(aud) or self.options.subtitle
+        subtitle = words or self.options.subtitle
         if self._in_window_order:
             with self._order:
                 if self._in_flight:

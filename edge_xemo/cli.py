@@ -75,7 +75,7 @@ class _Outcome:
 
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
-         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None) -> None:
+         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = ()) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
@@ -106,7 +106,7 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
     options = AnalyzerOptions(
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
-        subtitle=subtitle, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
+        subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
         **stages,
     )
     analyzer = Analyzer.create_from_options(options)
@@ -154,16 +154,19 @@ def analyze(
     tokens: bool = _TOKENS,
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
+    subtitle_file: Optional[Path] = typer.Option(None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."),
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations."""
     from .io.sources import FileSource
+    from .io.subtitles import read_subtitles
 
+    timed = read_subtitles(subtitle_file) if subtitle_file is not None else ()
     source = FileSource(path, audio_path=audio, realtime=realtime)
     if source.has_video and not source.has_audio:
         typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
     _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language)
+         asr=asr, asr_language=asr_language, subtitles=timed)
 
 
 @app.command()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from edge_xemo.core.types import EMOTIONS
 from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 from edge_xemo.reasoning.judgement import FLOOR
+from train.config import skip_stage
 from train.decoder_data import load_examples
 from train.text_head import MODELS, REPO, ece
 
@@ -56,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train = load_examples("train")[: 24 if args.smoke else None]
     except FileNotFoundError as e:
-        print(f"judgement_fit: {e}", file=sys.stderr)
-        return 2
+        skip_stage(str(e))  # exit 75: train.rebuild records the stage as skipped
     if not args.oof.exists():
-        print(f"judgement_fit: {args.oof} not found: run python -m train.text_head first", file=sys.stderr)
-        return 2
+        skip_stage(f"{args.oof} not found: run python -m train.text_head first")
     oof = json.loads(args.oof.read_text())
     rows = set(oof["rows"])
     train = [e for e in train if e.row in rows]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from edge_xemo.core.models import sha256_of
 from edge_xemo.reasoning.embeddings import MiniLMEmbedder
 from edge_xemo.reasoning.judgement import evidence_text
+from train.config import skip_stage
 from train.decoder_data import load_examples
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train, held = load_examples("train"), load_examples("heldout")
     except FileNotFoundError as e:
-        print(f"text_head: {e}", file=sys.stderr)
-        return 2
+        skip_stage(str(e))  # exit 75: train.rebuild records the stage as skipped
     embed = MiniLMEmbedder.create_from_options()
     x_train, x_held = embed(_texts(train)), embed(_texts(held))
     labels = tuple(sorted({e.label for e in train}))

@@ -96,11 +96,19 @@ def parse_device(device: str | int) -> int | str:
     return device
 
 
+FLAP_S = 5.0
+"""A camera lost again within this many seconds of reconnecting is flapping (a loose cable, a stream that ends)."""
+MAX_BACKOFF_S = 8.0
+"""The longest wait before reopening a flapping camera (the wait doubles from 1 s)."""
+
+
 class CameraSource(Source):
     """Live frames from OpenCV VideoCapture, stamped on the pipeline clock at grab time.
 
     When the camera is lost (read fails), a `camera_lost` status is sent and the camera is reopened
     every 0.5 s for up to `reconnect_s` seconds; frames continue on the same clock after recovery.
+    A camera that keeps getting lost soon after coming back waits 1, 2, 4, 8 s before reopening and is
+    reported at its 1st, 2nd, 4th, 8th, ... loss in a row, with the count.
     """
 
     has_video = True
@@ -109,6 +117,8 @@ class CameraSource(Source):
         self.options = options or CameraOptions()
         self.name = f"camera:{self.options.device}"
         self.reconnects = 0
+        self._reconnected_at: float | None = None
+        self._flaps = 0
         self._cap = self._open()
         if self._cap is None:
             raise SourceError(f"no camera at {parse_device(self.options.device)!r} (see `edge-xemo devices`)".replace("'", ""))
@@ -151,13 +161,23 @@ class CameraSource(Source):
         if o.reconnect_s <= 0 or (o.max_reconnects is not None and self.reconnects >= o.max_reconnects):
             sink.status("camera_lost", f"camera {o.device!r} stopped delivering frames", level="error")
             return None
-        sink.status("camera_lost", f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s")
+        # a camera lost again soon after coming back is flapping: wait longer each time, report at 1, 2, 4, 8, ...
+        flapping = self._reconnected_at is not None and time.monotonic() - self._reconnected_at < FLAP_S
+        self._flaps = self._flaps + 1 if flapping else 0
+        backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** self._flaps) if flapping else 0.0
+        report = self._flaps & (self._flaps - 1) == 0
+        if report:
+            again = f" (lost {self._flaps + 1} times in a row; retrying after {backoff:g} s)" if flapping else ""
+            sink.status("camera_lost", f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s{again}")
+        stop.wait(backoff)
         deadline = time.monotonic() + o.reconnect_s
         while not stop.is_set() and time.monotonic() < deadline:
             cap = self._open()
             if cap is not None:
                 self.reconnects += 1
-                sink.status("camera_reconnected", f"camera {o.device!r} reconnected")
+                self._reconnected_at = time.monotonic()
+                if report:
+                    sink.status("camera_reconnected", f"camera {o.device!r} reconnected ({self.reconnects} in all)")
                 return cap
             stop.wait(0.5)
         if not stop.is_set():

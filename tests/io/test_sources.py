@@ -170,3 +170,21 @@ def test_microphone_capture_through_portaudio(virtual_microphone, demo_audio):
     span = ts[-1] + sink.blocks[-1][1] / SAMPLE_RATE - ts[0]
     assert sink.audio_seconds == pytest.approx(span, rel=0.05)
     assert sink.audio_seconds == pytest.approx(3.0, rel=0.1)
+
+
+def test_a_flapping_camera_backs_off_and_is_reported_with_counts(demo_video, tmp_path):
+    """A 'camera' that delivers 4 frames and is gone again (a 4-frame file): waits grow, reports thin out."""
+    import cv2
+
+    short = tmp_path / "flap.mp4"
+    cap = cv2.VideoCapture(str(demo_video))
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 25, (400, 300))
+    for _ in range(4):
+        writer.write(cv2.resize(cap.read()[1], (400, 300)))
+    writer.release()
+    cam = CameraSource(CameraOptions(device=str(short), width=None, height=None, reconnect_s=2.0))
+    sink = play(cam, seconds=9)
+    lost = [m for c, _, m in sink.statuses if c == "camera_lost"]
+    # without backoff it would reopen hundreds of times in 9 s; with 1, 2, 4 s waits a handful
+    assert 3 <= cam.reconnects <= 6
+    assert len(lost) < cam.reconnects + 1 and any("times in a row" in m for m in lost)
