@@ -2,9 +2,12 @@
 
 The prompt (`edge_xemo.reasoning.prompt`) mixes text, fed as token ids, with embedding slots, fed as float32
 rows (projected bridge tokens, see `edge_xemo.reasoning.projector`). The static prompt prefix is evaluated
-once; every window reuses its KV cache. Generation is greedy by default and stops at the label
-step ("... the emotional state is"), where the decoder's own next-token log-probabilities of the
-labels in `EMOTIONS` (full continuations for multi-token labels) give `Explanation.scores`.
+once; every window reuses its KV cache. By default the cue sections are rendered from perception
+(`DecoderOptions.sections`) and the decoder only scores the labels in `EMOTIONS` at the label step
+("... the emotional state is": its next-token log-probabilities, full continuations for multi-token
+labels); the judgement stage (`edge_xemo.reasoning.judgement`) pools those with its other sources into
+`Explanation.label`/`scores`, and the conclusion names the judged label. With generated sections the
+model writes them first (greedy by default).
 A generation that never reaches the label step gets it forced (and says so in `problem`); one with
 a missing section or a repetition loop comes back with `valid=False`.
 
