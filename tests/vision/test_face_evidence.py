@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions, eye_disagreement
 from tests.conftest import DEMO_VIDEO, need
