@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions, eye_disagreement
-from tests.conftest import DEMO_VIDEO, need
+from conftest import DEMO_VIDEO, need
 
 
 
