@@ -31,7 +31,8 @@ PRECISIONS = ("default", "fp32", "fp16", "int8")
 class BenchOptions:
     """path/audio_path: the clip. provider: cpu|cuda|tensorrt|auto. precision: fp32|fp16|int8 for the
     ONNX stages that ship that variant ("default": each stage's own default). threads: perception threads; decoder_threads: llama.cpp threads.
-    warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder."""
+    warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder. asr: transcribe
+    speech (faster-whisper, in order) and report its time per window as the `audio.asr` stage."""
 
     path: str
     audio_path: str | None = None
@@ -41,6 +42,7 @@ class BenchOptions:
     decoder_threads: int = 1
     warmup_s: float = 2.0
     explain: bool = True
+    asr: bool = False
 
 
 def stats(values) -> dict:
@@ -58,6 +60,10 @@ def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[d
     for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
         if key in out:
             out[key] = _with_precision(out[key], o.precision, stage, notes)
+    if o.asr and "voice_options" in out:
+        from .voice.asr import TranscriberOptions
+
+        out["voice_options"] = dataclasses.replace(out["voice_options"], asr=TranscriberOptions(background=False))
     return out, notes
 
 

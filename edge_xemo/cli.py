@@ -339,6 +339,7 @@ def bench(
     decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
     no_explain: bool = _NO_EXPLAIN,
+    asr: bool = typer.Option(False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."),
 ) -> None:
     """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s."""
     from rich.console import Console
@@ -350,7 +351,7 @@ def bench(
             raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
         path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
     report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
-                                    decoder_threads, warmup, not no_explain))
+                                    decoder_threads, warmup, not no_explain, asr))
     print_table(report, Console())
     if json_out is not None:
         save(report, json_out)

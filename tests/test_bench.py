@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import pytest
 
 from conftest import run_cli
 
@@ -81,3 +82,12 @@ def test_bench_on_the_shared_sample(sample_mp4, tmp_path):
 def test_bench_rejects_an_unknown_precision(demo_video):
     proc = run_cli("bench", demo_video, "--precision", "int4")
     assert proc.returncode != 0 and "unknown precision" in proc.stderr
+
+
+def test_bench_reports_asr_time_per_window(demo_audio, tmp_path):
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", demo_audio, "--json", out, "--no-explain", "--asr", "--warmup", "0")
+    assert proc.returncode == 0, proc.stderr
+    asr = json.loads(out.read_text())["stages"]["audio.asr"]
+    assert asr["n"] >= 10 and asr["max_ms"] > 0
