@@ -22,6 +22,7 @@ import math
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -142,6 +143,8 @@ class CueDecoder:
             """Label distribution for content-free cues (divided out of the scores), or None."""
             self.judge = Judge.create_from_options(o.judgement, o.projector_threads, o.provider) if o.judgement else None
             """Pools the decoder's label scores with the other sources (None: the decoder's label alone)."""
+            self._judge_pool = ThreadPoolExecutor(1, thread_name_prefix="judgement") if self.judge else None
+            """One helper thread: the other sources (the text embedding above all) are judged beside the prefill."""
         except Exception:
             self.session.close()
             raise
@@ -157,6 +160,8 @@ class CueDecoder:
 
     def close(self) -> None:
         with self._lock:
+            if self._judge_pool is not None:
+                self._judge_pool.shutdown(wait=True)
             self.session.close()
 
     def __enter__(self) -> "CueDecoder":
@@ -287,6 +292,11 @@ class CueDecoder:
         emit = _emitter(on_token)
         with self._lock:
             pieces = self._fit(self._pieces(segments, embeddings), notes)
+            perceived = None
+            if self.judge is not None:  # the sources that do not need the decoder, beside its prefill
+                sub = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
+                perceived = self._judge_pool.submit(self.judge.sources, visual, auditory, list(visual_cues),
+                                                    list(auditory_cues), sub, None)
             if self.options.sections == "rendered":
                 answer = render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
                                          visual, auditory) + " " + LABEL_LEAD
@@ -306,10 +316,9 @@ class CueDecoder:
                                    latency_ms=_latency(*draft.times, draft.times[-1]), n_tokens=draft.n_tokens)
             t_judge = time.perf_counter()
             judgement = None
-            if self.judge is not None:
-                sub = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
-                judgement = self.judge.judge(
-                    self.judge.sources(visual, auditory, visual_cues, auditory_cues, sub, draft.scores), t)
+            if perceived is not None:
+                sources = perceived.result() + [self.judge.decoder_source(draft.scores)]
+                judgement = self.judge.judge([x for x in sources if x.weight > 0], t)
             tail = conclude(judgement) if judgement is not None else f" {max(draft.scores, key=draft.scores.get)}."
             emit(tail)
             text = draft.text + tail

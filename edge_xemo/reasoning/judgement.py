@@ -342,8 +342,12 @@ class Judge:
             out.append(SourceJudgement("text", self.text_head(text), w["text"],
                                        tuple(visual_phrases[:2]) + tuple(auditory_phrases[:1])))
         if decoder_scores:
-            out.append(SourceJudgement("decoder", dict(decoder_scores), w["decoder"]))
+            out.append(self.decoder_source(decoder_scores))
         return [s for s in out if s is not None and s.weight > 0]
+
+    def decoder_source(self, scores: dict[str, float]) -> SourceJudgement:
+        """The decoder's label scores as a source (added after the prefill, see CueDecoder)."""
+        return SourceJudgement("decoder", dict(scores), self.weights["decoder"])
 
     def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
         """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues."""
