@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_xemo.core.types import EMOTIONS  # noqa: E402
-from edge_xemo.reasoning.judgement import SourceJudgement  # noqa: E402
+from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement, top_label  # noqa: E402
+from train.text_head import calibration_error  # noqa: E402
 
 LABELS_FILE = REPO / "benchmarks" / "judgement_labels.json"
 HOME_DEMO = Path.home() / ".cache" / "edge-xemo" / "demo"
@@ -44,30 +43,19 @@ def _metrics(preds: list[str], truth: list[str], confs: list[float] | None = Non
     recalls = [np.mean([r for r, t in zip(right, truth) if t == lab]) for lab in sorted(set(truth))]
     out = {"n": len(truth), "accuracy": round(float(np.mean(right)), 4), "uar": round(float(np.mean(recalls)), 4)}
     if confs is not None:
-        conf, ok = np.array(confs), np.array(right)
-        edges = np.linspace(0, 1, 11)
-        out["ece"] = round(float(sum(((conf > lo) & (conf <= hi)).mean() * abs(ok[(conf > lo) & (conf <= hi)].mean()
-                                     - conf[(conf > lo) & (conf <= hi)].mean())
-                                     for lo, hi in zip(edges[:-1], edges[1:]) if ((conf > lo) & (conf <= hi)).any())), 4)
+        out["ece"] = round(calibration_error(confs, right), 4)
     return out
 
 
 def _top(dist: dict[str, float]) -> tuple[str, float]:
-    label = max(dist, key=dist.get)
+    label = top_label(dist)
     return label, dist[label]
 
 
-def _fuse(sources: dict[str, dict], names: tuple[str, ...] | None = None) -> dict[str, float]:
-    """Unsmoothed pool of an event's evidence (the judgement's own arithmetic), over `names` or all."""
-    z = {e: 0.0 for e in EMOTIONS}
-    for name, s in sources.items():
-        if names is None or name in names:
-            for e, v in SourceJudgement(name, s["distribution"], s["weight"]).contribution().items():
-                z[e] += v
-    m = max(z.values())
-    p = {e: math.exp(v - m) for e, v in z.items()}
-    total = sum(p.values())
-    return {e: v / total for e, v in p.items()}
+def _unsmoothed(evidence: dict[str, dict]) -> str:
+    """The label the judgement gives an event's evidence without smoothing over the stream."""
+    sources = [SourceJudgement(name, s["distribution"], s["weight"]) for name, s in evidence.items()]
+    return Judge(JudgementOptions(time_constant_s=None)).judge(sources).label
 
 
 def emer_set(threads: int) -> dict:
@@ -151,25 +139,18 @@ def clip_set(threads: int) -> dict:
             tops = [_top(e["evidence"][name]["distribution"])[0] for e in events if name in e["evidence"]]
             if tops:
                 result[name] = {"windows": len(tops), "share_right": round(tops.count(truth) / len(tops), 4)}
-        unsmoothed = [_top(_fuse(e["evidence"]))[0] for e in events]
+        unsmoothed = [_unsmoothed(e["evidence"]) for e in events]
         fused = [e["emotion"]["label"] for e in events]
         for name, seq in (("fused_unsmoothed", unsmoothed), ("fused", fused)):
             changes = sum(a != b for a, b in zip(seq, seq[1:]))
             result[name] = {"share_right": round(seq.count(truth) / len(seq), 4),
-                            "label_changes_per_min": round(changes / minutes, 2), "labels": dict(_count(seq))}
+                            "label_changes_per_min": round(changes / minutes, 2), "labels": dict(Counter(seq).most_common())}
         result["low_confidence_windows"] = sum(e["emotion"]["outcome"] != "confident" for e in events)
         result["judgement_ms_median"] = statistics.median(e["latency_ms"].get("judgement", 0.0) for e in events)
         result["explanation_ms_median"] = statistics.median(e["latency_ms"].get("total", 0.0) for e in events)
         result["example"] = events[len(events) // 2]["text"]
         out[item["name"]] = result
     return out
-
-
-def _count(seq):
-    d = defaultdict(int)
-    for s in seq:
-        d[s] += 1
-    return sorted(d.items(), key=lambda kv: -kv[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,9 +36,9 @@ from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
 from .io.subtitles import text_during
+from .reasoning.judgement import explanation_fields
 from .voice.stage import transcript_text
-from .core.types import (SAMPLE_RATE, AudioBlock, AudioStage, Explanation, Frame, ModalityResult, Reasoner, ResultCode,
-                         VisualStage)
+from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, VisualStage
 
 if TYPE_CHECKING:
     from .reasoning.decoder import DecoderOptions
@@ -96,9 +96,10 @@ class AnalyzerOptions:
 
 
 def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
-                  decoder_threads: int | None = None) -> dict:
+                  decoder_threads: int | None = None, asr=None) -> dict:
     """AnalyzerOptions stage fields with explicit thread budgets: perception stages share
-    `threads`, the decoder gets `decoder_threads` (default: the same number)."""
+    `threads`, the decoder gets `decoder_threads` (default: the same number); `asr` (a
+    voice.asr.TranscriberOptions) turns transcription on in the voice stage."""
     out = {}
     if visual:
         from .vision.stage import VisualOptions
@@ -107,7 +108,7 @@ def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, exp
     if audio:
         from .voice.stage import VoiceOptions
 
-        out["voice_options"] = VoiceOptions(threads=threads, provider=provider)
+        out["voice_options"] = VoiceOptions(threads=threads, provider=provider, asr=asr)
     if explain:
         from .reasoning.decoder import DecoderOptions
 
@@ -180,19 +181,6 @@ class _Job:
     subtitle: str | None
     signature: frozenset[str]
     t_queued: float  # time.perf_counter() when the window was queued
-
-
-def explanation_fields(exp: Explanation) -> dict:
-    """The `emotion` and `evidence` fields of an explanation event (schema 1.1): the judged label, its
-    distribution, confidence, outcome and reason; per source its distribution, weight and cues."""
-    emotion = {"label": exp.label, "scores": exp.scores}
-    evidence = {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
-    j = exp.judgement
-    if j is not None:
-        emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
-        evidence = {s.name: s.to_dict() for s in j.sources}
-    return {"emotion": emotion, "evidence": evidence,
-            "visual_cues": list(exp.visual_cues), "auditory_cues": list(exp.auditory_cues)}
 
 
 def cue_signature(*results: ModalityResult) -> frozenset[str]:
@@ -569,8 +557,7 @@ class Analyzer:
         self.stats["explanations"] += 1
         self._emit(ev.Event("explanation", win.t_start, win.t_end, src, lat, {
             "text": exp.text,
-            **explanation_fields(exp),
-            "perceived": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
+            **explanation_fields(exp, vis, aud),
             "subtitle": subtitle,
             "valid": exp.valid,
             "problem": exp.problem,

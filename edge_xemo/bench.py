@@ -55,15 +55,16 @@ def stats(values) -> dict:
 
 def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[dict, list[str]]:
     notes: list[str] = []
+    asr = None
+    if o.asr:
+        from .voice.asr import TranscriberOptions
+
+        asr = TranscriberOptions(background=False)
     out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, explain=o.explain,
-                        decoder_threads=o.decoder_threads)
+                        decoder_threads=o.decoder_threads, asr=asr)
     for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
         if key in out:
             out[key] = _with_precision(out[key], o.precision, stage, notes)
-    if o.asr and "voice_options" in out:
-        from .voice.asr import TranscriberOptions
-
-        out["voice_options"] = dataclasses.replace(out["voice_options"], asr=TranscriberOptions(background=False))
     return out, notes
 
 

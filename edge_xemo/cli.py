@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import functools
 import json
 import logging
@@ -94,20 +92,19 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         writer = OverlayWriter(overlay)
         sinks.append(writer)
     fanout = Fanout(sinks)
-    stages = stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain)
+    transcriber = None
     if asr:
         from .voice.asr import TranscriberOptions
 
         if not has_audio:
             raise ValueError("--asr needs an audio input")
         # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
-        stages["voice_options"] = dataclasses.replace(stages["voice_options"],
-                                                      asr=TranscriberOptions(language=asr_language, background=live))
+        transcriber = TranscriberOptions(language=asr_language, background=live)
     options = AnalyzerOptions(
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
         subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        **stages,
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain, asr=transcriber),
     )
     analyzer = Analyzer.create_from_options(options)
     try:

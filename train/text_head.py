@@ -37,16 +37,22 @@ def _texts(examples) -> list[str]:
     return [evidence_text(e.visual, e.auditory, e.subtitle) for e in examples]
 
 
-def ece(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of the top label (equal-width confidence bins)."""
-    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+def calibration_error(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: top-label confidences against whether the label was right
+    (equal-width confidence bins)."""
+    conf, right = np.asarray(conf, dtype=np.float64), np.asarray(right, dtype=np.float64)
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = (conf > lo) & (conf <= hi)
         if m.any():
-            total += m.mean() * abs((pred[m] == truth[m]).mean() - conf[m].mean())
+            total += m.mean() * abs(right[m].mean() - conf[m].mean())
     return float(total)
+
+
+def ece(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the top label of each row of `probs` against class indices `truth`."""
+    return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == truth, bins)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analyzer import (Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, explanation_fields, run_record,
-                        stage_options)
+from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, run_record, stage_options
 from ..core.tap import StageCall, StageTap
 from .datasets import Clip
 from .evaluation import ClipResult
 from ..io.sources import FileSource
 from ..core.types import Cue, ModalityResult, ResultCode
+from ..reasoning.judgement import explanation_fields
 from ..voice.stage import transcript_text
 
 
@@ -131,7 +131,6 @@ class ClipExplainer:
         return ClipResult(
             text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,
             status="ok" if exp.valid else f"flagged: {exp.problem}",
-            extra={"scores": exp.scores, **explanation_fields(exp),
-                   "perceived": {"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues]},
+            extra={"scores": exp.scores, **explanation_fields(exp, vis, aud),
                    "perceive_s": perceive_s, "explain_ms": exp.latency_ms},
         )

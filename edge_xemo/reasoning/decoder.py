@@ -31,7 +31,7 @@ import numpy as np
 
 from .llama_session import LlamaSession
 from ..core.models import ModelError, load_manifest, verified_path
-from .judgement import Judge, JudgementOptions
+from .judgement import Judge, JudgementOptions, explanation_fields, top_label
 from .projector import PROJECTOR_NAMES, load_projector
 from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment
 from .prompt import MAX_SUBTITLE_CHARS, build_prompt_with_notes, clean_cues, clean_text, conclude, render_sections
@@ -296,7 +296,7 @@ class CueDecoder:
             if self.judge is not None:  # the sources that do not need the decoder, beside its prefill
                 sub = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
                 perceived = self._judge_pool.submit(self.judge.sources, visual, auditory, list(visual_cues),
-                                                    list(auditory_cues), sub, None)
+                                                    list(auditory_cues), sub)
             if self.options.sections == "rendered":
                 answer = render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
                                          visual, auditory) + " " + LABEL_LEAD
@@ -316,10 +316,12 @@ class CueDecoder:
                                    latency_ms=_latency(*draft.times, draft.times[-1]), n_tokens=draft.n_tokens)
             t_judge = time.perf_counter()
             judgement = None
-            if perceived is not None:
-                sources = perceived.result() + [self.judge.decoder_source(draft.scores)]
-                judgement = self.judge.judge([x for x in sources if x.weight > 0], t)
-            tail = conclude(judgement) if judgement is not None else f" {max(draft.scores, key=draft.scores.get)}."
+            if perceived is None:
+                label, scores = top_label(draft.scores), draft.scores
+                tail = f" {label}."
+            else:
+                judgement = self.judge.judge(perceived.result() + [self.judge.decoder_source(draft.scores)], t)
+                label, scores, tail = judgement.label, judgement.distribution, conclude(judgement)
             emit(tail)
             text = draft.text + tail
             v, a, _, parse_problems = parse_explanation(text)
@@ -327,8 +329,8 @@ class CueDecoder:
             latency["judgement"] = round((time.perf_counter() - t_judge) * 1000, 2)
             return Explanation(
                 text=text,
-                label=judgement.label if judgement is not None else max(draft.scores, key=draft.scores.get),
-                scores=judgement.distribution if judgement is not None else draft.scores,
+                label=label,
+                scores=scores,
                 visual_cues=tuple(v),
                 auditory_cues=tuple(a),
                 problems=tuple(draft.problems + [p for p in parse_problems if p not in draft.problems]),
@@ -499,8 +501,8 @@ def reason_text(
     visual: str, audio: str, subtitle: str | None, options: DecoderOptions | None = None, decoder=None
 ) -> dict:
     """Explain cues given as text ("smiling, eyes narrowed"): one JSON-able dict
-    {text, emotion: {label, scores, confidence, outcome, reason}, evidence, visual_cues, auditory_cues,
-    valid, problem, latency_ms, n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError when all
+    {text, emotion, evidence, visual_cues, auditory_cues (`explanation_fields`), valid, problem, latency_ms,
+    n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError when all
     inputs are empty."""
     own = decoder is None
     decoder = decoder or CueDecoder(options)
@@ -510,14 +512,11 @@ def reason_text(
     finally:
         if own:
             decoder.close()
+    fields = explanation_fields(e)
+    fields["emotion"]["scores"] = {k: round(v, 4) for k, v in e.scores.items()}
     return {
         "text": e.text,
-        "emotion": {"label": e.label, "scores": {k: round(v, 4) for k, v in e.scores.items()},
-                    **({"confidence": round(e.judgement.confidence, 4), "outcome": e.judgement.outcome.value,
-                        "reason": e.judgement.reason} if e.judgement is not None else {})},
-        "evidence": {s.name: s.to_dict() for s in e.judgement.sources} if e.judgement is not None else {},
-        "visual_cues": list(e.visual_cues),
-        "auditory_cues": list(e.auditory_cues),
+        **fields,
         "valid": e.valid,
         "problem": e.problem,
         "latency_ms": e.latency_ms,

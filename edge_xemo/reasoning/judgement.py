@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.models import ModelError, resolve, verified_path
-from ..core.types import EMOTIONS, Cue, ModalityResult
+from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,6 @@ class Judgement:
     def confidence(self) -> float:
         return self.distribution[self.label]
 
-    def to_dict(self) -> dict:
-        return {"label": self.label, "confidence": round(self.confidence, 4), "outcome": self.outcome.value,
-                "reason": self.reason, "carried_by": list(self.carried_by),
-                "sources": {s.name: s.to_dict() for s in self.sources}}
-
 
 @dataclass
 class JudgementOptions:
@@ -189,6 +184,11 @@ def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str 
     if subtitle:
         text += f' The subtitle says: "{subtitle}".'
     return text
+
+
+def top_label(dist: dict[str, float]) -> str:
+    """The most probable label of a distribution."""
+    return max(dist, key=dist.get)
 
 
 def _softmax(z: dict[str, float]) -> dict[str, float]:
@@ -229,8 +229,7 @@ def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
     expressive = [v for a, v in au.items() if a not in SPEECH_AUS]
     match["neutral"] = 1.0 - max(expressive, default=0.0)
     dist = _softmax({e: FACIAL_GAIN * match[e] for e in EMOTIONS})
-    top = max(dist, key=dist.get)
-    names = {n for n, a in CUE_AU.items() if a in PROTOTYPES.get(top, ())}
+    names = {n for n, a in CUE_AU.items() if a in PROTOTYPES.get(top_label(dist), ())}
     return SourceJudgement("facial_actions", dist, weight, _strongest(cues, names))
 
 
@@ -244,8 +243,7 @@ def vocal_profile_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
     z = {e: VOCAL_GAIN * strength * sum(v * VOCAL_PROFILES[e].get(n, 0) for n, v in present.items()) / mass
          for e in EMOTIONS}
     dist = _softmax(z)
-    top = max(dist, key=dist.get)
-    names = {n for n, d in VOCAL_PROFILES[top].items() if d > 0}
+    names = {n for n, d in VOCAL_PROFILES[top_label(dist)].items() if d > 0}
     return SourceJudgement("vocal_profile", dist, weight, _strongest(cues, names))
 
 
@@ -279,15 +277,13 @@ class TextHead:
 def _disagreement(sources: Sequence[SourceJudgement]) -> tuple[SourceJudgement, ...]:
     """Two sources that each rate the other's top label below chance (1 / the labels they cover), or ()."""
 
-    def top(s):
-        return max(s.distribution, key=s.distribution.get)
-
     def below_chance(s, label):
         return label in s.distribution and s.distribution[label] < 1.0 / len(s.distribution)
 
     for i, a in enumerate(sources):
         for b in sources[i + 1:]:
-            if top(a) != top(b) and below_chance(a, top(b)) and below_chance(b, top(a)):
+            ta, tb = top_label(a.distribution), top_label(b.distribution)
+            if ta != tb and below_chance(a, tb) and below_chance(b, ta):
                 return a, b
     return ()
 
@@ -328,9 +324,9 @@ class Judge:
         self._state = None
 
     def sources(self, visual: ModalityResult | None, auditory: ModalityResult | None, visual_phrases: Sequence[str],
-                auditory_phrases: Sequence[str], subtitle: str | None,
-                decoder_scores: dict[str, float] | None) -> list[SourceJudgement]:
-        """Each available source's judgement of one window."""
+                auditory_phrases: Sequence[str], subtitle: str | None) -> list[SourceJudgement]:
+        """Each available source's judgement of one window, but the decoder's (`decoder_source`, which needs
+        the prefill: CueDecoder runs these beside it)."""
         w = self.weights
         out = []
         if visual is not None:
@@ -341,16 +337,16 @@ class Judge:
             text = evidence_text(visual_phrases, auditory_phrases, subtitle)
             out.append(SourceJudgement("text", self.text_head(text), w["text"],
                                        tuple(visual_phrases[:2]) + tuple(auditory_phrases[:1])))
-        if decoder_scores:
-            out.append(self.decoder_source(decoder_scores))
-        return [s for s in out if s is not None and s.weight > 0]
+        return [s for s in out if s is not None]
 
     def decoder_source(self, scores: dict[str, float]) -> SourceJudgement:
-        """The decoder's label scores as a source (added after the prefill, see CueDecoder)."""
+        """The decoder's label scores as a source."""
         return SourceJudgement("decoder", dict(scores), self.weights["decoder"])
 
     def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
-        """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues."""
+        """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues.
+        A source of weight 0 is left out."""
+        sources = [s for s in sources if s.weight > 0]
         z = {e: 0.0 for e in EMOTIONS}
         contributions = {s.name: s.contribution() for s in sources}
         for c in contributions.values():
@@ -358,13 +354,12 @@ class Judge:
                 z[e] += c[e]
         z = self._smooth(z, t)
         dist = _softmax(z)
-        label = max(dist, key=dist.get)
+        label = top_label(dist)
         outcome, reason = Outcome.CONFIDENT, None
         clash = _disagreement([s for s in sources if s.name in PERCEPTION])
         if clash:
             outcome = Outcome.SOURCES_DISAGREE
-            reason = "; ".join(f"{s.name.replace('_', ' ')} points to {max(s.distribution, key=s.distribution.get)}"
-                               for s in clash)
+            reason = "; ".join(f"{s.name.replace('_', ' ')} points to {top_label(s.distribution)}" for s in clash)
         elif dist[label] < self.min_confidence:
             outcome = Outcome.WEAK_EVIDENCE
             reason = f"top probability {dist[label]:.2f} is below {self.min_confidence:.2f}"
@@ -372,7 +367,7 @@ class Judge:
                          key=lambda s: -contributions[s.name][label])
         carried: list[str] = []
         for s in helping:
-            if s.name == "expression" and max(s.distribution, key=s.distribution.get) == label:
+            if s.name == "expression" and top_label(s.distribution) == label:
                 carried.append(f"a {label} facial expression ({s.distribution[label]:.2f})")
             elif s.name in PERCEPTION:
                 carried += [c for c in s.cues if c not in carried]
@@ -388,3 +383,21 @@ class Judge:
             z = {e: a * prev[1][e] + (1 - a) * z[e] for e in EMOTIONS}
         self._state = (t, z)
         return z
+
+
+def explanation_fields(exp: Explanation, visual: ModalityResult | None = None,
+                       auditory: ModalityResult | None = None) -> dict:
+    """The judgement fields of an explanation (schema 1.1): `emotion` (label, scores and, when judged,
+    confidence, outcome, reason, carried_by), `evidence` (per source: distribution, weight, cues), the parsed
+    `visual_cues` / `auditory_cues`, and `perceived` (the cue phrases of the window) when its results are given."""
+    emotion = {"label": exp.label, "scores": exp.scores}
+    evidence = {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
+    j = exp.judgement
+    if j is not None:
+        emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
+        evidence = {s.name: s.to_dict() for s in j.sources}
+    out = {"emotion": emotion, "evidence": evidence,
+           "visual_cues": list(exp.visual_cues), "auditory_cues": list(exp.auditory_cues)}
+    if visual is not None and auditory is not None:
+        out["perceived"] = {"visual": [c.phrase for c in visual.cues], "auditory": [c.phrase for c in auditory.cues]}
+    return out
