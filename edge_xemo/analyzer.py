@@ -220,6 +220,9 @@ class Analyzer:
         self._last_t = {"video": None, "audio": None}
         self._frame_index = self._block_index = 0
         self._reported_drops = (0, 0)
+        self._frame_size: tuple[int, int] | None = None
+        self._paused = False
+        self._controls: collections.deque[Callable[[], None]] = collections.deque()  # run on the perception thread
         self._last_job: tuple[float, frozenset] | None = None
         self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
@@ -231,8 +234,9 @@ class Analyzer:
         self._held: collections.deque = collections.deque()
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
-        self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0)
-        """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops."""
+        self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0,
+                          frames_paused=0, audio_paused=0)
+        """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops, items left out while paused."""
         self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
         self._reasoning = threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True)
         if reasoner is not None:
@@ -255,6 +259,9 @@ class Analyzer:
         self._check_open()
         if self.visual is None:
             return
+        if self._paused:
+            self.stats["frames_paused"] += 1
+            return
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
             raise ValueError(f"a frame must be a non-empty (H, W) or (H, W, 3) array, got {getattr(image, 'shape', type(image))}")
         if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
@@ -269,12 +276,51 @@ class Analyzer:
         self._check_open()
         if self.audio is None:
             return
+        if self._paused:
+            self.stats["audio_paused"] += 1
+            return
         block = to_mono_16k(samples, sample_rate)
         if len(block) == 0:
             return
         self._check_time("audio", t)
         self._audio.put(AudioBlock(block, float(t), self._block_index))
         self._block_index += 1
+        self._notify()
+
+    # ------------------------------------------------------------------------------- control
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def last_input_time(self, stream: str) -> float | None:
+        """Source time of the newest item pushed on `stream` ("video" or "audio"); None before the first."""
+        return self._last_t[stream]
+
+    def pause(self) -> None:
+        """Stop analysing: frames and audio pushed while paused are left out (counted), nothing is kept."""
+        if not self._paused:
+            self._paused = True
+            self._emit(ev.status("paused", "analysis paused", self.source_name, t=self.clock()))
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._emit(ev.status("resumed", "analysis resumed", self.source_name, t=self.clock()))
+
+    def reset_baseline(self, face_id: int | None = None) -> None:
+        """Forget a person's neutral baseline (face `face_id`, or every face and the voice when None);
+        it is learnt again from the following frames. Runs on the perception thread before its next item."""
+
+        def reset() -> None:
+            if self.visual is not None:
+                self.visual.reset_baseline(face_id)
+            if self.audio is not None and face_id is None:
+                self.audio.reset_baseline()
+            who = "every person" if face_id is None else f"face {face_id}"
+            self._emit(ev.status("baseline_reset", f"baseline of {who} reset", self.source_name, face_id=face_id))
+
+        self._controls.append(reset)
         self._notify()
 
     def end_stream(self, stream: str) -> None:
@@ -345,6 +391,8 @@ class Analyzer:
     def _perceive(self) -> None:
         try:
             while not self._stop.is_set():
+                while self._controls:
+                    self._controls.popleft()()
                 frame, block = self._frames.peek(), self._audio.peek()
                 if frame is None and block is None:
                     if self._inputs_done():
@@ -385,6 +433,7 @@ class Analyzer:
             return
         self._timing["video"].append((frame.t, (time.perf_counter() - t0) * 1e3))
         self.stats["frames"] += 1
+        self._frame_size = (frame.image.shape[1], frame.image.shape[0])
         self.scheduler.add_frame(frame.t, obs)
         if self.options.frame_callback is not None:
             try:
@@ -490,6 +539,7 @@ class Analyzer:
                 "expression": vis.scores if i == 0 else {},
                 "voice": {**aud.scores, **{k: v for k, v in aud.extra.items() if isinstance(v, (int, float, str))}} if i == 0 else {},
                 "faces": [{"face_id": f.face_id, "box": list(f.box), "score": f.score} for f in vis.faces if f.face_id == face_id],
+                "frame_size": list(self._frame_size) if self._frame_size else None,
                 "n_frames": win.n_frames,
                 "audio_s": len(win.audio) / SAMPLE_RATE,
             }

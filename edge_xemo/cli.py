@@ -166,30 +166,9 @@ def analyze(
          asr=asr, asr_language=asr_language, subtitles=timed)
 
 
-@app.command()
-@friendly_errors
-def live(
-    camera: str = typer.Option("0", "--camera", help="Camera index, device path or stream URL."),
-    mic: Optional[str] = typer.Option(None, "--mic", help="Microphone index or part of its name (default: the system default)."),
-    no_video: bool = typer.Option(False, "--no-video", help="Microphone only."),
-    no_audio: bool = typer.Option(False, "--no-audio", help="Camera only."),
-    width: int = typer.Option(640, "--width", help="Requested capture width."),
-    height: int = typer.Option(360, "--height", help="Requested capture height."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Requested capture frame rate."),
-    subtitle: Optional[str] = _SUBTITLE,
-    jsonl: Optional[Path] = _JSONL,
-    overlay: Optional[Path] = _OVERLAY,
-    no_explain: bool = _NO_EXPLAIN,
-    window: float = _WINDOW,
-    hop: float = _HOP,
-    threads: int = _THREADS,
-    provider: str = _PROVIDER,
-    quiet: bool = _QUIET,
-    tokens: bool = _TOKENS,
-    asr: bool = _ASR,
-    asr_language: Optional[str] = _ASR_LANGUAGE,
-) -> None:
-    """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
+def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: bool, width: int, height: int,
+                  fps: Optional[float]) -> list:
+    """The camera and microphone sources `live` and `serve` open; one-line errors that say what to drop."""
     from .io.sources import CameraOptions, CameraSource, MicrophoneSource
 
     if no_video and no_audio:
@@ -205,9 +184,128 @@ def live(
             sources.append(MicrophoneSource(mic))
         except SourceError as e:
             raise SourceError(f"{e}; use --no-audio to run on the camera alone") from e
+    return sources
+
+
+_CAMERA = typer.Option("0", "--camera", help="Camera index, device path or stream URL.")
+_MIC = typer.Option(None, "--mic", help="Microphone index or part of its name (default: the system default).")
+_NO_VIDEO = typer.Option(False, "--no-video", help="Microphone only.")
+_NO_AUDIO = typer.Option(False, "--no-audio", help="Camera only.")
+_WIDTH = typer.Option(640, "--width", help="Requested capture width.")
+_HEIGHT = typer.Option(360, "--height", help="Requested capture height.")
+_FPS = typer.Option(None, "--fps", help="Requested capture frame rate.")
+
+
+@app.command()
+@friendly_errors
+def live(
+    camera: str = _CAMERA,
+    mic: Optional[str] = _MIC,
+    no_video: bool = _NO_VIDEO,
+    no_audio: bool = _NO_AUDIO,
+    width: int = _WIDTH,
+    height: int = _HEIGHT,
+    fps: Optional[float] = _FPS,
+    subtitle: Optional[str] = _SUBTITLE,
+    jsonl: Optional[Path] = _JSONL,
+    overlay: Optional[Path] = _OVERLAY,
+    no_explain: bool = _NO_EXPLAIN,
+    window: float = _WINDOW,
+    hop: float = _HOP,
+    threads: int = _THREADS,
+    provider: str = _PROVIDER,
+    quiet: bool = _QUIET,
+    tokens: bool = _TOKENS,
+    asr: bool = _ASR,
+    asr_language: Optional[str] = _ASR_LANGUAGE,
+) -> None:
+    """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
+    sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps)
     _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
          asr=asr, asr_language=asr_language)
+
+
+def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """--config FILE.toml: its keys are the command's long option names; flags and EDGE_XEMO_SERVE_*
+    variables override them (click's order: flag > environment > config file > default)."""
+    if value is None:
+        return None
+    import tomllib
+
+    try:
+        d = tomllib.loads(Path(value).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"config file {value} not found")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        fail(f"config file {value} is not valid TOML: {e}")
+    known = {o.lstrip("-"): p.name for p in ctx.command.params for o in p.opts if o.startswith("--")}
+    unknown = sorted(set(d) - set(known) - {"config"})
+    if unknown:
+        fail(f"config file {value}: unknown keys {', '.join(unknown)} (keys are the long option names, e.g. host, token-file)")
+    ctx.default_map = {**(ctx.default_map or {}), **{known[k]: v for k, v in d.items() if k != "config"}}
+    return value
+
+
+@app.command(context_settings={"auto_envvar_prefix": "EDGE_XEMO_SERVE"})
+@friendly_errors
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", is_eager=True, callback=_load_config,
+                                          help="TOML file whose keys are these options' long names (flags and EDGE_XEMO_SERVE_<OPTION> override it)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback one needs tokens)."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Tokens (JSON, mode 0600; created when absent). Default: $EDGE_XEMO_HOME/serve/tokens.json."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No tokens (refused unless --host is loopback)."),
+    certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (PEM); with --keyfile serves https/wss."),
+    keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
+    allow_origin: list[str] = typer.Option([], "--allow-origin", help="A browser origin allowed besides the server's own (repeatable)."),
+    max_clients: int = typer.Option(8, "--max-clients", help="WebSocket + SSE connections at once."),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="Serve this recorded clip in real time instead of the camera and microphone."),
+    loop: bool = typer.Option(False, "--loop", help="With --replay: play the clip again and again."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="With --replay: a separate audio file."),
+    camera: str = _CAMERA,
+    mic: Optional[str] = _MIC,
+    no_video: bool = _NO_VIDEO,
+    no_audio: bool = _NO_AUDIO,
+    width: int = _WIDTH,
+    height: int = _HEIGHT,
+    fps: Optional[float] = _FPS,
+    subtitle: Optional[str] = _SUBTITLE,
+    no_explain: bool = _NO_EXPLAIN,
+    window: float = _WINDOW,
+    hop: float = _HOP,
+    threads: int = _THREADS,
+    provider: str = _PROVIDER,
+    asr: bool = _ASR,
+    asr_language: Optional[str] = _ASR_LANGUAGE,
+) -> None:
+    """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics (the serve extra)."""
+    try:
+        from .serve.app import ServerLimits
+        from .serve.server import DEFAULT_TOKEN_FILE, ServeOptions, serve as run_server
+    except ImportError as e:
+        fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
+    from .analyzer import AnalyzerOptions, stage_options
+    from .io.sources import FileSource
+
+    options = ServeOptions(host=host, port=port, token_file=token_file or DEFAULT_TOKEN_FILE, no_auth=no_auth,
+                           certfile=certfile, keyfile=keyfile, allowed_origins=tuple(allow_origin),
+                           limits=ServerLimits(max_clients=max_clients))
+    if replay is not None:
+        sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
+    else:
+        sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps)
+    has_video = any(s.has_video for s in sources) and not no_video
+    has_audio = any(s.has_audio for s in sources) and not no_audio
+    transcriber = None
+    if asr:
+        from .voice.asr import TranscriberOptions
+
+        transcriber = TranscriberOptions(language=asr_language, background=True)
+    analyzer_options = AnalyzerOptions(
+        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber))
+    run_server(options, analyzer_options, sources)
 
 
 @app.command()

@@ -76,20 +76,102 @@ def status(code: str, message: str, source: str = "", t: float | None = None, le
                  data={"code": code, "message": message, **extra})
 
 
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of an event object: its JSON type(s), whether it is required, and for objects the keys it must hold."""
+
+    name: str
+    json_type: str | tuple[str, ...]
+    required: bool = True
+    keys: tuple[str, ...] = ()
+    description: str = ""
+
+
+COMMON_FIELDS = (
+    Field("schema_version", "string", description=f"\"{SCHEMA_VERSION}\" for this version"),
+    Field("type", "string", description="one of " + ", ".join(EVENT_TYPES)),
+    Field("source", "string", False, description="what the input was (file, camera, microphone)"),
+    Field("t_start", ("number", "null"), description="window start, seconds on the source clock"),
+    Field("t_end", ("number", "null"), description="window end, seconds on the source clock"),
+    Field("wall_time", "number", False, description="Unix seconds when the event was emitted"),
+    Field("latency_ms", "object", description="per-stage timings in milliseconds"),
+    Field("seq", "integer", False, description="sequence number, on events served by `edge-xemo serve`"),
+)
+TYPE_FIELDS = {
+    "cues": (
+        Field("face_id", ("integer", "null"), False, description="tracked face (null: no face)"),
+        Field("visual_cues", "array", description="[{name, phrase, intensity, evidence, face_id}]"),
+        Field("auditory_cues", "array", description="[{name, phrase, intensity, evidence}]"),
+        Field("expression", "object", False, description="expression scores"),
+        Field("voice", "object", False, description="voice measures"),
+        Field("faces", "array", False, description="[{face_id, box [x0, y0, x1, y1] in pixels, score}]"),
+        Field("frame_size", "array", False, description="[width, height] of the frames in pixels"),
+    ),
+    "token": (Field("text", "string", description="a piece of an explanation as it is generated"),),
+    "explanation": (
+        Field("text", "string"),
+        Field("emotion", "object", keys=("label", "scores"),
+              description="{label, scores, confidence, outcome, reason, carried_by}"),
+        Field("visual_cues", "array"),
+        Field("auditory_cues", "array"),
+        Field("evidence", "object", False, description="{source: {distribution, weight, cues}}"),
+        Field("perceived", "object", False, description="the cue phrases of the window"),
+    ),
+    "status": (Field("code", "string"), Field("message", "string")),
+    "error": (Field("code", "string"), Field("message", "string")),
+}
+"""The event schema in one place: `validate` checks it and `json_schema` publishes it."""
+
+_PYTHON_TYPES = {"string": str, "number": (int, float), "integer": int, "array": (list, tuple), "object": dict,
+                 "null": type(None), "boolean": bool}
+
+
+def _is(value, json_type: str | tuple[str, ...]) -> bool:
+    types = (json_type,) if isinstance(json_type, str) else json_type
+    return any(isinstance(value, _PYTHON_TYPES[t]) and not (t in ("number", "integer") and isinstance(value, bool))
+               for t in types)
+
+
 def validate(d: dict) -> None:
     """Raise ValueError if `d` is not a valid event object of this schema version."""
-    for key in ("schema_version", "type", "t_start", "t_end", "latency_ms"):
-        if key not in d:
-            raise ValueError(f"event lacks {key!r}: {d}")
-    if d["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(f"schema_version {d['schema_version']!r} != {SCHEMA_VERSION}")
-    if d["type"] not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {d['type']!r}")
-    if d["type"] == "explanation":
-        for key in ("text", "emotion", "visual_cues", "auditory_cues"):
-            if key not in d:
-                raise ValueError(f"explanation event lacks {key!r}")
-        if "label" not in d["emotion"] or "scores" not in d["emotion"]:
-            raise ValueError("explanation emotion needs label and scores")
-    if d["type"] == "cues" and ("visual_cues" not in d or "auditory_cues" not in d):
-        raise ValueError("cues event needs visual_cues and auditory_cues")
+    if d.get("type") not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {d.get('type')!r}")
+    if d.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {d.get('schema_version')!r} != {SCHEMA_VERSION}")
+    for f in COMMON_FIELDS + TYPE_FIELDS[d["type"]]:
+        if f.name not in d:
+            if f.required:
+                raise ValueError(f"{d['type']} event lacks {f.name!r}")
+            continue
+        if not _is(d[f.name], f.json_type):
+            raise ValueError(f"{d['type']} event field {f.name!r} is not {f.json_type}: {d[f.name]!r}")
+        missing = [k for k in f.keys if k not in d[f.name]]
+        if missing:
+            raise ValueError(f"{d['type']} event field {f.name!r} lacks {', '.join(map(repr, missing))}")
+
+
+def json_schema() -> dict:
+    """JSON Schema (2020-12) of the event objects, made from COMMON_FIELDS and TYPE_FIELDS.
+
+    Objects may carry fields the schema does not name: fields are only added within a major version,
+    and clients ignore what they do not know.
+    """
+
+    def prop(f: Field) -> dict:
+        out: dict = {"type": f.json_type if isinstance(f.json_type, str) else list(f.json_type)}
+        if f.keys:
+            out["required"] = list(f.keys)
+        if f.description:
+            out["description"] = f.description
+        return out
+
+    variants = []
+    for kind, fields in TYPE_FIELDS.items():
+        props = {f.name: prop(f) for f in COMMON_FIELDS + fields}
+        props["type"] = {**props["type"], "const": kind}
+        props["schema_version"] = {**props["schema_version"], "const": SCHEMA_VERSION}
+        variants.append({"title": kind, "type": "object", "properties": props,
+                         "required": [f.name for f in COMMON_FIELDS + fields if f.required],
+                         "additionalProperties": True})
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"edge-xemo/events/{SCHEMA_VERSION}",
+            "title": "edge-xemo event", "oneOf": variants}

@@ -198,6 +198,9 @@ class VisualStage(Protocol):
     def reset(self) -> None:
         """Forget tracks and baselines (new source)."""
 
+    def reset_baseline(self, face_id: int | None = None) -> None:
+        """Forget face `face_id`'s neutral baseline (every face's when None); tracks are kept."""
+
 
 class AudioStage(Protocol):
     """Streaming voice perception plus a per-window summary (cues, tokens)."""
@@ -212,6 +215,9 @@ class AudioStage(Protocol):
 
     def reset(self) -> None:
         """Forget stream state and speaker baselines (new source)."""
+
+    def reset_baseline(self) -> None:
+        """Forget the current speaker's baseline; it is learnt again from the following speech."""
 
 
 class Reasoner(Protocol):

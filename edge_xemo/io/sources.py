@@ -283,6 +283,24 @@ class MicrophoneSource(Source):
 # ----------------------------------------------------------------------------------------- files
 
 
+class _Shifted:
+    """Passes a file's items on with their times moved by `offset` (the passes before, when looping)."""
+
+    def __init__(self, sink: SourceSink):
+        self.sink, self.offset, self.last_t = sink, 0.0, 0.0
+
+    def frame(self, image, t):
+        self.last_t = max(self.last_t, self.offset + t)
+        self.sink.frame(image, self.offset + t)
+
+    def audio(self, samples, t, sample_rate=SAMPLE_RATE):
+        self.last_t = max(self.last_t, self.offset + t + len(samples) / sample_rate)
+        self.sink.audio(samples, self.offset + t, sample_rate)
+
+    def status(self, code, message, level="status"):
+        self.sink.status(code, message, level)
+
+
 def _open_container(path: Path):
     import av
 
@@ -302,13 +320,18 @@ class FileSource(Source):
     """A recorded clip: video with its audio track, a separate audio file, audio alone, or a still image.
 
     Played as fast as the consumer takes it (offline analysis) or paced in real time (`realtime`).
-    A separate `audio_path` replaces the video's own audio track.
+    A separate `audio_path` replaces the video's own audio track. `loop` (real time only) plays the
+    clip again and again, each pass timed from where the last one ended (a replayed "camera").
     """
 
-    def __init__(self, path: str | Path, audio_path: str | Path | None = None, realtime: bool = False):
+    def __init__(self, path: str | Path, audio_path: str | Path | None = None, realtime: bool = False,
+                 loop: bool = False):
+        if loop and not realtime:
+            raise ValueError("loop needs realtime: a clip played as fast as possible would never end")
         self.path = Path(path)
         self.audio_path = Path(audio_path) if audio_path else None
         self.realtime = realtime
+        self.loop = loop
         self.name = str(self.path)
         self.image: np.ndarray | None = None
         self.duration: float | None = None
@@ -344,19 +367,24 @@ class FileSource(Source):
                 log.info("%s has no audio track: video only", self.path)
 
     def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
-        start = clock()
         if self.image is not None:
             sink.frame(self.image, 0.0)
             return
-        readers = [threading.Thread(target=self._read, args=(self.path, self.audio_path is None, sink, stop, clock, start),
-                                    name="edge-xemo-file", daemon=True)]
-        if self.audio_path is not None:
-            readers.append(threading.Thread(target=self._read, args=(self.audio_path, True, sink, stop, clock, start),
-                                            name="edge-xemo-file-audio", daemon=True))
-        for r in readers:
-            r.start()
-        for r in readers:
-            r.join()
+        shifted = _Shifted(sink)
+        while not stop.is_set():
+            start = clock()
+            readers = [threading.Thread(target=self._read, args=(self.path, self.audio_path is None, shifted, stop, clock, start),
+                                        name="edge-xemo-file", daemon=True)]
+            if self.audio_path is not None:
+                readers.append(threading.Thread(target=self._read, args=(self.audio_path, True, shifted, stop, clock, start),
+                                                name="edge-xemo-file-audio", daemon=True))
+            for r in readers:
+                r.start()
+            for r in readers:
+                r.join()
+            if not self.loop:
+                return
+            shifted.offset = max(shifted.offset + (clock() - start), shifted.last_t)
 
     def _read(self, path: Path, want_audio: bool, sink: SourceSink, stop: threading.Event, clock: Clock, start: float) -> None:
         import av

@@ -106,6 +106,11 @@ class VisualPerception:
         if self.bridge is not None and hasattr(self.bridge, "reset"):
             self.bridge.reset()
 
+    def reset_baseline(self, face_id: int | None = None) -> None:
+        """Forget face `face_id`'s cue state (every face's when None): its neutral baseline is learnt anew."""
+        for fid in list(self._readers) if face_id is None else [face_id]:
+            self._readers.pop(fid, None)
+
     # -- per frame ------------------------------------------------------------------------------
     def process_frame(self, frame: Frame) -> VisualObservation:
         """Track faces and read their cues in one frame; never raises on a bad image (see `code`)."""

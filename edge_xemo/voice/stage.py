@@ -178,6 +178,12 @@ class VoicePerception:
     def speaker(self) -> str:
         return self._speaker
 
+    def reset_baseline(self) -> None:
+        """Forget the current speaker's baseline; relative cues wait until it is learnt again."""
+        self._baselines[self._speaker] = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
+        self._cues.reset()
+        self._last_end = None
+
     def set_speaker(self, key: str) -> None:
         """Judge the following windows against speaker `key`'s own baseline (created on first use).
 

@@ -1,0 +1,169 @@
+"""A Python client for `edge-xemo serve`: the WebSocket protocol, and Server-Sent Events.
+
+    from edge_xemo.client import Client
+    with Client("ws://127.0.0.1:8765/v1/ws", token) as c:
+        c.subscribe(types=["explanation"])
+        for event in c.events():
+            print(event["seq"], event["emotion"]["label"], event["text"])
+
+Needs the `websockets` package (the `serve` extra). Event objects are those of the JSONL output plus
+`seq`; fields this version does not know are kept as they come (clients ignore what they do not use).
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import ssl as ssl_module
+import time
+from typing import Iterator
+from urllib.parse import urlencode, urlsplit
+
+
+class ServerClosed(ConnectionError):
+    """The server closed the connection; `code` is the WebSocket close code (4401 unauthorized, ...)."""
+
+    def __init__(self, code: int | None, reason: str = ""):
+        super().__init__(f"server closed the connection ({code}{': ' + reason if reason else ''})")
+        self.code, self.reason = code, reason
+
+
+class ProtocolError(RuntimeError):
+    """The server answered a request with `protocol_error`; `code` says which (forbidden, bad_subscribe, ...)."""
+
+    def __init__(self, message: dict):
+        super().__init__(f"{message.get('code')}: {message.get('message')}")
+        self.code = message.get("code")
+
+
+class Client:
+    """One WebSocket connection: hello, auth, then subscribe / events / control / ping."""
+
+    def __init__(self, url: str = "ws://127.0.0.1:8765/v1/ws", token: str | None = None, *,
+                 origin: str | None = None, ssl: ssl_module.SSLContext | None = None, open_timeout: float = 10.0):
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        self._closed_error = ConnectionClosed
+        headers = {"Origin": origin} if origin else None
+        try:
+            self._ws = connect(url, additional_headers=headers, ssl=ssl, open_timeout=open_timeout,
+                               max_size=None, compression=None)
+        except Exception as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status is not None:
+                raise ServerClosed(status, "handshake refused") from e
+            raise
+        self._pending: collections.deque[dict] = collections.deque()
+        self.hello = self._receive()
+        self._ws.send(json.dumps({"type": "auth", "token": token or ""}))
+        reply = self._receive()
+        if reply.get("type") != "auth_ok":
+            raise ProtocolError(reply)
+        self.scopes: list[str] = reply.get("scopes", [])
+
+    def _receive(self, timeout: float | None = None) -> dict:
+        try:
+            return json.loads(self._ws.recv(timeout))
+        except self._closed_error as e:
+            rcvd = e.rcvd
+            raise ServerClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+
+    def _reply(self, kind: str, timeout: float) -> dict:
+        """Read until a protocol message of `kind` comes; events met on the way are kept for `events()`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._receive(max(0.0, deadline - time.monotonic()))
+            if "schema_version" in m:
+                self._pending.append(m)
+            elif m.get("type") == "protocol_error":
+                raise ProtocolError(m)
+            elif m.get("type") == kind:
+                return m
+
+    def subscribe(self, types: list[str] | None = None, max_hz: float | None = None, after: int | None = None,
+                  timeout: float = 10.0) -> dict:
+        """Ask for event `types` (None: all), at most `max_hz` cues events a second per face, replaying
+        the server's ring after seq `after`; returns the `subscribed` reply."""
+        self._ws.send(json.dumps({"type": "subscribe", "types": types, "max_hz": max_hz, "after": after}))
+        return self._reply("subscribed", timeout)
+
+    def control(self, action: str, face_id: int | None = None, timeout: float = 10.0) -> dict:
+        """pause / resume / reset_baseline (the admin token's scope)."""
+        self._ws.send(json.dumps({"type": "control", "action": action, "face_id": face_id}))
+        return self._reply("control_ok", timeout)
+
+    def ping(self, timeout: float = 10.0) -> float:
+        """Round trip in seconds."""
+        t0 = time.monotonic()
+        self._ws.send(json.dumps({"type": "ping", "id": 1}))
+        self._reply("pong", timeout)
+        return time.monotonic() - t0
+
+    def events(self, timeout: float | None = None) -> Iterator[dict]:
+        """Events as they come; ends when no event came within `timeout` seconds (None: never) or the
+        server closes (ServerClosed with its code)."""
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            try:
+                m = self._receive(timeout)
+            except TimeoutError:
+                return
+            if "schema_version" in m:
+                yield m
+
+    def send_raw(self, text: str | bytes) -> None:
+        """Send a message as it is (tests of the server's limits)."""
+        self._ws.send(text)
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def sse_events(base_url: str, token: str | None, *, types: list[str] | None = None, max_hz: float | None = None,
+               last_event_id: int | None = None, timeout: float = 30.0,
+               ssl: ssl_module.SSLContext | None = None) -> Iterator[tuple[int | None, str, dict]]:
+    """(id, event name, object) for each Server-Sent Event of GET /v1/events; ends when the stream does."""
+    parts = urlsplit(base_url)
+    query = {k: v for k, v in (("types", ",".join(types) if types else None), ("max_hz", max_hz)) if v is not None}
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kwargs = {"context": ssl} if parts.scheme == "https" and ssl is not None else {}
+    conn = conn_cls(parts.hostname, parts.port, timeout=timeout, **kwargs)
+    headers = {"Accept": "text/event-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    conn.request("GET", "/v1/events" + (f"?{urlencode(query)}" if query else ""), headers=headers)
+    response = conn.getresponse()
+    if response.status != 200:
+        raise ServerClosed(response.status, response.read(200).decode("utf-8", "replace"))
+    try:
+        event_id, name, data = None, "message", []
+        for raw in response:
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if data:
+                    yield event_id, name, json.loads("\n".join(data))
+                event_id, name, data = None, "message", []
+            elif line.startswith(":"):
+                continue
+            else:
+                key, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if key == "id":
+                    event_id = int(value)
+                elif key == "event":
+                    name = value
+                elif key == "data":
+                    data.append(value)
+    finally:
+        conn.close()

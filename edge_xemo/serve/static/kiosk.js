@@ -1,0 +1,137 @@
+// The kiosk page: one WebSocket to the server that served it, the token from #token= (kept for this
+// tab only), reconnection with backoff after the server goes away. No request leaves this origin.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let token = null;
+let socket = null;
+let retryMs = 500;
+let paused = false;
+let admin = false;
+let streaming = "";
+
+function takeToken() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("edge-xemo-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
+  }
+  return sessionStorage.getItem("edge-xemo-token");
+}
+
+function setState(text, kind) {
+  const el = $("state");
+  el.textContent = text;
+  el.className = "state " + kind;
+}
+
+function fillList(el, items) {
+  el.replaceChildren(...items.map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
+}
+
+function showCues(e) {
+  fillList($("visual"), (e.visual_cues || []).map((c) => c.phrase));
+  fillList($("auditory"), (e.auditory_cues || []).map((c) => c.phrase));
+  const canvas = $("faces");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const size = e.frame_size;
+  if (!size) return;
+  canvas.height = Math.round(canvas.width * size[1] / size[0]);
+  const k = canvas.width / size[0];
+  ctx.strokeStyle = "#4cc38a";
+  ctx.lineWidth = 3;
+  for (const f of e.faces || []) {
+    const [x0, y0, x1, y1] = f.box;
+    ctx.strokeRect(x0 * k, y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+  }
+  const lat = e.latency_ms || {};
+  if (lat.capture_to_cues !== undefined) $("latency").textContent = `cues ${Math.round(lat.capture_to_cues)} ms after capture`;
+}
+
+function showExplanation(e) {
+  const emotion = e.emotion || {};
+  $("label").textContent = emotion.label || "-";
+  const conf = emotion.confidence !== undefined ? `confidence ${emotion.confidence.toFixed(2)}` : "";
+  $("confidence").textContent = emotion.outcome && emotion.outcome !== "confident"
+    ? `${conf}; unsure: ${emotion.reason || emotion.outcome}` : conf;
+  $("evidence").textContent = (emotion.carried_by || []).length ? "from " + emotion.carried_by.join("; ") : "";
+  $("explanation").textContent = e.text || "";
+  streaming = "";
+  const lat = e.latency_ms || {};
+  if (lat.window_to_explanation !== undefined) {
+    $("latency").textContent = `explanation ${Math.round(lat.window_to_explanation)} ms after its window`;
+  }
+}
+
+function onEvent(e) {
+  $("seq").textContent = `#${e.seq}`;
+  if (e.type === "cues") showCues(e);
+  else if (e.type === "token") { streaming += e.text; $("explanation").textContent = streaming; }
+  else if (e.type === "explanation") showExplanation(e);
+  else if (e.type === "status" && (e.code === "paused" || e.code === "resumed")) setPaused(e.code === "paused");
+  else if (e.type === "status" && e.code === "server_stopping") setState("server stopping", "off");
+}
+
+function setPaused(value) {
+  paused = value;
+  $("pause").textContent = paused ? "Resume analysis" : "Pause analysis";
+  setState(paused ? "paused" : "analysing", paused ? "paused" : "live");
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  socket = new WebSocket(`${scheme}//${location.host}/v1/ws`);
+  socket.onmessage = (msg) => {
+    const m = JSON.parse(msg.data);
+    if (m.schema_version) return onEvent(m);
+    if (m.type === "hello") socket.send(JSON.stringify({ type: "auth", token: token || "" }));
+    else if (m.type === "auth_ok") {
+      retryMs = 500;
+      admin = m.scopes.includes("admin");
+      $("pause").disabled = !admin;
+      socket.send(JSON.stringify({ type: "subscribe", types: ["cues", "token", "explanation", "status", "error"], max_hz: 5 }));
+    } else if (m.type === "subscribed") fetchInfo();
+    else if (m.type === "control_ok") setPaused(m.paused);
+  };
+  socket.onclose = (e) => {
+    $("pause").disabled = true;
+    if (e.code === 4401) {
+      setState("token refused", "off");
+      sessionStorage.removeItem("edge-xemo-token");
+      $("login").hidden = false;
+      return;
+    }
+    setState("reconnecting", "off");
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 8000);
+  };
+}
+
+async function fetchInfo() {
+  try {
+    const r = await fetch("/v1/info", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    if (r.ok) setPaused((await r.json()).paused);
+  } catch (err) { /* the socket's close handler reconnects */ }
+}
+
+$("pause").addEventListener("click", () => {
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify({ type: "control", action: paused ? "resume" : "pause" }));
+  }
+});
+
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("token").value.trim();
+  sessionStorage.setItem("edge-xemo-token", token);
+  $("login").hidden = true;
+  connect();
+});
+
+token = takeToken();
+connect();
