@@ -48,8 +48,9 @@ class Client:
         self._closed_error = ConnectionClosed
         headers = {"Origin": origin} if origin else None
         try:
+            # entered here, closed by close(): the connection lives as long as this Client
             self._ws = connect(url, additional_headers=headers, ssl=ssl, open_timeout=open_timeout,
-                               max_size=None, compression=None)
+                               max_size=None, compression=None).__enter__()
         except Exception as e:
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status is not None:
@@ -75,7 +76,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             m = self._receive(max(0.0, deadline - time.monotonic()))
-            if "schema_version" in m:
+            if "seq" in m:
                 self._pending.append(m)
             elif m.get("type") == "protocol_error":
                 raise ProtocolError(m)
@@ -111,7 +112,7 @@ class Client:
                 m = self._receive(timeout)
             except TimeoutError:
                 return
-            if "schema_version" in m:
+            if "seq" in m:
                 yield m
 
     def send_raw(self, text: str | bytes) -> None:

@@ -116,3 +116,6 @@ class _Server(uvicorn.Server):
         if not self.should_exit:
             self.hub.publish(ev.status("server_stopping", "the server is shutting down"))
         super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured signal once it has shut down, which would end the process before
+        # the analyzer is closed; serve() closes it and returns, so the process exits 0
+        self._captured_signals.clear()

@@ -26,7 +26,7 @@ function setState(text, kind) {
 }
 
 function fillList(el, items) {
-  el.replaceChildren(...items.map((text) => {
+  el.replaceChildren(...(items.length ? items : ["-"]).map((text) => {
     const li = document.createElement("li");
     li.textContent = text;
     return li;
@@ -88,7 +88,7 @@ function connect() {
   socket = new WebSocket(`${scheme}//${location.host}/v1/ws`);
   socket.onmessage = (msg) => {
     const m = JSON.parse(msg.data);
-    if (m.schema_version) return onEvent(m);
+    if (m.seq !== undefined) return onEvent(m);  // events carry seq; protocol messages do not
     if (m.type === "hello") socket.send(JSON.stringify({ type: "auth", token: token || "" }));
     else if (m.type === "auth_ok") {
       retryMs = 500;

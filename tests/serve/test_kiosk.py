@@ -1,0 +1,97 @@
+"""The kiosk page in a real headless Chromium (Debian's chromium + chromium-driver, through selenium):
+it shows a label and cues from a replayed real clip, pauses, reconnects after a server restart, and
+makes no request outside 127.0.0.1. The screenshot goes to runs/test-artifacts/kiosk.png."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+for module in ("starlette", "uvicorn", "websockets", "selenium"):
+    pytest.importorskip(module, reason="the serve extra or selenium is not installed")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from serving import REPO, free_port, replay_args, start_server  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ARTIFACTS = REPO / "runs" / "test-artifacts"
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM or not DRIVER:
+        pytest.skip("chromium and chromium-driver are not installed (scripts/install.sh installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-default-apps", "--disable-sync"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def requested_hosts(driver) -> set[str]:
+    """Hosts of every HTTP request and WebSocket the page made (Chrome's DevTools network log)."""
+    hosts = set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        url = params.get("request", {}).get("url") if message["method"] == "Network.requestWillBeSent" else (
+            params.get("url") if message["method"] == "Network.webSocketCreated" else None)
+        if url and not url.startswith(("data:", "about:")):
+            hosts.add(urlsplit(url).hostname)
+    return hosts
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def test_the_kiosk_page_shows_live_explanations_pauses_and_reconnects(browser, tmp_path):
+    port, token_file = free_port(), tmp_path / "tokens.json"
+    server = start_server(tmp_path, *replay_args(), port=port, token_file=token_file)
+    try:
+        server.wait_ready()
+        browser.get(f"http://127.0.0.1:{port}/#token={server.tokens['admin']}")
+        wait = WebDriverWait(browser, 90, poll_frequency=0.25)
+        wait.until(lambda d: text(d, "state") == "analysing")
+        assert "token" not in browser.current_url  # the fragment is taken off the address bar
+        wait.until(lambda d: text(d, "label") not in ("", "-") and d.find_elements(By.CSS_SELECTOR, "#visual li"))
+        wait.until(lambda d: text(d, "explanation"))
+        label, cues = text(browser, "label"), [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#visual li")]
+        assert label.lower() in ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "worried")
+        assert cues and all(cues)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "kiosk.png"))
+
+        browser.find_element(By.ID, "pause").click()
+        wait.until(lambda d: text(d, "state") == "paused")
+        browser.find_element(By.ID, "pause").click()
+        wait.until(lambda d: text(d, "state") == "analysing")
+
+        assert server.stop() == 0
+        wait.until(lambda d: text(d, "state") in ("reconnecting", "server stopping"))
+        seq_before = text(browser, "seq")
+        server = start_server(tmp_path, *replay_args(), port=port, token_file=token_file)
+        server.wait_ready()
+        wait.until(lambda d: text(d, "state") == "analysing" and text(d, "seq") != seq_before)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#visual li"))
+        assert requested_hosts(browser) == {"127.0.0.1"}
+    finally:
+        server.stop()
+    print(f"kiosk screenshot: {ARTIFACTS / 'kiosk.png'} ({label}: {', '.join(cues)})")
+    assert Path(ARTIFACTS / "kiosk.png").stat().st_size > 10_000
