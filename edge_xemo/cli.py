@@ -282,7 +282,8 @@ def serve(
     """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics (the serve extra)."""
     try:
         from .serve.app import ServerLimits
-        from .serve.server import DEFAULT_TOKEN_FILE, ServeOptions, serve as run_server
+        from .serve.auth import DEFAULT_TOKEN_FILE
+        from .serve.server import ServeOptions, serve as run_server
     except ImportError as e:
         fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
     from .analyzer import AnalyzerOptions, stage_options
@@ -306,6 +307,28 @@ def serve(
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
         **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber))
     run_server(options, analyzer_options, sources)
+
+
+@app.command()
+@friendly_errors
+def ros2(
+    url: str = typer.Option("ws://127.0.0.1:8765/v1/ws", "--url", help="The WebSocket of a running `edge-xemo serve`."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="The server's token file (its read token is used). Default: $EDGE_XEMO_HOME/serve/tokens.json."),
+    node_name: str = typer.Option("edge_xemo", "--node-name", help="ROS 2 node name."),
+) -> None:
+    """Republish a running server's events as ROS4HRI topics (REP-155) for robots (the ros2 extra; Ctrl-C stops)."""
+    import threading
+
+    from .client import follow
+    from .serve.auth import DEFAULT_TOKEN_FILE, read_tokens
+    from .serve.ros2 import run_bridge
+
+    token = read_tokens(token_file or DEFAULT_TOKEN_FILE).read
+    stop = threading.Event()
+    try:
+        run_bridge(follow(url, token, stop), node_name=node_name, stop=stop)
+    finally:
+        stop.set()
 
 
 @app.command()

@@ -15,10 +15,15 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import logging
 import ssl as ssl_module
+import threading
 import time
 from typing import Iterator
 from urllib.parse import urlencode, urlsplit
+
+
+log = logging.getLogger(__name__)
 
 
 class ServerClosed(ConnectionError):
@@ -127,6 +132,32 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def follow(url: str, token: str | None, stop: threading.Event, types: list[str] | None = None,
+           max_backoff_s: float = 8.0) -> Iterator[dict]:
+    """Events of a server for as long as `stop` is not set, reconnecting (0.5 s, doubling up to
+    `max_backoff_s`) when it goes away; a refused token (4401) raises ServerClosed."""
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            with Client(url, token) as c:
+                c.subscribe(types)
+                backoff = 0.5
+                yield from _until_stopped(c, stop)
+        except ServerClosed as e:
+            if e.code in (4401, 403):
+                raise
+            log.warning("edge-xemo server closed the connection (%s); reconnecting in %.1f s", e.code, backoff)
+        except OSError as e:
+            log.warning("edge-xemo server unreachable (%s); reconnecting in %.1f s", e, backoff)
+        stop.wait(backoff)
+        backoff = min(max_backoff_s, backoff * 2)
+
+
+def _until_stopped(client: Client, stop: threading.Event) -> Iterator[dict]:
+    while not stop.is_set():
+        yield from client.events(timeout=0.5)
 
 
 def sse_events(base_url: str, token: str | None, *, types: list[str] | None = None, max_hz: float | None = None,

