@@ -253,3 +253,38 @@ def test_run_bridge_stops_between_events(events, ros_domain):
 
     assert ros2.run_bridge(endless(), node_name="edge_xemo_test_stop", stop=stop) == 0
     assert time.monotonic() - t0 < 10
+
+
+def test_the_ros2_command_republishes_a_running_server(server, ros_domain):
+    """`edge-xemo serve` replaying the demo clip -> `edge-xemo ros2` (over WebSocket) -> a ROS 2 listener."""
+    import subprocess
+    import sys
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("edge_xemo_cli_listener", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received: list[dict] = []
+    node.create_subscription(String, "/edge_xemo/events", lambda m: received.append(json.loads(m.data)), 100)
+    bridge = subprocess.Popen([sys.executable, "-m", "edge_xemo", "ros2", "--url", server.ws, "--token-file",
+                               str(server.log.parent / "tokens.json"), "--node-name", "edge_xemo_cli"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not {"cues", "explanation"} <= {e["type"] for e in received}:
+            executor.spin_once(timeout_sec=0.1)
+            assert bridge.poll() is None, bridge.stdout.read()
+    finally:
+        bridge.terminate()
+        bridge.wait(20)
+        node.destroy_node()
+        context.try_shutdown()
+    assert {"cues", "explanation"} <= {e["type"] for e in received}
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # the server's events, in order, once each
