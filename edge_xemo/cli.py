@@ -276,6 +276,7 @@ def serve(
     hop: float = _HOP,
     threads: int = _THREADS,
     provider: str = _PROVIDER,
+    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA)."),
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
 ) -> None:
@@ -305,7 +306,8 @@ def serve(
         transcriber = TranscriberOptions(language=asr_language, background=True)
     analyzer_options = AnalyzerOptions(
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber))
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber,
+                        gpu_layers=gpu_layers))
     run_server(options, analyzer_options, sources)
 
 

@@ -188,3 +188,16 @@ def test_a_flapping_camera_backs_off_and_is_reported_with_counts(demo_video, tmp
     # without backoff it would reopen hundreds of times in 9 s; with 1, 2, 4 s waits a handful
     assert 3 <= cam.reconnects <= 6
     assert len(lost) < cam.reconnects + 1 and any("times in a row" in m for m in lost)
+
+
+def test_a_looping_replay_keeps_time_going_forward(tmp_path):
+    """`FileSource(loop=True)`: each pass of a 1 s wav is timed after the last, in real time."""
+    path = tmp_path / "tone.wav"
+    write_wav(path, 0.1 * np.sin(np.linspace(0, 2 * np.pi * 440, SAMPLE_RATE)), SAMPLE_RATE, 1)
+    with pytest.raises(ValueError, match="loop needs realtime"):
+        FileSource(path, loop=True)
+    sink = play(FileSource(path, realtime=True, loop=True), seconds=2.6)
+    ts = [t for t, _ in sink.blocks]
+    ends = [t + n / SAMPLE_RATE for t, n in sink.blocks]
+    assert all(b >= a_end - 1e-6 for a_end, b in zip(ends, ts[1:]))  # no overlap, never backwards
+    assert 2.0 <= sink.audio_seconds <= 3.2  # about 2.6 s of audio in 2.6 s: paced, and more than one pass
