@@ -99,3 +99,14 @@ def replay_args(*extra: str) -> list[str]:
     return ["--replay", str(DEMO_VIDEO), "--audio", str(DEMO_AUDIO), "--loop", *extra]
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A module-wide server: the demo clip replayed in a loop, with explanations, at most 4 clients
+    (test modules import this fixture; a conftest.py here would shadow tests/conftest.py)."""
+    tmp = tmp_path_factory.mktemp("serve")
+    s = start_server(tmp, *replay_args("--max-clients", "4"))
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()

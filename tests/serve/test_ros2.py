@@ -17,6 +17,7 @@ import pytest
 from edge_xemo.core.types import EMOTIONS
 from edge_xemo.reasoning.judgement import CUE_AU
 from edge_xemo.serve import ros2
+from serving import server  # noqa: F401 (a fixture)
 
 SAMPLE_EVENTS = Path(__file__).parents[1] / "data" / "demo_events.jsonl"
 DEMO_FRAME_SIZE = [400, 300]

@@ -14,7 +14,7 @@ for module in ("starlette", "uvicorn", "websockets", "prometheus_client"):
 
 from edge_xemo.client import Client, ProtocolError, ServerClosed, sse_events  # noqa: E402
 from edge_xemo.core import events as ev  # noqa: E402
-from serving import replay_args, start_server  # noqa: E402
+from serving import replay_args, server, start_server  # noqa: E402,F401 (server: a fixture)
 
 
 def closed_code(fn) -> int | None:
