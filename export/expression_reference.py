@@ -29,7 +29,7 @@ UNPACKED = ROOT / "runs" / "sources" / "unpacked"
 
 
 def crops_of(gray: np.ndarray, cascade) -> list[np.ndarray]:
-    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50))
+    faces = sorted(map(tuple, cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50))))
     mean = cv2.mean(gray[-2:])[0]
     padded = cv2.copyMakeBorder(gray, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=[mean] * 3)
     out = []
@@ -68,8 +68,17 @@ def main() -> None:
                 skip_stage(why)
             raise SystemExit(why)
     max_frames = 5 * 25 if args.smoke else None
+    # detectMultiScale runs on OpenCV's thread pool, whose grouping of candidate boxes gave different
+    # detections from run to run (8 of 324 crops moved between two runs); one thread gives the same crops
+    cv2.setNumThreads(1)
+    import tensorflow as tf
     from tensorflow import keras
 
+    # One thread and deterministic kernels: with TensorFlow's default thread pools the reference scores
+    # moved by ~1e-7 between rebuilds on the same machine, and with them the parity figures in the sidecar.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
     model = keras.models.load_model(args.hdf5, compile=False)
     cascade = cv2.CascadeClassifier(args.haar)
     crops, names = [], []
