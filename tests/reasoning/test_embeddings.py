@@ -1,28 +1,14 @@
-"""all-MiniLM-L6-v2 on onnxruntime vs the sentence-transformers reference (same weights, torch)."""
+"""The installed all-MiniLM-L6-v2 ONNX on onnxruntime vs the sentence-transformers reference (same weights,
+torch), on the rows export.minilm checks before it writes the file (`parity_sentences`)."""
 
 from __future__ import annotations
-
-import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_xemo.reasoning.embeddings import DIM, MiniLMEmbedder
 from edge_xemo.core.models import ModelError, load_manifest, resolve
-
-SHARED = Path(__file__).parents[2].parent / "shared" / "data"
-EMER_CSV = SHARED / "emer_v2" / "emer_v2_dev.csv"
-COSINE_MIN = 0.9999
-"""Agreement asked of every sentence: ONNX fp32 vs PyTorch fp32 differ only by float rounding."""
-EDGE_SENTENCES = [
-    "slightly furrowed brow",
-    "The voice is loud, with a calm tone and a hint of laughter.",
-    "Ünïcödé café – naïve “quotes”, 你好, emoji 😀, tab\tand\nnewline",
-    "",
-    "x" * 300,
-    "don't! (really?) #hashtag e-mail 3.14 U.S.A.",
-]
+from export.minilm import COSINE_MIN, parity_sentences
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +17,6 @@ def embedder() -> MiniLMEmbedder:
         return MiniLMEmbedder.create_from_options()
     except ModelError as e:
         pytest.skip(f"MiniLM ONNX not installed ({e}); run python -m export.minilm --out $EDGE_XEMO_HOME/minilm")
-
-
-def _sentences() -> list[str]:
-    if not EMER_CSV.exists():
-        return EDGE_SENTENCES
-    with open(EMER_CSV, newline="", encoding="utf-8") as f:
-        rows = [r["english"] for r, _ in zip(csv.DictReader(f), range(30))]
-    return rows + EDGE_SENTENCES
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +29,7 @@ def reference():
 @pytest.mark.slow  # ~25 s on 2 shared cores: 30 full descriptions at 256 tokens, both implementations
 def test_embeddings_match_sentence_transformers(embedder, reference):
     ref = reference
-    sentences = _sentences()
+    sentences = parity_sentences()
     ours = embedder.embed(sentences)
     theirs = ref.encode(sentences, normalize_embeddings=True, batch_size=8)
     assert ours.shape == (len(sentences), DIM) and ours.dtype == np.float32
@@ -60,7 +38,7 @@ def test_embeddings_match_sentence_transformers(embedder, reference):
 
 
 def test_token_ids_match_reference_tokenizer(embedder, reference):
-    for s in _sentences():
+    for s in parity_sentences():
         want = reference.tokenizer(s, truncation=True, max_length=256)["input_ids"]
         assert embedder.tokenizer.encode(s, 256) == want, s[:60]
 
