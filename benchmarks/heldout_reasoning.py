@@ -146,7 +146,7 @@ def main(argv: list[str]) -> dict:
     majority = collections.Counter(e.label for e in train).most_common(1)[0][0]
     refs = {e.name: {k: v for k, v in extract_cues(e.description).items() if k != "subtitle"} for e in held}
     scorer = emocue_scorer()
-    report = {"rows": [e.row for e in held], "majority_label": majority, "command": " ".join(sys.argv),
+    report = {"rows": [e.row for e in held], "majority_label": majority, "command": " ".join(["python", "benchmarks/heldout_reasoning.py", *sys.argv[1:]]),  # no local path
               "baselines": {}, "variants": {}, "outputs": {}}
     echo = [{"name": e.name, "ref_label": e.label, "label": majority, "valid": True, "problem": None,
              "n_tokens": 0, "seconds": 0.0,
