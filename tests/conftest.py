@@ -48,6 +48,18 @@ def demo_audio() -> Path:
     return need(DEMO_AUDIO, "demo media comes from scripts/install.sh")
 
 
+def first_frames(video: Path, out: Path, n: int) -> Path:
+    """The first `n` frames of `video` as a 25 frames/s 400x300 mp4: a 'camera' (OpenCV on a file) that runs dry."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25, (400, 300))
+    for _ in range(n):
+        writer.write(cv2.resize(cap.read()[1], (400, 300)))
+    writer.release()
+    return out
+
+
 def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
 

@@ -314,7 +314,6 @@ async def _serve_websocket(ws: WebSocket, hub: EventHub, pipeline, metrics, conn
             while True:
                 item = await queue.get()
                 await asyncio.wait_for(ws.send_text(item.json), limits.send_timeout_s)
-                queue.sent += 1
         except asyncio.TimeoutError:  # the client does not read: stop waiting for it
             reason = "stalled"
             receiving.cancel()

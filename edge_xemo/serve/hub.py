@@ -55,7 +55,7 @@ class Subscription:
 
 
 class ClientQueue:
-    """A client's bounded queue on the event loop: newest wins, drops and thinned events counted."""
+    """A client's bounded queue on the event loop: newest wins, drops counted."""
 
     def __init__(self, name: str, transport: str, size: int, subscription: Subscription = Subscription()):
         self.name, self.transport, self.size = name, transport, size
@@ -63,7 +63,7 @@ class ClientQueue:
         self._items: collections.deque[Item] = collections.deque()
         self._ready = asyncio.Event()
         self._last_cue: dict[int | None, float] = {}
-        self.dropped = self.thinned = self.sent = 0
+        self.dropped = 0
         self.closed_reason: str | None = None
 
     def offer(self, item: Item) -> None:
@@ -75,7 +75,6 @@ class ClientQueue:
             now = time.monotonic()
             last = self._last_cue.get(item.face_id)
             if last is not None and now - last < 1.0 / sub.max_hz:
-                self.thinned += 1
                 return
             self._last_cue[item.face_id] = now
         if len(self._items) >= self.size:

@@ -13,6 +13,8 @@ from edge_xemo.io.audio import to_mono_16k
 from edge_xemo.io.sources import CameraOptions, CameraSource, Clock, FileSource, MicrophoneSource, SourceError
 from edge_xemo.core.types import SAMPLE_RATE
 
+from conftest import first_frames
+
 
 class Collect:
     def __init__(self):
@@ -174,14 +176,7 @@ def test_microphone_capture_through_portaudio(virtual_microphone, demo_audio):
 
 def test_a_flapping_camera_backs_off_and_is_reported_with_counts(demo_video, tmp_path):
     """A 'camera' that delivers 4 frames and is gone again (a 4-frame file): waits grow, reports thin out."""
-    import cv2
-
-    short = tmp_path / "flap.mp4"
-    cap = cv2.VideoCapture(str(demo_video))
-    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 25, (400, 300))
-    for _ in range(4):
-        writer.write(cv2.resize(cap.read()[1], (400, 300)))
-    writer.release()
+    short = first_frames(demo_video, tmp_path / "flap.mp4", 4)
     cam = CameraSource(CameraOptions(device=str(short), width=None, height=None, reconnect_s=2.0))
     sink = play(cam, seconds=9)
     lost = [m for c, _, m in sink.statuses if c == "camera_lost"]

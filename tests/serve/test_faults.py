@@ -11,6 +11,7 @@ import pytest
 for module in ("starlette", "uvicorn", "websockets"):
     pytest.importorskip(module, reason="the serve extra is not installed")
 
+from conftest import first_frames  # noqa: E402
 from edge_xemo.client import Client, ServerClosed  # noqa: E402
 from serving import DEMO_VIDEO, replay_args, start_server  # noqa: E402
 
@@ -29,17 +30,9 @@ def statuses(client: Client, wanted: set[str], seconds: float) -> list[str]:
 @pytest.fixture
 def short_clip(tmp_path):
     """Two seconds of the demo clip: a 'camera' (OpenCV on a file) that runs dry and is reopened."""
-    import cv2
-
     if not DEMO_VIDEO.exists():
         pytest.skip(f"{DEMO_VIDEO} is absent (demo media comes from scripts/install.sh)")
-    path = tmp_path / "camera.mp4"
-    cap = cv2.VideoCapture(str(DEMO_VIDEO))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (400, 300))
-    for _ in range(50):
-        writer.write(cv2.resize(cap.read()[1], (400, 300)))
-    writer.release()
-    return path
+    return first_frames(DEMO_VIDEO, tmp_path / "camera.mp4", 50)
 
 
 def test_a_camera_that_goes_away_and_comes_back(tmp_path, short_clip):
