@@ -38,9 +38,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.audio_data import CUES, NEUTRAL_PHRASE, PHRASES, PROSODY  # noqa: E402
+from edge_xemo.voice.features import N_FEATURES, N_MELS  # noqa: E402
 from train.bridge import Block, contrastive_loss, phrase_embeddings  # noqa: E402
 
 RELATIVE_CUES = ("higher_pitch", "lower_pitch", "fast", "slow", "loud", "soft")
+LOUD, SOFT = CUES.index("loud"), CUES.index("soft")
 
 
 @dataclass
@@ -70,6 +72,8 @@ class TrainConfig:
     eval_n_ref: int = 4  # ... at evaluation, closer to the runtime's running mean
     self_baseline: float = 0.1  # share of samples whose baseline is their own voice (runtime start)
     gain_aug_db: float = 10.0
+    relative_gain: float = 0.3  # share of steady-level windows moved alone by a loud/soft-sized step
+    relative_gain_db: tuple[float, float] = (7.0, 12.0)  # the step: train.audio_data's loud/soft gains are 6-12 dB
     w_cls: float = 1.0
     w_reg: float = 0.5
     w_con: float = 0.5
@@ -168,9 +172,21 @@ class Batcher:
         mel, ref_mel = self.mel[idx], self.mel[ref.reshape(-1)].view(len(idx), n_ref, *self.mel.shape[1:])
         labels = torch.from_numpy(d["labels"][idx].copy())
         self_base = torch.zeros(len(idx), dtype=torch.bool)
-        if train:  # one level per speaker-session: sample and its references move together
+        if train:
+            # a gain adds dB / 10 to the log10-power mel bands (the pitch bands are level-free);
+            # one level per speaker-session: sample and references move together
             g = torch.from_numpy(self.rng.uniform(-1, 1, len(idx)).astype(np.float32)) * cfg.gain_aug_db / 10
-            mel, ref_mel = mel + g[:, None, None], ref_mel + g[:, None, None, None]
+            bands = (torch.arange(N_FEATURES) < N_MELS).float()
+            # relative level: a window at its speaker's level (neither loud nor soft: |gain| <= 1.5 dB in
+            # train.audio_data) moved by a loud/soft-sized step alone; labels follow the step
+            steady = (labels[:, LOUD] == 0) & (labels[:, SOFT] == 0)
+            pick = steady & torch.from_numpy(self.rng.random(len(idx)) < cfg.relative_gain)
+            step = torch.from_numpy(self.rng.uniform(*cfg.relative_gain_db, len(idx)).astype(np.float32))
+            step = step * torch.from_numpy(self.rng.choice([-1.0, 1.0], len(idx)).astype(np.float32)) * pick
+            labels[:, LOUD] = torch.where(step > 0, 1.0, labels[:, LOUD])
+            labels[:, SOFT] = torch.where(step < 0, 1.0, labels[:, SOFT])
+            mel = mel + ((g + step / 10)[:, None] * bands)[:, None]
+            ref_mel = ref_mel + (g[:, None] * bands)[:, None, None]
             self_base = torch.from_numpy(self.rng.random(len(idx)) < cfg.self_baseline)
             rel = torch.tensor([CUES.index(c) for c in RELATIVE_CUES])
             labels[torch.nonzero(self_base)[:, :1], rel] = 0  # no baseline yet: nothing is "than usual"
