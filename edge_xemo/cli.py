@@ -73,14 +73,15 @@ class _Outcome:
 
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
-         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = ()) -> None:
+         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = (),
+         extra_sinks: tuple = ()) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
     outcome = _Outcome()
-    sinks: list = [outcome]
+    sinks: list = [outcome, *extra_sinks]
     if jsonl is not None:
         sinks.append(JsonlSink(jsonl, tokens=tokens))
     if view:
@@ -153,7 +154,9 @@ def analyze(
     asr_language: Optional[str] = _ASR_LANGUAGE,
     subtitle_file: Optional[Path] = typer.Option(None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."),
 ) -> None:
-    """Analyze a recorded clip and print rolling cue explanations."""
+    """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
+    end says how far behind its window each explanation came)."""
+    from .bench import ExplanationLag
     from .io.sources import FileSource
     from .io.subtitles import read_subtitles
 
@@ -161,9 +164,13 @@ def analyze(
     source = FileSource(path, audio_path=audio, realtime=realtime)
     if source.has_video and not source.has_audio:
         typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
+    lag = ExplanationLag()
     _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language, subtitles=timed)
+         asr=asr, asr_language=asr_language, subtitles=timed, extra_sinks=() if realtime else (lag,))
+    summary = lag.summary()
+    if summary:
+        typer.echo(f"edge-xemo: {summary}", err=True)
 
 
 def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: bool, width: int, height: int,
@@ -460,8 +467,10 @@ def bench(
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
     no_explain: bool = _NO_EXPLAIN,
     asr: bool = typer.Option(False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."),
+    live: bool = typer.Option(False, "--live", help="Replay the clip at its real pace in live mode and time each explanation from its window's close."),
 ) -> None:
-    """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s."""
+    """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s
+    (--live: the delays a live user feels, on a paced replay)."""
     from rich.console import Console
 
     from .bench import BenchOptions, print_table, run_bench, save, write_chart
@@ -471,7 +480,7 @@ def bench(
             raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
         path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
     report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
-                                    decoder_threads, warmup, not no_explain, asr))
+                                    decoder_threads, warmup, not no_explain, asr, live))
     print_table(report, Console())
     if json_out is not None:
         save(report, json_out)
