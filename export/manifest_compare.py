@@ -10,7 +10,8 @@ Each numeric leaf under a sidecar's `metrics` and `losses` is classed by its nam
 - rate (any other committed value in [0, 1]: accuracy, F1, agreement, recall): within RATE_TOL absolute;
 - parity (parity, diff, max_abs, cosine): below the sibling `tolerance` when the sidecar states one,
   otherwise reported (each export fails on its own parity tolerance before it writes anything);
-- timing (ms, seconds, speed) and predicted-label histograms: reported, not judged.
+- timing (ms, seconds, speed, and the load average they were taken at) and predicted-label histograms:
+  reported, not judged.
 
 A metric the rebuilt sidecar lacks is "not re-measured" (e.g. a hand-run check), one it adds is "new";
 neither fails. Any "outside" fails. sha256 equality is reported per artifact: conversions of
@@ -61,7 +62,8 @@ def leaves(d, prefix: str = "") -> dict[str, float]:
 def kind_of(path: str, committed: float) -> str:
     parts = path.lower().split(".")
     last = parts[-1]
-    if any(re.search(r"(^|_)(ms|seconds|speed|latency)($|_)", p) for p in parts) or "first_token" in path:
+    # timings and the machine's load while they were taken (minilm records load_average_1min) are reported only
+    if any(re.search(r"(^|_)(ms|seconds|speed|latency|load_average)($|_)", p) for p in parts) or "first_token" in path:
         return "timing"
     if "labels" in parts or last == "tolerance":
         return "reported"
