@@ -107,10 +107,16 @@ def run_bench(o: BenchOptions) -> dict:
     calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
     audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
 
+    block_parts: set[str] = set()  # breakdown keys of per-block calls
+
     def recorder(prefix: str):
         def record(call: StageCall) -> None:
             calls[f"{prefix}.{call.kind}"].append((call.t, call.ms))
             for k, v in (getattr(call.result, "latency_ms", None) or {}).items():  # the stage's own breakdown
+                if call.kind == "per_block":
+                    block_parts.add(k)
+                elif k in block_parts:  # a window's sum over its blocks, not one more call of that part
+                    continue
                 calls[f"{prefix}.{k}"].append((call.t, float(v)))
             if call.kind == "per_block":
                 audio_s.append((call.t, call.item.duration))

@@ -23,15 +23,18 @@ their defaults say (runs/..., edge_xemo/models/...); a smoke run never touches t
 A module that does not exist yet is reported "not available"; in a smoke run, a module whose
 source has no `--smoke` option is skipped (a full-size run would not fit a smoke budget), and so is
 a module that exits with `train.config.STAGE_SKIPPED` (its data is absent here; its last line says why).
-The summary (stage -> seconds, status, detail, command, log) goes to <root>/summary.json.
+The summary (stage -> seconds, status, detail, command, log; the environment: CPU vector flags, core
+count, package versions) goes to <root>/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -402,6 +405,19 @@ def run_stage(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
                            f"in-process {stage.run.__name__}")
 
 
+def environment() -> dict:
+    """What the artifacts' bytes may depend on besides the sources: the CPU's vector extensions (torch,
+    oneDNN and onnxruntime's MLAS pick kernels by them), its core count, and every installed package's version."""
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = []
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_vector_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))),
+            "packages": dict(sorted((d.metadata["Name"].lower(), d.version) for d in importlib.metadata.distributions()
+                                    if d.metadata["Name"]))}
+
+
 def rebuild(cfg: RebuildConfig, report: Callable[[StageResult], None] = lambda r: None) -> dict:
     """Run the selected stages in order; returns (and writes to <root>/summary.json) the summary."""
     stages = select(cfg)
@@ -417,7 +433,7 @@ def rebuild(cfg: RebuildConfig, report: Callable[[StageResult], None] = lambda r
             failed = failed or result.status == "failed"
         results.append(result)
         report(result)
-    summary = {"smoke": cfg.smoke, "root": str(root), "config": asdict(cfg),
+    summary = {"smoke": cfg.smoke, "root": str(root), "config": asdict(cfg), "environment": environment(),
                "total_seconds": round(time.time() - t0, 1), "ok": not failed,
                "stages": {r.name: {k: v for k, v in asdict(r).items() if k != "name"} | {"seconds": round(r.seconds, 1)}
                           for r in results}}
