@@ -270,15 +270,35 @@ def write_model_card(cfg: RebuildConfig, root: Path) -> str:
     return f"wrote {out}"
 
 
+def environment_changes(built: dict, now: dict) -> list[str]:
+    """How environment `now` differs from `built` (both `environment()` records): CPU, cores, packages."""
+    out = []
+    for key in ("python", "machine", "cpus"):
+        if built.get(key) != now.get(key):
+            out.append(f"{key} {built.get(key)} -> {now.get(key)}")
+    lost = sorted(set(built.get("cpu_vector_flags", [])) - set(now.get("cpu_vector_flags", [])))
+    gained = sorted(set(now.get("cpu_vector_flags", [])) - set(built.get("cpu_vector_flags", [])))
+    if lost or gained:
+        out.append("CPU flags " + " ".join([f"-{f}" for f in lost] + [f"+{f}" for f in gained]))
+    a, b = built.get("packages", {}), now.get("packages", {})
+    out += [f"{name} {a.get(name, 'absent')} -> {b.get(name, 'absent')}"
+            for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+    return out
+
+
 def compare_to_committed(cfg: RebuildConfig, root: Path) -> str:
     """Rebuilt sidecars' metrics vs the committed ones (git HEAD), within export.manifest_compare's
-    tolerances; the table goes to <root>/compare.md."""
+    tolerances; the table goes to <root>/compare.md. When some artifact's bytes differ, the line also
+    names what differs from the environment the committed artifacts were built in (`BUILT_WITH`)."""
     from export.manifest_compare import compare, write_report
 
     if cfg.smoke:
         raise StageSkipped("a smoke run ships nothing to compare")
     report = compare("HEAD")
     line = write_report(report, root)
+    if "different" in report["sha256"].values() and BUILT_WITH.exists():
+        changes = environment_changes(json.loads(BUILT_WITH.read_text()), environment())
+        line += "; environment vs the shipped artifacts' build: " + ("; ".join(changes[:12]) or "the same")
     if report["counts"]["outside"]:
         raise RuntimeError(line)
     return line
@@ -403,6 +423,10 @@ def run_stage(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     except Exception as e:  # a stage's failure is recorded in the summary, not thrown past it
         return StageResult(stage.name, "failed", time.time() - t0, f"{type(e).__name__}: {e}",
                            f"in-process {stage.run.__name__}")
+
+
+BUILT_WITH = ROOT / "train" / "built_with.json"
+"""The `environment()` of the rebuild whose artifacts are committed (copied from its summary.json when they ship)."""
 
 
 def environment() -> dict:
