@@ -162,7 +162,9 @@ class MiniLMEmbedder:
             if not isinstance(t, str):
                 raise ValueError(f"MiniLMEmbedder.embed expects strings, got {type(t).__name__}: {t!r:.60}")
         out = np.zeros((len(texts), DIM), np.float32)
-        todo = sorted({t for t in texts if t not in self._cache}, key=len)
+        # by length, then text: a set's order changes with each process's string hashing, and dynamic int8
+        # rows depend on their batch-mates (fp32 rows do not, measured bit for bit)
+        todo = sorted({t for t in texts if t not in self._cache}, key=lambda t: (len(t), t))
         bs = max(1, self.options.batch_size)
         fresh = {}
         for i in range(0, len(todo), bs):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_xemo.reasoning.embeddings import DIM, MiniLMEmbedder
+from edge_xemo.reasoning.embeddings import DIM, EmbedderOptions, MiniLMEmbedder
 from edge_xemo.core.models import ModelError, load_manifest, resolve
 from export.minilm import COSINE_MIN, parity_sentences
 
@@ -64,3 +64,17 @@ def test_bad_input_is_a_clear_error(embedder, tmp_path):
         embedder.embed(["ok", None])
     with pytest.raises(ModelError, match="model.onnx not found"):
         MiniLMEmbedder.from_folder(tmp_path)
+
+
+def test_batches_do_not_depend_on_input_order(embedder, monkeypatch):
+    """Batch-mates are chosen by (length, text), never by a set's hash order (dynamic int8 rows depend on them)."""
+    embedder = MiniLMEmbedder.create_from_options(EmbedderOptions(batch_size=2, cache_size=0))
+    seen: list[list[str]] = []
+    run = embedder._run
+    monkeypatch.setattr(embedder, "_run", lambda chunk: (seen.append(list(chunk)), run(chunk))[1])
+    texts = ["lips pressed", "brows raised", "eyes closed", "voice loud", "mouth open"]
+    first = embedder.embed(texts)
+    batches, seen[:] = list(seen), []
+    second = embedder.embed(texts[::-1])
+    assert seen == batches == [["mouth open", "voice loud"], ["eyes closed", "brows raised"], ["lips pressed"]]
+    assert np.array_equal(first, second[::-1])
