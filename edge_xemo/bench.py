@@ -106,7 +106,6 @@ def run_bench(o: BenchOptions) -> dict:
     stage_opts, notes = _stage_options(o, source.has_video, source.has_audio)
     calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
     audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
-
     block_parts: set[str] = set()  # breakdown keys of per-block calls
 
     def recorder(prefix: str):

@@ -270,6 +270,24 @@ def write_model_card(cfg: RebuildConfig, root: Path) -> str:
     return f"wrote {out}"
 
 
+BUILT_WITH = ROOT / "train" / "built_with.json"
+"""The `environment()` of the rebuild whose artifacts are committed (copied from its summary.json when they ship)."""
+
+
+def environment() -> dict:
+    """What the artifacts' bytes may depend on besides the sources: the CPU's vector extensions (torch,
+    oneDNN and onnxruntime's MLAS pick kernels by them), its core count, and every installed package's version."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_vector_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))),
+            "packages": dict(sorted((d.metadata["Name"].lower(), d.version) for d in importlib.metadata.distributions()
+                                    if d.metadata["Name"]))}
+
+
 def environment_changes(built: dict, now: dict) -> list[str]:
     """How environment `now` differs from `built` (both `environment()` records): CPU, cores, packages."""
     out = []
@@ -423,23 +441,6 @@ def run_stage(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     except Exception as e:  # a stage's failure is recorded in the summary, not thrown past it
         return StageResult(stage.name, "failed", time.time() - t0, f"{type(e).__name__}: {e}",
                            f"in-process {stage.run.__name__}")
-
-
-BUILT_WITH = ROOT / "train" / "built_with.json"
-"""The `environment()` of the rebuild whose artifacts are committed (copied from its summary.json when they ship)."""
-
-
-def environment() -> dict:
-    """What the artifacts' bytes may depend on besides the sources: the CPU's vector extensions (torch,
-    oneDNN and onnxruntime's MLAS pick kernels by them), its core count, and every installed package's version."""
-    try:
-        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = []
-    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "cpu_vector_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))),
-            "packages": dict(sorted((d.metadata["Name"].lower(), d.version) for d in importlib.metadata.distributions()
-                                    if d.metadata["Name"]))}
 
 
 def rebuild(cfg: RebuildConfig, report: Callable[[StageResult], None] = lambda r: None) -> dict:
