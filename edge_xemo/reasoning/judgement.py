@@ -101,10 +101,12 @@ FLOOR = 0.01
 """Probabilities are floored here before the log: one source cannot veto a label by giving it ~0."""
 
 
-PRIOR_WEIGHTS = {"expression": 1.0, "facial_actions": 1.0, "vocal_profile": 0.7, "text": 1.0, "decoder": 1.0}
-"""Weights before fitting. `text` and `decoder` are replaced by the fitted ones (train/judgement_fit.py: maximum
-likelihood on out-of-fold predictions for EMER-V2 rows 0-199, kept in the `text_head` sidecar's `fusion`). The
-perception weights are a priori, since no labelled clips exist here to fit them on: 1 (take the source's
+PRIOR_WEIGHTS = {"expression": 1.0, "facial_actions": 1.0, "vocal_profile": 0.7, "text": 1.0, "decoder": 0.0}
+"""Weights before fitting. `text` is replaced by the fitted one (train/judgement_fit.py: maximum likelihood on
+the text head's out-of-fold predictions for EMER-V2 rows 0-199, kept in the `text_head` sidecar's `fusion`).
+`decoder` is 0, reported but not pooled: its LoRA was trained on those rows, so no out-of-fold predictions
+exist to fit it on, and on the labelled clips and photos here its label was never right (docs/judgement.md).
+The perception weights are a priori, since no labelled clips exist here to fit them on: 1 (take the source's
 distribution as it is) for the two face sources, 0.7 for the voice (vocal emotion is decoded less reliably
 than facial, Juslin & Laukka 2003)."""
 
@@ -345,8 +347,7 @@ class Judge:
 
     def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
         """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues.
-        A source of weight 0 is left out."""
-        sources = [s for s in sources if s.weight > 0]
+        A source of weight 0 is reported in `sources` but adds nothing and cannot raise a disagreement."""
         z = {e: 0.0 for e in EMOTIONS}
         contributions = {s.name: s.contribution() for s in sources}
         for c in contributions.values():
@@ -356,7 +357,7 @@ class Judge:
         dist = _softmax(z)
         label = top_label(dist)
         outcome, reason = Outcome.CONFIDENT, None
-        clash = _disagreement([s for s in sources if s.name in PERCEPTION])
+        clash = _disagreement([s for s in sources if s.name in PERCEPTION and s.weight > 0])
         if clash:
             outcome = Outcome.SOURCES_DISAGREE
             reason = "; ".join(f"{s.name.replace('_', ' ')} points to {top_label(s.distribution)}" for s in clash)

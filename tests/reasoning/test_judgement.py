@@ -88,6 +88,16 @@ def test_weights_scale_a_source():
     assert Judge(JudgementOptions(time_constant_s=None)).judge([a, b]).label == "sad"
 
 
+def test_a_source_of_weight_zero_is_reported_but_not_pooled():
+    a = SourceJudgement("expression", {"happy": 0.6, "sad": 0.4}, 1.0)
+    muted = SourceJudgement("decoder", {"happy": 0.01, "sad": 0.99}, 0.0)
+    judge = Judge(JudgementOptions(time_constant_s=None))
+    j = judge.judge([a, muted])
+    assert j.distribution == judge.judge([a]).distribution and j.label == "happy"
+    assert [s.name for s in j.sources] == ["expression", "decoder"]
+    assert Judge().weights["decoder"] == 0.0  # the shipped default: reported, not pooled (train/judgement_fit.py)
+
+
 def test_disagreeing_perception_sources_and_weak_evidence_are_explicit():
     judge = Judge(JudgementOptions(time_constant_s=None))
     face = expression_source({"happy": 0.9, "sad": 0.05, "neutral": 0.05}, 1.0)
