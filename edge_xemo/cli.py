@@ -74,7 +74,7 @@ class _Outcome:
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
          subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
          tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = (),
-         extra_sinks: tuple = ()) -> None:
+         extra_sinks: tuple = (), decoder: Optional[str] = None) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
@@ -105,7 +105,8 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
         subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain, asr=transcriber),
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain, asr=transcriber,
+                        decoder=decoder),
     )
     analyzer = Analyzer.create_from_options(options)
     try:
@@ -132,6 +133,7 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No terminal view (use with -
 _TOKENS = typer.Option(False, "--tokens", help="Also write streamed `token` events to --jsonl.")
 _ASR = typer.Option(False, "--asr", help="Transcribe speech (faster-whisper, the asr extra) and give the words to the decoder as the subtitle.")
 _ASR_LANGUAGE = typer.Option(None, "--asr-language", help="Language code for --asr (default: detect; the bundled tiny.en model is English only).")
+_DECODER = typer.Option(None, "--decoder", help="Another decoder by manifest name: decoder_qwen_coder (optional, python -m export.qwen_decoder; cue text only, slower).")
 
 
 @app.command()
@@ -153,6 +155,7 @@ def analyze(
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
     subtitle_file: Optional[Path] = typer.Option(None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."),
+    decoder: Optional[str] = _DECODER,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
     end says how far behind its window each explanation came)."""
@@ -167,7 +170,7 @@ def analyze(
     lag = ExplanationLag()
     _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language, subtitles=timed, extra_sinks=() if realtime else (lag,))
+         asr=asr, asr_language=asr_language, subtitles=timed, extra_sinks=() if realtime else (lag,), decoder=decoder)
     summary = lag.summary()
     if summary:
         typer.echo(f"edge-xemo: {summary}", err=True)
@@ -225,12 +228,13 @@ def live(
     tokens: bool = _TOKENS,
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
+    decoder: Optional[str] = _DECODER,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps)
     _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language)
+         asr=asr, asr_language=asr_language, decoder=decoder)
 
 
 def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
@@ -415,13 +419,15 @@ def list_models() -> None:
 @models_app.command()
 def verify() -> None:
     """Check every artifact's sha256 against the manifest (exit 1 on any mismatch or missing file)."""
-    from .core.models import verify_all
+    from .core.models import ArtifactStatus, verify_all
 
     rows = verify_all()
     bad = 0
     for name, status, detail in rows:
         typer.echo(f"{status:8s} {name:24s} {detail if status == 'ok' else ''}")
-        if status != "ok":
+        if status is ArtifactStatus.ABSENT:
+            typer.echo(f"edge-xemo: note: {detail} (optional)", err=True)
+        elif status is not ArtifactStatus.OK:
             bad += 1
             typer.echo(f"edge-xemo: error: {detail}", err=True)
     if bad:
@@ -438,11 +444,12 @@ def reason(
     model: Optional[Path] = typer.Option(None, "--model", help="A GGUF decoder (default: the shipped SmolLM2)."),
     lora: Optional[Path] = typer.Option(None, "--lora", help="A GGUF LoRA adapter for the decoder."),
     threads: int = typer.Option(2, "--threads", help="Decoder threads."),
+    decoder: Optional[str] = _DECODER,
 ) -> None:
     """Explain cues given as text (no perception): for evaluation and for your own perception."""
     from .reasoning.decoder import DecoderOptions, reason_text
 
-    kwargs = {"n_threads": threads}
+    kwargs = {"n_threads": threads, "model": decoder}
     if model is not None:
         kwargs["model_path"] = str(model)
     if lora is not None:
@@ -468,6 +475,7 @@ def bench(
     no_explain: bool = _NO_EXPLAIN,
     asr: bool = typer.Option(False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."),
     live: bool = typer.Option(False, "--live", help="Replay the clip at its real pace in live mode and time each explanation from its window's close."),
+    decoder: Optional[str] = _DECODER,
 ) -> None:
     """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s
     (--live: the delays a live user feels, on a paced replay)."""
@@ -480,7 +488,7 @@ def bench(
             raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
         path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
     report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
-                                    decoder_threads, warmup, not no_explain, asr, live))
+                                    decoder_threads, warmup, not no_explain, asr, live, decoder))
     print_table(report, Console())
     if json_out is not None:
         save(report, json_out)

@@ -73,7 +73,8 @@ def _where(e: dict) -> str:
     if e.get("package"):
         return f"`{e['file']}` inside the installed package `{e['package']}`"
     if e.get("home"):
-        return f"`$EDGE_XEMO_HOME/{e['file']}` (built by the install step)"
+        step = f"optional, installed by `{e['source']['install']}`" if e.get("optional") else "built by the install step"
+        return f"`$EDGE_XEMO_HOME/{e['file']}` ({step})"
     return f"`edge_xemo/models/{e['file']}`"
 
 

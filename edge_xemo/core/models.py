@@ -41,6 +41,8 @@ class ArtifactStatus(enum.StrEnum):
     OK = "ok"
     MISSING = "missing"
     MISMATCH = "mismatch"
+    ABSENT = "absent"
+    """An `optional` artifact that is not installed (an opt-in install step builds it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ def load_manifest(folder: Path = MODELS_DIR) -> dict:
 
     Each sidecar describes one artifact: `name`, `file`, `sha256`, `source`, `licence`,
     `inputs`/`outputs`, what it was trained on and its measured metrics; `package` (the file lies
-    inside that installed package) or `home: true` (built by the install step into $EDGE_XEMO_HOME).
+    inside that installed package) or `home: true` (built by the install step into $EDGE_XEMO_HOME);
+    `optional: true` marks one that only an opt-in install step provides.
     """
     artifacts = {}
     for sidecar in sorted(folder.glob("*.json")):
@@ -104,6 +107,8 @@ def resolve(name: str, manifest: dict | None = None) -> Artifact:
         if c.exists():
             return Artifact(name, c, entry.get("sha256"), entry)
     hint = " (run the README's install step)" if ("package" in entry or entry.get("home")) else ""
+    if entry.get("optional"):
+        hint = f" (optional: {entry.get('source', {}).get('install', 'see its sidecar')})"
     raise ModelError(f"model artifact {name!r} not found at {candidates[-1]}{hint}")
 
 
@@ -164,7 +169,8 @@ def verify_all(manifest: dict | None = None) -> list[tuple[str, ArtifactStatus, 
         except ChecksumMismatch as e:
             rows.append((name, ArtifactStatus.MISMATCH, str(e)))
         except ModelError as e:
-            rows.append((name, ArtifactStatus.MISSING, str(e)))
+            optional = manifest["artifacts"][name].get("optional", False)
+            rows.append((name, ArtifactStatus.ABSENT if optional else ArtifactStatus.MISSING, str(e)))
     return rows
 
 

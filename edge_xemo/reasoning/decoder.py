@@ -58,8 +58,12 @@ class DecoderOptions:
     """How to load and run the decoder."""
 
     model_path: str | None = None
-    """GGUF file; None = the install-built Q8_0 `decoder_smollm2_q8` when present, else the shipped Q4_1
-    `decoder_smollm2` (sha256-checked)."""
+    """GGUF file; None = `model`, else the install-built Q8_0 `decoder_smollm2_q8` when present, else the
+    shipped Q4_1 `decoder_smollm2` (sha256-checked)."""
+    model: str | None = None
+    """Manifest name of another decoder, sha256-checked: `decoder_qwen_coder` (Qwen2.5-Coder-0.5B-Instruct,
+    optional, `python -m export.qwen_decoder`). It reads the cue text alone: the LoRA and the projectors
+    were trained for SmolLM2 and are not applied."""
     n_threads: int = 1
     """llama.cpp threads for prompt and generation (perception keeps the other core)."""
     n_ctx: int = 2048
@@ -113,16 +117,17 @@ class CueDecoder:
             raise ValueError(f"DecoderOptions.sections must be 'rendered' or 'generated', got {o.sections!r}")
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(o.seed)
-        path = Path(o.model_path) if o.model_path else default_model_path()
+        path = Path(o.model_path) if o.model_path else verified_path(o.model) if o.model else default_model_path()
+        own_model = o.model_path is None and o.model is None
         self.lora_path = o.lora_path
-        if self.lora_path is None and o.model_path is None and o.lora_artifact in load_manifest()["artifacts"]:
+        if self.lora_path is None and own_model and o.lora_artifact in load_manifest()["artifacts"]:
             self.lora_path = str(verified_path(o.lora_artifact))
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
         self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
         self.projectors = {}
         try:
             for slot, name in (("video", o.projector_visual), ("audio", o.projector_audio)):
-                proj = load_projector(name, o.projector_threads, o.provider) if name else None
+                proj = load_projector(name, o.projector_threads, o.provider) if name and o.model is None else None
                 if proj is not None and proj.out_dim not in (None, self.session.n_embd):
                     raise ModelError(
                         f"projector {name!r} outputs width {proj.out_dim} but the decoder {path.name} has "

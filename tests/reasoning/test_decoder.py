@@ -405,3 +405,31 @@ def test_sampling_with_temperature_keeps_label_scores_from_logits(decoder):
         decoder.options.temperature, decoder.options.max_tokens = 0.0, 40
     assert sampled.text.startswith(ANSWER_PREFIX) and sampled.label in EMOTIONS
     assert abs(sum(sampled.scores.values()) - 1) < 1e-6 and 0 < sampled.n_tokens <= 12
+
+
+def _qwen_installed() -> bool:
+    from edge_xemo.core.models import ModelError, resolve
+
+    try:
+        resolve("decoder_qwen_coder")
+    except ModelError:
+        return False
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.mark.skipif(not _qwen_installed(), reason="the optional decoder is not installed (python -m export.qwen_decoder)")
+def test_the_optional_decoder_reads_cue_text_alone():
+    from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
+
+    with CueDecoder(DecoderOptions(model="decoder_qwen_coder", judgement=None)) as dec:
+        assert dec.session.n_embd == 896 and dec.lora_path is None and dec.projectors == {}
+        happy, sad = (dec.explain_cues(v, a, s) for v, a, s in (HAPPY, SAD))
+    assert set(happy.scores) == set(EMOTIONS) and happy.label == "happy" and sad.label == "sad"
+
+
+def test_an_unknown_decoder_name_is_a_model_error():
+    from edge_xemo.core.models import ModelError
+    from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
+
+    with pytest.raises(ModelError, match="unknown model artifact 'no_such_decoder'"):
+        CueDecoder(DecoderOptions(model="no_such_decoder"))
