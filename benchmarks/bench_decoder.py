@@ -1,6 +1,7 @@
 """Decoder speed: prefill and decode tokens/s, first-token latency with the cached prompt prefix.
 
-Variants: SmolLM2-135M-Instruct Q4_1 as shipped, and Q8_0 re-quantized (llama_model_quantize) from
+Variants: SmolLM2-135M-Instruct Q4_1 as shipped, and Q8_0, Q4_0 (repacked at load for AVX2/AVX-512 by
+llama.cpp's CPU backend) and Q4_K_M re-quantized (llama_model_quantize) from
 an F16 dequantization of that Q4_1 (same weights up to Q4_1's error; only speed differs), each
 with 1 and 2 llama.cpp threads. The re-quantized files are written once to a temp folder.
 
@@ -26,7 +27,7 @@ VISUAL = ["smiling broadly", "raised cheeks", "eyes narrowed", "head tilted"]
 AUDIO = ["high pitch", "wide pitch range", "fast speech", "laughing"]
 SUBTITLE = "I can't believe it, we actually won the whole thing!"
 N_DECODE = 32
-VARIANTS = ("q4_1", "q8_0")
+VARIANTS = ("q4_1", "q8_0", "q4_0", "q4_k_m")
 BENCH_DIR = Path(tempfile.gettempdir()) / "edge_xemo_bench"
 
 pytestmark = pytest.mark.skipif(
