@@ -17,6 +17,7 @@ for module in ("starlette", "uvicorn", "websockets", "selenium"):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from serving import REPO, free_port, replay_args, start_server  # noqa: E402
@@ -66,12 +67,13 @@ def test_the_kiosk_page_shows_live_explanations_pauses_and_reconnects(browser, t
     try:
         server.wait_ready()
         browser.get(f"http://127.0.0.1:{port}/#token={server.tokens['admin']}")
-        wait = WebDriverWait(browser, 90, poll_frequency=0.25)
+        # the page re-renders its lists on every event: an element found a moment ago may be gone
+        wait = WebDriverWait(browser, 90, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda d: text(d, "state") == "analysing")
         assert "token" not in browser.current_url  # the fragment is taken off the address bar
         wait.until(lambda d: text(d, "label") not in ("", "-") and d.find_elements(By.CSS_SELECTOR, "#visual li"))
         wait.until(lambda d: text(d, "explanation"))
-        label, cues = text(browser, "label"), [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#visual li")]
+        label, cues = wait.until(lambda d: (text(d, "label"), [li.text for li in d.find_elements(By.CSS_SELECTOR, "#visual li")]))
         assert label.lower() in ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "worried")
         assert cues and all(cues)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
