@@ -119,7 +119,15 @@ class AudioBridge:
     def run(self, samples_16k: np.ndarray, update_baseline: bool = True) -> AecbOutput:
         """Encode one window (2.0 s of 16 kHz mono float32; see the module docstring)."""
         t0 = time.perf_counter()
-        mel = self.features(samples_16k)
+        feats = self.features(samples_16k)
+        return self.encode(feats, update_baseline, features_ms=(time.perf_counter() - t0) * 1000)
+
+    def encode(self, features: np.ndarray, update_baseline: bool = True, features_ms: float = 0.0) -> AecbOutput:
+        """Encode one window's frame features ((198, 96) or (1, 198, 96), `features.frame_features` of its
+        2.0 s; `features.StreamFrames` computes them once per frame over a stream)."""
+        mel = np.asarray(features, dtype=np.float32).reshape(1, -1, features.shape[-1])
+        if mel.shape[1:] != (self.n_frames, self.n_feats):
+            raise ModelError(f"AECB expects features {(self.n_frames, self.n_feats)}, got {mel.shape[1:]}")
         t1 = time.perf_counter()
         n_before = self._n
         if self._baseline is None:  # no baseline yet: compare the voice with itself
@@ -136,7 +144,7 @@ class AudioBridge:
             cue_scores={c: float(p) for c, p in zip(self.cues, probs)},
             prosody={k: float(v) for k, v in zip(self.prosody_names, prosody)},
             voice=voice.astype(np.float32, copy=False), baseline_windows=n_before, phrases=self.phrases,
-            latency_ms={"features": (t1 - t0) * 1000, "aecb": (t2 - t1) * 1000},
+            latency_ms={"features": features_ms, "aecb": (t2 - t1) * 1000},
         )
 
     def _d(self) -> int:

@@ -122,3 +122,73 @@ def frame_features(samples: np.ndarray) -> np.ndarray:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     frames = _frames(x, n)
     return np.concatenate([_log_mel(frames), _pitch_bands(frames)], axis=1)
+
+
+class StreamFrames:
+    """`frame_features` of a sample stream, each 10 ms frame computed once.
+
+    Rolling windows overlap (2 s windows every 1 s share 99 of their 198 frames), so the frames of a
+    window are taken from a cache keyed by the frame's place on the stream's 10 ms grid, and only the
+    new ones are computed. Samples before the stream's first one are zeros. Push samples in order; a
+    block that does not continue the stream (a gap or overlap over 10 ms) starts a new grid.
+    """
+
+    def __init__(self, keep_s: float = 2.5):
+        self.keep = int(keep_s * SAMPLE_RATE)
+        self.computed = 0
+        """Frames computed so far (each once)."""
+        self.reset()
+
+    def reset(self) -> None:
+        self._origin_t: float | None = None  # source time of the stream's sample 0
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # stream sample index of _buf[0]
+        self._rows: dict[int, np.ndarray] = {}
+
+    @property
+    def _end(self) -> int:
+        return self._buf_start + len(self._buf)
+
+    def push(self, samples: np.ndarray, t: float) -> None:
+        """Append a block whose first sample is at source time `t`."""
+        x = _check(samples)
+        if self._origin_t is None or abs(t - (self._origin_t + self._end / SAMPLE_RATE)) > 0.01:
+            self.reset()
+            self._origin_t = t
+        self._buf = np.concatenate([self._buf, x])
+        excess = len(self._buf) - self.keep
+        if excess > 0:
+            self._buf, self._buf_start = self._buf[excess:], self._buf_start + excess
+
+    def window(self, t_start: float, n_samples: int) -> np.ndarray | None:
+        """(n_frames(n_samples), 96) features of the `n_samples` from `t_start` (to the nearest 10 ms of the
+        grid); None before any sample was pushed."""
+        if self._origin_t is None:
+            return None
+        first = int(round((t_start - self._origin_t) * SAMPLE_RATE / HOP))
+        wanted = range(first, first + n_frames(n_samples))
+        missing = [j for j in wanted if j not in self._rows]
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            rows = frame_features(self._samples(lo * HOP, (hi - 1) * HOP + WIN))
+            self.computed += len(rows)
+            for j, row in zip(range(lo, hi), rows):
+                if j * HOP + WIN <= self._end:  # all its samples are in: it will not change
+                    self._rows[j] = row
+                else:
+                    self._rows.pop(j, None)
+            fresh = dict(zip(range(lo, hi), rows))
+        else:
+            fresh = {}
+        out = np.stack([self._rows[j] if j in self._rows else fresh[j] for j in wanted])
+        for j in [j for j in self._rows if j < first]:
+            del self._rows[j]
+        return out
+
+    def _samples(self, a: int, b: int) -> np.ndarray:
+        """Stream samples [a, b): zeros where the stream has none (before it, after it, or trimmed)."""
+        out = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, self._buf_start), min(b, self._end)
+        if hi > lo:
+            out[lo - a : hi - a] = self._buf[lo - self._buf_start : hi - self._buf_start]
+        return out

@@ -21,7 +21,9 @@ from ..core.models import ModelError
 from ..io.audio import as_mono
 from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
+from .aecb import WINDOW_S, WINDOW_SAMPLES
 from .asr import TranscriberOptions
+from .features import StreamFrames
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
 
@@ -112,6 +114,8 @@ class VoicePerception:
         self._cues = AuditoryCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
         self._bridge = self._load_bridge() if self.options.use_bridge else None
+        self._bridge_frames = StreamFrames()
+        """The AECB's frame features of the cleaned stream, each 10 ms frame computed once."""
         self._asr = None
         if self.options.asr is not None:
             from .asr import Transcriber
@@ -135,6 +139,7 @@ class VoicePerception:
         self._rate.reset()
         if self._bridge is not None:
             self._bridge.reset()
+        self._bridge_frames.reset()
         self._dc = None
         self._last_end: float | None = None  # end of the last window folded into the baseline
         self._last_size = None
@@ -218,6 +223,8 @@ class VoicePerception:
         vad = self._vad.accept(x, block.t)
         t_pros = time.perf_counter()
         frames = self._frames.push(x, block.t)
+        if self._bridge is not None:
+            self._bridge_frames.push(x, block.t)
         t_end = time.perf_counter()
         if self._asr is not None:
             self._remember(x, block.t)
@@ -268,7 +275,11 @@ class VoicePerception:
         tokens, bridge_scores = None, {}
         if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
             try:
-                out = self._bridge.run(x, update_baseline=m.speech_ratio >= 0.3)
+                t_feats = time.perf_counter()
+                feats = self._bridge_frames.window(t_end - WINDOW_S, WINDOW_SAMPLES)
+                keep = m.speech_ratio >= 0.3
+                out = (self._bridge.run(x, update_baseline=keep) if feats is None else
+                       self._bridge.encode(feats, keep, features_ms=(time.perf_counter() - t_feats) * 1e3))
             except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
                 log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
                 notes.append((ResultCode.NO_AUDIO_TOKENS, "no audio tokens (bridge failed)"))

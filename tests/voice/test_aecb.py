@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge_xemo.voice.aecb import WINDOW_SAMPLES, AudioBridge
-from edge_xemo.voice.features import N_FEATURES, N_MELS, frame_features, log_mel, mel_filterbank, n_frames, pitch_bands
+from edge_xemo.voice.features import (N_FEATURES, N_MELS, StreamFrames, frame_features, log_mel, mel_filterbank,
+                                      n_frames, pitch_bands)
 from edge_xemo.core.models import MODELS_DIR, ModelError, resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +79,30 @@ def test_pitch_bands_move_with_pitch_not_with_speaker():
     noise = np.random.default_rng(0).standard_normal(WINDOW_SAMPLES).astype(np.float32) * 0.01
     assert np.abs(pitch_bands(noise)).mean() < 0.1 and not pitch_bands(np.zeros(WINDOW_SAMPLES, np.float32)).any()
     assert frame_features(noise).shape == (198, N_FEATURES)
+
+
+def test_stream_frames_equal_the_window_front_end_and_compute_each_frame_once():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(5 * 16000) * 0.05).astype(np.float32)
+    stream = StreamFrames()
+    sizes = rng.integers(300, 1700, size=200)  # uneven blocks, as devices deliver them
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    edges = edges[edges < len(x)].tolist() + [len(x)]
+    windows = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        stream.push(x[a:b], 10.0 + a / 16000)  # a stream that starts at 10 s source time
+        while b >= (len(windows) + 1) * 16000:  # a window closes every second: the last 2 s
+            end = (len(windows) + 1) * 16000
+            windows.append(stream.window(10.0 + end / 16000 - 2.0, WINDOW_SAMPLES))
+    for k, got in enumerate(windows, start=1):
+        end = k * 16000
+        window = x[max(0, end - WINDOW_SAMPLES):end]
+        window = np.concatenate([np.zeros(WINDOW_SAMPLES - len(window), np.float32), window])  # before the stream: zeros
+        assert np.array_equal(got, frame_features(window)), k
+    assert stream.computed < 1.2 * (n_frames(len(x)) + 100)  # overlapping halves were not computed twice
+    stream.push(x[:1600], 30.0)  # a jump: a new grid, nothing of the old stream
+    assert np.array_equal(stream.window(30.0, 1600), frame_features(x[:1600]))
+    assert StreamFrames().window(0.0, WINDOW_SAMPLES) is None
 
 
 # ------------------------------------------------------------------ export parity (needs torch)
