@@ -367,6 +367,9 @@ def fit(
 
 
 def teardown() -> None:
-    """Leave the process group (call once at the end of a torchrun script)."""
+    """Leave the process group (call once at the end of a torchrun script, on every rank). The ranks leave
+    together: the others wait here while the master evaluates and writes. A rank that destroyed its group
+    while the master was still working was aborted once (SIGABRT) in a full test run."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
