@@ -168,18 +168,13 @@ class StreamFrames:
         first = int(round((t_start - self._origin_t) * SAMPLE_RATE / HOP))
         wanted = range(first, first + n_frames(n_samples))
         missing = [j for j in wanted if j not in self._rows]
+        fresh = {}
         if missing:
             lo, hi = missing[0], missing[-1] + 1
-            rows = frame_features(self._samples(lo * HOP, (hi - 1) * HOP + WIN))
-            self.computed += len(rows)
-            for j, row in zip(range(lo, hi), rows):
-                if j * HOP + WIN <= self._end:  # all its samples are in: it will not change
-                    self._rows[j] = row
-                else:
-                    self._rows.pop(j, None)
-            fresh = dict(zip(range(lo, hi), rows))
-        else:
-            fresh = {}
+            fresh = dict(zip(range(lo, hi), frame_features(self._samples(lo * HOP, (hi - 1) * HOP + WIN))))
+            self.computed += len(fresh)
+            # a frame whose samples are all in will not change: keep it
+            self._rows.update((j, row) for j, row in fresh.items() if j * HOP + WIN <= self._end)
         out = np.stack([self._rows[j] if j in self._rows else fresh[j] for j in wanted])
         for j in [j for j in self._rows if j < first]:
             del self._rows[j]
