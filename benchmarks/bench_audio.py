@@ -7,11 +7,14 @@ Speech: pyannote-audio's sample.wav ($EDGE_XEMO_HOME/demo) or Debian pocketsphin
 
     pytest benchmarks/bench_audio.py --benchmark-only --benchmark-columns=median,iqr,ops
     python benchmarks/bench_audio.py          # medians and p95 in ms per second of audio, ASR RTF
+    python benchmarks/bench_audio.py --vad-graphs   # Silero's chunk graph vs the shipped sequence graph
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import wave
 from pathlib import Path
@@ -64,8 +67,47 @@ class OneSecond:
 
 
 def vad_one_second(vad: SileroVad, x: np.ndarray):
-    for i in range(0, SAMPLE_RATE - CHUNK + 1, CHUNK):
-        vad.probability(x[i : i + CHUNK])
+    """One second of speech through `accept` in 20 ms blocks (about one chunk scored per 1.6 blocks)."""
+    t = vad._pending_t or 0.0
+    for i in range(0, SAMPLE_RATE, BLOCK):
+        vad.accept(x[i : i + BLOCK], t + i / SAMPLE_RATE)
+
+
+def vad_graphs(rounds: int = 6, block_chunks: int = 2) -> None:
+    """The shipped sequence graph (every chunk of a block in one call) against the package's chunk
+    graph silero_vad.onnx (one call per chunk), on the same speech, alternating, one thread."""
+    from edge_xemo.core.models import onnx_session, verified_path
+
+    x = speech()
+    chunks = x[: len(x) // CHUNK * CHUNK].reshape(-1, CHUNK)
+    chunk_graph = onnx_session(str(verified_path("silero_vad").with_name("silero_vad.onnx")))
+    sr = np.array(SAMPLE_RATE, np.int64)
+
+    def by_chunk() -> np.ndarray:
+        state, context, out = np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32), []
+        for c in chunks:
+            p, state = chunk_graph.run(None, {"input": np.concatenate([context, c])[None], "state": state, "sr": sr})
+            context = c[-64:]
+            out.append(p[0, 0])
+        return np.array(out)
+
+    def by_block() -> np.ndarray:
+        vad = SileroVad()
+        return np.concatenate([vad.probabilities(chunks[i : i + block_chunks].ravel())
+                               for i in range(0, len(chunks), block_chunks)])
+
+    times: dict[str, list[float]] = {"chunk graph, a call per chunk": [], f"sequence graph, {block_chunks} chunks a call": []}
+    for _ in range(rounds):
+        for (name, ms), fn in zip(times.items(), (by_chunk, by_block)):
+            t0 = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t0) * 1e3 / len(chunks))
+    sys.stdout.write(f"Silero VAD, {len(chunks)} chunks of speech, {rounds} alternating rounds, "
+                     f"load average {os.getloadavg()[0]:.2f}\n")
+    for name, ms in times.items():
+        sys.stdout.write(f"{name:36s} {np.median(ms):.3f} ms a chunk (median of rounds)\n")
+    diff = np.abs(by_chunk() - by_block()).max()
+    sys.stdout.write(f"max |difference| of the speech probabilities: {diff:.1e}\n")
 
 
 def test_vad_per_second(benchmark):
@@ -151,4 +193,4 @@ def main(n: int = 60) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    vad_graphs() if "--vad-graphs" in sys.argv else main()

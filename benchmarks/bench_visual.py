@@ -8,6 +8,10 @@ without the expression encoder, and one window summary (with the VECB when it is
 
     pytest benchmarks/bench_visual.py --benchmark-columns=median,iqr,ops
     python benchmarks/bench_visual.py          # medians, p95, frames/s, ratios
+    python benchmarks/bench_visual.py --runtimes   # the landmark graph: onnxruntime vs OpenCV DNN
+
+`--runtimes` runs the landmark graph on the real face crops of the clip through both runtimes in the
+same process, alternating in blocks, and prints their medians, p95, ratio and output differences.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import numpy as np
 import pytest
 
 from edge_xemo.vision.face_cues import FaceCueReader
-from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
-from edge_xemo.core.models import HOME
+from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions, landmark_input
+from edge_xemo.core.models import HOME, RUNTIMES, load_onnx
 from edge_xemo.core.types import Frame
 from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
@@ -140,6 +144,35 @@ def main(n: int = 500) -> None:
         sys.stdout.write(f"ratio {name} / detect_every=1: {np.median(rows[name]) / base:.2f}\n")
 
 
+def runtimes(rounds: int = 4, block: int = 50) -> None:
+    """The landmark graph on the clip's real face crops, onnxruntime against OpenCV DNN, one thread."""
+    frames = frames_640x360()
+    tracker = FaceTracker(FaceTrackerOptions(), threads=1)
+    crops = []
+    for i, f in enumerate(frames):
+        tracker.track(f, i / 25)
+        if tracker._tracks:
+            crops.append(landmark_input(f, tracker._tracks[0].roi)[0])
+    sessions = {rt: load_onnx("face_landmarks", 1, "cpu", rt) for rt in RUNTIMES}
+    outs = {rt: [s.run(None, {"input_1": x}) for x in crops] for rt, s in sessions.items()}
+    times = {rt: [] for rt in RUNTIMES}
+    for r in range(rounds):
+        for rt, sess in sessions.items():
+            for j in range(block):
+                x = crops[(r * block + j) % len(crops)]
+                t0 = time.perf_counter()
+                sess.run(None, {"input_1": x})
+                times[rt].append((time.perf_counter() - t0) * 1e3)
+    sys.stdout.write(f"landmark graph, {len(crops)} face crops of the clip, 1 thread, {os.cpu_count()} cores, "
+                     f"{rounds} rounds of {block}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+    for rt, ms in times.items():
+        sys.stdout.write(f"{rt:12s} median {np.median(ms):5.2f} ms  p95 {np.percentile(ms, 95):5.2f} ms\n")
+    sys.stdout.write(f"ratio opencv / onnxruntime: {np.median(times['opencv']) / np.median(times['onnxruntime']):.2f}\n")
+    for k, what in enumerate(("landmarks, 192-px crop units", "presence logit")):
+        diff = np.array([np.abs(a[k] - b[k]).max() for a, b in zip(outs["onnxruntime"], outs["opencv"])])
+        sys.stdout.write(f"max |opencv - onnxruntime|, {what}: {diff.max():.2e} (median over crops {np.median(diff):.2e})\n")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    main()
+    runtimes() if "--runtimes" in sys.argv else main()

@@ -25,6 +25,8 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
 """Install-time folder: demo media and artifacts the install step builds from registry packages."""
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+RUNTIMES = ("onnxruntime", "opencv")
+"""What runs an ONNX graph: onnxruntime (every provider) or OpenCV's DNN module (CPU only)."""
 
 
 class ModelError(RuntimeError):
@@ -218,6 +220,49 @@ def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
         raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from e
 
 
-def load_onnx(name: str, threads: int = 1, provider: str = "cpu"):
-    """Verified ONNX session for manifest artifact `name`."""
-    return onnx_session(str(verified_path(name)), threads, provider)
+class OpenCvSession:
+    """An ONNX graph run by OpenCV's DNN module on the CPU, with the `get_inputs()` / `run()` surface of
+    an onnxruntime session. Not shared: each one owns its network, and a lock keeps calls one at a time
+    (a network holds its blobs between calls). Sets OpenCV's thread count, which is process-wide."""
+
+    def __init__(self, path: str, entry: dict, threads: int = 1):
+        import cv2
+
+        try:
+            self._net = cv2.dnn.readNetFromONNX(path)
+        except cv2.error as e:
+            raise ModelError(f"OpenCV cannot load ONNX model {path}: {str(e).strip().splitlines()[-1]}") from e
+        cv2.setNumThreads(max(1, int(threads)))
+        self._inputs = [_Port(i["name"]) for i in entry["inputs"]]
+        self._outputs = [o["name"] for o in entry["outputs"]]
+        self._lock = threading.Lock()
+
+    def get_inputs(self) -> list["_Port"]:
+        return self._inputs
+
+    def run(self, output_names: list[str] | None, feeds: dict) -> list:
+        with self._lock:
+            for key, value in feeds.items():
+                self._net.setInput(value, key)
+            return list(self._net.forward(output_names or self._outputs))
+
+
+@dataclass(frozen=True, slots=True)
+class _Port:
+    name: str
+
+
+def load_onnx(name: str, threads: int = 1, provider: str = "cpu", runtime: str = "onnxruntime"):
+    """Verified ONNX session for manifest artifact `name`: onnxruntime's (cached per path, threads and
+    provider), or with runtime="opencv" a new `OpenCvSession` (the CPU only: `provider` is not used)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    path = str(verified_path(name))
+    if runtime == "opencv":
+        return OpenCvSession(path, resolve(name).entry, threads)
+    return onnx_session(path, threads, provider)
+
+
+def runs_on_cpu(provider: str) -> bool:
+    """True when onnxruntime would run `provider`'s sessions on the CPU (no GPU provider is available)."""
+    return select_providers(provider)[0][0] == "CPUExecutionProvider"

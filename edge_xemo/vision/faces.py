@@ -1,4 +1,4 @@
-"""Face detection (BlazeFace short range) and 468-point landmark tracking, numpy + onnxruntime only.
+"""Face detection (BlazeFace short range) and 468-point landmark tracking (numpy, onnxruntime, OpenCV).
 
 The models are MediaPipe's `face_detection_short_range.tflite` and `face_landmark.tflite`
 converted to ONNX (see `export/face_models.py`). Between detections a face is followed with the
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..core.models import load_onnx
+from ..core.models import RUNTIMES, load_onnx, runs_on_cpu
 from ..core.types import ResultCode
 
 DETECTOR_SIZE = 128
@@ -41,6 +41,11 @@ class FaceTrackerOptions:
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
+    landmark_runtime: what runs the landmark graph: "opencv" (OpenCV's DNN module), "onnxruntime", or
+      "auto": OpenCV when onnxruntime would run on the CPU, onnxruntime when it has a GPU provider.
+      On one core OpenCV runs this graph in 0.65x onnxruntime's time (1.76 vs 2.70 ms on the demo
+      clip's face crops), within 1.7e-4 crop pixels of it (`python benchmarks/bench_visual.py --runtimes`,
+      docs/speed.md); onnxruntime stays faster for the detector and the expression encoder, which it keeps.
     """
 
     detect_every: int = 10
@@ -53,8 +58,11 @@ class FaceTrackerOptions:
     match_iou: float = 0.3
     roi_scale: float = 1.5
     tile_wide_frames: bool = True
+    landmark_runtime: str = "auto"
 
     def __post_init__(self):
+        if self.landmark_runtime not in ("auto", *RUNTIMES):
+            raise ValueError(f"landmark_runtime must be auto, {' or '.join(RUNTIMES)}; got {self.landmark_runtime!r}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.max_faces < 1:
@@ -204,6 +212,16 @@ def roi_crop_matrix(cx: float, cy: float, size: float, angle: float) -> np.ndarr
     )
 
 
+def landmark_input(bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The landmark model's input for a rotated square ROI (1x192x192x3 RGB in [0, 1]) and its crop matrix."""
+    m = roi_crop_matrix(*roi)
+    crop = cv2.warpAffine(
+        bgr, m, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
+    return (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0))[None], m
+
+
 @dataclass(slots=True)
 class _Track:
     face_id: int
@@ -220,7 +238,10 @@ class FaceTracker:
     def __init__(self, options: FaceTrackerOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or FaceTrackerOptions()
         self._detector = load_onnx("face_detector", threads, provider)
-        self._landmarker = load_onnx("face_landmarks", threads, provider)
+        runtime = self.options.landmark_runtime
+        if runtime == "auto":
+            runtime = "opencv" if runs_on_cpu(provider) else "onnxruntime"
+        self._landmarker = load_onnx("face_landmarks", threads, provider, runtime)
         self._det_in = self._detector.get_inputs()[0].name
         self._lm_in = self._landmarker.get_inputs()[0].name
         self.reset()
@@ -268,13 +289,8 @@ class FaceTracker:
 
     def landmarks(self, bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
         """468 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""
-        m = roi_crop_matrix(*roi)
-        crop = cv2.warpAffine(
-            bgr, m, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-        )
-        x = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
-        raw, presence = self._landmarker.run(None, {self._lm_in: x[None]})
+        x, m = landmark_input(bgr, roi)
+        raw, presence = self._landmarker.run(None, {self._lm_in: x})
         pts = raw.reshape(468, 3).astype(np.float64)
         xy = pts[:, :2] @ m[:, :2].T + m[:, 2]
         z = pts[:, 2] * (roi[2] / LANDMARK_SIZE)

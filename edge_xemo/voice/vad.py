@@ -1,7 +1,8 @@
 """Streaming voice activity detection with Silero VAD (ONNX, MIT).
 
 The model scores 512-sample chunks of 16 kHz audio (32 ms), each preceded by the last 64 samples
-of the previous chunk, and carries a recurrent state [2, 1, 128] from chunk to chunk. `SileroVad`
+of the previous chunk, and carries a recurrent state (h, c, [1, 1, 128] each) from chunk to chunk;
+its sequence graph scores all the chunks of a block in one call. `SileroVad`
 accepts blocks of any size, keeps the leftover samples, and turns chunk probabilities into speech
 segments with hysteresis: speech starts when a chunk scores >= `threshold`, ends after
 `min_silence_ms` of chunks below `neg_threshold`; segments shorter than `min_speech_ms` are dropped.
@@ -20,9 +21,9 @@ from ..core.types import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 CHUNK = 512
-"""Samples per model call at 16 kHz (32 ms)."""
+"""Samples per scored chunk at 16 kHz (32 ms)."""
 CONTEXT = 64
-"""Samples of the previous chunk prepended to each call."""
+"""Samples of the previous chunk prepended to each chunk."""
 CHUNK_S = CHUNK / SAMPLE_RATE
 
 
@@ -91,12 +92,12 @@ class SileroVad:
     def __init__(self, options: VadOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or VadOptions()
         self._session = load_onnx("silero_vad", threads, provider)
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset_states()
 
     def reset_states(self) -> None:
         """Forget the recurrent state, the leftover samples and any open segment."""
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._pending_t: float | None = None  # source time of _pending[0]
@@ -114,12 +115,19 @@ class SileroVad:
         """Start (source seconds) of the segment still open, or None."""
         return self._start if self._speaking else None
 
-    def probability(self, chunk: np.ndarray) -> float:
-        """Speech probability of one 512-sample chunk, advancing the recurrent state."""
-        x = np.concatenate([self._context, chunk])[None, :]
-        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
-        self._context = chunk[-CONTEXT:]
-        return float(out[0, 0])
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """Speech probability of each whole 512-sample chunk of `samples` (n * 512 of them), in one
+        call of the sequence graph, advancing the recurrent state and the context."""
+        chunks = samples.reshape(-1, CHUNK)
+        if not len(chunks):
+            return np.zeros(0, dtype=np.float32)
+        rows = np.empty((len(chunks), CONTEXT + CHUNK), dtype=np.float32)
+        rows[:, CONTEXT:] = chunks
+        rows[0, :CONTEXT] = self._context
+        rows[1:, :CONTEXT] = chunks[:-1, -CONTEXT:]
+        probs, self._h, self._c = self._session.run(None, {"input": rows, "h": self._h, "c": self._c})
+        self._context = chunks[-1, -CONTEXT:].copy()
+        return probs.astype(np.float32, copy=False)
 
     def accept(self, samples: np.ndarray, t: float) -> VadUpdate:
         """Score every whole chunk now available; `t` is the source time of `samples[0]`.
@@ -141,10 +149,9 @@ class SileroVad:
         buf = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         n = len(buf) // CHUNK
         times = self._pending_t + np.arange(n) * CHUNK_S
-        probs = np.empty(n, dtype=np.float32)
+        probs = self.probabilities(buf[: n * CHUNK])
         speaking = np.empty(n, dtype=bool)
         for i in range(n):
-            probs[i] = self.probability(buf[i * CHUNK : (i + 1) * CHUNK])
             closed += self._step(float(times[i]), float(probs[i]))
             speaking[i] = self._speaking
         self._pending = buf[n * CHUNK :].copy()

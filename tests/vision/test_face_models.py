@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_xemo.vision import faces
-from edge_xemo.core.models import MODELS_DIR, load_onnx, verified_path
+from edge_xemo.core.models import MODELS_DIR, RUNTIMES, OpenCvSession, load_onnx, verified_path
 
 REFERENCE = Path(__file__).parents[1] / "data" / "face_models_reference.npz"
 BOX_ATOL = 0.02  # detector regressors, in 128-px input units
@@ -54,8 +54,9 @@ def test_detector_matches_tflite(ref):
         np.testing.assert_allclose(dets[0][0], dets_ref[0][0], atol=0.05)
 
 
-def test_landmarks_match_tflite(ref):
-    sess = load_onnx("face_landmarks")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_landmarks_match_tflite(ref, runtime):
+    sess = load_onnx("face_landmarks", runtime=runtime)
     for u8, lm_ref, pres_ref in zip(ref["face_landmarks/input_u8"], ref["face_landmarks/conv2d_21"],
                                     ref["face_landmarks/conv2d_31"]):
         lm, pres = sess.run(None, {"input_1": u8.astype(np.float32)[None] / 255.0})
@@ -71,3 +72,17 @@ def test_anchor_layout():
     assert anchors.shape == (896, 2)
     np.testing.assert_allclose(anchors[0], [1 / 32, 1 / 32])  # first 16x16 cell, stride 8
     np.testing.assert_allclose(anchors[512], [1 / 16, 1 / 16])  # first 8x8 cell, stride 16
+
+
+def test_the_landmark_runtime_is_opencv_on_the_cpu_and_can_be_chosen(ref):
+    assert isinstance(faces.FaceTracker()._landmarker, OpenCvSession)  # auto, and no GPU provider here
+    tracker = faces.FaceTracker(faces.FaceTrackerOptions(landmark_runtime="onnxruntime"))
+    assert not isinstance(tracker._landmarker, OpenCvSession)
+    with pytest.raises(ValueError, match="landmark_runtime"):
+        faces.FaceTrackerOptions(landmark_runtime="tflite")
+    # one OpenCV network answers each call from its own input, whatever came before
+    sess = load_onnx("face_landmarks", runtime="opencv")
+    crops = ref["face_landmarks/input_u8"][:2].astype(np.float32) / 255.0
+    first = sess.run(None, {"input_1": crops[:1]})[0].copy()
+    sess.run(None, {"input_1": crops[1:2]})
+    np.testing.assert_array_equal(sess.run(None, {"input_1": crops[:1]})[0], first)

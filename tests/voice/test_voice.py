@@ -119,6 +119,23 @@ def test_vad_streaming_matches_whole_clip_and_reset_repeats(clip0870):
     assert np.allclose(np.concatenate(probs), again, atol=1e-5)
 
 
+def test_the_vad_sequence_graph_scores_as_the_chunk_graph_does(clip0870):
+    """The shipped sequence graph, a block of chunks a call, against the package's chunk-by-chunk
+    silero_vad.onnx (the graph Silero's own iterator calls, with its [2, 1, 128] state)."""
+    from edge_xemo.core.models import onnx_session, verified_path
+
+    chunk_graph = onnx_session(str(verified_path("silero_vad").with_name("silero_vad.onnx")))
+    vad, state, context, want = SileroVad(), np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32), []
+    for chunk in clip0870[: len(clip0870) // CHUNK * CHUNK].reshape(-1, CHUNK):
+        out, state = chunk_graph.run(None, {"input": np.concatenate([context, chunk])[None], "state": state,
+                                            "sr": np.array(SAMPLE_RATE, np.int64)})
+        context = chunk[-64:]
+        want.append(out[0, 0])
+    got = np.concatenate([vad.accept(clip0870[a : a + 1024], a / SAMPLE_RATE).prob for a in range(0, len(clip0870), 1024)])
+    assert len(got) == len(want) > 200
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_vad_agrees_with_the_reference_speaker_turns():
     """pyannote's sample.rttm (hand-checked speaker turns) vs our segments, on a 10 ms grid."""
     x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))
