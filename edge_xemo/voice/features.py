@@ -10,6 +10,8 @@ change of k semitones moves the peak by a fixed number of bands for every speake
 
 from __future__ import annotations
 
+from collections import deque
+
 from functools import lru_cache
 
 import numpy as np
@@ -131,9 +133,13 @@ class StreamFrames:
     window are taken from a cache keyed by the frame's place on the stream's 10 ms grid, and only the
     new ones are computed. Samples before the stream's first one are zeros. Push samples in order; a
     block that does not continue the stream (a gap or overlap over 10 ms) starts a new grid.
+
+    The last `keep_s` of samples are kept, so a window may be asked for while the stream has run
+    ahead of it (offline, audio is decoded faster than video and the window closes with the video).
+    A window that starts before the kept samples gives None.
     """
 
-    def __init__(self, keep_s: float = 2.5):
+    def __init__(self, keep_s: float = 30.0):
         self.keep = int(keep_s * SAMPLE_RATE)
         self.computed = 0
         """Frames computed so far (each once)."""
@@ -141,13 +147,9 @@ class StreamFrames:
 
     def reset(self) -> None:
         self._origin_t: float | None = None  # source time of the stream's sample 0
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # stream sample index of _buf[0]
+        self._blocks: deque[tuple[int, np.ndarray]] = deque()  # (stream index of the first sample, samples)
+        self._start = self._end = 0  # stream indexes of the first kept sample and one past the last
         self._rows: dict[int, np.ndarray] = {}
-
-    @property
-    def _end(self) -> int:
-        return self._buf_start + len(self._buf)
 
     def push(self, samples: np.ndarray, t: float) -> None:
         """Append a block whose first sample is at source time `t`."""
@@ -155,14 +157,15 @@ class StreamFrames:
         if self._origin_t is None or abs(t - (self._origin_t + self._end / SAMPLE_RATE)) > 0.01:
             self.reset()
             self._origin_t = t
-        self._buf = np.concatenate([self._buf, x])
-        excess = len(self._buf) - self.keep
-        if excess > 0:
-            self._buf, self._buf_start = self._buf[excess:], self._buf_start + excess
+        self._blocks.append((self._end, x.copy()))
+        self._end += len(x)
+        while self._blocks and self._end - (self._blocks[0][0] + len(self._blocks[0][1])) >= self.keep:
+            self._blocks.popleft()
+        self._start = self._blocks[0][0] if self._blocks else self._end
 
     def window(self, t_start: float, n_samples: int) -> np.ndarray | None:
         """(n_frames(n_samples), 96) features of the `n_samples` from `t_start` (to the nearest 10 ms of the
-        grid); None before any sample was pushed."""
+        grid); None before any sample was pushed, or when the window's samples are no longer kept."""
         if self._origin_t is None:
             return None
         first = int(round((t_start - self._origin_t) * SAMPLE_RATE / HOP))
@@ -171,6 +174,8 @@ class StreamFrames:
         fresh = {}
         if missing:
             lo, hi = missing[0], missing[-1] + 1
+            if 0 < self._start and lo * HOP < self._start:
+                return None
             fresh = dict(zip(range(lo, hi), frame_features(self._samples(lo * HOP, (hi - 1) * HOP + WIN))))
             self.computed += len(fresh)
             # a frame whose samples are all in will not change: keep it
@@ -181,9 +186,12 @@ class StreamFrames:
         return out
 
     def _samples(self, a: int, b: int) -> np.ndarray:
-        """Stream samples [a, b): zeros where the stream has none (before it, after it, or trimmed)."""
+        """Stream samples [a, b): zeros where the stream has none (before it or after it)."""
         out = np.zeros(b - a, dtype=np.float32)
-        lo, hi = max(a, self._buf_start), min(b, self._end)
-        if hi > lo:
-            out[lo - a : hi - a] = self._buf[lo - self._buf_start : hi - self._buf_start]
+        for at, x in reversed(self._blocks):  # the newest first: windows ask for recent samples
+            if at + len(x) <= a:
+                break
+            lo, hi = max(a, at), min(b, at + len(x))
+            if hi > lo:
+                out[lo - a : hi - a] = x[lo - at : hi - at]
         return out

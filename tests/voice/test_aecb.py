@@ -105,6 +105,18 @@ def test_stream_frames_equal_the_window_front_end_and_compute_each_frame_once():
     assert StreamFrames().window(0.0, WINDOW_SAMPLES) is None
 
 
+def test_stream_frames_serve_a_window_the_stream_has_run_ahead_of():
+    """Offline the audio is decoded ahead of the video, and a window closes with the video: its
+    samples must still be there, or the window says it has none (never silently zeros)."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(12 * 16000) * 0.05).astype(np.float32)
+    stream = StreamFrames(keep_s=8.0)
+    for a in range(0, len(x), 1024):
+        stream.push(x[a : a + 1024], a / 16000)
+    assert np.array_equal(stream.window(5.0, WINDOW_SAMPLES), frame_features(x[5 * 16000 : 7 * 16000]))
+    assert stream.window(2.0, WINDOW_SAMPLES) is None  # trimmed: older than the 8 s kept
+
+
 # ------------------------------------------------------------------ export parity (needs torch)
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is a training/export dependency only")
 def test_onnx_export_matches_pytorch(tmp_path):
