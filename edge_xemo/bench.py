@@ -131,6 +131,7 @@ def run_bench(o: BenchOptions) -> dict:
     analyzer = Analyzer.create_from_options(options)
     load_s = time.perf_counter() - t_load
     run = run_record(Stages(analyzer.visual, analyzer.audio, analyzer.reasoner))
+    landmark_runtime = getattr(getattr(analyzer.visual, "tracker", None), "landmark_runtime", None)
     if analyzer.visual is not None:
         analyzer.visual = StageTap(analyzer.visual, recorder("visual"))
     if analyzer.audio is not None:
@@ -161,7 +162,8 @@ def run_bench(o: BenchOptions) -> dict:
         "clip": str(o.path), "audio": o.audio_path, "clip_s": source.duration,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "load_avg": os.getloadavg()},
-        "provider": {"requested": o.provider, "used": providers[0], "note": provider_note},
+        "provider": {"requested": o.provider, "used": providers[0], "note": provider_note,
+                     "landmarks": landmark_runtime},
         "precision": {"requested": o.precision, "notes": notes},
         "threads": {"perception": o.threads, "decoder": o.decoder_threads},
         "run": run,
@@ -270,7 +272,9 @@ def frames_per_second(times: list[float], warmup_s: float) -> dict:
 def print_table(report: dict, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"edge-xemo bench: {Path(report['clip']).name} ({report['provider']['used']}, {report['precision']['requested']})")
+    landmarks = f", landmarks on {report['provider']['landmarks']}" if report['provider'].get('landmarks') else ""
+    table = Table(title=f"edge-xemo bench: {Path(report['clip']).name} ({report['provider']['used']}{landmarks}, "
+                        f"{report['precision']['requested']})")
     for col in ("stage", "n", "median ms", "p95 ms"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for name, s in report["stages"].items():

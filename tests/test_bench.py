@@ -58,6 +58,7 @@ def check(report):
     assert run["stages"]["reasoner"]["n_threads"] == report["threads"]["decoder"]
     assert {"face_landmarks", "silero_vad"} <= set(run["models"]) and len(run["models"]["face_landmarks"]["sha256"]) == 64
     assert run["libraries"]["onnxruntime"] and run["libraries"]["llama-cpp-python"]
+    assert report["provider"]["landmarks"] == "opencv"  # auto, on a CPU-only onnxruntime
 
 
 def test_bench_on_a_project_made_clip(demo_video, demo_audio, tmp_path):

@@ -241,6 +241,8 @@ class FaceTracker:
         runtime = self.options.landmark_runtime
         if runtime == "auto":
             runtime = "opencv" if runs_on_cpu(provider) else "onnxruntime"
+        self.landmark_runtime = runtime
+        """What runs the landmark graph ("auto" resolved)."""
         self._landmarker = load_onnx("face_landmarks", threads, provider, runtime)
         self._det_in = self._detector.get_inputs()[0].name
         self._lm_in = self._landmarker.get_inputs()[0].name
