@@ -290,6 +290,7 @@ def serve(
     gpu_layers: int = typer.Option(0, "--gpu-layers", help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA)."),
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
+    decoder: Optional[str] = _DECODER,
 ) -> None:
     """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics (the serve extra)."""
     try:
@@ -301,6 +302,10 @@ def serve(
     from .analyzer import AnalyzerOptions, stage_options
     from .io.sources import FileSource
 
+    if decoder is not None:
+        from .core.models import resolve
+
+        resolve(decoder)  # an unknown or absent decoder is a one-line error before the server starts
     options = ServeOptions(host=host, port=port, token_file=token_file or DEFAULT_TOKEN_FILE, no_auth=no_auth,
                            certfile=certfile, keyfile=keyfile, allowed_origins=tuple(allow_origin),
                            limits=ServerLimits(max_clients=max_clients))
@@ -318,7 +323,7 @@ def serve(
     analyzer_options = AnalyzerOptions(
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
         **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber,
-                        gpu_layers=gpu_layers))
+                        gpu_layers=gpu_layers, decoder=decoder))
     run_server(options, analyzer_options, sources)
 
 

@@ -38,6 +38,14 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     assert refused_host(serve("--config", str(config), "--host", "10.0.0.3", env=env)) == "10.0.0.3"
 
 
+def test_the_decoder_key_reaches_the_server(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text('decoder = "decoder_nope"\n')
+    proc = serve("--config", str(config))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "unknown model artifact 'decoder_nope'" in proc.stderr
+
+
 def test_unknown_keys_and_bad_toml_are_one_line_errors(tmp_path):
     config = tmp_path / "serve.toml"
     config.write_text('host = "127.0.0.1"\nhots = "typo"\n')
