@@ -1,4 +1,4 @@
-"""Cost of the visual path per frame at 640x360 with one face, one onnxruntime thread.
+"""Cost of the visual path per frame at 640x360 with one face, one thread (onnxruntime, OpenCV for the landmarks).
 
 Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
 centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
