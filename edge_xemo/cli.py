@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .eval.cli import eval_app
-from .core.models import HOME, ModelError
+from .core.models import HOME, ModelError, resolve
 from .io.sources import SourceError
 
 app = typer.Typer(
@@ -133,7 +133,17 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No terminal view (use with -
 _TOKENS = typer.Option(False, "--tokens", help="Also write streamed `token` events to --jsonl.")
 _ASR = typer.Option(False, "--asr", help="Transcribe speech (faster-whisper, the asr extra) and give the words to the decoder as the subtitle.")
 _ASR_LANGUAGE = typer.Option(None, "--asr-language", help="Language code for --asr (default: detect; the bundled tiny.en model is English only).")
-_DECODER = typer.Option(None, "--decoder", help="Another decoder by manifest name: decoder_qwen_coder (optional, python -m export.qwen_decoder; cue text only, slower).")
+def _known_decoder(value: Optional[str]) -> Optional[str]:
+    """--decoder names an installed manifest decoder: anything else is a one-line error before any work."""
+    if value is not None:
+        try:
+            resolve(value)
+        except ModelError as e:
+            fail(str(e).splitlines()[0])
+    return value
+
+
+_DECODER = typer.Option(None, "--decoder", callback=_known_decoder, help="Another decoder by manifest name: decoder_qwen_coder (optional, python -m export.qwen_decoder; cue text only, slower).")
 
 
 @app.command()
@@ -302,10 +312,6 @@ def serve(
     from .analyzer import AnalyzerOptions, stage_options
     from .io.sources import FileSource
 
-    if decoder is not None:
-        from .core.models import resolve
-
-        resolve(decoder)  # an unknown or absent decoder is a one-line error before the server starts
     options = ServeOptions(host=host, port=port, token_file=token_file or DEFAULT_TOKEN_FILE, no_auth=no_auth,
                            certfile=certfile, keyfile=keyfile, allowed_origins=tuple(allow_origin),
                            limits=ServerLimits(max_clients=max_clients))
