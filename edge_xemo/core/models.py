@@ -257,9 +257,10 @@ def load_onnx(name: str, threads: int = 1, provider: str = "cpu", runtime: str =
     provider), or with runtime="opencv" a new `OpenCvSession` (the CPU only: `provider` is not used)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    path = str(verified_path(name))
+    manifest = load_manifest()
+    path = str(verified_path(name, manifest))
     if runtime == "opencv":
-        return OpenCvSession(path, resolve(name).entry, threads)
+        return OpenCvSession(path, manifest["artifacts"][name], threads)
     return onnx_session(path, threads, provider)
 
 

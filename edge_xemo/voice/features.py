@@ -148,8 +148,13 @@ class StreamFrames:
     def reset(self) -> None:
         self._origin_t: float | None = None  # source time of the stream's sample 0
         self._blocks: deque[tuple[int, np.ndarray]] = deque()  # (stream index of the first sample, samples)
-        self._start = self._end = 0  # stream indexes of the first kept sample and one past the last
+        self._end = 0  # stream index one past the last sample
         self._rows: dict[int, np.ndarray] = {}
+
+    @property
+    def _start(self) -> int:
+        """Stream index of the first kept sample."""
+        return self._blocks[0][0] if self._blocks else self._end
 
     def push(self, samples: np.ndarray, t: float) -> None:
         """Append a block whose first sample is at source time `t`."""
@@ -161,7 +166,6 @@ class StreamFrames:
         self._end += len(x)
         while self._blocks and self._end - (self._blocks[0][0] + len(self._blocks[0][1])) >= self.keep:
             self._blocks.popleft()
-        self._start = self._blocks[0][0] if self._blocks else self._end
 
     def window(self, t_start: float, n_samples: int) -> np.ndarray | None:
         """(n_frames(n_samples), 96) features of the `n_samples` from `t_start` (to the nearest 10 ms of the
