@@ -54,7 +54,7 @@ def augment(bgr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
 
 def clip_features(path: Path, aug: str, seed: int = 0, max_frames: int | None = None) -> dict[str, np.ndarray]:
     """Run the visual pipeline over one clip (its first `max_frames`); per-frame arrays of the frames with a face."""
-    analyzer = VisualPerception(VisualOptions(use_bridge=False))
+    analyzer = VisualPerception(VisualOptions(use_bridge=False, expression_hz=None))  # every frame, as trained
     if analyzer.expression is None:
         raise RuntimeError("the expression encoder is unavailable: edge_xemo/models/expression.onnx is needed")
     rng = np.random.default_rng(seed)

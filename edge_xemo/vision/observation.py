@@ -21,6 +21,12 @@ class FaceObservation:
     cues: FaceCueFrame
     expression: np.ndarray | None = None  # (n_labels,) probabilities
     embedding: np.ndarray | None = None  # (d,) expression-encoder embedding
+    expression_t: float | None = None  # time of the frame the encoder saw (earlier than `cues.t` when carried)
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the expression encoder ran on this very frame (not scores carried from an earlier one)."""
+        return self.expression_t is not None and self.expression_t == self.cues.t
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ def test_smiling_sample_reads_happy(bridge):
     from edge_xemo.core.types import Frame
     from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
-    analyzer = VisualPerception(VisualOptions(use_bridge=False))
+    analyzer = VisualPerception(VisualOptions(use_bridge=False, expression_hz=None))  # every frame, as trained
     cap, rows, i = cv2.VideoCapture(str(sample)), [], 0
     while True:
         ok, image = cap.read()

@@ -178,6 +178,27 @@ def test_without_expression_and_bridge(demo):
     assert all(f.expression is None for o in obs for f in o.faces)
 
 
+def test_the_encoder_runs_at_expression_hz_and_windows_read_only_encoded_frames(demo):
+    frames, fps = demo
+    va = stage()
+    if va.expression is None:
+        pytest.skip("the expression encoder is not installed")
+    obs = run(va, frames[:75], fps)
+    faces = [o.faces[0] for o in obs if o.faces]
+    assert len(faces) == 75
+    encoded = [f for f in faces if f.encoded]
+    assert len([f for f in encoded if 0.0 <= f.cues.t < 2.0]) == 16  # 8 Hz: one frame per 0.125 s slot
+    last = None
+    for f in faces:  # the frames between carry the scores of the last encoded one, and say so
+        last = f if f.encoded else last
+        assert f.expression_t == last.cues.t and f.expression is last.expression
+    res = va.summarize(obs, 0.0, 2.0)
+    mean = np.mean([f.expression for f in encoded if f.cues.t < 2.0], axis=0)
+    assert [res.scores[k] for k in va.labels] == pytest.approx(mean.tolist(), abs=1e-6)
+    every = stage(expression_hz=None)
+    assert all(o.faces[0].encoded for o in run(every, frames[:10], fps))
+
+
 def test_face_crop_is_upright_gray(demo):
     frame = demo[0][0]
     o = stage().process_frame(Frame(frame, 0.0, 0))
@@ -233,7 +254,7 @@ def test_small_face_in_a_wide_frame_is_found_by_tiles(demo):
 
 
 @pytest.mark.parametrize("options, bad", [(FaceTrackerOptions, {"detect_every": 0}), (FaceTrackerOptions, {"max_faces": 0}),
-                                          (VisualOptions, {"expression_every": 0}),
+                                          (VisualOptions, {"expression_hz": 0}),
                                           (WindowCueOptions, {"min_on_fraction": 0.0})])
 def test_bad_options_name_the_field(options, bad):
     name = next(iter(bad))
