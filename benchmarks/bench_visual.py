@@ -1,4 +1,4 @@
-"""Cost of the visual path per frame at 640x360 with one face, one thread (onnxruntime, OpenCV for the landmarks).
+"""Cost of the visual path per frame at 640x360 with one face, one thread (the shipped runtimes for each graph).
 
 Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
 centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
@@ -8,10 +8,11 @@ without the expression encoder, and one window summary (with the VECB when it is
 
     pytest benchmarks/bench_visual.py --benchmark-columns=median,iqr,ops
     python benchmarks/bench_visual.py          # medians, p95, frames/s, ratios
-    python benchmarks/bench_visual.py --runtimes   # the landmark graph: onnxruntime vs OpenCV DNN
+    python benchmarks/bench_visual.py --runtimes   # the landmark graph: onnxruntime, OpenCV DNN, LiteRT
 
-`--runtimes` runs the landmark graph on the real face crops of the clip through both runtimes in the
-same process, alternating in blocks, and prints their medians, p95, ratio and output differences.
+`--runtimes` runs the landmark graph on the real face crops of the clip through each installed runtime in
+the same process, alternating in blocks, and prints their medians, p95, ratios and output differences
+(against LiteRT's, which runs the original .tflite, when it is installed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 
 from edge_xemo.vision.face_cues import FaceCueReader
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions, landmark_input
-from edge_xemo.core.models import HOME, RUNTIMES, load_onnx
+from edge_xemo.core.models import HOME, RUNTIMES, litert_installed, load_session
 from edge_xemo.core.types import Frame
 from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
@@ -145,7 +146,7 @@ def main(n: int = 500) -> None:
 
 
 def runtimes(rounds: int = 4, block: int = 50) -> None:
-    """The landmark graph on the clip's real face crops, onnxruntime against OpenCV DNN, one thread."""
+    """The landmark graph on the clip's real face crops through each installed runtime, one thread."""
     frames = frames_640x360()
     tracker = FaceTracker(FaceTrackerOptions(), threads=1)
     crops = []
@@ -153,9 +154,10 @@ def runtimes(rounds: int = 4, block: int = 50) -> None:
         tracker.track(f, i / 25)
         if tracker._tracks:
             crops.append(landmark_input(f, tracker._tracks[0].roi)[0])
-    sessions = {rt: load_onnx("face_landmarks", 1, "cpu", rt) for rt in RUNTIMES}
+    installed = [rt for rt in RUNTIMES if rt != "litert" or litert_installed()]
+    sessions = {rt: load_session("face_landmarks", 1, "cpu", rt) for rt in installed}
     outs = {rt: [s.run(None, {"input_1": x}) for x in crops] for rt, s in sessions.items()}
-    times = {rt: [] for rt in RUNTIMES}
+    times = {rt: [] for rt in installed}
     for r in range(rounds):
         for rt, sess in sessions.items():
             for j in range(block):
@@ -165,12 +167,17 @@ def runtimes(rounds: int = 4, block: int = 50) -> None:
                 times[rt].append((time.perf_counter() - t0) * 1e3)
     sys.stdout.write(f"landmark graph, {len(crops)} face crops of the clip, 1 thread, {os.cpu_count()} cores, "
                      f"{rounds} rounds of {block}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+    base = np.median(times["onnxruntime"])
     for rt, ms in times.items():
-        sys.stdout.write(f"{rt:12s} median {np.median(ms):5.2f} ms  p95 {np.percentile(ms, 95):5.2f} ms\n")
-    sys.stdout.write(f"ratio opencv / onnxruntime: {np.median(times['opencv']) / np.median(times['onnxruntime']):.2f}\n")
-    for k, what in enumerate(("landmarks, 192-px crop units", "presence logit")):
-        diff = np.array([np.abs(a[k] - b[k]).max() for a, b in zip(outs["onnxruntime"], outs["opencv"])])
-        sys.stdout.write(f"max |opencv - onnxruntime|, {what}: {diff.max():.2e} (median over crops {np.median(diff):.2e})\n")
+        sys.stdout.write(f"{rt:12s} median {np.median(ms):5.2f} ms  p95 {np.percentile(ms, 95):5.2f} ms  "
+                         f"ratio to onnxruntime {np.median(ms) / base:.2f}\n")
+    if "litert" not in installed:
+        sys.stdout.write("litert: not installed (pip install -e '.[litert]')\n")
+    ref = "litert" if "litert" in installed else "onnxruntime"  # litert runs the .tflite itself
+    for rt in [rt for rt in installed if rt != ref]:
+        for k, what in enumerate(("landmarks, 192-px crop units", "presence logit")):
+            diff = np.array([np.abs(a[k].ravel() - b[k].ravel()).max() for a, b in zip(outs[ref], outs[rt])])
+            sys.stdout.write(f"max |{rt} - {ref}|, {what}: {diff.max():.2e} (median over crops {np.median(diff):.2e})\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4) and any photos in --photos, and reco
 absolute output difference in the sidecars. A few of those inputs with their .tflite outputs go
 to `tests/data/face_models_reference.npz`, so the tests check the ONNX against the .tflite without
 TensorFlow.
+
+The landmark .tflite itself ships too (`face_landmarks.tflite`, sidecar `face_landmarks_tflite.json`): on
+the CPU the runtime runs it through LiteRT's XNNPACK when the `litert` extra is installed, faster than
+either runtime runs the ONNX (docs/speed.md). `--tflite-only` takes it out of the wheel without TensorFlow:
+
+    .venv/bin/python -m export.face_models --tflite-only --work runs/sources/pip
 """
 
 from __future__ import annotations
@@ -131,6 +137,25 @@ def write_sidecar(name: str, wheel_path: str, extra: dict) -> None:
     (MODELS / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
 
 
+def ship_tflite(path: Path, onnx_sidecar: dict) -> None:
+    """Copy the landmark .tflite beside its ONNX, with a sidecar (the ONNX's inputs and outputs: same names)."""
+    target = MODELS / "face_landmarks.tflite"
+    target.write_bytes(path.read_bytes())
+    entry = {
+        "name": "face_landmarks_tflite",
+        "file": target.name,
+        "sha256": sha256(target),
+        "source": {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": SOURCES["face_landmarks"]},
+        "licence": "Apache-2.0 (MediaPipe)",
+        "command": "python -m export.face_models --tflite-only (any venv; the full export writes it as well)",
+        "runtime": "litert (ai-edge-litert, XNNPACK delegate)",
+        **{k: onnx_sidecar[k] for k in ("inputs", "outputs", "inputs_note", "outputs_note", "trained_on")},
+        "how": "taken from the wheel as is: the reference face_landmarks.onnx was converted from",
+        "metrics": {"max_abs_diff_vs_tflite": 0.0, "note": "it is the reference; the ONNX's parity is in face_landmarks.json"},
+    }
+    (MODELS / "face_landmarks_tflite.json").write_text(json.dumps(entry, indent=2) + "\n")
+
+
 def demo_frames(limit: int = 60) -> list[np.ndarray]:
     """Every fifth frame of the demo clip (BGR), if the install step put it in place."""
     from edge_xemo.core.models import HOME
@@ -222,14 +247,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="where the mediapipe wheel is (or goes); default /tmp/face-export, "
                     "smoke: the rebuild's runs/sources/pip")
     ap.add_argument("--photos", type=Path, default=None, help="folder of .jpg face photos for the parity check")
+    ap.add_argument("--tflite-only", action="store_true", help="only ship the landmark .tflite (no TensorFlow needed)")
     args = ap.parse_args()
-    import onnxruntime as ort
 
     if args.out:  # models, sidecars and the test reference all go there (a smoke run never touches the repo)
         MODELS, REFERENCE = Path(args.out), Path(args.out) / REFERENCE.name
 
     tflite = fetch_tflite(args.work or (ROOT / "runs/sources/pip" if args.smoke else Path("/tmp/face-export")))
     MODELS.mkdir(parents=True, exist_ok=True)
+    if args.tflite_only:
+        ship_tflite(tflite["face_landmarks"], json.loads((ROOT / "edge_xemo/models/face_landmarks.json").read_text()))
+        return
+    import onnxruntime as ort
+
     for name, path in tflite.items():
         convert(path, MODELS / f"{name}.onnx", f"{WHEEL}: {SOURCES[name]}")
     io = {}
@@ -263,6 +293,7 @@ def main() -> None:
         metrics = dict(diffs[name], inputs="frames of cap13_edit2.mp4 (every 5th, 60) + --photos",
                        command=COMMAND + (f" --photos {relative(args.photos)}" if args.photos else ""))
         write_sidecar(name, SOURCES[name], {**io[name], **notes[name], "metrics": metrics})
+    ship_tflite(tflite["face_landmarks"], json.loads((MODELS / "face_landmarks.json").read_text()))
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(REFERENCE, **ref)
     sys.stdout.write(json.dumps(diffs) + "\n")

@@ -44,7 +44,7 @@ if ! ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   mv "$LLAMA_WHEELS.tmp" "$LLAMA_WHEELS"
 fi
 .venv/bin/pip install -q --force-reinstall --no-deps "$LLAMA_WHEELS"/llama_cpp_python-*.whl
-.venv/bin/pip install -q -e ".[train,test,asr,serve,ros2]"
+.venv/bin/pip install -q -e ".[train,test,asr,serve,ros2,litert]"
 
 step "ROS 2 type support for the hri_msgs messages the robot bridge publishes (about 30 s; skipped when built)"
 .venv/bin/python -m edge_xemo.serve.ros2 build-msgs

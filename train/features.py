@@ -8,7 +8,7 @@ for a clip, (path, mtime, size) of the media file; for an encoder, the sha256 of
     feats = cache.for_clip(clip.video, "expression", lambda: encode(clip.video), fps=8)
 
 Entries are written to a temporary file and renamed; an unreadable entry is logged and recomputed.
-The encoders are the runtime's own ONNX models (`edge_xemo.core.models.load_onnx`). Torch-free.
+The encoders are the runtime's own ONNX models (`edge_xemo.core.models.load_session`). Torch-free.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,8 +27,10 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
 """Install-time folder: demo media and artifacts the install step builds from registry packages."""
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
-RUNTIMES = ("onnxruntime", "opencv")
-"""What runs an ONNX graph: onnxruntime (every provider) or OpenCV's DNN module (CPU only)."""
+RUNTIMES = ("onnxruntime", "opencv", "litert")
+"""What runs a graph: onnxruntime (every provider) or OpenCV's DNN module (CPU only) on artifact `<name>`'s
+ONNX, or LiteRT (the `litert` extra; CPU only, XNNPACK) on the .tflite it was converted from, artifact
+`<name>_tflite`."""
 
 
 class ModelError(RuntimeError):
@@ -247,20 +251,80 @@ class OpenCvSession:
             return list(self._net.forward(output_names or self._outputs))
 
 
+class LiteRtSession:
+    """A .tflite graph run by LiteRT's interpreter (its XNNPACK delegate) on the CPU, with the `get_inputs()` /
+    `run()` surface of an onnxruntime session; inputs and outputs by the names the sidecar lists. Not
+    shared: each one owns its interpreter, and a lock keeps calls one at a time."""
+
+    def __init__(self, path: str, entry: dict, threads: int = 1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise ModelError("the litert runtime needs the ai-edge-litert package: pip install 'edge-xemo[litert]'") from e
+        try:
+            self._interp = Interpreter(model_path=path, num_threads=max(1, int(threads)))
+            with _native_stderr_dropped():  # LiteRT's one-off "INFO: Created ... XNNPACK delegate" line
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"LiteRT cannot load {path}: {str(e).strip().splitlines()[0]}") from e
+        index = {d["name"]: d["index"] for d in self._interp.get_input_details() + self._interp.get_output_details()}
+        self._inputs = [_Port(i["name"]) for i in entry["inputs"]]
+        self._outputs = [o["name"] for o in entry["outputs"]]
+        missing = [n for n in [p.name for p in self._inputs] + self._outputs if n not in index]
+        if missing:
+            raise ModelError(f"{path} has no tensor named {', '.join(missing)} (its sidecar lists them)")
+        self._index = index
+        self._lock = threading.Lock()
+
+    def get_inputs(self) -> list["_Port"]:
+        return self._inputs
+
+    def run(self, output_names: list[str] | None, feeds: dict) -> list:
+        with self._lock:
+            for key, value in feeds.items():
+                self._interp.set_tensor(self._index[key], value)
+            self._interp.invoke()
+            return [self._interp.get_tensor(self._index[n]) for n in output_names or self._outputs]
+
+
+@contextlib.contextmanager
+def _native_stderr_dropped():
+    """Send what native code writes to file descriptor 2 meanwhile to /dev/null (Python's own errors still raise)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def litert_installed() -> bool:
+    """Whether the `litert` extra (ai-edge-litert) is installed."""
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
 @dataclass(frozen=True, slots=True)
 class _Port:
     name: str
 
 
-def load_onnx(name: str, threads: int = 1, provider: str = "cpu", runtime: str = "onnxruntime"):
-    """Verified ONNX session for manifest artifact `name`: onnxruntime's (cached per path, threads and
-    provider), or with runtime="opencv" a new `OpenCvSession` (the CPU only: `provider` is not used)."""
+def load_session(name: str, threads: int = 1, provider: str = "cpu", runtime: str = "onnxruntime"):
+    """Verified session for manifest artifact `name`: onnxruntime's on its ONNX (cached per path, threads
+    and provider), or a new `OpenCvSession` on the same ONNX (runtime="opencv"), or a new `LiteRtSession` on
+    artifact `<name>_tflite` (runtime="litert"). The last two run on the CPU: `provider` is not used."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     manifest = load_manifest()
+    if runtime == "litert":
+        name = f"{name}_tflite"
     path = str(verified_path(name, manifest))
     if runtime == "opencv":
         return OpenCvSession(path, manifest["artifacts"][name], threads)
+    if runtime == "litert":
+        return LiteRtSession(path, manifest["artifacts"][name], threads)
     return onnx_session(path, threads, provider)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.models import ModelError, load_manifest, load_onnx
+from ..core.models import ModelError, load_manifest, load_session
 
 PROJECTOR_NAMES = {"video": "projector_visual", "audio": "projector_audio"}
 """Manifest artifact name of each slot's projector."""
@@ -50,7 +50,7 @@ def load_projector(name: str, threads: int = 1, provider: str = "cpu", manifest:
     manifest = manifest if manifest is not None else load_manifest()
     if name not in manifest.get("artifacts", {}):
         return None
-    session = load_onnx(name, threads, provider)
+    session = load_session(name, threads, provider)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         raise ModelError(f"projector {name!r} must have one input and one output, has {len(inputs)} inputs")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.models import ModelError, load_onnx, resolve
+from ..core.models import ModelError, load_session, resolve
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 class order of the `scores` output."""
@@ -58,7 +58,7 @@ class ExpressionEncoder:
         if labels != LABELS:
             raise ModelError(f"expression model labels {labels} differ from the expected {LABELS}")
         self.labels: tuple[str, ...] = LABELS
-        self.session = load_onnx("expression", threads, provider)
+        self.session = load_session("expression", threads, provider)
 
     def encode(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Face crops (n, 64, 64) grayscale or (n, 64, 64, 3) BGR, uint8 -> embeddings (n, 128), scores (n, 7)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..core.models import RUNTIMES, load_onnx, runs_on_cpu
+from ..core.models import RUNTIMES, litert_installed, load_session, runs_on_cpu
 from ..core.types import ResultCode
 
 DETECTOR_SIZE = 128
@@ -41,11 +41,13 @@ class FaceTrackerOptions:
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
-    landmark_runtime: what runs the landmark graph: "opencv" (OpenCV's DNN module), "onnxruntime", or
-      "auto": OpenCV when onnxruntime would run on the CPU, onnxruntime when it has a GPU provider.
-      On one core OpenCV runs this graph in 0.65x onnxruntime's time (1.76 vs 2.70 ms on the demo
-      clip's face crops), within 1.7e-4 crop pixels of it (`python benchmarks/bench_visual.py --runtimes`,
-      docs/speed.md); onnxruntime stays faster for the detector and the expression encoder, which it keeps.
+    landmark_runtime: what runs the landmark graph: "litert" (LiteRT's XNNPACK on the original .tflite;
+      the `litert` extra), "opencv" (OpenCV's DNN module on the ONNX), "onnxruntime", or "auto": LiteRT
+      when onnxruntime would run on the CPU and the extra is installed, else OpenCV there; onnxruntime
+      when it has a GPU provider. On one core, on the demo clip's face crops, OpenCV takes 0.65x
+      onnxruntime's time and LiteRT about 0.7x OpenCV's (`python benchmarks/bench_visual.py --runtimes`,
+      docs/speed.md); all three are within 1.7e-4 crop pixels of the .tflite's own outputs. onnxruntime
+      stays faster for the detector and the expression encoder, which it keeps.
     """
 
     detect_every: int = 10
@@ -237,13 +239,13 @@ class FaceTracker:
 
     def __init__(self, options: FaceTrackerOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or FaceTrackerOptions()
-        self._detector = load_onnx("face_detector", threads, provider)
+        self._detector = load_session("face_detector", threads, provider)
         runtime = self.options.landmark_runtime
         if runtime == "auto":
-            runtime = "opencv" if runs_on_cpu(provider) else "onnxruntime"
+            runtime = ("litert" if litert_installed() else "opencv") if runs_on_cpu(provider) else "onnxruntime"
         self.landmark_runtime = runtime
         """What runs the landmark graph ("auto" resolved)."""
-        self._landmarker = load_onnx("face_landmarks", threads, provider, runtime)
+        self._landmarker = load_session("face_landmarks", threads, provider, runtime)
         self._det_in = self._detector.get_inputs()[0].name
         self._lm_in = self._landmarker.get_inputs()[0].name
         self.reset()

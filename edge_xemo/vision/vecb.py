@@ -30,7 +30,7 @@ import numpy as np
 
 from .expression import EMBEDDING_DIM
 from .face_cues import CUE_NAMES
-from ..core.models import ModelError, load_onnx, resolve
+from ..core.models import ModelError, load_session, resolve
 
 N_FRAMES = 16
 GEOMETRY_POINTS = (
@@ -95,7 +95,7 @@ class VisualBridge:
         outputs = {o["name"]: o for o in entry["outputs"]}
         self.cue_names: tuple[str, ...] = tuple(outputs["cue_intensities"]["labels"])
         self.expression_labels: tuple[str, ...] = tuple(outputs["expression_scores"]["labels"])
-        self.session = load_onnx(model, threads, provider)
+        self.session = load_session(model, threads, provider)
 
     frame_features = staticmethod(frame_features)
 

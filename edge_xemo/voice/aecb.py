@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .features import SAMPLE_RATE, frame_features
-from ..core.models import ModelError, load_onnx, resolve
+from ..core.models import ModelError, load_session, resolve
 
 WINDOW_S = 2.0
 """Length of audio the model sees per call, in seconds (32000 samples at 16 kHz)."""
@@ -76,7 +76,7 @@ class AudioBridge:
         if model not in MODELS:
             raise ValueError(f"unknown AECB model {model!r}; choose one of {', '.join(MODELS)}")
         self.entry = resolve(model).entry
-        self.session = load_onnx(model, threads, provider)
+        self.session = load_session(model, threads, provider)
         outputs = {o["name"]: o for o in self.entry["outputs"]}
         self.cues: tuple[str, ...] = tuple(outputs["cue_probs"]["labels"])
         self.prosody_names: tuple[str, ...] = tuple(outputs["prosody"]["labels"])

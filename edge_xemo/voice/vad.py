@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.models import load_onnx
+from ..core.models import load_session
 from ..core.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class SileroVad:
 
     def __init__(self, options: VadOptions | None = None, threads: int = 1, provider: str = "cpu"):
         self.options = options or VadOptions()
-        self._session = load_onnx("silero_vad", threads, provider)
+        self._session = load_session("silero_vad", threads, provider)
         self.reset_states()
 
     def reset_states(self) -> None:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edge_xemo.vision import faces
-from edge_xemo.core.models import MODELS_DIR, RUNTIMES, OpenCvSession, load_onnx, verified_path
+from edge_xemo.core.models import (MODELS_DIR, RUNTIMES, LiteRtSession, ModelError, OpenCvSession, litert_installed,
+                                   load_session, verified_path)
 
 REFERENCE = Path(__file__).parents[1] / "data" / "face_models_reference.npz"
 BOX_ATOL = 0.02  # detector regressors, in 128-px input units
@@ -40,7 +41,7 @@ def test_sidecar_describes_the_artifact(name):
 
 
 def test_detector_matches_tflite(ref):
-    sess = load_onnx("face_detector")
+    sess = load_session("face_detector")
     for u8, reg_ref, cls_ref in zip(ref["face_detector/input_u8"], ref["face_detector/regressors"],
                                     ref["face_detector/classificators"]):
         x = u8.astype(np.float32)[None] * (2.0 / 255.0) - 1.0
@@ -56,7 +57,9 @@ def test_detector_matches_tflite(ref):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_landmarks_match_tflite(ref, runtime):
-    sess = load_onnx("face_landmarks", runtime=runtime)
+    if runtime == "litert" and not litert_installed():
+        pytest.skip("the litert extra (ai-edge-litert) is not installed")
+    sess = load_session("face_landmarks", runtime=runtime)
     for u8, lm_ref, pres_ref in zip(ref["face_landmarks/input_u8"], ref["face_landmarks/conv2d_21"],
                                     ref["face_landmarks/conv2d_31"]):
         lm, pres = sess.run(None, {"input_1": u8.astype(np.float32)[None] / 255.0})
@@ -74,15 +77,39 @@ def test_anchor_layout():
     np.testing.assert_allclose(anchors[512], [1 / 16, 1 / 16])  # first 8x8 cell, stride 16
 
 
-def test_the_landmark_runtime_is_opencv_on_the_cpu_and_can_be_chosen(ref):
-    assert isinstance(faces.FaceTracker()._landmarker, OpenCvSession)  # auto, and no GPU provider here
+def test_the_landmark_runtime_is_litert_or_opencv_on_the_cpu_and_can_be_chosen(ref, monkeypatch):
+    auto = faces.FaceTracker()  # no GPU provider here
+    assert (auto.landmark_runtime, type(auto._landmarker)) == (
+        ("litert", LiteRtSession) if litert_installed() else ("opencv", OpenCvSession))
+    monkeypatch.setattr(faces, "litert_installed", lambda: False)
+    assert faces.FaceTracker().landmark_runtime == "opencv"  # without the extra
+    monkeypatch.undo()
     tracker = faces.FaceTracker(faces.FaceTrackerOptions(landmark_runtime="onnxruntime"))
-    assert not isinstance(tracker._landmarker, OpenCvSession)
+    assert not isinstance(tracker._landmarker, (OpenCvSession, LiteRtSession))
     with pytest.raises(ValueError, match="landmark_runtime"):
         faces.FaceTrackerOptions(landmark_runtime="tflite")
     # one OpenCV network answers each call from its own input, whatever came before
-    sess = load_onnx("face_landmarks", runtime="opencv")
     crops = ref["face_landmarks/input_u8"][:2].astype(np.float32) / 255.0
-    first = sess.run(None, {"input_1": crops[:1]})[0].copy()
-    sess.run(None, {"input_1": crops[1:2]})
-    np.testing.assert_array_equal(sess.run(None, {"input_1": crops[:1]})[0], first)
+    for runtime in ["opencv"] + ["litert"] * litert_installed():
+        sess = load_session("face_landmarks", runtime=runtime)
+        first = sess.run(None, {"input_1": crops[:1]})[0].copy()
+        sess.run(None, {"input_1": crops[1:2]})
+        np.testing.assert_array_equal(sess.run(None, {"input_1": crops[:1]})[0], first)
+
+
+def test_litert_names_a_file_it_cannot_read_in_one_line(tmp_path):
+    if not litert_installed():
+        pytest.skip("the litert extra (ai-edge-litert) is not installed")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelError, match="LiteRT cannot load .*bad.tflite") as e:
+        LiteRtSession(str(bad), {"inputs": [], "outputs": []})
+    assert "\n" not in str(e.value)
+
+
+def test_the_shipped_tflite_is_the_wheel_file_the_onnx_was_converted_from():
+    onnx, tflite = (json.loads((MODELS_DIR / f"{n}.json").read_text()) for n in ("face_landmarks", "face_landmarks_tflite"))
+    assert tflite["source"]["path_in_wheel"] == onnx["source"]["path_in_wheel"]
+    assert tflite["source"]["version"] == onnx["source"]["version"]
+    assert [i["name"] for i in tflite["inputs"] + tflite["outputs"]] == [i["name"] for i in onnx["inputs"] + onnx["outputs"]]
+    verified_path("face_landmarks_tflite")  # its sha256
