@@ -13,6 +13,12 @@ without the expression encoder, and one window summary (with the VECB when it is
 `--runtimes` runs the landmark graph on the real face crops of the clip through each installed runtime in
 the same process, alternating in blocks, and prints their medians, p95, ratios and output differences
 (against LiteRT's, which runs the original .tflite, when it is installed).
+
+    python benchmarks/bench_visual.py --expression-hz [CLIP ...]   # the encoder's cadence: what it changes
+
+`--expression-hz` runs the demo clip (and any other clips named) with the expression encoder at the
+default `expression_hz` and on every frame, and prints how far each 2 s window's expression scores and
+VECB cue intensities move, and in how many windows the top expression label changes.
 """
 
 from __future__ import annotations
@@ -180,6 +186,36 @@ def runtimes(rounds: int = 4, block: int = 50) -> None:
             sys.stdout.write(f"max |{rt} - {ref}|, {what}: {diff.max():.2e} (median over crops {np.median(diff):.2e})\n")
 
 
+def expression_rate(clips: list[Path]) -> None:
+    """Window outputs with the encoder at the default expression_hz against every frame, per clip: expression
+    scores (the judgement's "expression" source), their top label, and the VECB's cue intensities."""
+    sys.stdout.write("2 s windows, 1 s hop; |default expression_hz - every frame| per window\n")
+    for clip in clips:
+        cap, frames = cv2.VideoCapture(str(clip)), []
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        while (ok := cap.read())[0]:
+            frames.append(ok[1])
+        windows = {}
+        for hz in (VisualOptions.expression_hz, None):
+            va = VisualPerception.create_from_options(VisualOptions(threads=1, expression_hz=hz))
+            obs = [va.process_frame(Frame(f, i / fps, i)) for i, f in enumerate(frames)]
+            starts = np.arange(0.0, len(frames) / fps - 2.0 + 1e-6, 1.0)
+            windows[hz] = [va.summarize(obs, s, s + 2.0) for s in starts]
+        pairs = [(a, b) for a, b in zip(*windows.values()) if a.scores and b.scores]
+        score = [max(abs(a.scores[k] - b.scores[k]) for k in a.scores) for a, b in pairs]
+        cues = [max(abs(a.extra["vecb_cues"][k] - b.extra["vecb_cues"][k]) for k in a.extra["vecb_cues"])
+                for a, b in pairs if "vecb_cues" in a.extra and "vecb_cues" in b.extra]
+        flips = sum(max(a.scores, key=a.scores.get) != max(b.scores, key=b.scores.get) for a, b in pairs)
+        sys.stdout.write(f"{clip.name}: {len(pairs)} windows; expression scores max {max(score):.3f} median "
+                         f"{np.median(score):.3f}; top label differs in {flips}; VECB cue intensities max "
+                         f"{max(cues, default=float('nan')):.3f} median {np.median(cues) if cues else float('nan'):.3f}\n")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    runtimes() if "--runtimes" in sys.argv else main()
+    if "--runtimes" in sys.argv:
+        runtimes()
+    elif "--expression-hz" in sys.argv:
+        expression_rate([CLIP] + [Path(p) for p in sys.argv[sys.argv.index("--expression-hz") + 1:]])
+    else:
+        main()
