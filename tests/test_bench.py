@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from edge_xemo.core.models import litert_installed
 
 FIGURES = ("stages", "frames_per_s", "audio_rtf", "first_token_ms", "window_to_first_token_ms",
            "decode_tokens_per_s", "explanation_cadence_s", "peak_rss_mb", "provider", "precision", "threads")
@@ -56,9 +57,12 @@ def check(report):
     run = report["run"]  # what it ran with, so two reports can be compared
     assert run["stages"]["visual"]["threads"] == report["threads"]["perception"]
     assert run["stages"]["reasoner"]["n_threads"] == report["threads"]["decoder"]
-    assert {"face_landmarks", "silero_vad"} <= set(run["models"]) and len(run["models"]["face_landmarks"]["sha256"]) == 64
+    # auto on a CPU: LiteRT when the litert extra is installed (it reads the .tflite artifact), else OpenCV
+    landmarks = "litert" if litert_installed() else "opencv"
+    assert report["provider"]["landmarks"] == landmarks
+    artifact = "face_landmarks_tflite" if landmarks == "litert" else "face_landmarks"
+    assert {artifact, "silero_vad"} <= set(run["models"]) and len(run["models"][artifact]["sha256"]) == 64
     assert run["libraries"]["onnxruntime"] and run["libraries"]["llama-cpp-python"]
-    assert report["provider"]["landmarks"] == "opencv"  # auto, on a CPU-only onnxruntime
 
 
 def test_bench_on_a_project_made_clip(demo_video, demo_audio, tmp_path):
