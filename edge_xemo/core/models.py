@@ -224,19 +224,12 @@ def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
         raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from e
 
 
-class OpenCvSession:
-    """An ONNX graph run by OpenCV's DNN module on the CPU, with the `get_inputs()` / `run()` surface of
-    an onnxruntime session. Not shared: each one owns its network, and a lock keeps calls one at a time
-    (a network holds its blobs between calls). Sets OpenCV's thread count, which is process-wide."""
+class _CpuSession:
+    """The `get_inputs()` / `run()` surface of an onnxruntime session over another CPU runtime, inputs and
+    outputs by the names the artifact's sidecar lists. Not shared: each one owns its network, and a lock
+    keeps calls one at a time (a network holds its tensors between calls)."""
 
-    def __init__(self, path: str, entry: dict, threads: int = 1):
-        import cv2
-
-        try:
-            self._net = cv2.dnn.readNetFromONNX(path)
-        except cv2.error as e:
-            raise ModelError(f"OpenCV cannot load ONNX model {path}: {str(e).strip().splitlines()[-1]}") from e
-        cv2.setNumThreads(max(1, int(threads)))
+    def __init__(self, entry: dict):
         self._inputs = [_Port(i["name"]) for i in entry["inputs"]]
         self._outputs = [o["name"] for o in entry["outputs"]]
         self._lock = threading.Lock()
@@ -246,15 +239,33 @@ class OpenCvSession:
 
     def run(self, output_names: list[str] | None, feeds: dict) -> list:
         with self._lock:
-            for key, value in feeds.items():
-                self._net.setInput(value, key)
-            return list(self._net.forward(output_names or self._outputs))
+            return self._forward(output_names or self._outputs, feeds)
+
+    def _forward(self, output_names: list[str], feeds: dict) -> list:
+        raise NotImplementedError
 
 
-class LiteRtSession:
-    """A .tflite graph run by LiteRT's interpreter (its XNNPACK delegate) on the CPU, with the `get_inputs()` /
-    `run()` surface of an onnxruntime session; inputs and outputs by the names the sidecar lists. Not
-    shared: each one owns its interpreter, and a lock keeps calls one at a time."""
+class OpenCvSession(_CpuSession):
+    """An ONNX graph run by OpenCV's DNN module. Sets OpenCV's thread count, which is process-wide."""
+
+    def __init__(self, path: str, entry: dict, threads: int = 1):
+        import cv2
+
+        try:
+            self._net = cv2.dnn.readNetFromONNX(path)
+        except cv2.error as e:
+            raise ModelError(f"OpenCV cannot load ONNX model {path}: {str(e).strip().splitlines()[-1]}") from e
+        cv2.setNumThreads(max(1, int(threads)))
+        super().__init__(entry)
+
+    def _forward(self, output_names: list[str], feeds: dict) -> list:
+        for key, value in feeds.items():
+            self._net.setInput(value, key)
+        return list(self._net.forward(output_names))
+
+
+class LiteRtSession(_CpuSession):
+    """A .tflite graph run by LiteRT's interpreter (its XNNPACK delegate)."""
 
     def __init__(self, path: str, entry: dict, threads: int = 1):
         try:
@@ -267,24 +278,17 @@ class LiteRtSession:
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"LiteRT cannot load {path}: {str(e).strip().splitlines()[0]}") from e
-        index = {d["name"]: d["index"] for d in self._interp.get_input_details() + self._interp.get_output_details()}
-        self._inputs = [_Port(i["name"]) for i in entry["inputs"]]
-        self._outputs = [o["name"] for o in entry["outputs"]]
-        missing = [n for n in [p.name for p in self._inputs] + self._outputs if n not in index]
+        super().__init__(entry)
+        self._index = {d["name"]: d["index"] for d in self._interp.get_input_details() + self._interp.get_output_details()}
+        missing = [n for n in [p.name for p in self._inputs] + self._outputs if n not in self._index]
         if missing:
             raise ModelError(f"{path} has no tensor named {', '.join(missing)} (its sidecar lists them)")
-        self._index = index
-        self._lock = threading.Lock()
 
-    def get_inputs(self) -> list["_Port"]:
-        return self._inputs
-
-    def run(self, output_names: list[str] | None, feeds: dict) -> list:
-        with self._lock:
-            for key, value in feeds.items():
-                self._interp.set_tensor(self._index[key], value)
-            self._interp.invoke()
-            return [self._interp.get_tensor(self._index[n]) for n in output_names or self._outputs]
+    def _forward(self, output_names: list[str], feeds: dict) -> list:
+        for key, value in feeds.items():
+            self._interp.set_tensor(self._index[key], value)
+        self._interp.invoke()
+        return [self._interp.get_tensor(self._index[n]) for n in output_names]
 
 
 @contextlib.contextmanager
