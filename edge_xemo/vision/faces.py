@@ -44,9 +44,9 @@ class FaceTrackerOptions:
     landmark_runtime: what runs the landmark graph: "litert" (LiteRT's XNNPACK on the original .tflite;
       the `litert` extra), "opencv" (OpenCV's DNN module on the ONNX), "onnxruntime", or "auto": LiteRT
       when onnxruntime would run on the CPU and the extra is installed, else OpenCV there; onnxruntime
-      when it has a GPU provider. On one core, on the demo clip's face crops, OpenCV takes 0.65x
-      onnxruntime's time and LiteRT about 0.7x OpenCV's (`python benchmarks/bench_visual.py --runtimes`,
-      docs/speed.md); all three are within 1.7e-4 crop pixels of the .tflite's own outputs. onnxruntime
+      when it has a GPU provider. On one core, on the demo clip's face crops, OpenCV takes 0.65-0.78x
+      onnxruntime's time and LiteRT 0.6-0.7x OpenCV's (`python benchmarks/bench_visual.py --runtimes`,
+      docs/speed.md); all three are within 2e-4 crop pixels of the .tflite's own outputs. onnxruntime
       stays faster for the detector and the expression encoder, which it keeps.
     """
 
