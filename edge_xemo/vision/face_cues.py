@@ -23,6 +23,7 @@ import numpy as np
 # landmark indices of MediaPipe's 468-point mesh ("right" = the subject's right = the image's left)
 R_EYE = (33, 133, 159, 145)
 L_EYE = (263, 362, 386, 374)
+_R_EYE, _L_EYE = np.array(R_EYE), np.array(L_EYE)
 R_LIDS = ((159, 145), (158, 153), (160, 144))
 L_LIDS = ((386, 374), (385, 380), (387, 373))
 R_BROW_INNER, L_BROW_INNER = (107, 55), (336, 285)
@@ -117,18 +118,18 @@ def phrase(name: str, intensity: float) -> str:
 def align(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Landmarks (468, 3) -> (head-frame points in inter-ocular units, rotation (3, 3) rows x/y/z, IOD px)."""
     lm = landmarks.astype(np.float64)
-    r_eye, l_eye = lm[list(R_EYE)].mean(0), lm[list(L_EYE)].mean(0)
+    r_eye, l_eye = lm[_R_EYE].mean(0), lm[_L_EYE].mean(0)
     x = l_eye - r_eye
-    iod = float(np.linalg.norm(x))
+    iod = math.sqrt(x @ x)
     if iod < 1e-6:
         raise ValueError("degenerate landmarks: eyes coincide")
     x /= iod
     y = lm[CHIN] - lm[FOREHEAD]
     y -= x * (y @ x)
-    y /= max(np.linalg.norm(y), 1e-9)
-    z = np.cross(x, y)
-    rot = np.stack([x, y, z])
-    return (lm - (r_eye + l_eye) / 2) @ rot.T / iod, rot, iod
+    y /= max(math.sqrt(y @ y), 1e-9)
+    z = (x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0])  # x cross y
+    rot = np.array([x, y, z])
+    return (lm - (r_eye + l_eye) / 2) @ (rot.T / iod), rot, iod
 
 
 def head_pose(rot: np.ndarray) -> tuple[float, float, float]:
@@ -140,29 +141,40 @@ def head_pose(rot: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-def measure(p: np.ndarray) -> np.ndarray:
-    """The raw MEASURES of one aligned face (see `align`)."""
-    def h(idx):  # height above the eye line, positive upwards
-        return -float(p[list(idx), 1].mean())
+def _mean(axis: int, points, sign: float = 1.0) -> list[tuple[int, int, float]]:
+    return [(axis, i, sign / len(points)) for i in points]
 
-    eye_open = np.mean([p[b, 1] - p[a, 1] for a, b in R_LIDS + L_LIDS])
-    mouth_mid = (p[LIP_IN_TOP, 1] + p[LIP_IN_BOTTOM, 1]) / 2
-    corners = (p[MOUTH_R, 1] + p[MOUTH_L, 1]) / 2
-    return np.array([
-        (h(R_BROW_INNER) + h(L_BROW_INNER)) / 2,
-        (h(R_BROW_OUTER) + h(L_BROW_OUTER)) / 2,
-        float(p[L_BROW_INNER[1], 0] - p[R_BROW_INNER[1], 0]),
-        eye_open,
-        h(R_LOWER_LID + L_LOWER_LID),
-        h(CHEEKS),
-        h(NOSE_ALAE),
-        mouth_mid - corners,
-        float(p[MOUTH_L, 0] - p[MOUTH_R, 0]),
-        max(0.0, float(p[LIP_IN_BOTTOM, 1] - p[LIP_IN_TOP, 1])),
-        float(p[LIP_IN_TOP, 1] - p[LIP_TOP, 1] + p[LIP_BOTTOM, 1] - p[LIP_IN_BOTTOM, 1]),
-        float(p[CHIN, 1] - p[LIP_BOTTOM, 1]),
-        float(p[CHIN, 1] - p[NOSE_TIP, 1]),
-    ])
+
+_X, _Y = 0, 1
+_TERMS = {  # each measure as (axis, point, weight) terms over the aligned points; heights are -y (y points down)
+    "brow_inner_h": _mean(_Y, R_BROW_INNER + L_BROW_INNER, -1.0),
+    "brow_outer_h": _mean(_Y, R_BROW_OUTER + L_BROW_OUTER, -1.0),
+    "brow_gap": [(_X, L_BROW_INNER[1], 1.0), (_X, R_BROW_INNER[1], -1.0)],
+    "eye_open": _mean(_Y, [b for _, b in R_LIDS + L_LIDS]) + _mean(_Y, [a for a, _ in R_LIDS + L_LIDS], -1.0),
+    "lower_lid_h": _mean(_Y, R_LOWER_LID + L_LOWER_LID, -1.0),
+    "cheek_h": _mean(_Y, CHEEKS, -1.0),
+    "nose_h": _mean(_Y, NOSE_ALAE, -1.0),
+    "corner_up": _mean(_Y, (LIP_IN_TOP, LIP_IN_BOTTOM)) + _mean(_Y, (MOUTH_R, MOUTH_L), -1.0),
+    "mouth_width": [(_X, MOUTH_L, 1.0), (_X, MOUTH_R, -1.0)],
+    "lip_gap": [(_Y, LIP_IN_BOTTOM, 1.0), (_Y, LIP_IN_TOP, -1.0)],  # floored at 0 by `measure`
+    "lip_red": [(_Y, LIP_IN_TOP, 1.0), (_Y, LIP_TOP, -1.0), (_Y, LIP_BOTTOM, 1.0), (_Y, LIP_IN_BOTTOM, -1.0)],
+    "chin_lip": [(_Y, CHIN, 1.0), (_Y, LIP_BOTTOM, -1.0)],
+    "jaw": [(_Y, CHIN, 1.0), (_Y, NOSE_TIP, -1.0)],
+}
+_MEASURE_POINTS = np.array(sorted({i for terms in _TERMS.values() for _, i, _ in terms}))
+_MEASURE_W = np.zeros((len(MEASURES), len(_MEASURE_POINTS), 2))
+for _row, _name in enumerate(MEASURES):
+    for _axis, _point, _weight in _TERMS[_name]:
+        _MEASURE_W[_row, int(np.searchsorted(_MEASURE_POINTS, _point)), _axis] += _weight
+_MEASURE_W = _MEASURE_W.reshape(len(MEASURES), -1)
+_LIP_GAP = MEASURES.index("lip_gap")
+
+
+def measure(p: np.ndarray) -> np.ndarray:
+    """The raw MEASURES of one aligned face (see `align`): one linear map of the points it reads."""
+    m = _MEASURE_W @ p[_MEASURE_POINTS, :2].ravel()
+    m[_LIP_GAP] = max(0.0, m[_LIP_GAP])
+    return m
 
 
 def geometry_vector(p: np.ndarray) -> np.ndarray:

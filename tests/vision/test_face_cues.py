@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.vision.face_cues import L_EYE, R_EYE, FaceCueReader, align, head_pose, measure
+from edge_xemo.vision.face_cues import L_EYE, MEASURES, R_EYE, FaceCueReader, align, head_pose, measure
 from edge_xemo.vision.window_cues import _reversals
 
 REFERENCE = Path(__file__).parents[1] / "data" / "face_models_reference.npz"
@@ -136,3 +136,20 @@ def test_reversals_count_direction_changes():
     assert _reversals(5 * np.sin(2 * np.pi * t), 2.0) == 4  # 2 cycles: peak, trough, peak, trough
     assert _reversals(np.linspace(0, 10, 50), 2.0) == 0  # a steady turn is not a nod
     assert _reversals(0.5 * np.sin(2 * np.pi * 3 * t), 2.0) == 0  # jitter below the hysteresis
+
+
+def test_measures_are_the_geometry_they_name(faces):
+    """The linear map in `measure` against each measure written out on a real face (heights are -y)."""
+    p = align(faces[0])[0]
+    m = dict(zip(MEASURES, measure(p)))
+    assert m["brow_inner_h"] == pytest.approx(-p[[107, 55, 336, 285], 1].mean())
+    assert m["brow_gap"] == pytest.approx(p[285, 0] - p[55, 0])
+    assert m["eye_open"] == pytest.approx(np.mean([p[b, 1] - p[a, 1] for a, b in
+                                                   ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))]))
+    assert m["corner_up"] == pytest.approx((p[13, 1] + p[14, 1]) / 2 - (p[61, 1] + p[291, 1]) / 2)
+    assert m["mouth_width"] == pytest.approx(p[291, 0] - p[61, 0])
+    assert m["lip_red"] == pytest.approx(p[13, 1] - p[0, 1] + p[17, 1] - p[14, 1])
+    assert m["jaw"] == pytest.approx(p[152, 1] - p[1, 1])
+    shut = p.copy()
+    shut[14, 1] = shut[13, 1] - 0.05  # inner lips crossed: no gap, never a negative one
+    assert measure(shut)[MEASURES.index("lip_gap")] == 0.0
