@@ -60,6 +60,14 @@ def first_frames(video: Path, out: Path, n: int) -> Path:
     return out
 
 
+def landmark_artifact() -> tuple[str, str]:
+    """(runtime, manifest artifact) that the auto landmark runtime uses on a CPU: LiteRT on the .tflite
+    when the litert extra is installed, else OpenCV on the ONNX."""
+    from edge_xemo.core.models import litert_installed
+
+    return ("litert", "face_landmarks_tflite") if litert_installed() else ("opencv", "face_landmarks")
+
+
 def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
 

@@ -7,8 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import run_cli
-from edge_xemo.core.models import litert_installed
+from conftest import landmark_artifact, run_cli
 
 FIGURES = ("stages", "frames_per_s", "audio_rtf", "first_token_ms", "window_to_first_token_ms",
            "decode_tokens_per_s", "explanation_cadence_s", "peak_rss_mb", "provider", "precision", "threads")
@@ -57,10 +56,8 @@ def check(report):
     run = report["run"]  # what it ran with, so two reports can be compared
     assert run["stages"]["visual"]["threads"] == report["threads"]["perception"]
     assert run["stages"]["reasoner"]["n_threads"] == report["threads"]["decoder"]
-    # auto on a CPU: LiteRT when the litert extra is installed (it reads the .tflite artifact), else OpenCV
-    landmarks = "litert" if litert_installed() else "opencv"
-    assert report["provider"]["landmarks"] == landmarks
-    artifact = "face_landmarks_tflite" if landmarks == "litert" else "face_landmarks"
+    runtime, artifact = landmark_artifact()
+    assert report["provider"]["landmarks"] == runtime
     assert {artifact, "silero_vad"} <= set(run["models"]) and len(run["models"][artifact]["sha256"]) == 64
     assert run["libraries"]["onnxruntime"] and run["libraries"]["llama-cpp-python"]
 

@@ -142,6 +142,7 @@ def head_pose(rot: np.ndarray) -> tuple[float, float, float]:
 
 
 def _mean(axis: int, points, sign: float = 1.0) -> list[tuple[int, int, float]]:
+    """Terms of `sign` times the mean of `points` along `axis`."""
     return [(axis, i, sign / len(points)) for i in points]
 
 
@@ -161,12 +162,19 @@ _TERMS = {  # each measure as (axis, point, weight) terms over the aligned point
     "chin_lip": [(_Y, CHIN, 1.0), (_Y, LIP_BOTTOM, -1.0)],
     "jaw": [(_Y, CHIN, 1.0), (_Y, NOSE_TIP, -1.0)],
 }
-_MEASURE_POINTS = np.array(sorted({i for terms in _TERMS.values() for _, i, _ in terms}))
-_MEASURE_W = np.zeros((len(MEASURES), len(_MEASURE_POINTS), 2))
-for _row, _name in enumerate(MEASURES):
-    for _axis, _point, _weight in _TERMS[_name]:
-        _MEASURE_W[_row, int(np.searchsorted(_MEASURE_POINTS, _point)), _axis] += _weight
-_MEASURE_W = _MEASURE_W.reshape(len(MEASURES), -1)
+
+
+def _measure_map() -> tuple[np.ndarray, np.ndarray]:
+    """`_TERMS` as (the k points they read, a (len(MEASURES), 2k) weight matrix over those points' x, y)."""
+    points = np.array(sorted({i for terms in _TERMS.values() for _, i, _ in terms}))
+    w = np.zeros((len(MEASURES), len(points), 2))
+    for row, name in enumerate(MEASURES):
+        for axis, point, weight in _TERMS[name]:
+            w[row, int(np.searchsorted(points, point)), axis] += weight
+    return points, w.reshape(len(MEASURES), -1)
+
+
+_MEASURE_POINTS, _MEASURE_W = _measure_map()
 _LIP_GAP = MEASURES.index("lip_gap")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import landmark_artifact
 from edge_xemo.core.types import EMOTIONS
 from edge_xemo.eval.clip import ClipExplainer, ClipOptions
 from edge_xemo.eval.datasets import Clip
@@ -16,4 +17,4 @@ def test_clip_explainer_explains_a_real_clip_and_records_its_run(demo_video, dem
     assert result.extra["perceived"]["visual"] and result.media_s > 20
     run = explainer.run_record()
     assert run["stages"]["visual"]["threads"] == 1 and run["stages"]["reasoner"]["n_threads"] == 1
-    assert len(run["models"]["decoder_file"]["sha256"]) == 64 and any(k.startswith("face_landmarks") for k in run["models"])
+    assert len(run["models"]["decoder_file"]["sha256"]) == 64 and landmark_artifact()[1] in run["models"]
