@@ -127,6 +127,13 @@ class Stages:
     audio: AudioStage | None = None
     reasoner: Reasoner | None = None
 
+    def close(self) -> None:
+        """Close every stage that has something to close (thread pools, the decoder's model)."""
+        for stage in (self.reasoner, self.audio, self.visual):
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
+
 
 def build_stages(options: AnalyzerOptions) -> Stages:
     """Load the stages the options turn on, each with its own options or its defaults."""
@@ -206,9 +213,14 @@ class Analyzer:
     """
 
     def __init__(self, options: AnalyzerOptions, visual: VisualStage | None = None,
-                 audio: AudioStage | None = None, reasoner: Reasoner | None = None):
+                 audio: AudioStage | None = None, reasoner: Reasoner | None = None, owns_stages: bool = False):
+        """`owns_stages`: `close()` also closes the stages (their threads, the decoder's model); stages
+        given by a caller who reuses them elsewhere stay open."""
         self.options = o = options
         self.visual, self.audio, self.reasoner = visual, audio, reasoner
+        self._owned = Stages(visual, audio, reasoner) if owns_stages else None
+        self._stop_reason: str | None = None
+        self._finished = threading.Lock()
         live = o.running_mode == RunningMode.LIVE_STREAM
         self.clock = Clock()
         self._frames = BoundedQueue(o.frame_queue, drop_oldest=live)
@@ -238,14 +250,17 @@ class Analyzer:
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
         self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0,
-                          frames_paused=0, audio_paused=0)
-        """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops, items left out while paused."""
+                          frames_paused=0, audio_paused=0, callback_errors=0)
+        """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops, items left out while
+        paused, exceptions raised by the result and frame callbacks."""
         self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
         self._reasoning = threading.Thread(target=self._reason, name="edge-xemo-reasoning", daemon=True)
         if reasoner is not None:
             self._threads.append(self._reasoning)
+        self._delivery = None
         if o.result_callback is not None:
-            self._threads.append(threading.Thread(target=self._deliver, name="edge-xemo-delivery", daemon=True))
+            self._delivery = threading.Thread(target=self._deliver, name="edge-xemo-delivery", daemon=True)
+            self._threads.append(self._delivery)
         for t in self._threads:
             t.start()
 
@@ -253,7 +268,7 @@ class Analyzer:
     def create_from_options(cls, options: AnalyzerOptions) -> "Analyzer":
         """Build the stages the options turn on (loading their models) and start the analyzer."""
         stages = build_stages(options)
-        return cls(options, stages.visual, stages.audio, stages.reasoner)
+        return cls(options, stages.visual, stages.audio, stages.reasoner, owns_stages=True)
 
     # ------------------------------------------------------------------------------ input side
 
@@ -415,7 +430,7 @@ class Analyzer:
         finally:
             self._jobs.close()
             if self.reasoner is None:
-                self._events.close()
+                self._finish_events()
 
     def _inputs_done(self) -> bool:
         done = self._frames.closed and self._audio.closed and not len(self._frames) and not len(self._audio)
@@ -441,8 +456,9 @@ class Analyzer:
         if self.options.frame_callback is not None:
             try:
                 self.options.frame_callback(frame, obs)
-            except Exception:
-                log.exception("frame callback failed")
+            except Exception as e:
+                self.stats["callback_errors"] += 1
+                log.warning("frame callback failed: %s: %s", type(e).__name__, e)
 
     def _on_block(self, block: AudioBlock | None) -> None:
         if block is None:
@@ -570,12 +586,15 @@ class Analyzer:
         try:
             for job in self._jobs.drain():
                 try:
-                    self._explain(job, live)
+                    if self._stop.is_set():  # closing: windows still queued are not explained
+                        self.stats["cancelled"] += 1
+                    else:
+                        self._explain(job, live)
                 finally:
                     self._release_held()
         finally:
             self._release_held(everything=True)
-            self._events.close()
+            self._finish_events()
 
     def _explain(self, job: _Job, live: bool) -> None:
         win, vis, aud, subtitle, t_window = job.window, job.visual, job.auditory, job.subtitle, job.t_queued
@@ -645,13 +664,24 @@ class Analyzer:
                     continue
                 self._events.put(item)
 
+    def _finish_events(self) -> None:
+        """The last event, once: `stopped` with the reason when `close(reason)` stopped the run; then the
+        event queue closes (delivery ends once it has handed everything on)."""
+        if not self._finished.acquire(blocking=False):
+            return
+        if self._stop_reason is not None:
+            self._events.put(ev.status("stopped", f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
+                                       reason=self._stop_reason))
+        self._events.close()
+
     def _deliver(self) -> None:
         cb = self.options.result_callback
         for event in self._events.drain():
             try:
                 cb(event)
-            except Exception:
-                log.exception("result callback failed")
+            except Exception as e:  # the callback's own fault: one line, and the next event goes on
+                self.stats["callback_errors"] += 1
+                log.warning("result callback failed on a %s event: %s: %s", event.type, type(e).__name__, e)
 
     def events(self, timeout: float | None = None) -> Iterator[ev.Event]:
         """Iterate events as they come until the input ends and everything is delivered.
@@ -681,18 +711,39 @@ class Analyzer:
                 return False
         return True
 
-    def close(self) -> None:
-        """Stop the sources and every thread. Safe to call twice."""
+    def close(self, reason: str | None = None, timeout: float = 2.0) -> bool:
+        """Stop in order, the same way for a signal, the end of the input and a caller: the sources (each
+        closes its device), perception (windows not yet closed are dropped), the explanation under way
+        (cut short where the decoder can be) and any queued, the stages this analyzer owns, then the
+        delivery of every event already made. `reason` (e.g. "SIGINT") makes the last event a `stopped`
+        status that says so. Each step waits at most what is left of `timeout` seconds. Returns True when
+        every thread ended, False when one is still stuck (a blocked callback, a device that does not
+        let go: the threads are daemons, so the process can still exit). Safe to call twice."""
         if self._closed:
-            return
+            return not self._alive()
         self._closed = True
+        self._stop_reason = reason
         self._stop.set()
         self.end_input()
         self._notify()
-        for t in self._source_threads + self._threads:
-            t.join(timeout=5)
+        deadline = time.monotonic() + timeout
+        workers = [t for t in self._threads if t is not self._delivery]
+        for t in self._source_threads + workers:
+            t.join(max(0.0, deadline - time.monotonic()))
         self._jobs.close()
-        self._events.close()
+        if not any(t.is_alive() for t in workers):
+            self._finish_events()  # a no-op when perception or reasoning did it on their way out
+            if self._owned is not None:
+                self._owned.close()
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = self._alive()
+        if stuck:
+            log.warning("still running %.1f s after close: %s", timeout, ", ".join(stuck))
+        return not stuck
+
+    def _alive(self) -> list[str]:
+        return [t.name for t in self._source_threads + self._threads if t.is_alive()]
 
     def __enter__(self) -> "Analyzer":
         return self

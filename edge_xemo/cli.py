@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +15,7 @@ import typer
 
 from .eval.cli import eval_app
 from .core.models import HOME, ModelError, resolve
+from .core.signals import StopSignals, interrupt_on_signals
 from .io.sources import SourceError
 
 app = typer.Typer(
@@ -47,8 +50,9 @@ def friendly_errors(fn):
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except ImportError as e:
             fail(f"a component is not installed ({e}): run `bash scripts/install.sh`")
-        except KeyboardInterrupt:
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:  # a signal before a run started (see core.signals)
+            typer.echo(f"edge-xemo: stopped by {e.args[0] if e.args else 'SIGINT'}", err=True)
+            raise typer.Exit(getattr(e, "exit_code", 130))
 
     return wrapper
 
@@ -56,19 +60,30 @@ def friendly_errors(fn):
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="edge-xemo: %(message)s", stream=sys.stderr)
+    interrupt_on_signals()
 
 
 class _Outcome:
-    """Sink that remembers fatal errors, so the command can exit non-zero."""
+    """Sink that remembers fatal errors (a source gone for good, perception broken, events that cannot be
+    written), so the command exits non-zero with the first one's message. Live, a fatal event also stops
+    the run; a file is analysed as far as it is readable. Events that cannot be written stop either."""
 
     FATAL = {"source_failed", "camera_lost", "perception_failed", "file_truncated"}
 
-    def __init__(self):
+    def __init__(self, live: bool):
+        self.live = live
         self.fatal: list[str] = []
+        self.stop = threading.Event()
 
     def __call__(self, event) -> None:
         if event.type == "error" and event.data.get("code") in self.FATAL:
             self.fatal.append(event.data.get("message", ""))
+            if self.live:
+                self.stop.set()
+
+    def failed(self, message: str) -> None:
+        self.fatal.append(message)
+        self.stop.set()
 
 
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
@@ -80,10 +95,12 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
 
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
-    outcome = _Outcome()
+    outcome = _Outcome(live)
     sinks: list = [outcome, *extra_sinks]
+    jsonl_sink = None
     if jsonl is not None:
-        sinks.append(JsonlSink(jsonl, tokens=tokens))
+        jsonl_sink = JsonlSink(jsonl, tokens=tokens)
+        sinks.append(jsonl_sink)
     if view:
         sinks.append(ConsoleView())
     writer = None
@@ -108,17 +125,38 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain, asr=transcriber,
                         decoder=decoder),
     )
-    analyzer = Analyzer.create_from_options(options)
-    try:
-        analyzer.run_sources(*sources)
-        analyzer.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        analyzer.close()
-        fanout.close()
+    if jsonl_sink is not None:
+        jsonl_sink.on_error = outcome.failed
+    with StopSignals() as signals:
+        analyzer = Analyzer.create_from_options(options)
+        signals.arm()
+        try:
+            analyzer.run_sources(*sources)
+            while not (signals.requested.is_set() or outcome.stop.is_set() or analyzer.wait(0.1)):
+                pass
+        finally:
+            reason = signals.name
+            signals.shutting_down()
+            ended = analyzer.close(reason=reason)
+            fanout.close()
+    code = signals.exit_code
     if outcome.fatal:
-        fail(outcome.fatal[0], 1)
+        typer.echo(f"edge-xemo: error: {outcome.fatal[0]}", err=True)
+        code = code or 1
+    if not ended:
+        exit_now(code or 0)
+    if code:
+        raise typer.Exit(code)
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's shutdown, which waits on threads and on library exit
+    handlers (PortAudio's `Pa_Terminate`) that a thread stuck in a device or a callback can block for
+    ever; the sinks are closed before this is called."""
+    typer.echo("edge-xemo: warning: a capture or delivery thread did not stop in time; exiting without it", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 _JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
@@ -330,7 +368,8 @@ def serve(
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
         **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber,
                         gpu_layers=gpu_layers, decoder=decoder))
-    run_server(options, analyzer_options, sources)
+    if not run_server(options, analyzer_options, sources):
+        exit_now(0)
 
 
 @app.command()

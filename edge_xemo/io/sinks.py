@@ -6,10 +6,11 @@ Each sink is a callable taking one Event; `Fanout` sends every event to several 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 from ..core.events import Event
 from ..core.types import Frame
@@ -27,8 +28,8 @@ class Fanout:
         for sink in self.sinks:
             try:
                 sink(event)
-            except Exception:
-                log.exception("sink %s failed", type(sink).__name__)
+            except Exception as e:
+                log.warning("sink %s failed: %s: %s", type(sink).__name__, type(e).__name__, e)
 
     def close(self) -> None:
         for sink in self.sinks:
@@ -38,24 +39,57 @@ class Fanout:
 
 
 class JsonlSink:
-    """One JSON object per line to a file or stdout ("-"); `token` events only if `tokens`."""
+    """One JSON object per line to a file or stdout ("-"); `token` events only if `tokens`.
 
-    def __init__(self, path: str | Path = "-", tokens: bool = False):
-        self._own = str(path) != "-"
-        self._f: IO[str] = open(path, "w", encoding="utf-8") if self._own else sys.stdout
+    Each line leaves in one unbuffered write, so a process killed at any moment leaves whole lines
+    only. When the target cannot be written (a full disk, a file removed from under a read-only
+    mount), the partial line is cut off again, `on_error(message)` is called once and later events
+    are not written: what was written before stays.
+    """
+
+    def __init__(self, path: str | Path = "-", tokens: bool = False,
+                 on_error: Callable[[str], None] | None = None):
+        self.path = str(path)
+        self._fd = sys.stdout.fileno() if self.path == "-" else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.tokens = tokens
+        self.on_error = on_error
+        self.failed: OSError | None = None
+        self._size = 0
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
         if event.type == "token" and not self.tokens:
             return
+        line = (event.to_json() + "\n").encode("utf-8")
         with self._lock:
-            self._f.write(event.to_json() + "\n")
-            self._f.flush()
+            if self.failed is not None or self._fd < 0:
+                return
+            try:
+                if self.path == "-":
+                    sys.stdout.flush()  # anything printed before stays before this line
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                self._size += len(line)
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, error: OSError) -> None:
+        self.failed = error
+        if self.path != "-":
+            try:
+                os.ftruncate(self._fd, self._size)  # no half-written line
+            except OSError:
+                pass
+        message = f"cannot write events to {self.path}: {error.strerror or error}; {self._size} bytes written before stay"
+        if self.on_error is not None:
+            self.on_error(message)
 
     def close(self) -> None:
-        if self._own:
-            self._f.close()
+        with self._lock:
+            if self.path != "-" and self._fd >= 0:
+                os.close(self._fd)
+            self._fd = -1
 
 
 def _cue_line(cues: list[dict], limit: int = 6) -> str:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (a stream that ended, a refused connection)
 
 import numpy as np
 
@@ -96,6 +97,8 @@ def parse_device(device: str | int) -> int | str:
     return device
 
 
+NETWORK_TIMEOUT_MS = 2000
+"""How long a network camera may take to open or to deliver a frame before it counts as lost."""
 FLAP_S = 5.0
 """A camera lost again within this many seconds of reconnecting is flapping (a loose cable, a stream that ends)."""
 MAX_BACKOFF_S = 8.0
@@ -126,7 +129,13 @@ class CameraSource(Source):
     def _open(self):
         import cv2
 
-        cap = cv2.VideoCapture(parse_device(self.options.device))
+        device = parse_device(self.options.device)
+        if isinstance(device, str) and "://" in device:
+            # a network stream that stalls would block read() (and so a stop) without end
+            cap = cv2.VideoCapture(device, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+        else:
+            cap = cv2.VideoCapture(device)
         if not cap.isOpened():
             cap.release()
             return None
@@ -226,15 +235,26 @@ class MicrophoneSource(Source):
     Between overflows, block times advance by the samples delivered (ADC times jitter by up to a
     block on some host APIs); they are re-anchored to the ADC time after an overflow or when the
     two disagree by more than `max_drift_s`.
+
+    A microphone that goes away (the stream stops, or no block comes for `silent_s` seconds) is
+    reported as `microphone_lost` and reopened every 0.5 s for up to `reconnect_s` seconds (PortAudio
+    is re-initialised between tries so that a device that came back is seen); then `microphone_lost`
+    again as an error. On stop the stream is aborted and closed on the source's own thread, so no
+    PortAudio stream outlives `run` (PortAudio's exit handler would wait on it forever).
     """
 
     has_audio = True
     max_drift_s = 1.0
+    silent_s = 2.0
+    """No callback for this long on a started stream means the device is gone (blocks come every 0.1 s)."""
 
-    def __init__(self, device: int | str | None = None, block_s: float = 0.1):
+    def __init__(self, device: int | str | None = None, block_s: float = 0.1, reconnect_s: float = 10.0):
+        self.requested = device
         self.device = find_input_device(device)
         self.block_s = block_s
+        self.reconnect_s = reconnect_s
         self.overflows = 0
+        self.reconnects = 0
         self.name = f"microphone:{device if device is not None else 'default'}"
 
     def _open_rate(self) -> int:
@@ -249,12 +269,32 @@ class MicrophoneSource(Source):
     def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
         import sounddevice as sd
 
+        first = True
+        while not stop.is_set():
+            try:
+                lost = self._capture(sink, stop, clock)
+            except (sd.PortAudioError, SourceError) as e:
+                if first:
+                    raise SourceError(f"cannot open microphone {self.device if self.device is not None else 'default'}: {e}") from e
+                lost = f"cannot reopen it ({e})"
+            first = False
+            if lost is None:
+                return
+            if not self._reconnect(sink, stop, lost):
+                return
+
+    def _capture(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> str | None:
+        """Stream until `stop` (None) or until the device goes away (why, one line)."""
+        import sounddevice as sd
+
         rate = self._open_rate()
         resampler = Resampler(rate)
         clock_minus_adc: list[float] = []  # pipeline clock minus PortAudio's stream clock
         anchor = {"t": None, "n": 0}  # block times count samples from an anchor: ADC times jitter
+        last_block = [time.monotonic()]
 
         def callback(indata, frames, time_info, status):
+            last_block[0] = time.monotonic()
             now = clock()
             adc = time_info.inputBufferAdcTime
             if adc and not clock_minus_adc:
@@ -270,14 +310,46 @@ class MicrophoneSource(Source):
             anchor["n"] += frames
             sink.audio(resampler.push(indata[:, 0].copy()), t)
 
+        stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                blocksize=int(rate * self.block_s), callback=callback)
         try:
-            with sd.InputStream(
-                device=self.device, channels=1, samplerate=rate, dtype="float32",
-                blocksize=int(rate * self.block_s), callback=callback,
-            ):
-                stop.wait()
-        except sd.PortAudioError as e:
-            raise SourceError(f"cannot open microphone {self.device if self.device is not None else 'default'}: {e}") from e
+            stream.start()
+            last_block[0] = time.monotonic()
+            while not stop.wait(0.1):
+                if not stream.active:
+                    return "its stream stopped"
+                if time.monotonic() - last_block[0] > self.silent_s:
+                    return f"no audio for {self.silent_s:g} s"
+            return None
+        finally:
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+
+    def _reconnect(self, sink: SourceSink, stop: threading.Event, why: str) -> bool:
+        """Reopen the device for up to `reconnect_s` seconds; False when it did not come back (reported)."""
+        import sounddevice as sd
+
+        name = self.name.split(":", 1)[1]
+        if self.reconnect_s <= 0:
+            sink.status("microphone_lost", f"microphone {name} lost: {why}", level="error")
+            return False
+        sink.status("microphone_lost", f"microphone {name} lost: {why}; reopening for up to {self.reconnect_s:g} s")
+        deadline = time.monotonic() + self.reconnect_s
+        while not stop.wait(0.5):
+            try:
+                sd._terminate()  # PortAudio lists devices once per initialisation: see the ones that came back
+                sd._initialize()
+                self.device = find_input_device(self.requested)
+                sd.check_input_settings(device=self.device, channels=1, dtype="float32")
+                self.reconnects += 1
+                sink.status("microphone_reconnected", f"microphone {name} reopened ({self.reconnects} in all)")
+                return True
+            except (sd.PortAudioError, SourceError, ValueError):
+                if time.monotonic() > deadline:
+                    sink.status("microphone_lost", f"microphone {name} did not come back within {self.reconnect_s:g} s",
+                                level="error")
+                    return False
+        return False
 
 
 # ----------------------------------------------------------------------------------------- files

@@ -47,8 +47,9 @@ class Pipeline:
             self.record = run_record(stages)
             self.state["models"] = "ready"
             if self._closing:
+                stages.close()
                 return
-            self.analyzer = Analyzer(self.options, stages.visual, stages.audio, stages.reasoner)
+            self.analyzer = Analyzer(self.options, stages.visual, stages.audio, stages.reasoner, owns_stages=True)
             self.analyzer.source_name = ", ".join(s.name for s in self.sources)
             self.analyzer.run_sources(*self.sources)
         except (ModelError, ValueError, OSError, ImportError) as e:
@@ -75,11 +76,17 @@ class Pipeline:
         ready = all(v in ("ready", "paused") for v in state.values()) and a is not None
         return ready, state
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the sources and the analyzer (an explanation under way is cut short)."""
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the sources and the analyzer (an explanation under way is cut short); False when a thread
+        is still stuck after `timeout` seconds (models still loading, a device that does not let go)."""
         self._closing = True
         self._thread.join(timeout)
-        if self.analyzer is not None:
-            t0 = time.monotonic()
-            self.analyzer.close()
-            log.info("analyzer closed in %.1f s", time.monotonic() - t0)
+        if self._thread.is_alive():
+            log.warning("models still loading %.1f s after the stop", timeout)
+            return False
+        if self.analyzer is None:
+            return True
+        t0 = time.monotonic()
+        ended = self.analyzer.close(timeout=timeout)
+        log.info("analyzer closed in %.1f s", time.monotonic() - t0)
+        return ended

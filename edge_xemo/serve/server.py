@@ -19,6 +19,7 @@ import uvicorn
 
 from ..analyzer import AnalyzerOptions
 from ..core import events as ev
+from ..core.signals import StopSignals
 from ..io.sources import Source
 from .app import AppConfig, ServerLimits, create_app
 from .auth import DEFAULT_TOKEN_FILE, is_loopback, load_or_create
@@ -58,8 +59,9 @@ class ServeOptions:
 
 
 def serve(options: ServeOptions, analyzer_options: AnalyzerOptions, sources: list[Source],
-          announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
-    """Run until SIGTERM/SIGINT; the sources start once the models are loaded."""
+          announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> bool:
+    """Run until SIGTERM/SIGINT; the sources start once the models are loaded. Returns False when a
+    capture thread was still stuck after the analyzer closed (see `Analyzer.close`)."""
     tokens = None
     if not options.no_auth:
         tokens, created = load_or_create(options.token_file)
@@ -93,8 +95,11 @@ def serve(options: ServeOptions, analyzer_options: AnalyzerOptions, sources: lis
     try:
         server.run()
     finally:
-        pipeline.close()
+        with StopSignals() as signals:
+            signals.shutting_down()  # a second Ctrl-C while the analyzer closes: out at once (130)
+            ended = pipeline.close()
         log.info("stopped")
+    return ended
 
 
 class _Server(uvicorn.Server):

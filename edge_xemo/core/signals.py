@@ -1,0 +1,95 @@
+"""SIGINT and SIGTERM as a stop request, the same for every command that runs a loop.
+
+Python's default SIGINT handling raises KeyboardInterrupt wherever the main thread happens to be.
+Raised inside `Thread.join()`, CPython 3.11 marks the joined thread as ended although it still runs
+(so later joins return at once and nothing waits for it); raised again inside a shutdown, it abandons
+the shutdown, and the interpreter then finalises with capture and reasoning threads still running.
+`StopSignals` turns the first SIGINT or SIGTERM into an event that the main thread polls, so the
+command shuts down in order; a second SIGINT during that shutdown ends the process at once (130).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""The shell's convention: 128 + the signal's number."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal that came before the run started (while models load): nothing to shut down yet."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = EXIT_CODES[signum]
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def interrupt_on_signals() -> None:
+    """From now on SIGTERM, like SIGINT, raises (`Interrupted`) in the main thread, so that a command
+    ends with its exit code and a line (`cli.friendly_errors`), not a traceback or a silent kill."""
+    for s in EXIT_CODES:
+        signal.signal(s, _interrupt)
+
+
+class StopSignals:
+    """Context manager for the main thread: while it is active, SIGINT/SIGTERM set `requested`.
+
+    Until `arm()` (while models load, before anything has been captured or written) a signal ends the
+    process at once with its exit code and one line on stderr: an exception raised there could land
+    inside a ctypes callback of llama.cpp, which swallows it, and loading would go on. After it, the first signal records its number and
+    sets `requested`; a second SIGINT calls `os._exit(130)` (nothing is waited for: the user asked twice).
+    """
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.signum: int | None = None
+        self._armed = False
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal that asked to stop; None when none did."""
+        return EXIT_CODES.get(self.signum) if self.signum is not None else None
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def shutting_down(self) -> None:
+        """The run is ending for another reason (its input ended, a fatal error): a SIGINT from now on
+        exits at once."""
+        self._armed = True
+        self.requested.set()
+
+    def _handle(self, signum: int, frame) -> None:
+        if not self._armed:
+            sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(signum).name} before the analysis started\n")
+            sys.stderr.flush()
+            os._exit(EXIT_CODES[signum])
+        if self.requested.is_set():
+            if signum == signal.SIGINT:
+                os._exit(130)
+            return
+        self.signum = signum
+        self.requested.set()
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in EXIT_CODES:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
