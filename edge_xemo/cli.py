@@ -225,7 +225,7 @@ def analyze(
 
 
 def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: bool, width: int, height: int,
-                  fps: Optional[float]) -> list:
+                  fps: Optional[float], reconnect: float) -> list:
     """The camera and microphone sources `live` and `serve` open; one-line errors that say what to drop."""
     from .io.sources import CameraOptions, CameraSource, MicrophoneSource
 
@@ -234,12 +234,13 @@ def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: boo
     sources = []
     if not no_video:
         try:
-            sources.append(CameraSource(CameraOptions(device=camera, width=width, height=height, fps=fps)))
+            sources.append(CameraSource(CameraOptions(device=camera, width=width, height=height, fps=fps,
+                                                      reconnect_s=reconnect)))
         except SourceError as e:
             raise SourceError(f"{e}; use --no-video to run on the microphone alone") from e
     if not no_audio:
         try:
-            sources.append(MicrophoneSource(mic))
+            sources.append(MicrophoneSource(mic, reconnect_s=reconnect))
         except SourceError as e:
             raise SourceError(f"{e}; use --no-audio to run on the camera alone") from e
     return sources
@@ -252,6 +253,7 @@ _NO_AUDIO = typer.Option(False, "--no-audio", help="Camera only.")
 _WIDTH = typer.Option(640, "--width", help="Requested capture width.")
 _HEIGHT = typer.Option(360, "--height", help="Requested capture height.")
 _FPS = typer.Option(None, "--fps", help="Requested capture frame rate.")
+_RECONNECT = typer.Option(10.0, "--reconnect", help="Seconds to keep reopening a camera or microphone that went away (0: give up at once).")
 
 
 @app.command()
@@ -264,6 +266,7 @@ def live(
     width: int = _WIDTH,
     height: int = _HEIGHT,
     fps: Optional[float] = _FPS,
+    reconnect: float = _RECONNECT,
     subtitle: Optional[str] = _SUBTITLE,
     jsonl: Optional[Path] = _JSONL,
     overlay: Optional[Path] = _OVERLAY,
@@ -279,7 +282,7 @@ def live(
     decoder: Optional[str] = _DECODER,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
-    sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps)
+    sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
     _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
          explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
          asr=asr, asr_language=asr_language, decoder=decoder)
@@ -329,6 +332,7 @@ def serve(
     width: int = _WIDTH,
     height: int = _HEIGHT,
     fps: Optional[float] = _FPS,
+    reconnect: float = _RECONNECT,
     subtitle: Optional[str] = _SUBTITLE,
     no_explain: bool = _NO_EXPLAIN,
     window: float = _WINDOW,
@@ -356,7 +360,7 @@ def serve(
     if replay is not None:
         sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
     else:
-        sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps)
+        sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
     has_video = any(s.has_video for s in sources) and not no_video
     has_audio = any(s.has_audio for s in sources) and not no_audio
     transcriber = None

@@ -14,9 +14,14 @@ import os
 import signal
 import sys
 import threading
+import time
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """The shell's convention: 128 + the signal's number."""
+REPEAT_S = 0.25
+"""A second SIGINT sooner than this after the first is the same request delivered twice, not a second
+Ctrl-C: `timeout -s INT` and `kill -INT 0` send it to the process and again to its process group
+(seen with strace: kill(pid, SIGINT) then kill(0, SIGINT)); a person's second key press comes later."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -43,13 +48,15 @@ class StopSignals:
 
     Until `arm()` (while models load, before anything has been captured or written) a signal ends the
     process at once with its exit code and one line on stderr: an exception raised there could land
-    inside a ctypes callback of llama.cpp, which swallows it, and loading would go on. After it, the first signal records its number and
-    sets `requested`; a second SIGINT calls `os._exit(130)` (nothing is waited for: the user asked twice).
+    inside a ctypes callback of llama.cpp, which swallows it, and loading would go on. After `arm()`
+    the first signal records its number and sets `requested`; a second SIGINT (`REPEAT_S` or more
+    later) calls `os._exit(130)`: nothing is waited for, the user asked twice.
     """
 
     def __init__(self):
         self.requested = threading.Event()
         self.signum: int | None = None
+        self._first = 0.0
         self._armed = False
         self._previous: dict[int, object] = {}
 
@@ -66,10 +73,11 @@ class StopSignals:
         self._armed = True
 
     def shutting_down(self) -> None:
-        """The run is ending for another reason (its input ended, a fatal error): a SIGINT from now on
-        exits at once."""
+        """The run is ending (a signal, its input ended, a fatal error): a SIGINT from now on exits at once."""
         self._armed = True
-        self.requested.set()
+        if not self.requested.is_set():
+            self._first = time.monotonic() - REPEAT_S
+            self.requested.set()
 
     def _handle(self, signum: int, frame) -> None:
         if not self._armed:
@@ -77,10 +85,10 @@ class StopSignals:
             sys.stderr.flush()
             os._exit(EXIT_CODES[signum])
         if self.requested.is_set():
-            if signum == signal.SIGINT:
+            if signum == signal.SIGINT and time.monotonic() - self._first >= REPEAT_S:
                 os._exit(130)
             return
-        self.signum = signum
+        self.signum, self._first = signum, time.monotonic()
         self.requested.set()
 
     def __enter__(self) -> "StopSignals":

@@ -99,6 +99,8 @@ def parse_device(device: str | int) -> int | str:
 
 NETWORK_TIMEOUT_MS = 2000
 """How long a network camera may take to open or to deliver a frame before it counts as lost."""
+LOST_AFTER_READS = 3
+"""Reads in a row without a frame after which the camera counts as lost (fewer: frames that did not decode)."""
 FLAP_S = 5.0
 """A camera lost again within this many seconds of reconnecting is flapping (a loose cable, a stream that ends)."""
 MAX_BACKOFF_S = 8.0
@@ -108,7 +110,9 @@ MAX_BACKOFF_S = 8.0
 class CameraSource(Source):
     """Live frames from OpenCV VideoCapture, stamped on the pipeline clock at grab time.
 
-    When the camera is lost (read fails), a `camera_lost` status is sent and the camera is reopened
+    A read that gives no frame between good ones is a frame that did not decode (`bad_frame` status,
+    counted in `bad_frames`); `LOST_AFTER_READS` in a row mean the camera is lost.
+    When the camera is lost, a `camera_lost` status is sent and the camera is reopened
     every 0.5 s for up to `reconnect_s` seconds; frames continue on the same clock after recovery.
     A camera that keeps getting lost soon after coming back waits 1, 2, 4, 8 s before reopening and is
     reported at its 1st, 2nd, 4th, 8th, ... loss in a row, with the count.
@@ -120,6 +124,8 @@ class CameraSource(Source):
         self.options = options or CameraOptions()
         self.name = f"camera:{self.options.device}"
         self.reconnects = 0
+        self.bad_frames = 0
+        self._bad_reports = 0
         self._reconnected_at: float | None = None
         self._flaps = 0
         self._cap = self._open()
@@ -150,20 +156,36 @@ class CameraSource(Source):
 
     def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
         cap = self._cap
+        failed = 0  # reads in a row that gave no frame
         try:
             while not stop.is_set():
                 ok, image = cap.read() if cap is not None else (False, None)
                 if ok and image is not None:
+                    if failed:
+                        self._bad_frames(sink, failed)
+                    failed = 0
                     sink.frame(image, clock())
                     continue
+                failed += 1
+                if cap is not None and failed < LOST_AFTER_READS:
+                    continue  # one frame that does not decode is not a lost camera
                 if cap is not None:
                     cap.release()
+                failed = 0
                 cap = self._reconnect(sink, stop)
                 if cap is None:
                     return
         finally:
             if cap is not None:
                 cap.release()
+
+    def _bad_frames(self, sink: SourceSink, n: int) -> None:
+        """Frames that did not decode between good ones, reported at the 1st, 2nd, 4th, 8th, ... time."""
+        self.bad_frames += n
+        self._bad_reports += 1
+        if self._bad_reports & (self._bad_reports - 1) == 0:
+            sink.status("bad_frame", f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
+                        f"({self.bad_frames} in all); capture goes on")
 
     def _reconnect(self, sink: SourceSink, stop: threading.Event):
         o = self.options

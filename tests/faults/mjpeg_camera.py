@@ -10,6 +10,7 @@ again on the same port):
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import subprocess
 import sys
@@ -38,8 +39,11 @@ def jpeg_frames(clip: Path, width: int, limit: int) -> list[bytes]:
     return frames
 
 
-def serve(clip: Path, port: int, fps: float, width: int, limit: int) -> None:
+def serve(clip: Path, port: int, fps: float, width: int, limit: int, corrupt_every: int = 0) -> None:
     frames = jpeg_frames(clip, width, limit)
+    if corrupt_every:  # a JPEG header and the start of a frame, then noise: no decoder can make a picture of it
+        noise = bytes(random.Random(0).getrandbits(8) for _ in range(4000))
+        frames = [f[:600] + noise if (i + 1) % corrupt_every == 0 else f for i, f in enumerate(frames)]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
@@ -70,8 +74,9 @@ def serve(clip: Path, port: int, fps: float, width: int, limit: int) -> None:
 class Camera:
     """The camera as a child process: `start()`, `kill()` (it disappears), `start()` again (it comes back)."""
 
-    def __init__(self, clip: Path, port: int | None = None, fps: float = 25.0, width: int = 640, frames: int = 750):
-        self.clip, self.fps, self.width, self.frames = clip, fps, width, frames
+    def __init__(self, clip: Path, port: int | None = None, fps: float = 25.0, width: int = 640, frames: int = 750,
+                 corrupt_every: int = 0):
+        self.clip, self.fps, self.width, self.frames, self.corrupt_every = clip, fps, width, frames, corrupt_every
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -81,7 +86,8 @@ class Camera:
 
     def start(self, timeout: float = 30.0) -> "Camera":
         self.proc = subprocess.Popen([sys.executable, __file__, str(self.clip), "--port", str(self.port),
-                                      "--fps", str(self.fps), "--width", str(self.width), "--frames", str(self.frames)],
+                                      "--fps", str(self.fps), "--width", str(self.width), "--frames", str(self.frames),
+                                      "--corrupt-every", str(self.corrupt_every)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()  # printed once it listens
         if not line.startswith("serving"):
@@ -115,5 +121,6 @@ if __name__ == "__main__":
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--frames", type=int, default=750, help="frames of the clip kept (the loop's length)")
+    ap.add_argument("--corrupt-every", type=int, default=0, help="make every Nth frame undecodable (0: none)")
     a = ap.parse_args()
-    serve(a.clip, a.port, a.fps, a.width, a.frames)
+    serve(a.clip, a.port, a.fps, a.width, a.frames, a.corrupt_every)

@@ -1,0 +1,51 @@
+"""core.signals.StopSignals in a process of its own (a second SIGINT ends that process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+SCRIPT = """
+import os, signal, sys, time
+from edge_xemo.core.signals import StopSignals
+with StopSignals() as s:
+    if sys.argv[1] != "loading":
+        s.arm()
+    print("ready", flush=True)
+    for gap in map(float, sys.argv[2:]):
+        time.sleep(gap)
+        os.kill(os.getpid(), signal.SIGINT)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("requested" if s.requested.is_set() else "not requested", s.name, s.exit_code, flush=True)
+"""
+
+
+def run(mode: str, *gaps: float) -> tuple[int, str, str, float]:
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", SCRIPT, mode, *map(str, gaps)], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr, time.monotonic() - t
+
+
+def test_the_first_sigint_is_a_request():
+    rc, out, err, _ = run("armed", 0.1)
+    assert rc == 0 and "requested SIGINT 130" in out, (out, err)
+
+
+def test_a_second_sigint_exits_at_once_with_130():
+    rc, out, err, took = run("armed", 0.1, 0.4)
+    assert rc == 130 and "requested" not in out, (out, err)
+
+
+def test_the_same_sigint_sent_twice_at_once_is_one_request():
+    """`timeout -s INT` sends SIGINT to the process and to its group, microseconds apart."""
+    rc, out, err, _ = run("armed", 0.1, 0.0)
+    assert rc == 0 and "requested SIGINT 130" in out, (out, err)
+
+
+def test_a_signal_while_loading_exits_with_one_line():
+    rc, out, err, _ = run("loading", 0.1)
+    assert rc == 130 and "requested" not in out
+    assert err.strip() == "edge-xemo: stopped by SIGINT before the analysis started", err
