@@ -713,7 +713,7 @@ class Analyzer:
 
     def close(self, reason: str | None = None, timeout: float = 2.0) -> bool:
         """Stop in order, the same way for a signal, the end of the input and a caller: the sources (each
-        closes its device), perception (windows not yet closed are dropped), the explanation under way
+        closes its device), perception (the window under way is closed as it stands), the explanation under way
         (cut short where the decoder can be) and any queued, the stages this analyzer owns, then the
         delivery of every event already made. `reason` (e.g. "SIGINT") makes the last event a `stopped`
         status that says so. Each step waits at most what is left of `timeout` seconds. Returns True when
@@ -731,15 +731,14 @@ class Analyzer:
         for t in self._source_threads + workers:
             t.join(max(0.0, deadline - time.monotonic()))
         self._jobs.close()
-        if not any(t.is_alive() for t in workers):
-            self._finish_events()  # a no-op when perception or reasoning did it on their way out
-            if self._owned is not None:
-                self._owned.close()
+        self._finish_events()  # a no-op when perception or reasoning did it on their way out
+        if self._owned is not None and not any(t.is_alive() for t in workers):
+            self._owned.close()  # never under a thread that may still be using them
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         stuck = self._alive()
         if stuck:
-            log.warning("still running %.1f s after close: %s", timeout, ", ".join(stuck))
+            log.warning("still running %.1f s after the stop (a blocked callback or device): %s", timeout, ", ".join(stuck))
         return not stuck
 
     def _alive(self) -> list[str]:

@@ -152,8 +152,7 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
 def exit_now(code: int) -> None:
     """End the process without the interpreter's shutdown, which waits on threads and on library exit
     handlers (PortAudio's `Pa_Terminate`) that a thread stuck in a device or a callback can block for
-    ever; the sinks are closed before this is called."""
-    typer.echo("edge-xemo: warning: a capture or delivery thread did not stop in time; exiting without it", err=True)
+    ever; the sinks are closed and the stuck threads named (a warning) before this is called."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

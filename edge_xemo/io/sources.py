@@ -100,7 +100,9 @@ def parse_device(device: str | int) -> int | str:
 NETWORK_TIMEOUT_MS = 2000
 """How long a network camera may take to open or to deliver a frame before it counts as lost."""
 LOST_AFTER_READS = 3
-"""Reads in a row without a frame after which the camera counts as lost (fewer: frames that did not decode)."""
+LOST_AFTER_S = 1.0
+"""A camera is lost after this many reads in a row without a frame, or this long without one (a stalled
+network stream: each read waits up to NETWORK_TIMEOUT_MS); fewer are frames that did not decode."""
 FLAP_S = 5.0
 """A camera lost again within this many seconds of reconnecting is flapping (a loose cable, a stream that ends)."""
 MAX_BACKOFF_S = 8.0
@@ -111,7 +113,7 @@ class CameraSource(Source):
     """Live frames from OpenCV VideoCapture, stamped on the pipeline clock at grab time.
 
     A read that gives no frame between good ones is a frame that did not decode (`bad_frame` status,
-    counted in `bad_frames`); `LOST_AFTER_READS` in a row mean the camera is lost.
+    counted in `bad_frames`); `LOST_AFTER_READS` in a row, or none for `LOST_AFTER_S`, mean it is lost.
     When the camera is lost, a `camera_lost` status is sent and the camera is reopened
     every 0.5 s for up to `reconnect_s` seconds; frames continue on the same clock after recovery.
     A camera that keeps getting lost soon after coming back waits 1, 2, 4, 8 s before reopening and is
@@ -156,19 +158,19 @@ class CameraSource(Source):
 
     def run(self, sink: SourceSink, stop: threading.Event, clock: Clock) -> None:
         cap = self._cap
-        failed = 0  # reads in a row that gave no frame
+        failed, last_frame = 0, time.monotonic()  # reads in a row that gave no frame; when one last did
         try:
             while not stop.is_set():
                 ok, image = cap.read() if cap is not None else (False, None)
                 if ok and image is not None:
                     if failed:
                         self._bad_frames(sink, failed)
-                    failed = 0
+                    failed, last_frame = 0, time.monotonic()
                     sink.frame(image, clock())
                     continue
                 failed += 1
-                if cap is not None and failed < LOST_AFTER_READS:
-                    continue  # one frame that does not decode is not a lost camera
+                if cap is not None and failed < LOST_AFTER_READS and time.monotonic() - last_frame < LOST_AFTER_S:
+                    continue  # a frame that does not decode is not a lost camera
                 if cap is not None:
                     cap.release()
                 failed = 0

@@ -84,6 +84,33 @@ def test_the_camera_goes_away_for_good(tmp_path, speech):
         cam.kill()
 
 
+def test_the_camera_stalls(tmp_path):
+    """The camera's process stopped: its connection stays open and nothing comes (each read or reopen
+    waits for the network timeout). Lost, then back once it goes on; a Ctrl-C during a stall still
+    ends the run within STOP_S."""
+    need_demo()
+    with Camera(DEMO_VIDEO) as cam:
+        run = start(tmp_path, *live_args(cam, None, "--no-explain"))
+        try:
+            run.wait_for(lambda evs: faces(evs) >= 2, 60, "faces from the camera")
+            os.kill(cam.proc.pid, signal.SIGSTOP)
+            run.wait_for(lambda evs: "camera_lost" in [e.get("code") for e in evs], 10, "camera_lost")
+            os.kill(cam.proc.pid, signal.SIGCONT)
+            events = run.wait_for(lambda evs: "camera_reconnected" in [e.get("code") for e in evs], 15, "camera_reconnected")
+            seen = faces(events)
+            run.wait_for(lambda evs: faces(evs) >= seen + 2, 15, "faces after the stall")
+            os.kill(cam.proc.pid, signal.SIGSTOP)
+            time.sleep(0.5)  # inside a read that waits for the network
+            rc, took = run.signal(signal.SIGINT, timeout=30)
+            assert rc == 130 and took <= STOP_S, (rc, took, run.err()[-1500:])
+            events = run.events()
+            assert not [e for e in events if e["type"] == "error"]
+            print(f"Ctrl-C during a camera stall: exit {rc} in {took:.2f} s; stderr: {run.err().strip()!r}")
+        finally:
+            run.kill()
+            os.kill(cam.proc.pid, signal.SIGCONT)
+
+
 def test_frames_that_do_not_decode(tmp_path):
     need_demo()
     with Camera(DEMO_VIDEO, corrupt_every=25) as cam:  # one bad frame a second
