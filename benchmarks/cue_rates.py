@@ -95,9 +95,10 @@ def run(item: dict) -> list[dict]:
     from edge_xemo.io.sources import FileSource
 
     video, audio = item.get("video"), item.get("audio")
-    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, explain=False, visual=video is not None,
+    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, judge=False, explain=False, visual=video is not None,
                               audio=audio is not None,
-                              **stage_options(1, "cpu", visual=video is not None, audio=audio is not None, explain=False))
+                              **stage_options(1, "cpu", visual=video is not None, audio=audio is not None, judge=False,
+                                              explain=False))
     source = FileSource(video or audio, audio_path=audio if video else None)
     events = []
     with Analyzer.create_from_options(options) as an:

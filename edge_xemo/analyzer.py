@@ -42,6 +42,7 @@ from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResu
 
 if TYPE_CHECKING:
     from .reasoning.decoder import DecoderOptions
+    from .reasoning.judgement import JudgementOptions
     from .vision.stage import VisualOptions
     from .voice.stage import VoiceOptions
 
@@ -60,8 +61,12 @@ class AnalyzerOptions:
     window_s/hop_s: rolling window length and step in seconds (2 s windows every 1 s suit a
       1-2 s explanation cadence).
     explain_every_s: least time between explanations unless the cues change materially.
-    visual/audio/explain: turn the visual path, the audio path and the decoder on or off.
-    visual_options/voice_options/decoder_options: each stage's options (None: its defaults).
+    visual/audio: turn the visual and the audio path on or off.
+    judge: the judgement stage (`reasoning.stage.Reasoning`): a label with its confidence, outcome and
+      evidence for every window with something to explain. Off with `explain` off: cues only.
+    explain: the LLM narrator (the GGUF decoder) writes or reads the explanation and adds its label
+      scores as a source; off: the cue sections are rendered from perception and no LLM is loaded.
+    visual_options/voice_options/judgement_options/decoder_options: each stage's options (None: its defaults).
     frame_queue/audio_queue/event_queue: queue bounds (items).
     subtitle: fixed text given to the decoder as the subtitle (a transcript replaces it when ASR runs).
     subtitles: timed subtitle cues (`io.subtitles.read_subtitles`); each window gets the ones it overlaps.
@@ -76,9 +81,11 @@ class AnalyzerOptions:
     explain_every_s: float = 2.0
     visual: bool = True
     audio: bool = True
+    judge: bool = True
     explain: bool = True
     visual_options: VisualOptions | None = None
     voice_options: VoiceOptions | None = None
+    judgement_options: JudgementOptions | None = None
     decoder_options: DecoderOptions | None = None
     frame_queue: int = 8
     audio_queue: int = 64
@@ -95,14 +102,18 @@ class AnalyzerOptions:
                              "lands in depends on timing); VIDEO mode transcribes in order: set background=False")
 
 
-def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool,
+def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool, judge: bool = True,
                   decoder_threads: int | None = None, asr=None, gpu_layers: int = 0, decoder: str | None = None) -> dict:
-    """AnalyzerOptions stage fields with explicit thread budgets: perception stages share
-    `threads`, the decoder gets `decoder_threads` (default: the same number); `asr` (a
+    """AnalyzerOptions stage fields with explicit thread budgets: perception stages and the judgement's
+    text head share `threads`, the decoder gets `decoder_threads` (default: the same number); `asr` (a
     voice.asr.TranscriberOptions) turns transcription on in the voice stage; `gpu_layers`: decoder
     layers llama.cpp offloads (needs a CUDA/Metal build of llama-cpp-python); `decoder`: the manifest
     name of another decoder (DecoderOptions.model)."""
     out = {}
+    if judge:
+        from .reasoning.judgement import JudgementOptions
+
+        out["judgement_options"] = JudgementOptions(threads=threads, provider=provider)
     if visual:
         from .vision.stage import VisualOptions
 
@@ -146,10 +157,14 @@ def build_stages(options: AnalyzerOptions) -> Stages:
         from .voice.stage import VoiceOptions, VoicePerception
 
         audio = VoicePerception.create_from_options(options.voice_options or VoiceOptions())
-    if options.explain:
-        from .reasoning.decoder import CueDecoder, DecoderOptions
+    if options.judge or options.explain:
+        from .reasoning.decoder import DecoderOptions
+        from .reasoning.judgement import JudgementOptions
+        from .reasoning.stage import Reasoning
 
-        reasoner = CueDecoder.create_from_options(options.decoder_options or DecoderOptions())
+        reasoner = Reasoning.create_from_options(
+            (options.judgement_options or JudgementOptions()) if options.judge else None,
+            (options.decoder_options or DecoderOptions()) if options.explain else None)
     return Stages(visual, audio, reasoner)
 
 
@@ -167,7 +182,8 @@ def run_record(stages: Stages) -> dict:
     record: dict = {"stages": {}, "models": used_artifacts(),
                     "libraries": {p: installed(p) for p in ("onnxruntime", "onnxruntime-gpu", "llama-cpp-python",
                                                             "numpy", "opencv-python-headless", "av")}}
-    for name, stage in (("visual", stages.visual), ("audio", stages.audio), ("reasoner", stages.reasoner)):
+    judge, narrator = getattr(stages.reasoner, "judge", None), getattr(stages.reasoner, "narrator", None)
+    for name, stage in (("visual", stages.visual), ("audio", stages.audio), ("judgement", judge), ("reasoner", narrator)):
         options = getattr(stage, "options", None)
         if dataclasses.is_dataclass(options):
             record["stages"][name] = dataclasses.asdict(options)

@@ -41,7 +41,8 @@ LIVE_TARGETS = {"first_token_ms": 300.0, "end_ms": 1500.0, "end_p95_ms": 2000.0,
 class BenchOptions:
     """path/audio_path: the clip. provider: cpu|cuda|tensorrt|auto. precision: fp32|fp16|int8 for the
     ONNX stages that ship that variant ("default": each stage's own default). threads: perception threads; decoder_threads: llama.cpp threads.
-    warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder. asr: transcribe
+    warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder (the LLM
+    narrator). judge: run the judgement stage (False with explain False: perception only). asr: transcribe
     speech (faster-whisper, in order) and report its time per window as the `audio.asr` stage. live: replay
     the clip at its real pace in LIVE_STREAM mode and time each explanation from its window's close."""
 
@@ -57,6 +58,7 @@ class BenchOptions:
     live: bool = False
     decoder: str | None = None
     """Manifest name of another decoder (DecoderOptions.model); None = SmolLM2."""
+    judge: bool = True
 
 
 def stats(values) -> dict:
@@ -74,7 +76,7 @@ def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[d
         from .voice.asr import TranscriberOptions
 
         asr = TranscriberOptions(background=o.live)  # live: beside the stream, as the `live` command runs it
-    out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, explain=o.explain,
+    out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, judge=o.judge, explain=o.explain,
                         decoder_threads=o.decoder_threads, asr=asr, decoder=o.decoder)
     for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
         if key in out:
@@ -101,8 +103,8 @@ def run_bench(o: BenchOptions) -> dict:
     """Run the clip through the analyzer and return the report (a JSON-able dict)."""
     if o.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {o.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if o.live and not o.explain:
-        raise ValueError("--live times explanations: drop --no-explain")
+    if o.live and not (o.judge or o.explain):
+        raise ValueError("--live times explanations: drop --cues-only")
     providers, provider_note = select_providers(o.provider)
     source = FileSource(o.path, audio_path=o.audio_path, realtime=o.live)
     stage_opts, notes = _stage_options(o, source.has_video, source.has_audio)
@@ -125,7 +127,7 @@ def run_bench(o: BenchOptions) -> dict:
 
     events = []
     options = AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
-                              visual=source.has_video, audio=source.has_audio, explain=o.explain,
+                              visual=source.has_video, audio=source.has_audio, judge=o.judge, explain=o.explain,
                               result_callback=events.append, **stage_opts)
     t_load = time.perf_counter()
     analyzer = Analyzer.create_from_options(options)

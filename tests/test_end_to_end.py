@@ -74,7 +74,7 @@ def test_audio_only_file_at_44k_stereo(tmp_path, demo_audio):
             c.mux(p)
     assert len(to_mono_16k(y, 44100)) == pytest.approx(len(x), abs=64)
     out = tmp_path / "a.jsonl"
-    proc = run_cli("analyze", path, "--no-explain", "--quiet", "--jsonl", out)
+    proc = run_cli("analyze", path, "--cues-only", "--quiet", "--jsonl", out)
     assert proc.returncode == 0, proc.stderr
     cues = [json.loads(l) for l in out.read_text().splitlines() if '"cues"' in l]
     assert cues and all(not d["visual_cues"] for d in cues)
@@ -83,7 +83,7 @@ def test_audio_only_file_at_44k_stereo(tmp_path, demo_audio):
 
 def test_video_without_audio_track_runs_on_video_alone(demo_video, tmp_path):
     out = tmp_path / "v.jsonl"
-    proc = run_cli("analyze", demo_video, "--no-explain", "--quiet", "--jsonl", out)
+    proc = run_cli("analyze", demo_video, "--cues-only", "--quiet", "--jsonl", out)
     assert proc.returncode == 0, proc.stderr
     assert "no audio track" in proc.stderr
     assert sum('"type": "cues"' in l for l in out.read_text().splitlines()) >= 25
@@ -133,3 +133,21 @@ def test_analyze_asr_gives_the_recognized_words_as_the_subtitle(demo_audio, tmp_
 def test_asr_needs_an_audio_input(demo_video):
     proc = run_cli("analyze", demo_video, "--asr", "--quiet", "--jsonl", "-")
     assert proc.returncode != 0 and "--asr needs an audio input" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_explain_gives_labels_with_evidence_and_loads_no_llm(demo_video, demo_audio, tmp_path):
+    """`--no-explain`: the judgement stage without the LLM narrator: every explanation has its label,
+    confidence, outcome and per-source evidence; the text is the perceived cues and the judged label."""
+    out = tmp_path / "judged.jsonl"
+    proc = run_cli("analyze", demo_video, "--audio", demo_audio, "--no-explain", "--quiet", "--jsonl", out)
+    assert proc.returncode == 0, proc.stderr
+    explanations = [e for e in map(json.loads, out.read_text().splitlines()) if e["type"] == "explanation"]
+    assert len(explanations) >= 10
+    for e in explanations:
+        emotion = e["emotion"]
+        assert emotion["label"] and 0 < emotion["confidence"] <= 1 and emotion["outcome"] in (
+            "confident", "weak_evidence", "sources_disagree")
+        assert e["evidence"] and "decoder" not in e["evidence"] and e["n_tokens"] == 0
+        assert e["text"].startswith("In the video,") and f"emotional state is {emotion['label']}" in e["text"]
+        assert "prefill" not in e["latency_ms"] and "judgement" in e["latency_ms"]
+    assert {"expression", "facial_actions", "vocal_profile"} <= {s for e in explanations for s in e["evidence"]}

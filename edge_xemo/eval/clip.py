@@ -84,7 +84,8 @@ class ClipExplainer:
         if self._stages is None:
             o = self.options
             self._stages = build_stages(AnalyzerOptions(
-                explain=o.explain, **stage_options(o.threads, "cpu", visual=True, audio=True, explain=o.explain)))
+                judge=o.explain, explain=o.explain,
+                **stage_options(o.threads, "cpu", visual=True, audio=True, judge=o.explain, explain=o.explain)))
         for stage in (self._stages.visual, self._stages.audio):
             stage.reset()
         return self._stages

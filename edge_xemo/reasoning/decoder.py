@@ -22,8 +22,7 @@ import math
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,11 +30,11 @@ import numpy as np
 
 from .llama_session import LlamaSession
 from ..core.models import ModelError, load_manifest, verified_path
-from .judgement import Judge, JudgementOptions, explanation_fields, top_label
+from .judgement import Judgement, top_label
 from .projector import PROJECTOR_NAMES, load_projector
 from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment
-from .prompt import MAX_SUBTITLE_CHARS, build_prompt_with_notes, clean_cues, clean_text, conclude, render_sections
-from .prompt import parse_explanation, repeated_text, split_cues
+from .prompt import build_prompt_with_notes, clean_cues, conclude, render_sections
+from .prompt import parse_explanation, repeated_text
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 
 log = logging.getLogger(__name__)
@@ -83,9 +82,6 @@ class DecoderOptions:
     """Who writes the cue sections: "rendered" = the perception's own cue phrases, verbatim (faithful by
     construction, no generation: the decoder only scores the labels after them); "generated" = the model
     writes them (`structured` keeps the format). See docs/decoder.md for the measured comparison."""
-    judgement: JudgementOptions | None = field(default_factory=JudgementOptions)
-    """The judgement stage (edge_xemo.reasoning.judgement) that pools the decoder's label scores with the
-    expression encoder, facial-action and vocal profiles and the text head; None = the decoder's label alone."""
     structured: bool = True
     """Keep the explanation format: the model writes each section's sentence, the decoder writes
     the next header ("In the audio,", then the label lead) when a sentence ends, the model stops, or
@@ -146,10 +142,6 @@ class CueDecoder:
             """Tokens of the static prefix kept in the KV cache between windows."""
             self.label_prior = self._content_free_prior() if o.calibrate else None
             """Label distribution for content-free cues (divided out of the scores), or None."""
-            self.judge = Judge.create_from_options(o.judgement, o.projector_threads, o.provider) if o.judgement else None
-            """Pools the decoder's label scores with the other sources (None: the decoder's label alone)."""
-            self._judge_pool = ThreadPoolExecutor(1, thread_name_prefix="judgement") if self.judge else None
-            """One helper thread: the other sources (the text embedding above all) are judged beside the prefill."""
         except Exception:
             self.session.close()
             raise
@@ -165,8 +157,6 @@ class CueDecoder:
 
     def close(self) -> None:
         with self._lock:
-            if self._judge_pool is not None:
-                self._judge_pool.shutdown(wait=True)
             self.session.close()
 
     def __enter__(self) -> "CueDecoder":
@@ -247,19 +237,15 @@ class CueDecoder:
         should_stop: Callable[[], bool] | None = None,
         t: float | None = None,
     ) -> Explanation:
-        """Reasoner protocol: one window's explanation (`t`, the window's end on the source clock, lets the
-        judgement smooth over the stream). Empty perception does not raise: the Explanation is invalid,
-        with no label, and `problem` says why."""
-
-        def phrases(result: ModalityResult) -> list[str]:
-            return [c.phrase for c in sorted(result.cues, key=lambda c: -c.intensity)]
-
+        """Reasoner protocol with the decoder's own label (the judgement stage, `reasoning.stage.Reasoning`,
+        pools it with the other sources instead). Empty perception does not raise: the Explanation is
+        invalid, with no label, and `problem` says why."""
         try:
-            return self._explain(phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens,
-                                 on_token, should_stop, visual, auditory, t)
+            narration = self.narrate(phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens,
+                                     on_token, should_stop, visual, auditory)
         except NothingToExplain:
-            why = tuple(f"{r.modality}: {r.message}" for r in (visual, auditory) if r.message)
-            return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
+            return nothing_to_explain(visual, auditory)
+        return finish(narration, None, on_token)
 
     def explain_cues(
         self,
@@ -271,17 +257,19 @@ class CueDecoder:
         on_token: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Explanation:
-        """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle
-        (the judgement has the text and decoder sources only: there is no perception behind the phrases).
+        """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle with
+        the decoder's own label. Raises NothingToExplain (a ValueError) when there is nothing to explain,
+        ValueError when the prompt cannot fit the context."""
+        narration = self.narrate(visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop)
+        return finish(narration, None, on_token)
 
-        Raises NothingToExplain (a ValueError) when there is nothing to explain, ValueError when the
-        prompt cannot fit the context.
-        """
-        return self._explain(visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop)
-
-    def _explain(self, visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop,
-                 visual: ModalityResult | None = None, auditory: ModalityResult | None = None,
-                 t: float | None = None) -> Explanation:
+    def narrate(self, visual_cues: list[str], auditory_cues: list[str], subtitle: str | bytes | None,
+                visual_tokens: np.ndarray | None = None, audio_tokens: np.ndarray | None = None,
+                on_token: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                visual: ModalityResult | None = None, auditory: ModalityResult | None = None) -> Narration:
+        """The explanation up to the label lead (rendered or generated sections, streamed to `on_token`) and
+        the decoder's label scores there. `visual`/`auditory` let rendered sections say why one is empty.
+        Raises NothingToExplain when there is nothing to explain, ValueError when the prompt cannot fit."""
         t0 = time.perf_counter()
         embeddings, dropped = {}, []
         for slot, tokens in (("video", visual_tokens), ("audio", audio_tokens)):
@@ -294,57 +282,22 @@ class CueDecoder:
             list(visual_cues), list(auditory_cues), subtitle, "video" in embeddings, "audio" in embeddings
         )
         notes += dropped
-        emit = _emitter(on_token)
+        emit = emitter(on_token)
         with self._lock:
             pieces = self._fit(self._pieces(segments, embeddings), notes)
-            perceived = None
-            if self.judge is not None:  # the sources that do not need the decoder, beside its prefill
-                sub = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
-                perceived = self._judge_pool.submit(self.judge.sources, visual, auditory, list(visual_cues),
-                                                    list(auditory_cues), sub)
             if self.options.sections == "rendered":
-                answer = render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
-                                         visual, auditory) + " " + LABEL_LEAD
+                answer = rendered_answer(visual_cues, auditory_cues, visual, auditory)
                 t_emit = time.perf_counter()
                 emit(answer)
                 pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX):]))
                 t1 = time.perf_counter()
                 logits, n_past = self._eval_prompt(pieces)
                 t2 = time.perf_counter()
-                draft = _Draft(answer, self._scores(logits, n_past), [], 0, [t0, t1, t2, t_emit, t2])
-            else:
-                t1 = time.perf_counter()
-                logits, n_past = self._eval_prompt(pieces)
-                draft = self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()])
-            if draft.scores is None:  # stopped early
-                return Explanation(draft.text, "", {}, (), (), tuple(draft.problems), tuple(notes),
-                                   latency_ms=_latency(*draft.times, draft.times[-1]), n_tokens=draft.n_tokens)
-            t_judge = time.perf_counter()
-            judgement = None
-            if perceived is None:
-                label, scores = top_label(draft.scores), draft.scores
-                tail = f" {label}."
-            else:
-                judgement = self.judge.judge(perceived.result() + [self.judge.decoder_source(draft.scores)], t)
-                label, scores, tail = judgement.label, judgement.distribution, conclude(judgement)
-            emit(tail)
-            text = draft.text + tail
-            v, a, _, parse_problems = parse_explanation(text)
-            latency = _latency(*draft.times, time.perf_counter())
-            latency["judgement"] = round((time.perf_counter() - t_judge) * 1000, 2)
-            return Explanation(
-                text=text,
-                label=label,
-                scores=scores,
-                visual_cues=tuple(v),
-                auditory_cues=tuple(a),
-                problems=tuple(draft.problems + [p for p in parse_problems if p not in draft.problems]),
-                notes=tuple(notes),
-                latency_ms=latency,
-                n_tokens=draft.n_tokens,
-                judgement=judgement,
-                decoder_scores=draft.scores,
-            )
+                return Narration(answer, self._scores(logits, n_past), (), tuple(notes), 0,
+                                 (t0, t1, t2, t_emit, t2, time.perf_counter()))
+            t1 = time.perf_counter()
+            logits, n_past = self._eval_prompt(pieces)
+            return self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes)
 
     def _scores(self, logits: np.ndarray, n_past: int) -> dict[str, float]:
         """The decoder's label distribution at the label step, calibrated when `options.calibrate`."""
@@ -361,7 +314,7 @@ class CueDecoder:
         p = np.exp(z - z.max())
         return int(self._rng.choice(len(p), p=p / p.sum()))
 
-    def _generate(self, logits, n_past, emit, should_stop, times) -> "_Draft":
+    def _generate(self, logits, n_past, emit, should_stop, times, notes) -> Narration:
         """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
         s, o = self.session, self.options
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
@@ -420,11 +373,12 @@ class CueDecoder:
                     break
         times += [first, time.perf_counter()]
         if Problem.STOPPED_EARLY in problems:
-            return _Draft(text, None, problems, len(generated), times)
+            return Narration(text, None, tuple(problems), tuple(notes), len(generated), tuple(times + [times[-1]]))
         if not reached_label:
             logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
             problems.append(Problem.LABEL_FORCED_MAX_TOKENS if len(generated) >= o.max_tokens else Problem.LABEL_FORCED)
-        return _Draft(text, self._scores(logits, n_past), problems, len(generated), times)
+        scores = self._scores(logits, n_past)
+        return Narration(text, scores, tuple(problems), tuple(notes), len(generated), tuple(times + [time.perf_counter()]))
 
     def _content_free_prior(self) -> dict[str, float]:
         """Geometric mean of the label distributions after explanations of content-free cues."""
@@ -456,19 +410,83 @@ class CueDecoder:
         return {label: float(v) for label, v in zip(totals, p)}
 
 
-@dataclass
-class _Draft:
-    """An explanation up to the label lead: its text, the decoder's label scores (None: stopped early),
-    problems, generated tokens and the timestamps [start, prompt built, prefilled, first token, sections done]."""
+@dataclass(frozen=True, slots=True)
+class Narration:
+    """An explanation up to the label lead: its text, the decoder's label scores there (None: stopped
+    early), problems, notes on the input, generated tokens and the timestamps (start, prompt built,
+    prefilled, first token, sections done, label scored)."""
 
     text: str
     scores: dict[str, float] | None
-    problems: list[Problem]
+    problems: tuple[Problem, ...]
+    notes: tuple[str, ...]
     n_tokens: int
-    times: list
+    times: tuple | None
+    """None for sections rendered without a decoder: nothing to time but the judgement."""
+
+    @property
+    def latency_ms(self) -> dict[str, float]:
+        if self.times is None:
+            return {}
+        t0, t1, t2, first, t3, t4 = self.times
+        out = {"prepare": t1 - t0, "prefill": t2 - t1, "generate": t3 - t2, "label": t4 - t3, "total": t4 - t0}
+        if first is not None:
+            out["first_token"] = first - t0
+        return {k: round(v * 1000, 2) for k, v in out.items()}
 
 
-def _emitter(on_token: Callable[[str], None] | None) -> Callable[[str], None]:
+def phrases(result: ModalityResult) -> list[str]:
+    """A result's cue phrases, strongest first (the order the sections list them in)."""
+    return [c.phrase for c in sorted(result.cues, key=lambda c: -c.intensity)]
+
+
+def rendered_answer(visual_cues: list[str], auditory_cues: list[str], visual: ModalityResult | None = None,
+                    auditory: ModalityResult | None = None) -> str:
+    """The cue sections written from perception, up to the label lead (what the decoder reads in
+    `sections="rendered"`, and the explanation's text without a narrator)."""
+    return render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
+                           visual, auditory) + " " + LABEL_LEAD
+
+
+def nothing_to_explain(visual: ModalityResult, auditory: ModalityResult) -> Explanation:
+    """An invalid Explanation with no label for a window with no cue and no words; `notes` say why."""
+    why = tuple(f"{r.modality}: {r.message}" for r in (visual, auditory) if r.message)
+    return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
+
+
+def finish(narration: Narration, judgement: Judgement | None, on_token: Callable[[str], None] | None = None,
+           extra_ms: dict[str, float] | None = None) -> Explanation:
+    """The Explanation of a narration: the judged label and its conclusion after the label lead, or the
+    decoder's own label when `judgement` is None (streamed to `on_token`); a stopped narration has no label.
+    `extra_ms`: more latency entries (the judgement's)."""
+    latency = {**narration.latency_ms, **(extra_ms or {})}
+    if narration.scores is None:
+        return Explanation(narration.text, "", {}, (), (), narration.problems, narration.notes,
+                           latency_ms=latency, n_tokens=narration.n_tokens)
+    if judgement is None:
+        label, scores = top_label(narration.scores), narration.scores
+        tail = f" {label}."
+    else:
+        label, scores, tail = judgement.label, judgement.distribution, conclude(judgement)
+    emitter(on_token)(tail)
+    text = narration.text + tail
+    v, a, _, parse_problems = parse_explanation(text)
+    return Explanation(
+        text=text,
+        label=label,
+        scores=scores,
+        visual_cues=tuple(v),
+        auditory_cues=tuple(a),
+        problems=narration.problems + tuple(p for p in parse_problems if p not in narration.problems),
+        notes=narration.notes,
+        latency_ms=latency,
+        n_tokens=narration.n_tokens,
+        judgement=judgement,
+        decoder_scores=narration.scores,
+    )
+
+
+def emitter(on_token: Callable[[str], None] | None) -> Callable[[str], None]:
     """Hands text pieces to `on_token`; a failing callback is logged, never ends the explanation."""
 
     def emit(piece: str) -> None:
@@ -493,45 +511,3 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     m = x.max()
     return x - m - math.log(np.exp(x - m).sum())
-
-
-def _latency(t0, t1, t2, first, t3, t4) -> dict[str, float]:
-    out = {"prepare": t1 - t0, "prefill": t2 - t1, "generate": t3 - t2, "label": t4 - t3, "total": t4 - t0}
-    if first is not None:
-        out["first_token"] = first - t0
-    return {k: round(v * 1000, 2) for k, v in out.items()}
-
-
-def reason_text(
-    visual: str, audio: str, subtitle: str | None, options: DecoderOptions | None = None, decoder=None
-) -> dict:
-    """Explain cues given as text ("smiling, eyes narrowed"): one JSON-able dict
-    {text, emotion, evidence, visual_cues, auditory_cues (`explanation_fields`), valid, problem, latency_ms,
-    n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError when all
-    inputs are empty."""
-    own = decoder is None
-    decoder = decoder or CueDecoder(options)
-    try:
-        visual_in, audio_in = split_cues(visual or ""), split_cues(audio or "")
-        e = decoder.explain_cues(visual_in, audio_in, subtitle)
-    finally:
-        if own:
-            decoder.close()
-    fields = explanation_fields(e)
-    fields["emotion"]["scores"] = {k: round(v, 4) for k, v in e.scores.items()}
-    return {
-        "text": e.text,
-        **fields,
-        "valid": e.valid,
-        "problem": e.problem,
-        "latency_ms": e.latency_ms,
-        "n_tokens": e.n_tokens,
-        "inputs": {
-            "visual_cues": visual_in,
-            "auditory_cues": audio_in,
-            "subtitle": subtitle is not None,
-            "token_slots": "none (cue text only)",
-            "model": decoder.session.path.name,
-            "lora": decoder.lora_path,
-        },
-    }

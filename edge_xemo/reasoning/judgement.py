@@ -171,6 +171,7 @@ class JudgementOptions:
       4 s: at a 1 s hop one odd window moves the state by 1 - e^(-1/4) = 22 %, while a change of evidence that
       lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
     text_head: use the MiniLM text source when its artifacts are installed.
+    threads/provider: onnxruntime intra-op threads and provider of the text head's MiniLM.
     """
 
     weights: dict[str, float] | None = None
@@ -178,6 +179,8 @@ class JudgementOptions:
     min_confidence: float | None = None
     time_constant_s: float | None = 4.0
     text_head: bool = True
+    threads: int = 1
+    provider: str = "cpu"
 
 
 def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str | None) -> str:
@@ -305,8 +308,7 @@ class Judge:
         self._state: tuple[float, dict[str, float]] | None = None
 
     @classmethod
-    def create_from_options(cls, options: JudgementOptions | None = None, threads: int = 1,
-                            provider: str = "cpu") -> "Judge":
+    def create_from_options(cls, options: JudgementOptions | None = None) -> "Judge":
         """A Judge with the text head when installed (logged and left out when not), fitted values applied."""
         options = options or JudgementOptions()
         head, fitted = None, {}
@@ -316,7 +318,7 @@ class Judge:
             pass
         if options.text_head:
             try:
-                head = TextHead.load(threads, provider)
+                head = TextHead.load(options.threads, options.provider)
             except ModelError as e:
                 log.info("judgement without the text source: %s", e)
         return cls(options, head, fitted)
@@ -328,7 +330,7 @@ class Judge:
     def sources(self, visual: ModalityResult | None, auditory: ModalityResult | None, visual_phrases: Sequence[str],
                 auditory_phrases: Sequence[str], subtitle: str | None) -> list[SourceJudgement]:
         """Each available source's judgement of one window, but the decoder's (`decoder_source`, which needs
-        the prefill: CueDecoder runs these beside it)."""
+        its prefill: `reasoning.stage.Reasoning` runs these beside it)."""
         w = self.weights
         out = []
         if visual is not None:

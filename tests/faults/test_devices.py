@@ -44,7 +44,7 @@ def stop(run) -> list[dict]:
 def test_the_camera_goes_away_and_comes_back(tmp_path, speech):
     need_demo()
     cam = Camera(DEMO_VIDEO).start()
-    run = start(tmp_path, *live_args(cam, speech, "--no-explain"))
+    run = start(tmp_path, *live_args(cam, speech, "--cues-only"))
     try:
         run.wait_for(lambda evs: faces(evs) >= 2, 60, "faces from the camera")
         cam.kill()
@@ -65,7 +65,7 @@ def test_the_camera_goes_away_and_comes_back(tmp_path, speech):
 def test_the_camera_goes_away_for_good(tmp_path, speech):
     need_demo()
     cam = Camera(DEMO_VIDEO).start()
-    run = start(tmp_path, *live_args(cam, speech, "--no-explain", "--reconnect", "2"))
+    run = start(tmp_path, *live_args(cam, speech, "--cues-only", "--reconnect", "2"))
     try:
         run.wait_for(lambda evs: faces(evs) >= 2, 60, "faces from the camera")
         cam.kill()
@@ -90,7 +90,7 @@ def test_the_camera_stalls(tmp_path):
     ends the run within STOP_S."""
     need_demo()
     with Camera(DEMO_VIDEO) as cam:
-        run = start(tmp_path, *live_args(cam, None, "--no-explain"))
+        run = start(tmp_path, *live_args(cam, None, "--cues-only"))
         try:
             run.wait_for(lambda evs: faces(evs) >= 2, 60, "faces from the camera")
             os.kill(cam.proc.pid, signal.SIGSTOP)
@@ -114,7 +114,7 @@ def test_the_camera_stalls(tmp_path):
 def test_frames_that_do_not_decode(tmp_path):
     need_demo()
     with Camera(DEMO_VIDEO, corrupt_every=25) as cam:  # one bad frame a second
-        run = start(tmp_path, *live_args(cam, None, "--no-explain"))
+        run = start(tmp_path, *live_args(cam, None, "--cues-only"))
         try:
             run.wait_for(lambda evs: faces(evs) >= 4, 60, "faces between bad frames")
             events = stop(run)
@@ -147,7 +147,7 @@ def test_the_microphone_goes_away_and_comes_back(tmp_path, speech):
     """Its PulseAudio module unloaded then loaded again (PulseAudio moves the stream to a stand-in
     source and back: blocks pause, nothing ends), then the sound server killed and restarted (PortAudio
     ends the stream: `microphone_lost`, reopened, `microphone_reconnected`). Audio windows go on after each."""
-    run = start(tmp_path, *live_args(None, speech, "--no-explain"))
+    run = start(tmp_path, *live_args(None, speech, "--cues-only"))
     try:
         run.wait_for(lambda evs: voiced(evs) >= 2, 60, "audio windows")
         subprocess.run(["pactl", "unload-module", _null_sink_module(speech)], check=True)
@@ -177,7 +177,7 @@ def test_a_stalled_process_goes_on(tmp_path, camera, speech):
     """SIGSTOP for 2 s (every thread stalls: the consumer of the audio callback and of the camera): the
     queues drop their oldest items (a `dropped` status; PulseAudio buffers the audio, so PortAudio
     reports no overflow here) and capture goes on."""
-    run = start(tmp_path, *live_args(camera, speech, "--no-explain"))
+    run = start(tmp_path, *live_args(camera, speech, "--cues-only"))
     try:
         run.wait_for(lambda evs: voiced(evs) >= 2, 60, "audio windows")
         os.kill(run.proc.pid, signal.SIGSTOP)
@@ -205,7 +205,7 @@ def test_the_jsonl_target_fills_up(tmp_path, camera, speech):
     target, mount = _full_disk(tmp_path)
     try:
         path = target or "/dev/full"
-        run = start(tmp_path, *live_args(camera, speech, "--no-explain"), "--jsonl", str(path), "--quiet",
+        run = start(tmp_path, *live_args(camera, speech, "--cues-only"), "--jsonl", str(path), "--quiet",
                     jsonl=False, name="full")
         rc = run.proc.wait(90)
         lines = [line for line in run.err().splitlines() if line.strip()]

@@ -46,8 +46,7 @@ def decoder():
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
     # the generation machinery: the model writes the sections and its own label stands (no judgement)
-    with CueDecoder(DecoderOptions(max_tokens=40, projector_visual=None, projector_audio=None, sections="generated",
-                                   judgement=None)) as d:
+    with CueDecoder(DecoderOptions(max_tokens=40, projector_visual=None, projector_audio=None, sections="generated")) as d:
         yield d
 
 
@@ -344,7 +343,7 @@ def test_bad_model_files_are_clear_errors(kind, tmp_path, decoder):
 def test_reason_text_is_json_ready(decoder):
     import json
 
-    from edge_xemo.reasoning.decoder import reason_text
+    from edge_xemo.reasoning.stage import reason_text
 
     out = reason_text("smiling, raised cheeks", "laughing; high pitch", "Great news!", decoder=decoder)
     assert json.loads(json.dumps(out)) == out
@@ -421,7 +420,7 @@ def _qwen_installed() -> bool:
 def test_the_optional_decoder_reads_cue_text_alone():
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
-    with CueDecoder(DecoderOptions(model="decoder_qwen_coder", judgement=None)) as dec:
+    with CueDecoder(DecoderOptions(model="decoder_qwen_coder")) as dec:
         assert dec.session.n_embd == 896 and dec.lora_path is None and dec.projectors == {}
         happy, sad = (dec.explain_cues(v, a, s) for v, a, s in (HAPPY, SAD))
     assert set(happy.scores) == set(EMOTIONS) and happy.label == "happy" and sad.label == "sad"

@@ -133,12 +133,36 @@ needs_model = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def judged():
-    from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
+    from edge_xemo.reasoning.decoder import DecoderOptions
+    from edge_xemo.reasoning.stage import Reasoning
 
-    options = DecoderOptions(projector_visual=None, projector_audio=None,
-                             judgement=JudgementOptions(time_constant_s=None))
-    with CueDecoder(options) as d:
-        yield d
+    with Reasoning.create_from_options(JudgementOptions(time_constant_s=None),
+                                       DecoderOptions(projector_visual=None, projector_audio=None)) as r:
+        yield r
+
+
+def test_without_the_llm_the_label_confidence_outcome_and_evidence_are_there():
+    """The judgement stage alone (`--no-explain`): no decoder is loaded, the sections are rendered from
+    perception and the judged label follows, with its confidence, outcome and every source's evidence."""
+    from edge_xemo.reasoning.judgement import explanation_fields
+    from edge_xemo.reasoning.stage import Reasoning
+
+    with Reasoning.create_from_options(JudgementOptions(time_constant_s=None), None) as r:
+        assert r.narrator is None
+        vis = ModalityResult("visual", cues=visual("cheek_raise", "lip_corner_pull", intensity=0.9),
+                             scores={"happy": 0.8, "neutral": 0.1, "sad": 0.1})
+        aud = ModalityResult("auditory", code=ResultCode.SILENCE)
+        pieces = []
+        e = r.explain(vis, aud, None, on_token=pieces.append, t=3.0)
+        nothing = r.explain(ModalityResult("visual", code=ResultCode.NO_FACE), aud, None)
+    assert e.valid and "".join(pieces) == e.text
+    assert e.text.startswith("In the video, cheek raise, lip corner pull. In the audio, no speech is heard.")
+    assert e.label == "happy" and e.text.endswith(e.label + ", shown by " + " and ".join(e.judgement.carried_by) + ".")
+    fields = explanation_fields(e, vis, aud)
+    assert fields["emotion"]["confidence"] > 0.5 and fields["emotion"]["outcome"] == "confident"
+    assert {"expression", "facial_actions"} <= set(fields["evidence"]) and "decoder" not in fields["evidence"]
+    assert e.decoder_scores == {} and e.n_tokens == 0 and set(e.latency_ms) == {"judgement", "total"}
+    assert nothing.label == "" and nothing.problem == "nothing to explain; visual: no face; auditory: silence"
 
 
 @needs_model

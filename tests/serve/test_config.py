@@ -67,7 +67,7 @@ def test_tls_serves_https_and_wss(tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
-    server = start_server(tmp_path, *replay_args("--no-explain"), "--certfile", str(cert), "--keyfile", str(key))
+    server = start_server(tmp_path, *replay_args("--cues-only"), "--certfile", str(cert), "--keyfile", str(key))
     try:
         context = ssl.create_default_context(cafile=str(cert))
         deadline = time.monotonic() + 120

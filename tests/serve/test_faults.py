@@ -36,7 +36,7 @@ def short_clip(tmp_path):
 
 
 def test_a_camera_that_goes_away_and_comes_back(tmp_path, short_clip):
-    server = start_server(tmp_path, "--camera", str(short_clip), "--no-audio", "--no-explain")
+    server = start_server(tmp_path, "--camera", str(short_clip), "--no-audio", "--cues-only")
     try:
         server.wait_ready()
         with Client(server.ws, server.tokens["read"]) as c:
@@ -52,7 +52,7 @@ def test_a_file_corrupt_part_way_through(tmp_path):
     replay_args()  # skips without the demo media
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(DEMO_VIDEO.read_bytes()[:300_000])  # about 10 s of the 30 s clip
-    server = start_server(tmp_path, "--replay", str(cut), "--no-explain")
+    server = start_server(tmp_path, "--replay", str(cut), "--cues-only")
     try:
         server.wait_ready()
         with Client(server.ws, server.tokens["read"]) as c:

@@ -173,7 +173,7 @@ def test_metrics_and_schema(server):
 
 
 def test_a_non_loopback_host_without_a_token_is_refused(tmp_path):
-    s = start_server(tmp_path, "--host", "0.0.0.0", "--no-auth", "--no-explain", "--replay", "/nonexistent.mp4")
+    s = start_server(tmp_path, "--host", "0.0.0.0", "--no-auth", "--cues-only", "--replay", "/nonexistent.mp4")
     assert s.proc.wait(60) == 2
     assert "not a loopback address" in s.log.read_text()
 
@@ -182,7 +182,7 @@ def test_a_token_file_others_can_read_is_refused(tmp_path):
     token_file = tmp_path / "tokens.json"
     token_file.write_text(json.dumps({"admin": "a" * 32, "read": "r" * 32}))
     token_file.chmod(0o644)
-    s = start_server(tmp_path, "--no-explain", *replay_args(), token_file=token_file)
+    s = start_server(tmp_path, "--cues-only", *replay_args(), token_file=token_file)
     assert s.proc.wait(60) == 2
     log = s.log.read_text()
     assert "readable by others" in log and "Traceback" not in log
