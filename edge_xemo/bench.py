@@ -139,12 +139,14 @@ def run_bench(o: BenchOptions) -> dict:
     if analyzer.audio is not None:
         analyzer.audio = StageTap(analyzer.audio, recorder("audio"))
     t0 = time.perf_counter()
+    cpu0 = _cpu_s()
     replay = _Ending(source)
     with analyzer:
         replay_wall = time.time()  # the replay's time 0 as wall time: the source starts pacing at or after it
         analyzer.run_sources(replay)
         analyzer.wait()
     wall = time.perf_counter() - t0
+    cpu_s = _cpu_s() - cpu0
 
     kept = {k: [ms for t, ms in v if t >= o.warmup_s] or [ms for _, ms in v] for k, v in calls.items()}
     stages = {k: stats(v) for k, v in sorted(kept.items())}
@@ -184,6 +186,8 @@ def run_bench(o: BenchOptions) -> dict:
         "explanations": len([e for e in events if e.type == "explanation"]),
         "explanation_cadence_s": float(np.median(np.diff(t_ends))) if len(t_ends) > 1 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": cpu_s,
+        "cpu_per_media_s": cpu_s / source.duration if source.duration else None,
         "dropped": {"frames": analyzer.stats.get("frames_dropped", 0), "audio": analyzer.stats.get("audio_dropped", 0)},
     }
     if o.live:
@@ -271,6 +275,12 @@ def frames_per_second(times: list[float], warmup_s: float) -> dict:
             "min": float(counts.min())}
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used, over all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def print_table(report: dict, console) -> None:
     from rich.table import Table
 
@@ -294,7 +304,8 @@ def print_table(report: dict, console) -> None:
         f"({fmt(report['window_to_first_token_ms'].get('median_ms'), '.0f')} ms after the window closes, queueing included), "
         f"one explanation {fmt(report['explanation_ms'].get('median_ms'), '.0f')} ms, "
         f"decode {fmt(report['decode_tokens_per_s'], '.1f')} tokens/s (none with rendered sections), "
-        f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, peak RSS {report['peak_rss_mb']:.0f} MB",
+        f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, peak RSS {report['peak_rss_mb']:.0f} MB, "
+        f"CPU {fmt(report['cpu_per_media_s'], '.2f')} s per second of media (the whole process, after loading)",
         highlight=False,
     )
     load = report["machine"]["load_avg"]

@@ -35,6 +35,8 @@ def test_bench_live_reports_each_explanation_from_its_window_close(demo_video, d
     fps = live["frames_per_s"]
     assert fps["n"] >= 1 and 0 <= fps["min"] <= fps["p5"] <= fps["median"] <= 25
     assert 20 <= live["frames_offered_per_s"] <= 26  # the clip is 25 frames/s
+    # CPU seconds of the whole process per second of media, after loading: real work, at most the 2 cores
+    assert 0.05 < report["cpu_per_media_s"] <= 2.0 and report["cpu_s"] > 0
     assert live["targets"] == {"first_token_ms": 300.0, "end_ms": 1500.0, "end_p95_ms": 2000.0, "frames_per_s": 25.0}
     assert len(report["machine"]["load_avg"]) == 3
 
