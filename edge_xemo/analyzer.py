@@ -37,8 +37,8 @@ from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
 from .io.subtitles import text_during
 from .reasoning.judgement import explanation_fields
-from .voice.stage import transcript_text
-from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, VisualStage
+from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, StatusCode
+from .core.types import VisualStage
 
 if TYPE_CHECKING:
     from .reasoning.decoder import DecoderOptions
@@ -335,12 +335,12 @@ class Analyzer:
         """Stop analysing: frames and audio pushed while paused are left out (counted), nothing is kept."""
         if not self._paused:
             self._paused = True
-            self._emit(ev.status("paused", "analysis paused", self.source_name, t=self.clock()))
+            self._emit(ev.status(StatusCode.PAUSED, "analysis paused", self.source_name, t=self.clock()))
 
     def resume(self) -> None:
         if self._paused:
             self._paused = False
-            self._emit(ev.status("resumed", "analysis resumed", self.source_name, t=self.clock()))
+            self._emit(ev.status(StatusCode.RESUMED, "analysis resumed", self.source_name, t=self.clock()))
 
     def reset_baseline(self, face_id: int | None = None) -> None:
         """Forget a person's neutral baseline (face `face_id`, or every face and the voice when None);
@@ -352,7 +352,7 @@ class Analyzer:
             if self.audio is not None and face_id is None:
                 self.audio.reset_baseline()
             who = "every person" if face_id is None else f"face {face_id}"
-            self._emit(ev.status("baseline_reset", f"baseline of {who} reset", self.source_name, face_id=face_id))
+            self._emit(ev.status(StatusCode.BASELINE_RESET, f"baseline of {who} reset", self.source_name, face_id=face_id))
 
         self._controls.append(reset)
         self._notify()
@@ -379,10 +379,10 @@ class Analyzer:
             try:
                 source.run(sink, self._stop, self.clock)
             except SourceError as e:
-                self._emit(ev.status("source_failed", str(e), self.source_name, level="error"))
+                self._emit(ev.status(StatusCode.SOURCE_FAILED, str(e), self.source_name, level="error"))
             except Exception as e:  # a source bug must not take the analyzer down silently
                 log.exception("source failed")
-                self._emit(ev.status("source_failed", f"{type(e).__name__}: {e}", self.source_name, level="error"))
+                self._emit(ev.status(StatusCode.SOURCE_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error"))
             finally:
                 if source.has_video:
                     self.end_stream("video")
@@ -442,7 +442,7 @@ class Analyzer:
             self._close_windows(last=True)
         except Exception as e:
             log.exception("perception failed")
-            self._emit(ev.status("perception_failed", f"{type(e).__name__}: {e}", self.source_name, level="error"))
+            self._emit(ev.status(StatusCode.PERCEPTION_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error"))
         finally:
             self._jobs.close()
             if self.reasoner is None:
@@ -463,7 +463,7 @@ class Analyzer:
         try:
             obs = self.visual.process_frame(frame)
         except Exception as e:  # a bad frame must not end a live loop
-            self._error("visual_failed", e, frame.t)
+            self._error(StatusCode.VISUAL_FAILED, e, frame.t)
             return
         self._timing["video"].append((frame.t, (time.perf_counter() - t0) * 1e3))
         self.stats["frames"] += 1
@@ -483,13 +483,13 @@ class Analyzer:
         try:
             obs = self.audio.process_block(block)
         except Exception as e:
-            self._error("audio_failed", e, block.t)
+            self._error(StatusCode.AUDIO_FAILED, e, block.t)
             return
         self._timing["audio"].append((block.t, (time.perf_counter() - t0) * 1e3))
         self.stats["audio_blocks"] += 1
         self.scheduler.add_audio(block.t, block.samples, obs)
 
-    def _error(self, code: str, e: Exception, t: float | None) -> None:
+    def _error(self, code: StatusCode, e: Exception, t: float | None) -> None:
         self.stats["errors"] += 1
         log.debug("%s", code, exc_info=e)
         self._emit(ev.status(code, f"{type(e).__name__}: {e}", self.source_name, t=t, level="error"))
@@ -508,7 +508,7 @@ class Analyzer:
             new = (drops[0] - self._reported_drops[0], drops[1] - self._reported_drops[1])
             self._reported_drops = drops
             self.stats.update(frames_dropped=drops[0], audio_dropped=drops[1])
-            self._emit(ev.status("dropped", f"under load: {new[0]} frames and {new[1]} audio blocks dropped since the "
+            self._emit(ev.status(StatusCode.DROPPED, f"under load: {new[0]} frames and {new[1]} audio blocks dropped since the "
                                  f"last report ({drops[0]} and {drops[1]} in all)", self.source_name, t=t,
                                  frames_dropped=drops[0], audio_dropped=drops[1],
                                  frames_dropped_new=new[0], audio_dropped_new=new[1]))
@@ -542,7 +542,7 @@ class Analyzer:
         try:
             vis, aud = self._summarize(win)
         except Exception as e:
-            self._error("summarize_failed", e, win.t_end)
+            self._error(StatusCode.SUMMARIZE_FAILED, e, win.t_end)
             return
         self.stats["windows"] += 1
         lat = self._stage_latency(win, vis, aud, (time.perf_counter() - t0) * 1e3)
@@ -557,12 +557,12 @@ class Analyzer:
             self._emit_cues(win, vis, aud, lat)
         if self.reasoner is None:
             return
-        words = transcript_text(aud) or text_during(self.options.subtitles, win.t_start, win.t_end)
+        words = aud.words or text_during(self.options.subtitles, win.t_start, win.t_end)
         if not vis.empty or not aud.empty or words:
             self._maybe_explain(win, vis, aud, words)
         else:  # no evidence, no label
             self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
-                "code": "nothing_to_explain", "message": f"nothing to explain: {vis.message}; {aud.message}"}))
+                "code": StatusCode.NOTHING_TO_EXPLAIN, "message": f"nothing to explain: {vis.message}; {aud.message}"}))
 
     def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
         face_ids = sorted({c.face_id for c in vis.cues}, key=lambda f: (f is None, f)) or [None]
@@ -631,12 +631,12 @@ class Analyzer:
         try:
             exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop, t=win.t_end)
         except Exception as e:
-            self._error("explanation_failed", e, win.t_end)
+            self._error(StatusCode.EXPLANATION_FAILED, e, win.t_end)
             return
         if should_stop() and not exp.valid:
             self.stats["cancelled"] += 1
             self._emit(ev.Event("status", win.t_start, win.t_end, src,
-                                data={"code": "explanation_cancelled", "message": "a newer window with different cues replaced this explanation"}))
+                                data={"code": StatusCode.EXPLANATION_CANCELLED, "message": "a newer window with different cues replaced this explanation"}))
             return
         lat = dict(exp.latency_ms)
         lat["window_to_explanation"] = (time.perf_counter() - t_window) * 1e3
@@ -686,7 +686,7 @@ class Analyzer:
         if not self._finished.acquire(blocking=False):
             return
         if self._stop_reason is not None:
-            self._events.put(ev.status("stopped", f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
+            self._events.put(ev.status(StatusCode.STOPPED, f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
                                        reason=self._stop_reason))
         self._events.close()
 
@@ -782,14 +782,14 @@ class _SourceSink:
             self.a.push_frame(image, t)
         except ValueError as e:
             if not self.a._closed:
-                self.a._emit(ev.status("bad_frame", str(e), self.a.source_name, t=t))
+                self.a._emit(ev.status(StatusCode.BAD_FRAME, str(e), self.a.source_name, t=t))
 
     def audio(self, samples, t, sample_rate=SAMPLE_RATE):
         try:
             self.a.push_audio(samples, t, sample_rate)
         except ValueError as e:
             if not self.a._closed:
-                self.a._emit(ev.status("bad_audio", str(e), self.a.source_name, t=t))
+                self.a._emit(ev.status(StatusCode.BAD_AUDIO, str(e), self.a.source_name, t=t))
 
     def status(self, code, message, level="status"):
         self.a._emit(ev.status(code, message, self.a.source_name, level=level))

@@ -16,6 +16,7 @@ import typer
 from .eval.cli import eval_app
 from .core.models import HOME, ModelError, resolve
 from .core.signals import StopSignals, interrupt_on_signals
+from .core.types import StatusCode
 from .io.sources import SourceError
 
 app = typer.Typer(
@@ -68,7 +69,8 @@ class _Outcome:
     written), so the command exits non-zero with the first one's message. Live, a fatal event also stops
     the run; a file is analysed as far as it is readable. Events that cannot be written stop either."""
 
-    FATAL = {"source_failed", "camera_lost", "perception_failed", "file_truncated"}
+    FATAL = {StatusCode.SOURCE_FAILED, StatusCode.CAMERA_LOST, StatusCode.MICROPHONE_LOST, StatusCode.PERCEPTION_FAILED,
+             StatusCode.FILE_TRUNCATED}
 
     def __init__(self, live: bool):
         self.live = live

@@ -19,6 +19,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from .types import StatusCode
+
 SCHEMA_VERSION = "1.1"
 EVENT_TYPES = ("cues", "token", "explanation", "status", "error")
 
@@ -70,7 +72,8 @@ class Event:
         return self.data.get("text", "") or self.data.get("message", "")
 
 
-def status(code: str, message: str, source: str = "", t: float | None = None, level: str = "status", **extra) -> Event:
+def status(code: StatusCode, message: str, source: str = "", t: float | None = None, level: str = "status",
+           **extra) -> Event:
     """A `status` (or, with level="error", an `error`) event with a machine code and a one-line message."""
     return Event(type="error" if level == "error" else "status", t_start=t, t_end=t, source=source,
                  data={"code": code, "message": message, **extra})

@@ -19,6 +19,39 @@ EMOTIONS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "
 """Emotion labels of explanation events (EMER/XEmoGPT label set)."""
 
 
+class StatusCode(enum.StrEnum):
+    """What a `status` or `error` event reports besides a perception result's `ResultCode`: its `code`.
+    A str, so a code read back from JSON compares equal to its member."""
+
+    # sources (io.sources)
+    CAMERA_LOST = "camera_lost"
+    CAMERA_RECONNECTED = "camera_reconnected"
+    BAD_FRAME = "bad_frame"
+    BAD_AUDIO = "bad_audio"
+    MICROPHONE_LOST = "microphone_lost"
+    MICROPHONE_RECONNECTED = "microphone_reconnected"
+    AUDIO_OVERFLOW = "audio_overflow"
+    FILE_TRUNCATED = "file_truncated"
+    SOURCE_FAILED = "source_failed"
+    # the analyzer
+    DROPPED = "dropped"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    BASELINE_RESET = "baseline_reset"
+    VISUAL_FAILED = "visual_failed"
+    AUDIO_FAILED = "audio_failed"
+    SUMMARIZE_FAILED = "summarize_failed"
+    PERCEPTION_FAILED = "perception_failed"
+    NOTHING_TO_EXPLAIN = "nothing_to_explain"
+    EXPLANATION_FAILED = "explanation_failed"
+    EXPLANATION_CANCELLED = "explanation_cancelled"
+    STOPPED = "stopped"
+    # the server (serve)
+    START_FAILED = "start_failed"
+    SERVER_STOPPING = "server_stopping"
+    REPLAY_INCOMPLETE = "replay_incomplete"
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One video frame: BGR uint8 image (H, W, 3), timestamp `t` in source seconds."""
@@ -106,6 +139,15 @@ class ResultCode(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """A piece of what was said, `start`/`end` in source seconds (voice.asr)."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModalityResult:
     """What one perception stage says about one window.
 
@@ -124,6 +166,8 @@ class ModalityResult:
     faces: tuple[FaceBox, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    transcript: tuple[TranscriptSegment, ...] = ()
+    """What the voice stage recognized in this window (with ASR on), in order."""
 
     def __post_init__(self):
         if self.code is not None and self.message is None:
@@ -132,6 +176,11 @@ class ModalityResult:
     @property
     def empty(self) -> bool:
         return not self.cues
+
+    @property
+    def words(self) -> str | None:
+        """The transcript as one subtitle string (None when nothing was recognized)."""
+        return " ".join(seg.text for seg in self.transcript if seg.text) or None
 
 
 class Problem(enum.Enum):

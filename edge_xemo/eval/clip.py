@@ -22,7 +22,6 @@ from .evaluation import ClipResult
 from ..io.sources import FileSource
 from ..core.types import Cue, ModalityResult, ResultCode
 from ..reasoning.judgement import explanation_fields
-from ..voice.stage import transcript_text
 
 
 @dataclass
@@ -68,7 +67,7 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
         cues=tuple(c for _, c in ranked[:max_cues]),
         tokens=np.mean(np.stack(tokens), axis=0) if tokens and len({t.shape for t in tokens}) == 1 else None,
         scores={k: float(np.mean(v)) for k, v in scores.items()},
-        extra={"transcript": [seg for r in measured for seg in r.extra.get("transcript", ())]},
+        transcript=tuple(seg for r in measured for seg in r.transcript),
     )
 
 
@@ -127,7 +126,7 @@ class ClipExplainer:
             status = "ok" if self.options.explain is False else f"no cues ({vis.message}; {aud.message})"
             return ClipResult(text="", cues={"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues],
                                              "emotional": []}, latency_s=perceive_s, media_s=source.duration, status=status)
-        subtitle = row.subtitle or transcript_text(aud)
+        subtitle = row.subtitle or aud.words
         exp = self._stages.reasoner.explain(vis, aud, subtitle)
         return ClipResult(
             text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,

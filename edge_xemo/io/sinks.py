@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.events import Event
-from ..core.types import Frame
+from ..core.types import Frame, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,11 @@ def _emotion_line(emotion: dict) -> str:
     return line
 
 
+_SHOWN = {StatusCode.DROPPED, StatusCode.CAMERA_LOST, StatusCode.MICROPHONE_LOST, StatusCode.AUDIO_OVERFLOW,
+          StatusCode.STOPPED}
+"""Statuses a plain (non-terminal) view prints besides errors."""
+
+
 class ConsoleView:
     """The terminal view: current cues and the latest explanation.
 
@@ -147,7 +152,7 @@ class ConsoleView:
                 self._print_explanation(d)
         elif event.type in ("status", "error"):
             self.status = f"{event.type}: {d.get('message', '')}"
-            if not self.live_mode and (event.type == "error" or d.get("code") in ("dropped", "camera_lost", "audio_overflow")):
+            if not self.live_mode and (event.type == "error" or d.get("code") in _SHOWN):
                 self.console.print(f"[{'red' if event.type == 'error' else 'yellow'}]{self.status}[/]", markup=True, highlight=False)
         if self._live is not None:
             self._live.update(self._render())

@@ -23,7 +23,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (a s
 import numpy as np
 
 from .audio import FrameResampler, Resampler
-from ..core.types import SAMPLE_RATE
+from ..core.types import SAMPLE_RATE, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class SourceSink(Protocol):
 
     def audio(self, samples: np.ndarray, t: float, sample_rate: int = SAMPLE_RATE) -> None: ...
 
-    def status(self, code: str, message: str, level: str = "status") -> None: ...
+    def status(self, code: StatusCode, message: str, level: str = "status") -> None: ...
 
 
 class Source:
@@ -186,13 +186,13 @@ class CameraSource(Source):
         self.bad_frames += n
         self._bad_reports += 1
         if self._bad_reports & (self._bad_reports - 1) == 0:
-            sink.status("bad_frame", f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
+            sink.status(StatusCode.BAD_FRAME, f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
                         f"({self.bad_frames} in all); capture goes on")
 
     def _reconnect(self, sink: SourceSink, stop: threading.Event):
         o = self.options
         if o.reconnect_s <= 0 or (o.max_reconnects is not None and self.reconnects >= o.max_reconnects):
-            sink.status("camera_lost", f"camera {o.device!r} stopped delivering frames", level="error")
+            sink.status(StatusCode.CAMERA_LOST, f"camera {o.device!r} stopped delivering frames", level="error")
             return None
         # a camera lost again soon after coming back is flapping: wait longer each time, report at 1, 2, 4, 8, ...
         flapping = self._reconnected_at is not None and time.monotonic() - self._reconnected_at < FLAP_S
@@ -201,7 +201,7 @@ class CameraSource(Source):
         report = self._flaps & (self._flaps - 1) == 0
         if report:
             again = f" (lost {self._flaps + 1} times in a row; retrying after {backoff:g} s)" if flapping else ""
-            sink.status("camera_lost", f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s{again}")
+            sink.status(StatusCode.CAMERA_LOST, f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s{again}")
         stop.wait(backoff)
         deadline = time.monotonic() + o.reconnect_s
         while not stop.is_set() and time.monotonic() < deadline:
@@ -210,11 +210,11 @@ class CameraSource(Source):
                 self.reconnects += 1
                 self._reconnected_at = time.monotonic()
                 if report:
-                    sink.status("camera_reconnected", f"camera {o.device!r} reconnected ({self.reconnects} in all)")
+                    sink.status(StatusCode.CAMERA_RECONNECTED, f"camera {o.device!r} reconnected ({self.reconnects} in all)")
                 return cap
             stop.wait(0.5)
         if not stop.is_set():
-            sink.status("camera_lost", f"camera {o.device!r} did not come back within {o.reconnect_s:g} s", level="error")
+            sink.status(StatusCode.CAMERA_LOST, f"camera {o.device!r} did not come back within {o.reconnect_s:g} s", level="error")
         return None
 
 
@@ -324,7 +324,7 @@ class MicrophoneSource(Source):
             expected = None if anchor["t"] is None else anchor["t"] + anchor["n"] / rate
             if status.input_overflow:
                 self.overflows += 1
-                sink.status("audio_overflow", f"microphone overflow #{self.overflows}: audio was lost")
+                sink.status(StatusCode.AUDIO_OVERFLOW, f"microphone overflow #{self.overflows}: audio was lost")
             if expected is None or status.input_overflow or abs(measured - expected) > self.max_drift_s:
                 anchor["t"], anchor["n"] = measured, 0
             t = anchor["t"] + anchor["n"] / rate
@@ -349,9 +349,9 @@ class MicrophoneSource(Source):
 
         name = self.name.split(":", 1)[1]
         if self.reconnect_s <= 0:
-            sink.status("microphone_lost", f"microphone {name} lost: {why}", level="error")
+            sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}", level="error")
             return False
-        sink.status("microphone_lost", f"microphone {name} lost: {why}; reopening for up to {self.reconnect_s:g} s")
+        sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}; reopening for up to {self.reconnect_s:g} s")
         deadline = time.monotonic() + self.reconnect_s
         while not stop.wait(0.5):
             try:
@@ -360,11 +360,11 @@ class MicrophoneSource(Source):
                 self.device = find_input_device(self.requested)
                 sd.check_input_settings(device=self.device, channels=1, dtype="float32")
                 self.reconnects += 1
-                sink.status("microphone_reconnected", f"microphone {name} reopened ({self.reconnects} in all)")
+                sink.status(StatusCode.MICROPHONE_RECONNECTED, f"microphone {name} reopened ({self.reconnects} in all)")
                 return True
             except (sd.PortAudioError, SourceError, ValueError):
                 if time.monotonic() > deadline:
-                    sink.status("microphone_lost", f"microphone {name} did not come back within {self.reconnect_s:g} s",
+                    sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} did not come back within {self.reconnect_s:g} s",
                                 level="error")
                     return False
         return False
@@ -519,10 +519,10 @@ class FileSource(Source):
             last_t = max(last_t, audio_t or 0.0)
             expected = container.duration / 1_000_000 if container.duration else None
             if expected and not stop.is_set() and last_t < expected - max(1.0, 0.05 * expected):
-                sink.status("file_truncated", f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; "
+                sink.status(StatusCode.FILE_TRUNCATED, f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; "
                             "analysed what was readable", level="error")
         except av.error.FFmpegError as e:
-            sink.status("file_truncated", f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable", level="error")
+            sink.status(StatusCode.FILE_TRUNCATED, f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable", level="error")
         finally:
             container.close()
 

@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..core import events as ev
+from ..core.types import StatusCode
 from .auth import SCOPES, Tokens, bearer, origin_allowed
 from .hub import ClientQueue, EventHub, Subscription
 
@@ -242,7 +243,7 @@ class _EventStream:
             await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
             chunk = b"retry: 2000\n\n"
             if not self.complete:
-                gap = ev.status("replay_incomplete", "events after Last-Event-ID have left the replay ring")
+                gap = ev.status(StatusCode.REPLAY_INCOMPLETE, "events after Last-Event-ID have left the replay ring")
                 chunk += f"event: status\ndata: {gap.to_json()}\n\n".encode()
             while not gone.is_set():
                 await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),

@@ -14,6 +14,7 @@ import time
 
 from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, build_stages, run_record
 from ..core import events as ev
+from ..core.types import StatusCode
 from ..core.models import ModelError
 from ..io.sources import FileSource, Source
 from .hub import EventHub
@@ -57,7 +58,7 @@ class Pipeline:
             self.problem = first
             self.state["models"] = "failed"
             log.error("edge-xemo serve: %s", first)
-            self._hub.publish(ev.status("start_failed", first, level="error"))
+            self._hub.publish(ev.status(StatusCode.START_FAILED, first, level="error"))
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """(ready, state of each component): models, then video/audio of the sources."""

@@ -19,6 +19,7 @@ import uvicorn
 
 from ..analyzer import AnalyzerOptions
 from ..core import events as ev
+from ..core.types import StatusCode
 from ..core.signals import StopSignals
 from ..io.sources import Source
 from .app import AppConfig, ServerLimits, create_app
@@ -115,7 +116,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig, frame) -> None:
         if not self.should_exit:
-            self.hub.publish(ev.status("server_stopping", "the server is shutting down"))
+            self.hub.publish(ev.status(StatusCode.SERVER_STOPPING, "the server is shutting down"))
         super().handle_exit(sig, frame)
         # uvicorn re-raises a captured signal once it has shut down, which would end the process before
         # the analyzer is closed; serve() closes it and returns, so the process exits 0

