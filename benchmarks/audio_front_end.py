@@ -19,9 +19,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock  # noqa: E402
+from edge_xemo.core.paths import demo_audio  # noqa: E402
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception  # noqa: E402
 
-SPEECH = Path.home() / ".cache" / "edge-xemo" / "demo" / "sample.wav"
+SPEECH = demo_audio()
 BLOCK = 1096
 """Samples per block: what the demo clip's audio decoder delivers (437 blocks in 30 s)."""
 

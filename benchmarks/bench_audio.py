@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.core.models import HOME, ModelError
+from edge_xemo.core.models import ModelError
+from edge_xemo.core.paths import demo_audio
 from edge_xemo.voice.prosody import analyze_frames
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock
 from edge_xemo.voice.vad import CHUNK, SileroVad
 from edge_xemo.voice.stage import VoicePerception, VoiceOptions
 
-SOURCES = (HOME / "demo" / "sample.wav",
+SOURCES = (demo_audio(),
            Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"))
 BLOCK = 320  # 20 ms, a typical capture block
 

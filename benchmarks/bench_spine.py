@@ -4,7 +4,6 @@ Run: .venv/bin/python -m pytest benchmarks/bench_spine.py --benchmark-only
 """
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode
 from edge_xemo.io.sources import Clock, FileSource
 from edge_xemo.core.types import ModalityResult
+from edge_xemo.core.paths import demo_audio, demo_video
 
-HOME = Path.home() / ".cache" / "edge-xemo" / "demo"
-VIDEO, AUDIO = HOME / "cap13_edit2.mp4", HOME / "sample.wav"
+VIDEO, AUDIO = demo_video(), demo_audio()
 N_FRAMES, N_BLOCKS = 250, 100
 
 

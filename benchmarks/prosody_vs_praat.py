@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xemo.core.models import HOME
+from edge_xemo.core.paths import demo_audio
 from edge_xemo.voice.prosody import analyze_frames, clean_f0, jitter_shimmer, measure_window, semitones
 from edge_xemo.core.types import SAMPLE_RATE
 from edge_xemo.voice.vad import CHUNK_S, SileroVad
 
-DEFAULT = (HOME / "demo" / "sample.wav",
+DEFAULT = (demo_audio(),
            Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"))
 
 

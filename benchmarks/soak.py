@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from edge_xemo.client import Client  # noqa: E402
-from edge_xemo.core.models import HOME  # noqa: E402
+from edge_xemo.core.paths import demo_audio, demo_video  # noqa: E402
 
 WARMUP_S = 120.0
 """Samples before this are left out of the slope: models, caches and the replay ring fill in the first minute."""
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "soak.json")
     args = ap.parse_args()
-    video, audio = HOME / "demo" / "cap13_edit2.mp4", HOME / "demo" / "sample.wav"
+    video, audio = demo_video(), demo_audio()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "faults"))
+sys.path[:0] = [str(REPO / "tests" / "faults"), str(REPO / "benchmarks")]
 from mjpeg_camera import Camera  # noqa: E402
 from soak import WARMUP_S, percentiles, proc_sample  # noqa: E402
 
-from edge_xemo.core.models import HOME  # noqa: E402
+from edge_xemo.core.paths import demo_audio, demo_video  # noqa: E402
 
 SINK = "edge_xemo_soak"
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "soak_live.json")
     args = ap.parse_args()
-    video, audio = HOME / "demo" / "cap13_edit2.mp4", HOME / "demo" / "sample.wav"
+    video, audio = demo_video(), demo_audio()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     jsonl, log = args.out.with_suffix(".jsonl"), args.out.with_suffix(".log")
     virtual_microphone()

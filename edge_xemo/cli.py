@@ -14,7 +14,8 @@ from typing import Optional
 import typer
 
 from .eval.cli import eval_app
-from .core.models import HOME, ModelError, resolve
+from .core.models import ModelError, resolve
+from .core.paths import demo_audio, demo_video
 from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
 from .io.sources import SourceError
@@ -30,8 +31,8 @@ models_app = typer.Typer(help="List the model artifacts and verify them by sha25
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
-DEMO_VIDEO = HOME / "demo" / "cap13_edit2.mp4"
-DEMO_AUDIO = HOME / "demo" / "sample.wav"
+DEMO_VIDEO = demo_video()
+DEMO_AUDIO = demo_audio()
 
 
 def fail(message: str, code: int = 2) -> None:

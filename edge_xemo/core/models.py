@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .paths import home
+
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
-"""Install-time folder: demo media and artifacts the install step builds from registry packages."""
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 RUNTIMES = ("onnxruntime", "opencv", "litert")
 """What runs a graph: onnxruntime (every provider) or OpenCV's DNN module (CPU only) on artifact `<name>`'s
@@ -102,7 +102,7 @@ def resolve(name: str, manifest: dict | None = None) -> Artifact:
     override = os.environ.get("EDGE_XEMO_MODELS")
     candidates = [Path(override) / Path(file).name] if override else []
     if entry.get("home"):
-        candidates.append(HOME / file)
+        candidates.append(home() / file)
     elif "package" in entry:
         pkg_dir = _package_dir(entry["package"])
         if pkg_dir is not None:
@@ -204,7 +204,7 @@ def select_providers(provider: str = "auto") -> tuple[list[str], str | None]:
     return chosen, note
 
 
-TRT_CACHE = HOME / "tensorrt"
+TRT_CACHE = home() / "tensorrt"
 """Where TensorRT keeps the engines it builds from our graphs, and its timing cache: the first session of
 a graph on a GPU builds its engine (seconds to minutes); later sessions load it from here."""
 

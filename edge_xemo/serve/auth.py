@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..core.models import HOME
+from ..core.paths import home
 
 SCOPES = ("read", "admin")
-DEFAULT_TOKEN_FILE = HOME / "serve" / "tokens.json"
+DEFAULT_TOKEN_FILE = home() / "serve" / "tokens.json"
 
 
 class AuthError(ValueError):

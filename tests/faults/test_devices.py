@@ -14,7 +14,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from faulting import assert_clean_stderr, camera, live_args, need_demo, speech, start  # noqa: F401 (fixtures)
 from conftest import DEMO_VIDEO

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_xemo.core.paths import demo_audio, demo_video
+
 REPO = Path(__file__).resolve().parents[2]
-HOME = Path(os.environ.get("EDGE_XEMO_HOME", Path.home() / ".cache" / "edge-xemo"))
-DEMO_VIDEO = HOME / "demo" / "cap13_edit2.mp4"
-DEMO_AUDIO = HOME / "demo" / "sample.wav"
+DEMO_VIDEO = demo_video()
+DEMO_AUDIO = demo_audio()
 
 
 

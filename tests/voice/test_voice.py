@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_xemo.core.models import HOME
+from edge_xemo.core.paths import demo_audio
 from edge_xemo.voice.prosody import WindowMeasures, analyze_frames, clean_f0, semitones, syllable_nuclei
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
 from edge_xemo.voice.asr import TranscriberOptions
@@ -24,7 +24,7 @@ from edge_xemo.voice.stage import VoicePerception, VoiceBlock, VoiceOptions
 from edge_xemo.voice.cues import RULE_NAMES, AuditoryCueTracker
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-DEMO_WAV = HOME / "demo" / "sample.wav"
+DEMO_WAV = demo_audio()
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 XEMO_WAV = SHARED / "xemogpt_sample" / "sample_00000007.wav"
 
