@@ -395,8 +395,12 @@ class Analyzer:
         return thread
 
     def run_sources(self, *sources: Source) -> None:
-        """Start every source; streams that none of them has are ended at once."""
+        """Start every source; streams that none of them has are ended at once. The first events say
+        which optional models are missing (`model_missing`), one status each."""
         self.source_name = self.source_name or ", ".join(s.name for s in sources)
+        for stage in (self.visual, self.audio, self.reasoner):
+            for why in getattr(stage, "missing", ()):
+                self._emit(ev.status(StatusCode.MODEL_MISSING, why, self.source_name))
         if not any(s.has_video for s in sources):
             self.end_stream("video")
         if not any(s.has_audio for s in sources):

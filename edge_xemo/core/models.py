@@ -19,11 +19,13 @@ import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable, TypeVar
 from pathlib import Path
 
 from .paths import home
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -35,6 +37,18 @@ ONNX, or LiteRT (the `litert` extra; CPU only, XNNPACK) on the .tflite it was co
 
 class ModelError(RuntimeError):
     """A model artifact is missing, corrupt or unusable; the message names it."""
+
+
+def load_optional(what: str, load: Callable[[], T]) -> tuple[T | None, str | None]:
+    """An optional model: (it, None), or (None, one line saying why) when its module or its artifact is not
+    installed (ImportError, ModelError). Any other error is a bug and propagates. A stage keeps the reasons
+    in `missing`; the analyzer reports each as a `model_missing` status."""
+    try:
+        return load(), None
+    except (ImportError, ModelError) as e:
+        why = f"{what} unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        log.warning("%s", why)
+        return None, why
 
 
 class ChecksumMismatch(ModelError):

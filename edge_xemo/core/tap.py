@@ -47,3 +47,7 @@ class StageTap:
 
     def reset(self) -> None:
         self.stage.reset()
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return getattr(self.stage, "missing", ())

@@ -50,6 +50,8 @@ class StatusCode(enum.StrEnum):
     START_FAILED = "start_failed"
     SERVER_STOPPING = "server_stopping"
     REPLAY_INCOMPLETE = "replay_incomplete"
+    # the stages
+    MODEL_MISSING = "model_missing"
 
 
 @dataclass(frozen=True, slots=True)

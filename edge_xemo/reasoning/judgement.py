@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.models import ModelError, resolve, verified_path
+from ..core.models import ModelError, load_optional, resolve, verified_path
 from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
 
 log = logging.getLogger(__name__)
@@ -305,23 +305,24 @@ class Judge:
         self.weights = {**PRIOR_WEIGHTS, **fitted.get("weights", {}), **(self.options.weights or {})}
         self.min_confidence = (self.options.min_confidence if self.options.min_confidence is not None
                                else fitted.get("min_confidence", 0.35))
+        self.missing: tuple[str, ...] = ()
+        """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._state: tuple[float, dict[str, float]] | None = None
 
     @classmethod
     def create_from_options(cls, options: JudgementOptions | None = None) -> "Judge":
         """A Judge with the text head when installed (logged and left out when not), fitted values applied."""
         options = options or JudgementOptions()
-        head, fitted = None, {}
+        head, why, fitted = None, None, {}
         try:
             fitted = resolve("text_head").entry.get("fusion", {})
         except ModelError:
             pass
         if options.text_head:
-            try:
-                head = TextHead.load(options.threads, options.provider)
-            except ModelError as e:
-                log.info("judgement without the text source: %s", e)
-        return cls(options, head, fitted)
+            head, why = load_optional("judgement's text source", lambda: TextHead.load(options.threads, options.provider))
+        judge = cls(options, head, fitted)
+        judge.missing = (why,) if why else ()
+        return judge
 
     def reset(self) -> None:
         """Forget the smoothed state (a new stream)."""

@@ -32,6 +32,8 @@ class Reasoning:
         self.judge, self.narrator = judge, narrator
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-judgement")
                       if judge and narrator and beside else None)
+        self.missing: tuple[str, ...] = judge.missing if judge is not None else ()
+        """Optional models that are not installed (the judge's text source), one line each."""
 
     @classmethod
     def create_from_options(cls, judgement: JudgementOptions | None, narrator: DecoderOptions | None) -> "Reasoning":

@@ -22,6 +22,7 @@ from .face_cues import CueOptions, FaceCueReader
 from .faces import FaceTracker, FaceTrackerOptions, as_bgr
 from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
+from ..core.models import load_optional
 from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 
 log = logging.getLogger(__name__)
@@ -64,27 +65,17 @@ class VisualOptions:
             raise ValueError(f"expression_hz must be > 0 or None, got {self.expression_hz}")
 
 
-def _optional_expression(opts: VisualOptions):
-    if not opts.use_expression:
-        return None
-    try:
-        from .expression import ExpressionEncoder
-        return ExpressionEncoder(threads=opts.threads, provider=opts.provider)
-    except Exception as e:  # module or artifact missing: the stage works without it
-        log.info("expression encoder unavailable (%s); visual stage runs without expression scores", e)
-        return None
+def _expression(opts: VisualOptions):
+    from .expression import ExpressionEncoder
+
+    return ExpressionEncoder(threads=opts.threads, provider=opts.provider)
 
 
-def _optional_bridge(opts: VisualOptions):
-    if not opts.use_bridge:
-        return None
-    try:
-        from . import vecb
-        model = "vecb_int8" if opts.precision == "int8" else "vecb"
-        return vecb.VisualBridge(threads=opts.threads, provider=opts.provider, model=model)
-    except Exception as e:
-        log.info("video cue bridge unavailable (%s); visual stage runs without tokens", e)
-        return None
+def _bridge(opts: VisualOptions):
+    from . import vecb
+
+    return vecb.VisualBridge(threads=opts.threads, provider=opts.provider,
+                             model="vecb_int8" if opts.precision == "int8" else "vecb")
 
 
 class VisualPerception:
@@ -93,8 +84,12 @@ class VisualPerception:
     def __init__(self, options: VisualOptions | None = None):
         self.options = o = options or VisualOptions()
         self.tracker = FaceTracker(o.tracker, o.threads, o.provider)
-        self.expression = _optional_expression(o)
-        self.bridge = _optional_bridge(o)
+        self.expression, no_expression = (load_optional("expression encoder (no expression scores)", lambda: _expression(o))
+                                          if o.use_expression else (None, None))
+        self.bridge, no_bridge = (load_optional("video cue bridge (no visual tokens)", lambda: _bridge(o))
+                                  if o.use_bridge else (None, None))
+        self.missing = tuple(why for why in (no_expression, no_bridge) if why)
+        """Optional models that are not installed, one line each (the analyzer reports them)."""
         self.labels: tuple[str, ...] = tuple(getattr(self.expression, "labels", ()) or ())
         self.reset()
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.models import ModelError
+from ..core.models import ModelError, load_optional
 from ..io.audio import as_mono
 from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode, TranscriptSegment
@@ -113,7 +113,10 @@ class VoicePerception:
         self._frames = ProsodyTracker()
         self._cues = AuditoryCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
-        self._bridge = self._load_bridge() if self.options.use_bridge else None
+        self._bridge, no_bridge = (load_optional("AECB audio bridge (no audio tokens)", self._load_bridge)
+                                   if self.options.use_bridge else (None, None))
+        self.missing = (no_bridge,) if no_bridge else ()
+        """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._bridge_frames = StreamFrames()
         """The AECB's frame features of the cleaned stream, each 10 ms frame computed once."""
         self._asr = None
@@ -161,14 +164,9 @@ class VoicePerception:
         self.close()
 
     def _load_bridge(self):
-        """The AECB audio bridge, or None (logged) when its module or ONNX artifact is not installed."""
-        try:
-            from .aecb import AudioBridge
+        from .aecb import AudioBridge
 
-            return AudioBridge(threads=self.options.threads, provider=self.options.provider)
-        except (ImportError, ModelError) as e:
-            log.info("voice: no AECB audio tokens (%s)", str(e).splitlines()[0])
-            return None
+        return AudioBridge(threads=self.options.threads, provider=self.options.provider)
 
     @property
     def has_bridge(self) -> bool:

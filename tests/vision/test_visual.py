@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -260,3 +261,33 @@ def test_bad_options_name_the_field(options, bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
         options(**bad)
+
+
+def test_a_missing_optional_model_is_reported_and_a_bug_is_not_hidden(monkeypatch):
+    """The expression encoder not installed: the stage runs without it and says so once, as a
+    `model_missing` status when the analysis starts; an error that is not a missing model propagates."""
+    from edge_xemo import vision
+    from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode
+    from edge_xemo.core.models import ModelError
+    from edge_xemo.io.sources import FileSource
+
+    def not_installed(opts):
+        raise ModelError("expression.onnx is not installed")
+
+    monkeypatch.setattr(vision.stage, "_expression", not_installed)
+    stage = vision.stage.VisualPerception(vision.stage.VisualOptions(use_bridge=False))
+    assert stage.expression is None and stage.missing == (
+        "expression encoder (no expression scores) unavailable: expression.onnx is not installed",)
+    photo = Path(__file__).resolve().parents[1] / "data" / "cap13_frame0025.jpg"
+    with Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, audio=False, judge=False, explain=False), stage) as an:
+        an.run_sources(FileSource(photo))
+        an.wait()
+        codes = [e.data.get("code") for e in an.events(timeout=0) if e.type == "status"]
+    assert codes[0] == "model_missing" and codes.count("model_missing") == 1
+
+    def bug(opts):
+        raise TypeError("a bug in the loader")
+
+    monkeypatch.setattr(vision.stage, "_expression", bug)
+    with pytest.raises(TypeError):
+        vision.stage.VisualPerception(vision.stage.VisualOptions(use_bridge=False))
