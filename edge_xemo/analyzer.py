@@ -32,6 +32,7 @@ import numpy as np
 
 from .core import events as ev
 from .core.models import sha256_of, used_artifacts
+from .core.outbox import Outbox
 from .core.scheduler import BoundedQueue, Window, WindowScheduler
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
@@ -193,10 +194,6 @@ def run_record(stages: Stages) -> dict:
     return record
 
 
-_NEXT_JOB = object()
-"""Marks, among held events, where the next queued explanation's events belong."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Job:
     """One window waiting for the decoder."""
@@ -236,13 +233,12 @@ class Analyzer:
         self.visual, self.audio, self.reasoner = visual, audio, reasoner
         self._owned = Stages(visual, audio, reasoner) if owns_stages else None
         self._stop_reason: str | None = None
-        self._finished = threading.Lock()
         live = o.running_mode == RunningMode.LIVE_STREAM
         self.clock = Clock()
         self._frames = BoundedQueue(o.frame_queue, drop_oldest=live)
         self._audio = BoundedQueue(o.audio_queue, drop_oldest=live)
         self._jobs = BoundedQueue(1 if live else 4, drop_oldest=live)
-        self._events = BoundedQueue(o.event_queue, drop_oldest=live or o.result_callback is not None)
+        self._outbox = Outbox(o.event_queue, drop_oldest=live or o.result_callback is not None, in_window_order=not live)
         streams = tuple(s for s, on in (("video", visual is not None), ("audio", audio is not None)) if on)
         self.scheduler = WindowScheduler(o.window_s, o.hop_s, streams)
         self._wake = threading.Condition()
@@ -257,12 +253,6 @@ class Analyzer:
         self._last_job: tuple[float, frozenset] | None = None
         self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
-        # VIDEO mode keeps the event stream in window order: events made while an explanation is
-        # unfinished wait in `_held`; _NEXT_JOB marks where the next queued explanation starts.
-        self._in_window_order = not live
-        self._order = threading.Lock()
-        self._in_flight = 0
-        self._held: collections.deque = collections.deque()
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
         self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0,
@@ -277,8 +267,15 @@ class Analyzer:
         if o.result_callback is not None:
             self._delivery = threading.Thread(target=self._deliver, name="edge-xemo-delivery", daemon=True)
             self._threads.append(self._delivery)
-        for t in self._threads:
-            t.start()
+        self._started = threading.Lock()
+
+    def start(self) -> "Analyzer":
+        """Start the perception, reasoning and delivery threads (once; feeding, `run_sources` and
+        `events()` call it): until then the stages can still be wrapped or replaced."""
+        if self._started.acquire(blocking=False):
+            for t in self._threads:
+                t.start()
+        return self
 
     @classmethod
     def create_from_options(cls, options: AnalyzerOptions) -> "Analyzer":
@@ -291,6 +288,7 @@ class Analyzer:
     def push_frame(self, image: np.ndarray, t: float) -> None:
         """Feed one BGR (H, W, 3) or grayscale (H, W) uint8 frame taken at source time `t` seconds."""
         self._check_open()
+        self.start()
         if self.visual is None:
             return
         if self._paused:
@@ -308,6 +306,7 @@ class Analyzer:
     def push_audio(self, samples: np.ndarray, t: float, sample_rate: int = SAMPLE_RATE) -> None:
         """Feed audio starting at source time `t`: (n,) or (n, channels), any rate (resampled to 16 kHz)."""
         self._check_open()
+        self.start()
         if self.audio is None:
             return
         if self._paused:
@@ -373,7 +372,8 @@ class Analyzer:
         `run_sources` does that for a set of sources.
         """
         self.source_name = self.source_name or source.name
-        sink = _SourceSink(self)
+        self.start()
+        sink = _SourceSink(self.push_frame, self.push_audio, self._emit, lambda: self._closed, lambda: self.source_name)
 
         def run():
             try:
@@ -594,11 +594,7 @@ class Analyzer:
             return
         self._last_job = (win.t_end, sig)
         subtitle = words or self.options.subtitle
-        if self._in_window_order:
-            with self._order:
-                if self._in_flight:
-                    self._held.append(_NEXT_JOB)
-                self._in_flight += 1
+        self._outbox.explanation_queued()
         self._jobs.put(_Job(win, vis, aud, subtitle, sig, time.perf_counter()))
 
     def _reason(self) -> None:
@@ -611,9 +607,9 @@ class Analyzer:
                     else:
                         self._explain(job, live)
                 finally:
-                    self._release_held()
+                    self._outbox.explanation_done()
         finally:
-            self._release_held(everything=True)
+            self._outbox.explanation_done(everything=True)
             self._finish_events()
 
     def _explain(self, job: _Job, live: bool) -> None:
@@ -659,44 +655,22 @@ class Analyzer:
     # -------------------------------------------------------------------------------- delivery
 
     def _emit(self, event: ev.Event) -> None:
-        """Hand an event to the delivery queue. In VIDEO mode, events not made by the reasoning thread
-        wait while an explanation of an earlier window is unfinished (see `_release_held`)."""
-        if not self._in_window_order or threading.current_thread() is self._reasoning:
-            self._events.put(event)
-            return
-        with self._order:
-            if self._in_flight:
-                self._held.append(event)
-            else:
-                self._events.put(event)
-
-    def _release_held(self, everything: bool = False) -> None:
-        """After an explanation (VIDEO mode): let out the events held behind it, up to the next job."""
-        if not self._in_window_order:
-            return
-        with self._order:
-            self._in_flight = 0 if everything else max(0, self._in_flight - 1)
-            while self._held:
-                item = self._held.popleft()
-                if item is _NEXT_JOB:
-                    if not everything:
-                        break
-                    continue
-                self._events.put(item)
+        """Hand an event to the outbox (in VIDEO mode, events not made by the reasoning thread wait behind
+        an unfinished explanation of an earlier window)."""
+        self._outbox.put(event, explaining=threading.current_thread() is self._reasoning)
 
     def _finish_events(self) -> None:
         """The last event, once: `stopped` with the reason when `close(reason)` stopped the run; then the
-        event queue closes (delivery ends once it has handed everything on)."""
-        if not self._finished.acquire(blocking=False):
-            return
+        outbox closes (delivery ends once it has handed everything on)."""
+        last = None
         if self._stop_reason is not None:
-            self._events.put(ev.status(StatusCode.STOPPED, f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
-                                       reason=self._stop_reason))
-        self._events.close()
+            last = ev.status(StatusCode.STOPPED, f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
+                             reason=self._stop_reason)
+        self._outbox.finish(last)
 
     def _deliver(self) -> None:
         cb = self.options.result_callback
-        for event in self._events.drain():
+        for event in self._outbox.queue.drain():
             try:
                 cb(event)
             except Exception as e:  # the callback's own fault: one line, and the next event goes on
@@ -711,11 +685,12 @@ class Analyzer:
         """
         if self.options.result_callback is not None:
             raise ValueError("events() is not available when a result_callback is set")
+        self.start()
         while True:
-            event = self._events.get(timeout if timeout is not None else 0.5)
+            event = self._outbox.queue.get(timeout if timeout is not None else 0.5)
             if event is not None:
                 yield event
-            elif self._events.closed and not len(self._events):
+            elif self._outbox.queue.closed and not len(self._outbox.queue):
                 return
             elif timeout is not None:
                 return
@@ -724,6 +699,7 @@ class Analyzer:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the input has ended and every event is delivered; False on timeout."""
+        self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._source_threads + self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -743,6 +719,11 @@ class Analyzer:
             return not self._alive()
         self._closed = True
         self._stop_reason = reason
+        if self._started.acquire(blocking=False):  # never started: nothing runs, nothing to deliver
+            self._finish_events()
+            if self._owned is not None:
+                self._owned.close()
+            return True
         self._stop.set()
         self.end_input()
         self._notify()
@@ -776,24 +757,26 @@ class Analyzer:
 
 
 class _SourceSink:
-    """Adapts a Source's callbacks to the analyzer; bad items become events, not exceptions."""
+    """Adapts a Source's callbacks to the analyzer's feeding and events; bad items become events, not exceptions."""
 
-    def __init__(self, analyzer: Analyzer):
-        self.a = analyzer
+    def __init__(self, push_frame, push_audio, emit: Callable[[ev.Event], None], closed: Callable[[], bool],
+                 source_name: Callable[[], str]):
+        self._push_frame, self._push_audio, self._emit = push_frame, push_audio, emit
+        self._closed, self._name = closed, source_name
 
     def frame(self, image, t):
         try:
-            self.a.push_frame(image, t)
+            self._push_frame(image, t)
         except ValueError as e:
-            if not self.a._closed:
-                self.a._emit(ev.status(StatusCode.BAD_FRAME, str(e), self.a.source_name, t=t))
+            if not self._closed():
+                self._emit(ev.status(StatusCode.BAD_FRAME, str(e), self._name(), t=t))
 
     def audio(self, samples, t, sample_rate=SAMPLE_RATE):
         try:
-            self.a.push_audio(samples, t, sample_rate)
+            self._push_audio(samples, t, sample_rate)
         except ValueError as e:
-            if not self.a._closed:
-                self.a._emit(ev.status(StatusCode.BAD_AUDIO, str(e), self.a.source_name, t=t))
+            if not self._closed():
+                self._emit(ev.status(StatusCode.BAD_AUDIO, str(e), self._name(), t=t))
 
-    def status(self, code, message, level="status"):
-        self.a._emit(ev.status(code, message, self.a.source_name, level=level))
+    def status(self, code: StatusCode, message: str, level: str = "status"):
+        self._emit(ev.status(code, message, self._name(), level=level))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, run_record, stage_options
+from .analyzer import Analyzer, AnalyzerOptions, RunningMode, build_stages, run_record, stage_options
 from .core.models import select_providers
 from .core.tap import StageCall, StageTap
 from .io.sources import FileSource, Source
@@ -130,14 +130,13 @@ def run_bench(o: BenchOptions) -> dict:
                               visual=source.has_video, audio=source.has_audio, judge=o.judge, explain=o.explain,
                               result_callback=events.append, **stage_opts)
     t_load = time.perf_counter()
-    analyzer = Analyzer.create_from_options(options)
+    stages = build_stages(options)
     load_s = time.perf_counter() - t_load
-    run = run_record(Stages(analyzer.visual, analyzer.audio, analyzer.reasoner))
-    landmark_runtime = getattr(getattr(analyzer.visual, "tracker", None), "landmark_runtime", None)
-    if analyzer.visual is not None:
-        analyzer.visual = StageTap(analyzer.visual, recorder("visual"))
-    if analyzer.audio is not None:
-        analyzer.audio = StageTap(analyzer.audio, recorder("audio"))
+    run = run_record(stages)
+    landmark_runtime = getattr(getattr(stages.visual, "tracker", None), "landmark_runtime", None)
+    analyzer = Analyzer(options, StageTap(stages.visual, recorder("visual")) if stages.visual else None,
+                        StageTap(stages.audio, recorder("audio")) if stages.audio else None, stages.reasoner,
+                        owns_stages=True)
     t0 = time.perf_counter()
     cpu0 = _cpu_s()
     replay = _Ending(source)

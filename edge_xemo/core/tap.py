@@ -51,3 +51,8 @@ class StageTap:
     @property
     def missing(self) -> tuple[str, ...]:
         return getattr(self.stage, "missing", ())
+
+    def close(self) -> None:
+        close = getattr(self.stage, "close", None)
+        if close is not None:
+            close()
