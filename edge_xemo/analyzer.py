@@ -33,7 +33,7 @@ import numpy as np
 from .core import events as ev
 from .core.models import sha256_of, used_artifacts
 from .core.outbox import Outbox
-from .core.scheduler import BoundedQueue, Window, WindowScheduler
+from .core.scheduler import BoundedQueue, ExplainPolicy, Window, WindowScheduler, cue_signature, material_change
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
 from .io.subtitles import text_during
@@ -206,17 +206,6 @@ class _Job:
     t_queued: float  # time.perf_counter() when the window was queued
 
 
-def cue_signature(*results: ModalityResult) -> frozenset[str]:
-    return frozenset(c.name for r in results for c in r.cues)
-
-
-def material_change(a: frozenset[str], b: frozenset[str], threshold: float = 0.5) -> bool:
-    """True when the Jaccard distance between two cue sets reaches `threshold`."""
-    if not a and not b:
-        return False
-    return 1.0 - len(a & b) / len(a | b) >= threshold
-
-
 class Analyzer:
     """Real-time multimodal cue analysis; build with `create_from_options`, feed, read events.
 
@@ -250,7 +239,7 @@ class Analyzer:
         self._frame_size: tuple[int, int] | None = None
         self._paused = False
         self._controls: collections.deque[Callable[[], None]] = collections.deque()  # run on the perception thread
-        self._last_job: tuple[float, frozenset] | None = None
+        self._policy = ExplainPolicy(o.explain_every_s)
         self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
         self._source_threads: list[threading.Thread] = []
         self.source_name = ""
@@ -588,11 +577,8 @@ class Analyzer:
 
     def _maybe_explain(self, win: Window, vis: ModalityResult, aud: ModalityResult, words: str | None) -> None:
         sig = cue_signature(vis, aud)
-        last = self._last_job
-        due = last is None or win.t_end - last[0] >= self.options.explain_every_s or material_change(sig, last[1])
-        if not due:
+        if not self._policy.due(win.t_end, sig):
             return
-        self._last_job = (win.t_end, sig)
         subtitle = words or self.options.subtitle
         self._outbox.explanation_queued()
         self._jobs.put(_Job(win, vis, aud, subtitle, sig, time.perf_counter()))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge_xemo.core import events as ev
-from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, material_change
+from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode
+from edge_xemo.core.scheduler import ExplainPolicy, material_change
 from edge_xemo.io.sources import FileSource
 from edge_xemo.core.types import Cue, Explanation, FaceBox, ModalityResult, Problem, ResultCode
 
@@ -183,6 +184,13 @@ def test_material_change():
     a, b = frozenset({"smile", "cheek"}), frozenset({"smile", "cheek", "nod"})
     assert not material_change(a, b) and material_change(a, frozenset({"frown"}))
     assert not material_change(frozenset(), frozenset())
+
+
+def test_explain_policy_explains_the_first_window_then_on_cadence_or_on_change():
+    policy = ExplainPolicy(every_s=2.0)
+    smile, frown = frozenset({"smile", "cheek_raise"}), frozenset({"frown"})
+    assert [policy.due(t, smile) for t in (2.0, 3.0, 4.0, 5.0)] == [True, False, True, False]
+    assert policy.due(5.5, frown) and not policy.due(6.0, frown)  # a material change is due at once
 
 
 def test_file_source_through_the_analyzer_covers_the_clip(demo_video, demo_audio):

@@ -1,4 +1,4 @@
-"""Bounded queues and the rolling window scheduler.
+"""Bounded queues, the rolling window scheduler, and which windows are explained (`ExplainPolicy`).
 
 Nothing in the pipeline queues without bound: `BoundedQueue` either blocks the producer
 (offline files: nothing is lost) or drops the oldest item and counts it (live capture: capture
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .types import SAMPLE_RATE
+from .types import SAMPLE_RATE, ModalityResult
 
 
 class BoundedQueue:
@@ -198,3 +198,32 @@ class WindowScheduler:
             self._audio_obs.popleft()
         while self._audio_chunks and self._audio_chunks[0][0] + len(self._audio_chunks[0][1]) / SAMPLE_RATE < t:
             self._audio_chunks.popleft()
+
+
+def cue_signature(*results: ModalityResult) -> frozenset[str]:
+    """The names of the cues of a window's results: what `material_change` compares."""
+    return frozenset(c.name for r in results for c in r.cues)
+
+
+def material_change(a: frozenset[str], b: frozenset[str], threshold: float = 0.5) -> bool:
+    """True when the Jaccard distance between two cue sets reaches `threshold`."""
+    if not a and not b:
+        return False
+    return 1.0 - len(a & b) / len(a | b) >= threshold
+
+
+class ExplainPolicy:
+    """Which windows are explained: the first, then one every `every_s` seconds of source time, and any
+    window whose cues changed materially since the last one explained."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: tuple[float, frozenset[str]] | None = None
+
+    def due(self, t_end: float, signature: frozenset[str]) -> bool:
+        """Whether the window ending at `t_end` with these cue names is explained (it then becomes the last)."""
+        last = self._last
+        if last is not None and t_end - last[0] < self.every_s and not material_change(signature, last[1]):
+            return False
+        self._last = (t_end, signature)
+        return True
