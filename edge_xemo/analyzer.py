@@ -558,20 +558,9 @@ class Analyzer:
                 "code": StatusCode.NOTHING_TO_EXPLAIN, "message": f"nothing to explain: {vis.message}; {aud.message}"}))
 
     def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
-        face_ids = sorted({c.face_id for c in vis.cues}, key=lambda f: (f is None, f)) or [None]
-        for i, face_id in enumerate(face_ids):
-            data = {
-                "face_id": face_id,
-                "visual_cues": [c.to_dict() for c in vis.cues if c.face_id == face_id],
-                "auditory_cues": [c.to_dict() for c in aud.cues] if i == 0 else [],
-                "expression": vis.scores if i == 0 else {},
-                "voice": {**aud.scores, **{k: v for k, v in aud.extra.items() if isinstance(v, (int, float, str))}} if i == 0 else {},
-                "faces": [{"face_id": f.face_id, "box": list(f.box), "score": f.score} for f in vis.faces if f.face_id == face_id],
-                "frame_size": list(self._frame_size) if self._frame_size else None,
-                "n_frames": win.n_frames,
-                "audio_s": len(win.audio) / SAMPLE_RATE,
-            }
-            self._emit(ev.Event("cues", win.t_start, win.t_end, self.source_name, lat, data))
+        for event in ev.cue_events(win.t_start, win.t_end, self.source_name, vis, aud, lat, self._frame_size,
+                                   win.n_frames, len(win.audio) / SAMPLE_RATE):
+            self._emit(event)
 
     # ------------------------------------------------------------------------------- reasoning
 

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from .types import StatusCode
+from .types import ModalityResult, StatusCode
 
 SCHEMA_VERSION = "1.1"
 EVENT_TYPES = ("cues", "token", "explanation", "status", "error")
@@ -77,6 +77,25 @@ def status(code: StatusCode, message: str, source: str = "", t: float | None = N
     """A `status` (or, with level="error", an `error`) event with a machine code and a one-line message."""
     return Event(type="error" if level == "error" else "status", t_start=t, t_end=t, source=source,
                  data={"code": code, "message": message, **extra})
+
+
+def cue_events(t_start: float, t_end: float, source: str, visual: ModalityResult, auditory: ModalityResult,
+               latency_ms: dict[str, float], frame_size: tuple[int, int] | None, n_frames: int, audio_s: float) -> list[Event]:
+    """A window's `cues` events: one per face (the primary face first; one without a face when none has
+    cues), the voice's cues, measures and expression scores on the first."""
+    face_ids = sorted({c.face_id for c in visual.cues}, key=lambda f: (f is None, f)) or [None]
+    voice = {**auditory.scores, **{k: v for k, v in auditory.extra.items() if isinstance(v, (int, float, str))}}
+    return [Event("cues", t_start, t_end, source, latency_ms, {
+        "face_id": face_id,
+        "visual_cues": [c.to_dict() for c in visual.cues if c.face_id == face_id],
+        "auditory_cues": [c.to_dict() for c in auditory.cues] if i == 0 else [],
+        "expression": visual.scores if i == 0 else {},
+        "voice": voice if i == 0 else {},
+        "faces": [{"face_id": f.face_id, "box": list(f.box), "score": f.score} for f in visual.faces if f.face_id == face_id],
+        "frame_size": list(frame_size) if frame_size else None,
+        "n_frames": n_frames,
+        "audio_s": audio_s,
+    }) for i, face_id in enumerate(face_ids)]
 
 
 @dataclass(frozen=True, slots=True)
