@@ -15,8 +15,9 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """The shell's convention: 128 + the signal's number."""
 REPEAT_S = 0.25
 """A second SIGINT sooner than this after the first is the same request delivered twice, not a second
@@ -58,7 +59,7 @@ class StopSignals:
         self.signum: int | None = None
         self._first = 0.0
         self._armed = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, signal.Handlers | int | Callable | None] = {}
 
     @property
     def exit_code(self) -> int | None:

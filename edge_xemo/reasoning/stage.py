@@ -73,20 +73,24 @@ class Reasoning:
         t0 = time.perf_counter()
         judge, narrator = self.judge, self.narrator
         words = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
+        if judge is None:  # the narrator's own label
+            assert narrator is not None  # __init__ refuses neither
+            return finish(narrator.narrate(visual_cues, auditory_cues, subtitle, _tokens(visual), _tokens(auditory),
+                                           on_token, should_stop, visual, auditory), None, on_token)
         if narrator is None:
             narration = self._rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token)
-            perceived = judge.sources(visual, auditory, visual_cues, auditory_cues, words)
+            sources = judge.sources(visual, auditory, visual_cues, auditory_cues, words)
         else:
             pending = (self._pool.submit(judge.sources, visual, auditory, visual_cues, auditory_cues, words)
                        if self._pool is not None else None)
             narration = narrator.narrate(visual_cues, auditory_cues, subtitle, _tokens(visual), _tokens(auditory),
                                          on_token, should_stop, visual, auditory)
-            perceived = (pending.result() if pending is not None else
-                         judge.sources(visual, auditory, visual_cues, auditory_cues, words) if judge is not None else None)
-        if judge is None or narration.scores is None:  # the narrator's own label, or stopped early
-            return finish(narration, None, on_token)
+            sources = pending.result() if pending is not None else judge.sources(visual, auditory, visual_cues,
+                                                                                 auditory_cues, words)
+            if narration.scores is None:  # stopped early
+                return finish(narration, None, on_token)
+            sources.append(judge.decoder_source(narration.scores))
         t_judge = time.perf_counter()
-        sources = perceived + ([judge.decoder_source(narration.scores)] if narrator is not None else [])
         judgement = judge.judge(sources, t)
         now = time.perf_counter()
         return finish(narration, judgement, on_token,
@@ -123,8 +127,8 @@ def reason_text(visual: str, audio: str, subtitle: str | None, options: DecoderO
     one JSON-able dict {text, emotion, evidence, visual_cues, auditory_cues (`explanation_fields`), valid,
     problem, latency_ms, n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError
     when all inputs are empty."""
-    reasoning = Reasoning(Judge.create_from_options(judgement or JudgementOptions()), decoder or CueDecoder(options),
-                          beside=False)
+    narrator = decoder or CueDecoder(options)
+    reasoning = Reasoning(Judge.create_from_options(judgement or JudgementOptions()), narrator, beside=False)
     try:
         visual_in, audio_in = split_cues(visual or ""), split_cues(audio or "")
         e = reasoning.explain_cues(visual_in, audio_in, subtitle)
@@ -133,7 +137,6 @@ def reason_text(visual: str, audio: str, subtitle: str | None, options: DecoderO
             reasoning.close()
     fields = explanation_fields(e)
     fields["emotion"]["scores"] = {k: round(v, 4) for k, v in e.scores.items()}
-    narrator = reasoning.narrator
     return {
         "text": e.text,
         **fields,

@@ -101,7 +101,7 @@ def test_serve_stops_on_a_signal(tmp_path, camera, speech):
 
 def test_ctrl_c_twice(tmp_path, camera, speech):
     """A person pressing Ctrl-C twice during an explanation: 130, within a second of the second press,
-    complete lines (tests/core/test_signals.py shows the second press ends the process at once)."""
+    complete lines (tests/core/test_stop_signals.py shows the second press ends the process at once)."""
     run = start(tmp_path, *live_args(camera, speech), name="twice")
     try:
         run.wait_for(lambda evs: any(e["type"] == "explanation" for e in evs), 60, "an explanation")
