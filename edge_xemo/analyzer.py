@@ -1,7 +1,10 @@
 """The Analyzer: sources -> perception -> rolling windows -> explanations -> events.
 
-Three threads besides the sources: perception (per-frame and per-block work, window cutting,
-summaries), reasoning (the decoder, one explanation at a time), and delivery (callbacks).
+Three threads besides the sources, started by `start()`: perception (per-frame and per-block work,
+window cutting, summaries), reasoning (the judgement stage and its optional LLM narrator, one
+explanation at a time), and delivery (callbacks). Its parts: `core.scheduler` (bounded queues, windows,
+`ExplainPolicy`), `core.outbox.Outbox` (window order), `core.events` (event payloads); `close()` is the
+one way everything stops (docs/reliability.md).
 
 Running modes:
 - VIDEO: offline files. Producers wait when a queue is full, so nothing is dropped and every
@@ -12,7 +15,7 @@ Running modes:
   (tests/test_determinism.py).
 - LIVE_STREAM: capture never waits. Full queues drop their oldest item (counted, reported as a
   `status` event); a newer window whose cues differ materially cancels an unfinished explanation,
-  and at most one window waits for the decoder, so explanations never queue behind stale ones.
+  and at most one window waits for the judgement, so explanations never queue behind stale ones.
   These are real-time policies: what is dropped or cancelled depends on how fast the machine is,
   and events leave as soon as they are made.
 """
@@ -69,7 +72,7 @@ class AnalyzerOptions:
       scores as a source; off: the cue sections are rendered from perception and no LLM is loaded.
     visual_options/voice_options/judgement_options/decoder_options: each stage's options (None: its defaults).
     frame_queue/audio_queue/event_queue: queue bounds (items).
-    subtitle: fixed text given to the decoder as the subtitle (a transcript replaces it when ASR runs).
+    subtitle: fixed text given to the judgement as the subtitle (a transcript replaces it when ASR runs).
     subtitles: timed subtitle cues (`io.subtitles.read_subtitles`); each window gets the ones it overlaps.
     result_callback: receives every event on the delivery thread; without it use `events()`.
     frame_callback: receives (Frame, per-frame visual observation) on the perception thread
