@@ -92,14 +92,12 @@ def footage() -> list[dict]:
 
 
 def run(item: dict) -> list[dict]:
-    from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
+    from edge_xemo.analyzer import Analyzer, RunningMode, analyzer_options
     from edge_xemo.io.sources import FileSource
 
     video, audio = item.get("video"), item.get("audio")
-    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, judge=False, explain=False, visual=video is not None,
-                              audio=audio is not None,
-                              **stage_options(1, "cpu", visual=video is not None, audio=audio is not None, judge=False,
-                                              explain=False))
+    options = analyzer_options(running_mode=RunningMode.VIDEO, judge=False, explain=False, visual=video is not None,
+                               audio=audio is not None)
     source = FileSource(video or audio, audio_path=audio if video else None)
     events = []
     with Analyzer.create_from_options(options) as an:

@@ -121,12 +121,11 @@ def _media(path: str) -> Path:
 
 def _explanations(path: Path, audio: bool, threads: int, decoder: str | None) -> list[dict]:
     """Every window of a clip or photo explained (VIDEO mode): its explanation events as dicts."""
-    from edge_xemo.analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
+    from edge_xemo.analyzer import Analyzer, RunningMode, analyzer_options
     from edge_xemo.io.sources import FileSource
 
-    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, explain_every_s=0.0,
-                              **stage_options(1, "cpu", visual=True, audio=audio, explain=True, decoder_threads=threads,
-                                             decoder=decoder))
+    options = analyzer_options(1, "cpu", decoder_threads=threads, decoder=decoder, running_mode=RunningMode.VIDEO,
+                               explain_every_s=0.0, audio=audio)
     wav = path.with_suffix(".wav") if audio else None
     with Analyzer.create_from_options(options) as an:
         an.run_sources(FileSource(path, audio_path=wav if wav and wav.exists() else None))

@@ -106,32 +106,34 @@ class AnalyzerOptions:
                              "lands in depends on timing); VIDEO mode transcribes in order: set background=False")
 
 
-def stage_options(threads: int, provider: str, *, visual: bool, audio: bool, explain: bool, judge: bool = True,
-                  decoder_threads: int | None = None, asr=None, gpu_layers: int = 0, decoder: str | None = None) -> dict:
-    """AnalyzerOptions stage fields with explicit thread budgets: perception stages and the judgement's
-    text head share `threads`, the decoder gets `decoder_threads` (default: the same number); `asr` (a
-    voice.asr.TranscriberOptions) turns transcription on in the voice stage; `gpu_layers`: decoder
-    layers llama.cpp offloads (needs a CUDA/Metal build of llama-cpp-python); `decoder`: the manifest
-    name of another decoder (DecoderOptions.model)."""
-    out = {}
-    if judge:
+def analyzer_options(threads: int = 1, provider: str = "cpu", *, decoder_threads: int | None = None, asr=None,
+                     gpu_layers: int = 0, decoder: str | None = None, **fields) -> AnalyzerOptions:
+    """AnalyzerOptions built once, with every stage it turns on given one thread budget and provider (what
+    the command line, the bench and the evaluations run). `fields` are AnalyzerOptions' own (running_mode,
+    window_s, visual, audio, judge, explain, ...). Perception stages and the judgement's text head get
+    `threads`, the decoder `decoder_threads` (default: the same number); `asr` (a voice.asr.TranscriberOptions)
+    turns transcription on in the voice stage; `gpu_layers`: decoder layers llama.cpp offloads (needs a
+    CUDA/Metal build of llama-cpp-python); `decoder`: the manifest name of another decoder (DecoderOptions.model)."""
+    base = AnalyzerOptions(**fields)
+    out: dict = {}
+    if base.judge:
         from .reasoning.judgement import JudgementOptions
 
         out["judgement_options"] = JudgementOptions(threads=threads, provider=provider)
-    if visual:
+    if base.visual:
         from .vision.stage import VisualOptions
 
         out["visual_options"] = VisualOptions(threads=threads, provider=provider)
-    if audio:
+    if base.audio:
         from .voice.stage import VoiceOptions
 
         out["voice_options"] = VoiceOptions(threads=threads, provider=provider, asr=asr)
-    if explain:
+    if base.explain:
         from .reasoning.decoder import DecoderOptions
 
         out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider,
                                                 n_gpu_layers=gpu_layers, model=decoder)
-    return out
+    return dataclasses.replace(base, **out)
 
 
 @dataclass(frozen=True, slots=True)

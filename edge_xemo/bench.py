@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyzer import Analyzer, AnalyzerOptions, RunningMode, build_stages, run_record, stage_options
+from .analyzer import Analyzer, RunningMode, analyzer_options, build_stages, run_record
 from .core.models import select_providers
 from .core.tap import StageCall, StageTap
 from .io.sources import FileSource, Source
@@ -69,19 +69,20 @@ def stats(values) -> dict:
             "mean_ms": float(v.mean()), "max_ms": float(v.max())}
 
 
-def _stage_options(o: BenchOptions, has_video: bool, has_audio: bool) -> tuple[dict, list[str]]:
+def _analyzer_options(o: BenchOptions, has_video: bool, has_audio: bool, **fields):
+    """The run's AnalyzerOptions (`fields`: more of its own) at the bench's precision; notes on what ran instead."""
     notes: list[str] = []
     asr = None
     if o.asr:
         from .voice.asr import TranscriberOptions
 
         asr = TranscriberOptions(background=o.live)  # live: beside the stream, as the `live` command runs it
-    out = stage_options(o.threads, o.provider, visual=has_video, audio=has_audio, judge=o.judge, explain=o.explain,
-                        decoder_threads=o.decoder_threads, asr=asr, decoder=o.decoder)
-    for key, stage in (("visual_options", "visual"), ("voice_options", "audio")):
-        if key in out:
-            out[key] = _with_precision(out[key], o.precision, stage, notes)
-    return out, notes
+    options = analyzer_options(o.threads, o.provider, decoder_threads=o.decoder_threads, asr=asr, decoder=o.decoder,
+                               running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
+                               visual=has_video, audio=has_audio, judge=o.judge, explain=o.explain, **fields)
+    precise = {key: _with_precision(getattr(options, key), o.precision, stage, notes)
+               for key, stage in (("visual_options", "visual"), ("voice_options", "audio")) if getattr(options, key)}
+    return dataclasses.replace(options, **precise), notes
 
 
 def _with_precision(options, precision: str, stage: str, notes: list[str]):
@@ -107,7 +108,8 @@ def run_bench(o: BenchOptions) -> dict:
         raise ValueError("--live times explanations: drop --cues-only")
     providers, provider_note = select_providers(o.provider)
     source = FileSource(o.path, audio_path=o.audio_path, realtime=o.live)
-    stage_opts, notes = _stage_options(o, source.has_video, source.has_audio)
+    events: list = []
+    options, notes = _analyzer_options(o, source.has_video, source.has_audio, result_callback=events.append)
     calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
     audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
     block_parts: set[str] = set()  # breakdown keys of per-block calls
@@ -125,10 +127,6 @@ def run_bench(o: BenchOptions) -> dict:
                 audio_s.append((call.t, call.item.duration))
         return record
 
-    events = []
-    options = AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
-                              visual=source.has_video, audio=source.has_audio, judge=o.judge, explain=o.explain,
-                              result_callback=events.append, **stage_opts)
     t_load = time.perf_counter()
     stages = build_stages(options)
     load_s = time.perf_counter() - t_load

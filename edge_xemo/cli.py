@@ -93,7 +93,7 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
          subtitle: Optional[str], explain: bool, judge: bool, window: float, hop: float, threads: int, provider: str,
          tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = (),
          extra_sinks: tuple = (), decoder: Optional[str] = None) -> None:
-    from .analyzer import Analyzer, AnalyzerOptions, RunningMode, stage_options
+    from .analyzer import Analyzer, RunningMode, analyzer_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
     has_video = any(s.has_video for s in sources)
@@ -121,12 +121,11 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
             raise ValueError("--asr needs an audio input")
         # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
         transcriber = TranscriberOptions(language=asr_language, background=live)
-    options = AnalyzerOptions(
+    options = analyzer_options(
+        threads, provider, asr=transcriber, decoder=decoder,
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge, explain=explain,
         subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, judge=judge, explain=explain,
-                        asr=transcriber, decoder=decoder),
     )
     if jsonl_sink is not None:
         jsonl_sink.on_error = outcome.failed
@@ -359,7 +358,7 @@ def serve(
         from .serve.server import ServeOptions, serve as run_server
     except ImportError as e:
         fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
-    from .analyzer import AnalyzerOptions, stage_options
+    from .analyzer import analyzer_options
     from .io.sources import FileSource
 
     options = ServeOptions(host=host, port=port, token_file=token_file or DEFAULT_TOKEN_FILE, no_auth=no_auth,
@@ -377,11 +376,10 @@ def serve(
 
         transcriber = TranscriberOptions(language=asr_language, background=True)
     explain, judge = not (no_explain or cues_only), not cues_only
-    analyzer_options = AnalyzerOptions(
-        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge, explain=explain, subtitle=subtitle,
-        **stage_options(threads, provider, visual=has_video, audio=has_audio, judge=judge, explain=explain,
-                        asr=transcriber, gpu_layers=gpu_layers, decoder=decoder))
-    if not run_server(options, analyzer_options, sources):
+    analysis = analyzer_options(threads, provider, asr=transcriber, gpu_layers=gpu_layers, decoder=decoder,
+                                window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge,
+                                explain=explain, subtitle=subtitle)
+    if not run_server(options, analysis, sources):
         exit_now(0)
 
 

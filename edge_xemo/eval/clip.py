@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, build_stages, run_record, stage_options
+from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, analyzer_options, build_stages, run_record
 from ..core.tap import StageCall, StageTap
 from .datasets import Clip
 from .evaluation import ClipResult
@@ -82,9 +82,7 @@ class ClipExplainer:
         """The stages, loaded once; their stream state is reset for each clip."""
         if self._stages is None:
             o = self.options
-            self._stages = build_stages(AnalyzerOptions(
-                judge=o.explain, explain=o.explain,
-                **stage_options(o.threads, "cpu", visual=True, audio=True, judge=o.explain, explain=o.explain)))
+            self._stages = build_stages(analyzer_options(o.threads, judge=o.explain, explain=o.explain))
         for stage in (self._stages.visual, self._stages.audio):
             stage.reset()
         return self._stages
