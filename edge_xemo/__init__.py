@@ -1,12 +1,12 @@
 """edge-xemo: on-device, real-time, explainable multimodal emotion analysis.
 
-    from edge_xemo import Analyzer, AnalyzerOptions, RunningMode, FileSource
+from edge_xemo import Analyzer, AnalyzerOptions, RunningMode, FileSource
 
-    options = AnalyzerOptions(running_mode=RunningMode.VIDEO)
-    with Analyzer.create_from_options(options) as analyzer:
-        analyzer.run_sources(FileSource("clip.mp4"))
-        for event in analyzer.events():
-            print(event.to_json())
+options = AnalyzerOptions(running_mode=RunningMode.VIDEO)
+with Analyzer.create_from_options(options) as analyzer:
+    analyzer.run_sources(FileSource("clip.mp4"))
+    for event in analyzer.events():
+        print(event.to_json())
 """
 
 import os
@@ -20,12 +20,22 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from .analyzer import Analyzer, AnalyzerOptions, RunningMode
 from .core.events import SCHEMA_VERSION, Event
-from .io.sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
 from .core.types import Cue, Explanation, ModalityResult
+from .io.sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
 
 __all__ = [
-    "Analyzer", "AnalyzerOptions", "RunningMode", "Event", "SCHEMA_VERSION",
-    "CameraOptions", "CameraSource", "FileSource", "MicrophoneSource", "SourceError",
-    "Cue", "Explanation", "ModalityResult",
+    "Analyzer",
+    "AnalyzerOptions",
+    "RunningMode",
+    "Event",
+    "SCHEMA_VERSION",
+    "CameraOptions",
+    "CameraSource",
+    "FileSource",
+    "MicrophoneSource",
+    "SourceError",
+    "Cue",
+    "Explanation",
+    "ModalityResult",
 ]
 __version__ = "0.1.0"

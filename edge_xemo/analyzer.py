@@ -37,12 +37,21 @@ from .core import events as ev
 from .core.models import sha256_of, used_artifacts
 from .core.outbox import Outbox
 from .core.scheduler import BoundedQueue, ExplainPolicy, Window, WindowScheduler, cue_signature, material_change
+from .core.types import (
+    SAMPLE_RATE,
+    AudioBlock,
+    AudioStage,
+    Frame,
+    ModalityResult,
+    Reasoner,
+    ResultCode,
+    StatusCode,
+    VisualStage,
+)
 from .io.audio import to_mono_16k
 from .io.sources import Clock, Source, SourceError
 from .io.subtitles import text_during
 from .reasoning.judgement import explanation_fields
-from .core.types import SAMPLE_RATE, AudioBlock, AudioStage, Frame, ModalityResult, Reasoner, ResultCode, StatusCode
-from .core.types import VisualStage
 
 if TYPE_CHECKING:
     from .reasoning.decoder import DecoderOptions
@@ -102,12 +111,22 @@ class AnalyzerOptions:
     def __post_init__(self):
         asr = getattr(self.voice_options, "asr", None)
         if self.running_mode == RunningMode.VIDEO and asr is not None and asr.background:
-            raise ValueError("TranscriberOptions.background is a live-stream policy (which window a transcript "
-                             "lands in depends on timing); VIDEO mode transcribes in order: set background=False")
+            raise ValueError(
+                "TranscriberOptions.background is a live-stream policy (which window a transcript "
+                "lands in depends on timing); VIDEO mode transcribes in order: set background=False"
+            )
 
 
-def analyzer_options(threads: int = 1, provider: str = "cpu", *, decoder_threads: int | None = None, asr=None,
-                     gpu_layers: int = 0, decoder: str | None = None, **fields) -> AnalyzerOptions:
+def analyzer_options(
+    threads: int = 1,
+    provider: str = "cpu",
+    *,
+    decoder_threads: int | None = None,
+    asr=None,
+    gpu_layers: int = 0,
+    decoder: str | None = None,
+    **fields,
+) -> AnalyzerOptions:
     """AnalyzerOptions built once, with every stage it turns on given one thread budget and provider (what
     the command line, the bench and the evaluations run). `fields` are AnalyzerOptions' own (running_mode,
     window_s, visual, audio, judge, explain, ...). Perception stages and the judgement's text head get
@@ -131,8 +150,9 @@ def analyzer_options(threads: int = 1, provider: str = "cpu", *, decoder_threads
     if base.explain:
         from .reasoning.decoder import DecoderOptions
 
-        out["decoder_options"] = DecoderOptions(n_threads=decoder_threads or threads, provider=provider,
-                                                n_gpu_layers=gpu_layers, model=decoder)
+        out["decoder_options"] = DecoderOptions(
+            n_threads=decoder_threads or threads, provider=provider, n_gpu_layers=gpu_layers, model=decoder
+        )
     return dataclasses.replace(base, **out)
 
 
@@ -170,7 +190,8 @@ def build_stages(options: AnalyzerOptions) -> Stages:
 
         reasoner = Reasoning.create_from_options(
             (options.judgement_options or JudgementOptions()) if options.judge else None,
-            (options.decoder_options or DecoderOptions()) if options.explain else None)
+            (options.decoder_options or DecoderOptions()) if options.explain else None,
+        )
     return Stages(visual, audio, reasoner)
 
 
@@ -185,11 +206,21 @@ def run_record(stages: Stages) -> dict:
         except PackageNotFoundError:
             return None
 
-    record: dict = {"stages": {}, "models": used_artifacts(),
-                    "libraries": {p: installed(p) for p in ("onnxruntime", "onnxruntime-gpu", "llama-cpp-python",
-                                                            "numpy", "opencv-python-headless", "av")}}
+    record: dict = {
+        "stages": {},
+        "models": used_artifacts(),
+        "libraries": {
+            p: installed(p)
+            for p in ("onnxruntime", "onnxruntime-gpu", "llama-cpp-python", "numpy", "opencv-python-headless", "av")
+        },
+    }
     judge, narrator = getattr(stages.reasoner, "judge", None), getattr(stages.reasoner, "narrator", None)
-    for name, stage in (("visual", stages.visual), ("audio", stages.audio), ("judgement", judge), ("reasoner", narrator)):
+    for name, stage in (
+        ("visual", stages.visual),
+        ("audio", stages.audio),
+        ("judgement", judge),
+        ("reasoner", narrator),
+    ):
         options = getattr(stage, "options", None)
         if dataclasses.is_dataclass(options):
             record["stages"][name] = dataclasses.asdict(options)
@@ -219,8 +250,14 @@ class Analyzer:
     leaving the block ends the input, drains it (VIDEO) and closes every thread.
     """
 
-    def __init__(self, options: AnalyzerOptions, visual: VisualStage | None = None,
-                 audio: AudioStage | None = None, reasoner: Reasoner | None = None, owns_stages: bool = False):
+    def __init__(
+        self,
+        options: AnalyzerOptions,
+        visual: VisualStage | None = None,
+        audio: AudioStage | None = None,
+        reasoner: Reasoner | None = None,
+        owns_stages: bool = False,
+    ):
         """`owns_stages`: `close()` also closes the stages (their threads, the decoder's model); stages
         given by a caller who reuses them elsewhere stay open."""
         self.options = o = options
@@ -232,7 +269,9 @@ class Analyzer:
         self._frames = BoundedQueue(o.frame_queue, drop_oldest=live)
         self._audio = BoundedQueue(o.audio_queue, drop_oldest=live)
         self._jobs = BoundedQueue(1 if live else 4, drop_oldest=live)
-        self._outbox = Outbox(o.event_queue, drop_oldest=live or o.result_callback is not None, in_window_order=not live)
+        self._outbox = Outbox(
+            o.event_queue, drop_oldest=live or o.result_callback is not None, in_window_order=not live
+        )
         streams = tuple(s for s, on in (("video", visual is not None), ("audio", audio is not None)) if on)
         self.scheduler = WindowScheduler(o.window_s, o.hop_s, streams)
         self._wake = threading.Condition()
@@ -249,8 +288,17 @@ class Analyzer:
         self._source_threads: list[threading.Thread] = []
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
-        self.stats = dict(frames=0, audio_blocks=0, windows=0, explanations=0, cancelled=0, errors=0,
-                          frames_paused=0, audio_paused=0, callback_errors=0)
+        self.stats = dict(
+            frames=0,
+            audio_blocks=0,
+            windows=0,
+            explanations=0,
+            cancelled=0,
+            errors=0,
+            frames_paused=0,
+            audio_paused=0,
+            callback_errors=0,
+        )
         """Counters: frames, audio blocks, windows, explanations, cancelled, errors, drops, items left out while
         paused, exceptions raised by the result and frame callbacks."""
         self._threads = [threading.Thread(target=self._perceive, name="edge-xemo-perception", daemon=True)]
@@ -289,7 +337,9 @@ class Analyzer:
             self.stats["frames_paused"] += 1
             return
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
-            raise ValueError(f"a frame must be a non-empty (H, W) or (H, W, 3) array, got {getattr(image, 'shape', type(image))}")
+            raise ValueError(
+                f"a frame must be a non-empty (H, W) or (H, W, 3) array, got {getattr(image, 'shape', type(image))}"
+            )
         if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
             raise ValueError(f"a frame needs 1, 3 or 4 channels, got {image.shape[2]}")
         self._check_time("video", t)
@@ -345,7 +395,9 @@ class Analyzer:
             if self.audio is not None and face_id is None:
                 self.audio.reset_baseline()
             who = "every person" if face_id is None else f"face {face_id}"
-            self._emit(ev.status(StatusCode.BASELINE_RESET, f"baseline of {who} reset", self.source_name, face_id=face_id))
+            self._emit(
+                ev.status(StatusCode.BASELINE_RESET, f"baseline of {who} reset", self.source_name, face_id=face_id)
+            )
 
         self._controls.append(reset)
         self._notify()
@@ -376,7 +428,9 @@ class Analyzer:
                 self._emit(ev.status(StatusCode.SOURCE_FAILED, str(e), self.source_name, level="error"))
             except Exception as e:  # a source bug must not take the analyzer down silently
                 log.exception("source failed")
-                self._emit(ev.status(StatusCode.SOURCE_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error"))
+                self._emit(
+                    ev.status(StatusCode.SOURCE_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error")
+                )
             finally:
                 if source.has_video:
                     self.end_stream("video")
@@ -440,7 +494,9 @@ class Analyzer:
             self._close_windows(last=True)
         except Exception as e:
             log.exception("perception failed")
-            self._emit(ev.status(StatusCode.PERCEPTION_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error"))
+            self._emit(
+                ev.status(StatusCode.PERCEPTION_FAILED, f"{type(e).__name__}: {e}", self.source_name, level="error")
+            )
         finally:
             self._jobs.close()
             if self.reasoner is None:
@@ -506,10 +562,19 @@ class Analyzer:
             new = (drops[0] - self._reported_drops[0], drops[1] - self._reported_drops[1])
             self._reported_drops = drops
             self.stats.update(frames_dropped=drops[0], audio_dropped=drops[1])
-            self._emit(ev.status(StatusCode.DROPPED, f"under load: {new[0]} frames and {new[1]} audio blocks dropped since the "
-                                 f"last report ({drops[0]} and {drops[1]} in all)", self.source_name, t=t,
-                                 frames_dropped=drops[0], audio_dropped=drops[1],
-                                 frames_dropped_new=new[0], audio_dropped_new=new[1]))
+            self._emit(
+                ev.status(
+                    StatusCode.DROPPED,
+                    f"under load: {new[0]} frames and {new[1]} audio blocks dropped since the "
+                    f"last report ({drops[0]} and {drops[1]} in all)",
+                    self.source_name,
+                    t=t,
+                    frames_dropped=drops[0],
+                    audio_dropped=drops[1],
+                    frames_dropped_new=new[0],
+                    audio_dropped_new=new[1],
+                )
+            )
 
     def _summarize(self, win: Window) -> tuple[ModalityResult, ModalityResult]:
         vis = aud = None
@@ -517,10 +582,14 @@ class Analyzer:
             vis = self.visual.summarize(win.frame_observations, win.t_start, win.t_end)
         if self.audio is not None:
             aud = self.audio.summarize(win.audio, win.audio_t0, win.audio_observations, win.t_start, win.t_end)
-        return (vis or ModalityResult("visual", code=ResultCode.PATH_OFF, message="visual path off"),
-                aud or ModalityResult("auditory", code=ResultCode.PATH_OFF, message="audio path off"))
+        return (
+            vis or ModalityResult("visual", code=ResultCode.PATH_OFF, message="visual path off"),
+            aud or ModalityResult("auditory", code=ResultCode.PATH_OFF, message="audio path off"),
+        )
 
-    def _stage_latency(self, win: Window, vis: ModalityResult, aud: ModalityResult, summarize_ms: float) -> dict[str, float]:
+    def _stage_latency(
+        self, win: Window, vis: ModalityResult, aud: ModalityResult, summarize_ms: float
+    ) -> dict[str, float]:
         lat = {}
         for stream, key in (("video", "visual_frame"), ("audio", "audio_block")):
             timing = self._timing[stream]
@@ -549,8 +618,15 @@ class Analyzer:
         src = self.source_name
         for r in (vis, aud):
             if r.code is not None and r.code is not ResultCode.PATH_OFF:
-                self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
-                    "code": r.code.value, "message": f"{r.modality}: {r.message}", "modality": r.modality}))
+                self._emit(
+                    ev.Event(
+                        "status",
+                        win.t_start,
+                        win.t_end,
+                        src,
+                        data={"code": r.code.value, "message": f"{r.modality}: {r.message}", "modality": r.modality},
+                    )
+                )
         if not vis.empty or not aud.empty:
             self._emit_cues(win, vis, aud, lat)
         if self.reasoner is None:
@@ -559,12 +635,31 @@ class Analyzer:
         if not vis.empty or not aud.empty or words:
             self._maybe_explain(win, vis, aud, words)
         else:  # no evidence, no label
-            self._emit(ev.Event("status", win.t_start, win.t_end, src, data={
-                "code": StatusCode.NOTHING_TO_EXPLAIN, "message": f"nothing to explain: {vis.message}; {aud.message}"}))
+            self._emit(
+                ev.Event(
+                    "status",
+                    win.t_start,
+                    win.t_end,
+                    src,
+                    data={
+                        "code": StatusCode.NOTHING_TO_EXPLAIN,
+                        "message": f"nothing to explain: {vis.message}; {aud.message}",
+                    },
+                )
+            )
 
     def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
-        for event in ev.cue_events(win.t_start, win.t_end, self.source_name, vis, aud, lat, self._frame_size,
-                                   win.n_frames, len(win.audio) / SAMPLE_RATE):
+        for event in ev.cue_events(
+            win.t_start,
+            win.t_end,
+            self.source_name,
+            vis,
+            aud,
+            lat,
+            self._frame_size,
+            win.n_frames,
+            len(win.audio) / SAMPLE_RATE,
+        ):
             self._emit(event)
 
     # ------------------------------------------------------------------------------- reasoning
@@ -615,22 +710,41 @@ class Analyzer:
             return
         if should_stop() and not exp.valid:
             self.stats["cancelled"] += 1
-            self._emit(ev.Event("status", win.t_start, win.t_end, src,
-                                data={"code": StatusCode.EXPLANATION_CANCELLED, "message": "a newer window with different cues replaced this explanation"}))
+            self._emit(
+                ev.Event(
+                    "status",
+                    win.t_start,
+                    win.t_end,
+                    src,
+                    data={
+                        "code": StatusCode.EXPLANATION_CANCELLED,
+                        "message": "a newer window with different cues replaced this explanation",
+                    },
+                )
+            )
             return
         lat = dict(exp.latency_ms)
         lat["window_to_explanation"] = (time.perf_counter() - t_window) * 1e3
         if first_token:
             lat["window_to_first_token"] = first_token[0]
         self.stats["explanations"] += 1
-        self._emit(ev.Event("explanation", win.t_start, win.t_end, src, lat, {
-            "text": exp.text,
-            **explanation_fields(exp, vis, aud),
-            "subtitle": subtitle,
-            "valid": exp.valid,
-            "problem": exp.problem,
-            "n_tokens": exp.n_tokens,
-        }))
+        self._emit(
+            ev.Event(
+                "explanation",
+                win.t_start,
+                win.t_end,
+                src,
+                lat,
+                {
+                    "text": exp.text,
+                    **explanation_fields(exp, vis, aud),
+                    "subtitle": subtitle,
+                    "valid": exp.valid,
+                    "problem": exp.problem,
+                    "n_tokens": exp.n_tokens,
+                },
+            )
+        )
 
     # -------------------------------------------------------------------------------- delivery
 
@@ -644,8 +758,13 @@ class Analyzer:
         outbox closes (delivery ends once it has handed everything on)."""
         last = None
         if self._stop_reason is not None:
-            last = ev.status(StatusCode.STOPPED, f"stopped: {self._stop_reason}", self.source_name, t=self.clock(),
-                             reason=self._stop_reason)
+            last = ev.status(
+                StatusCode.STOPPED,
+                f"stopped: {self._stop_reason}",
+                self.source_name,
+                t=self.clock(),
+                reason=self._stop_reason,
+            )
         self._outbox.finish(last)
 
     def _deliver(self) -> None:
@@ -719,7 +838,9 @@ class Analyzer:
             t.join(max(0.0, deadline - time.monotonic()))
         stuck = self._alive()
         if stuck:
-            log.warning("still running %.1f s after the stop (a blocked callback or device): %s", timeout, ", ".join(stuck))
+            log.warning(
+                "still running %.1f s after the stop (a blocked callback or device): %s", timeout, ", ".join(stuck)
+            )
         return not stuck
 
     def _alive(self) -> list[str]:
@@ -739,8 +860,14 @@ class Analyzer:
 class _SourceSink:
     """Adapts a Source's callbacks to the analyzer's feeding and events; bad items become events, not exceptions."""
 
-    def __init__(self, push_frame, push_audio, emit: Callable[[ev.Event], None], closed: Callable[[], bool],
-                 source_name: Callable[[], str]):
+    def __init__(
+        self,
+        push_frame,
+        push_audio,
+        emit: Callable[[ev.Event], None],
+        closed: Callable[[], bool],
+        source_name: Callable[[], str],
+    ):
         self._push_frame, self._push_audio, self._emit = push_frame, push_audio, emit
         self._closed, self._name = closed, source_name
 

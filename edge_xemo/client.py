@@ -22,7 +22,6 @@ import time
 from typing import Iterator
 from urllib.parse import urlencode, urlsplit
 
-
 log = logging.getLogger(__name__)
 
 
@@ -45,8 +44,15 @@ class ProtocolError(RuntimeError):
 class Client:
     """One WebSocket connection: hello, auth, then subscribe / events / control / ping."""
 
-    def __init__(self, url: str = "ws://127.0.0.1:8765/v1/ws", token: str | None = None, *,
-                 origin: str | None = None, ssl: ssl_module.SSLContext | None = None, open_timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8765/v1/ws",
+        token: str | None = None,
+        *,
+        origin: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        open_timeout: float = 10.0,
+    ):
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
@@ -54,8 +60,9 @@ class Client:
         headers = {"Origin": origin} if origin else None
         try:
             # entered here, closed by close(): the connection lives as long as this Client
-            self._ws = connect(url, additional_headers=headers, ssl=ssl, open_timeout=open_timeout,
-                               max_size=None, compression=None).__enter__()
+            self._ws = connect(
+                url, additional_headers=headers, ssl=ssl, open_timeout=open_timeout, max_size=None, compression=None
+            ).__enter__()
         except Exception as e:
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status is not None:
@@ -88,8 +95,13 @@ class Client:
             elif m.get("type") == kind:
                 return m
 
-    def subscribe(self, types: list[str] | None = None, max_hz: float | None = None, after: int | None = None,
-                  timeout: float = 10.0) -> dict:
+    def subscribe(
+        self,
+        types: list[str] | None = None,
+        max_hz: float | None = None,
+        after: int | None = None,
+        timeout: float = 10.0,
+    ) -> dict:
         """Ask for event `types` (None: all), at most `max_hz` cues events a second per face, replaying
         the server's ring after seq `after`; returns the `subscribed` reply."""
         self._ws.send(json.dumps({"type": "subscribe", "types": types, "max_hz": max_hz, "after": after}))
@@ -134,8 +146,9 @@ class Client:
         self.close()
 
 
-def follow(url: str, token: str | None, stop: threading.Event, types: list[str] | None = None,
-           max_backoff_s: float = 8.0) -> Iterator[dict]:
+def follow(
+    url: str, token: str | None, stop: threading.Event, types: list[str] | None = None, max_backoff_s: float = 8.0
+) -> Iterator[dict]:
     """Events of a server for as long as `stop` is not set, reconnecting (0.5 s, doubling up to
     `max_backoff_s`) when it goes away; a refused token (4401) raises ServerClosed."""
     backoff = 0.5
@@ -160,9 +173,16 @@ def _until_stopped(client: Client, stop: threading.Event) -> Iterator[dict]:
         yield from client.events(timeout=0.5)
 
 
-def sse_events(base_url: str, token: str | None, *, types: list[str] | None = None, max_hz: float | None = None,
-               last_event_id: int | None = None, timeout: float = 30.0,
-               ssl: ssl_module.SSLContext | None = None) -> Iterator[tuple[int | None, str, dict]]:
+def sse_events(
+    base_url: str,
+    token: str | None,
+    *,
+    types: list[str] | None = None,
+    max_hz: float | None = None,
+    last_event_id: int | None = None,
+    timeout: float = 30.0,
+    ssl: ssl_module.SSLContext | None = None,
+) -> Iterator[tuple[int | None, str, dict]]:
     """(id, event name, object) for each Server-Sent Event of GET /v1/events; ends when the stream does."""
     parts = urlsplit(base_url)
     query = {k: v for k, v in (("types", ",".join(types) if types else None), ("max_hz", max_hz)) if v is not None}

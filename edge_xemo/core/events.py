@@ -72,30 +72,59 @@ class Event:
         return self.data.get("text", "") or self.data.get("message", "")
 
 
-def status(code: StatusCode, message: str, source: str = "", t: float | None = None, level: str = "status",
-           **extra) -> Event:
+def status(
+    code: StatusCode, message: str, source: str = "", t: float | None = None, level: str = "status", **extra
+) -> Event:
     """A `status` (or, with level="error", an `error`) event with a machine code and a one-line message."""
-    return Event(type="error" if level == "error" else "status", t_start=t, t_end=t, source=source,
-                 data={"code": code, "message": message, **extra})
+    return Event(
+        type="error" if level == "error" else "status",
+        t_start=t,
+        t_end=t,
+        source=source,
+        data={"code": code, "message": message, **extra},
+    )
 
 
-def cue_events(t_start: float, t_end: float, source: str, visual: ModalityResult, auditory: ModalityResult,
-               latency_ms: dict[str, float], frame_size: tuple[int, int] | None, n_frames: int, audio_s: float) -> list[Event]:
+def cue_events(
+    t_start: float,
+    t_end: float,
+    source: str,
+    visual: ModalityResult,
+    auditory: ModalityResult,
+    latency_ms: dict[str, float],
+    frame_size: tuple[int, int] | None,
+    n_frames: int,
+    audio_s: float,
+) -> list[Event]:
     """A window's `cues` events: one per face (the primary face first; one without a face when none has
     cues), the voice's cues, measures and expression scores on the first."""
     face_ids = sorted({c.face_id for c in visual.cues}, key=lambda f: (f is None, f)) or [None]
     voice = {**auditory.scores, **{k: v for k, v in auditory.extra.items() if isinstance(v, (int, float, str))}}
-    return [Event("cues", t_start, t_end, source, latency_ms, {
-        "face_id": face_id,
-        "visual_cues": [c.to_dict() for c in visual.cues if c.face_id == face_id],
-        "auditory_cues": [c.to_dict() for c in auditory.cues] if i == 0 else [],
-        "expression": visual.scores if i == 0 else {},
-        "voice": voice if i == 0 else {},
-        "faces": [{"face_id": f.face_id, "box": list(f.box), "score": f.score} for f in visual.faces if f.face_id == face_id],
-        "frame_size": list(frame_size) if frame_size else None,
-        "n_frames": n_frames,
-        "audio_s": audio_s,
-    }) for i, face_id in enumerate(face_ids)]
+    return [
+        Event(
+            "cues",
+            t_start,
+            t_end,
+            source,
+            latency_ms,
+            {
+                "face_id": face_id,
+                "visual_cues": [c.to_dict() for c in visual.cues if c.face_id == face_id],
+                "auditory_cues": [c.to_dict() for c in auditory.cues] if i == 0 else [],
+                "expression": visual.scores if i == 0 else {},
+                "voice": voice if i == 0 else {},
+                "faces": [
+                    {"face_id": f.face_id, "box": list(f.box), "score": f.score}
+                    for f in visual.faces
+                    if f.face_id == face_id
+                ],
+                "frame_size": list(frame_size) if frame_size else None,
+                "n_frames": n_frames,
+                "audio_s": audio_s,
+            },
+        )
+        for i, face_id in enumerate(face_ids)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +139,7 @@ class Field:
 
 
 COMMON_FIELDS = (
-    Field("schema_version", "string", description=f"\"{SCHEMA_VERSION}\" for this version"),
+    Field("schema_version", "string", description=f'"{SCHEMA_VERSION}" for this version'),
     Field("type", "string", description="one of " + ", ".join(EVENT_TYPES)),
     Field("source", "string", False, description="what the input was (file, camera, microphone)"),
     Field("t_start", ("number", "null"), description="window start, seconds on the source clock"),
@@ -132,8 +161,12 @@ TYPE_FIELDS = {
     "token": (Field("text", "string", description="a piece of an explanation as it is generated"),),
     "explanation": (
         Field("text", "string"),
-        Field("emotion", "object", keys=("label", "scores"),
-              description="{label, scores, confidence, outcome, reason, carried_by}"),
+        Field(
+            "emotion",
+            "object",
+            keys=("label", "scores"),
+            description="{label, scores, confidence, outcome, reason, carried_by}",
+        ),
         Field("visual_cues", "array"),
         Field("auditory_cues", "array"),
         Field("evidence", "object", False, description="{source: {distribution, weight, cues}}"),
@@ -144,14 +177,23 @@ TYPE_FIELDS = {
 }
 """The event schema in one place: `validate` checks it and `json_schema` publishes it."""
 
-_PYTHON_TYPES = {"string": str, "number": (int, float), "integer": int, "array": (list, tuple), "object": dict,
-                 "null": type(None), "boolean": bool}
+_PYTHON_TYPES = {
+    "string": str,
+    "number": (int, float),
+    "integer": int,
+    "array": (list, tuple),
+    "object": dict,
+    "null": type(None),
+    "boolean": bool,
+}
 
 
 def _is(value, json_type: str | tuple[str, ...]) -> bool:
     types = (json_type,) if isinstance(json_type, str) else json_type
-    return any(isinstance(value, _PYTHON_TYPES[t]) and not (t in ("number", "integer") and isinstance(value, bool))
-               for t in types)
+    return any(
+        isinstance(value, _PYTHON_TYPES[t]) and not (t in ("number", "integer") and isinstance(value, bool))
+        for t in types
+    )
 
 
 def validate(d: dict) -> None:
@@ -192,8 +234,18 @@ def json_schema() -> dict:
         props = {f.name: prop(f) for f in COMMON_FIELDS + fields}
         props["type"] = {**props["type"], "const": kind}
         props["schema_version"] = {**props["schema_version"], "const": SCHEMA_VERSION}
-        variants.append({"title": kind, "type": "object", "properties": props,
-                         "required": [f.name for f in COMMON_FIELDS + fields if f.required],
-                         "additionalProperties": True})
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"edge-xemo/events/{SCHEMA_VERSION}",
-            "title": "edge-xemo event", "oneOf": variants}
+        variants.append(
+            {
+                "title": kind,
+                "type": "object",
+                "properties": props,
+                "required": [f.name for f in COMMON_FIELDS + fields if f.required],
+                "additionalProperties": True,
+            }
+        )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"edge-xemo/events/{SCHEMA_VERSION}",
+        "title": "edge-xemo event",
+        "oneOf": variants,
+    }

@@ -19,8 +19,8 @@ import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, TypeVar
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .paths import home
 
@@ -226,8 +226,12 @@ a graph on a GPU builds its engine (seconds to minutes); later sessions load it 
 def provider_options(providers: list[str], cache: Path = TRT_CACHE) -> list[dict[str, str]]:
     """onnxruntime's per-provider options for `providers`: TensorRT's engine and timing caches in `cache`
     (fp32: the graphs' parity was measured there, so TensorRT's fp16 stays off); defaults for the rest."""
-    trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
-           "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
+    trt = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+    }
     return [trt if p == "TensorrtExecutionProvider" else {} for p in providers]
 
 
@@ -248,8 +252,9 @@ def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
     if "TensorrtExecutionProvider" in providers:
         TRT_CACHE.mkdir(parents=True, exist_ok=True)
     try:
-        return ort.InferenceSession(path, sess_options=opts, providers=providers,
-                                    provider_options=provider_options(providers))
+        return ort.InferenceSession(
+            path, sess_options=opts, providers=providers, provider_options=provider_options(providers)
+        )
     except Exception as e:
         raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from e
 
@@ -301,7 +306,9 @@ class LiteRtSession(_CpuSession):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as e:
-            raise ModelError("the litert runtime needs the ai-edge-litert package: pip install 'edge-xemo[litert]'") from e
+            raise ModelError(
+                "the litert runtime needs the ai-edge-litert package: pip install 'edge-xemo[litert]'"
+            ) from e
         try:
             self._interp = Interpreter(model_path=path, num_threads=max(1, int(threads)))
             with _native_stderr_dropped():  # LiteRT's one-off "INFO: Created ... XNNPACK delegate" line
@@ -309,7 +316,9 @@ class LiteRtSession(_CpuSession):
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"LiteRT cannot load {path}: {str(e).strip().splitlines()[0]}") from e
         super().__init__(entry)
-        self._index = {d["name"]: d["index"] for d in self._interp.get_input_details() + self._interp.get_output_details()}
+        self._index = {
+            d["name"]: d["index"] for d in self._interp.get_input_details() + self._interp.get_output_details()
+        }
         missing = [n for n in [p.name for p in self._inputs] + self._outputs if n not in self._index]
         if missing:
             raise ModelError(f"{path} has no tensor named {', '.join(missing)} (its sidecar lists them)")

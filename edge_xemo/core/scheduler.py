@@ -171,9 +171,16 @@ class WindowScheduler:
         return out
 
     def _last_t(self) -> float | None:
-        ts = [t for t in (self._frames[-1][0] if self._frames else None,
-                          (self._audio_chunks[-1][0] + len(self._audio_chunks[-1][1]) / SAMPLE_RATE) if self._audio_chunks else None)
-              if t is not None]
+        ts = [
+            t
+            for t in (
+                self._frames[-1][0] if self._frames else None,
+                (self._audio_chunks[-1][0] + len(self._audio_chunks[-1][1]) / SAMPLE_RATE)
+                if self._audio_chunks
+                else None,
+            )
+            if t is not None
+        ]
         return max(ts) if ts else None
 
     def _cut(self, k: int, t_start: float, t_end: float) -> Window:

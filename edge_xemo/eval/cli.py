@@ -84,8 +84,9 @@ def _extractor(kind: str, gguf: Optional[Path], base_url: Optional[str], model: 
     if kind == "llm":
         from edge_xemo.eval.cue_llm import LLMCueExtractor, LLMExtractorOptions
 
-        return LLMCueExtractor(LLMExtractorOptions(model_path=str(gguf) if gguf else None, base_url=base_url,
-                                                   model=model, threads=threads)).extract
+        return LLMCueExtractor(
+            LLMExtractorOptions(model_path=str(gguf) if gguf else None, base_url=base_url, model=model, threads=threads)
+        ).extract
     raise ValueError(f"unknown extractor {kind!r}; choose rule or llm")
 
 
@@ -147,8 +148,10 @@ def emocue360(
         _fail(str(e).splitlines()[0])
     names = scores["names"]
     if names["only_in_pred"] or names["only_in_ref"]:
-        console.print(f"[yellow]{len(names['only_in_pred'])} names only in predictions, {len(names['only_in_ref'])} "
-                      f"only in references: not scored[/yellow]")
+        console.print(
+            f"[yellow]{len(names['only_in_pred'])} names only in predictions, {len(names['only_in_ref'])} "
+            f"only in references: not scored[/yellow]"
+        )
     _print_scores(scores, f"EmoCue-360 ({names['scored']} samples)")
     if json_out:
         out = {m: {k: scores[m][k] for k in ("precision", "recall", "f1", "n")} for m in emocue.MODALITIES}
@@ -170,18 +173,19 @@ def clips(
     dataset: Path = typer.Argument(
         ...,
         help="a CSV/JSONL manifest (video, audio, subtitle, description, label [, name]), an EMER CSV "
-             "(name,english; give --media) or a folder per label (<label>/<clip>.mp4)",
+        "(name,english; give --media) or a folder per label (<label>/<clip>.mp4)",
     ),
     media: Optional[Path] = typer.Option(
-        None, help="EMER CSV: the folder holding <name>.mp4; manifest: the folder its relative paths resolve "
-                   "against (default: the manifest's folder)",
+        None,
+        help="EMER CSV: the folder holding <name>.mp4; manifest: the folder its relative paths resolve "
+        "against (default: the manifest's folder)",
     ),
     labels: Optional[str] = typer.Option(None, help="comma-separated allowed labels; rows with others are skipped"),
     out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
     analyzer: str = typer.Option(
         "edge_xemo.eval.clip:ClipExplainer",
         help="module:callable taking a datasets.Clip and returning a ClipResult (a class is instantiated without "
-             "arguments)",
+        "arguments)",
     ),
     no_emocue: bool = typer.Option(False, help="skip EmoCue-360 (no MiniLM needed)"),
     plots: bool = typer.Option(True, help="write PNG plots (needs matplotlib)"),

@@ -17,11 +17,11 @@ import numpy as np
 
 from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, analyzer_options, build_stages, run_record
 from ..core.tap import StageCall, StageTap
+from ..core.types import Cue, ModalityResult, ResultCode
+from ..io.sources import FileSource
+from ..reasoning.judgement import explanation_fields
 from .datasets import Clip
 from .evaluation import ClipResult
-from ..io.sources import FileSource
-from ..core.types import Cue, ModalityResult, ResultCode
-from ..reasoning.judgement import explanation_fields
 
 
 @dataclass
@@ -55,7 +55,9 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
             phrases = [c.phrase for c in cues]
             phrase = max(set(phrases), key=phrases.count)
             intensity = float(np.mean([c.intensity for c in cues]))
-            ranked.append((share * intensity, Cue(name, phrase, intensity, modality, {"share": share}, cues[0].face_id)))
+            ranked.append(
+                (share * intensity, Cue(name, phrase, intensity, modality, {"share": share}, cues[0].face_id))
+            )
     ranked.sort(key=lambda x: -x[0])
     tokens = [r.tokens for r in measured if r.tokens is not None]
     scores: dict[str, list[float]] = defaultdict(list)
@@ -89,8 +91,10 @@ class ClipExplainer:
 
     def run_record(self) -> dict:
         """What the evaluation ran with (see `analyzer.run_record`); empty before the first clip."""
-        return {"clip_options": dataclasses.asdict(self.options),
-                **(run_record(self._stages) if self._stages is not None else {})}
+        return {
+            "clip_options": dataclasses.asdict(self.options),
+            **(run_record(self._stages) if self._stages is not None else {}),
+        }
 
     def perceive(self, source: FileSource) -> tuple[ModalityResult, ModalityResult]:
         """Run perception over the clip and pool the windows."""
@@ -102,17 +106,26 @@ class ClipExplainer:
             def on_call(call: StageCall) -> None:
                 if call.kind == "per_window":
                     per_window[key].append(call.result)
+
             return on_call
 
         visual = StageTap(stages.visual, collect("visual")) if source.has_video else None
         audio = StageTap(stages.audio, collect("auditory")) if source.has_audio else None
-        analyzer = Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, window_s=o.window_s, hop_s=o.hop_s,
-                                            result_callback=lambda e: None), visual, audio, None)
+        analyzer = Analyzer(
+            AnalyzerOptions(
+                running_mode=RunningMode.VIDEO, window_s=o.window_s, hop_s=o.hop_s, result_callback=lambda e: None
+            ),
+            visual,
+            audio,
+            None,
+        )
         with analyzer:
             analyzer.run_sources(source)
             analyzer.wait()
-        return (pool(per_window["visual"], "visual", o.min_share, o.max_cues),
-                pool(per_window["auditory"], "auditory", o.min_share, o.max_cues))
+        return (
+            pool(per_window["visual"], "visual", o.min_share, o.max_cues),
+            pool(per_window["auditory"], "auditory", o.min_share, o.max_cues),
+        )
 
     def __call__(self, row: Clip) -> ClipResult:
         t0 = time.perf_counter()
@@ -122,13 +135,29 @@ class ClipExplainer:
         perceive_s = time.perf_counter() - t0
         if not self.options.explain or (vis.empty and aud.empty):
             status = "ok" if self.options.explain is False else f"no cues ({vis.message}; {aud.message})"
-            return ClipResult(text="", cues={"visual": [c.phrase for c in vis.cues], "auditory": [c.phrase for c in aud.cues],
-                                             "emotional": []}, latency_s=perceive_s, media_s=source.duration, status=status)
+            return ClipResult(
+                text="",
+                cues={
+                    "visual": [c.phrase for c in vis.cues],
+                    "auditory": [c.phrase for c in aud.cues],
+                    "emotional": [],
+                },
+                latency_s=perceive_s,
+                media_s=source.duration,
+                status=status,
+            )
         subtitle = row.subtitle or aud.words
         exp = self._stages.reasoner.explain(vis, aud, subtitle)
         return ClipResult(
-            text=exp.text, label=exp.label, latency_s=time.perf_counter() - t0, media_s=source.duration,
+            text=exp.text,
+            label=exp.label,
+            latency_s=time.perf_counter() - t0,
+            media_s=source.duration,
             status="ok" if exp.valid else f"flagged: {exp.problem}",
-            extra={"scores": exp.scores, **explanation_fields(exp, vis, aud),
-                   "perceive_s": perceive_s, "explain_ms": exp.latency_ms},
+            extra={
+                "scores": exp.scores,
+                **explanation_fields(exp, vis, aud),
+                "perceive_s": perceive_s,
+                "explain_ms": exp.latency_ms,
+            },
         )

@@ -157,7 +157,7 @@ def _sections(sentences: list[str]) -> dict[str, list[str]]:
         m = _SECTION.match(sentence)
         if m:
             current = m.group(1)
-            sentence = sentence[m.end():]
+            sentence = sentence[m.end() :]
         sentence = sentence.strip(" ,")
         if not sentence:
             continue
@@ -207,8 +207,9 @@ def _descriptive(sentences: list[str], interpretive: list[str]) -> list[str]:
         if _INTERPRETIVE_SENTENCE.search(body) or _CONCLUSION_START.match(body):
             interpretive.append(body)
             continue
-        cut = min((m.start() for m in (_INTERPRETIVE_CLAUSE.search(body), _HEDGED_CLAUSE.search(body)) if m),
-                  default=None)
+        cut = min(
+            (m.start() for m in (_INTERPRETIVE_CLAUSE.search(body), _HEDGED_CLAUSE.search(body)) if m), default=None
+        )
         if cut is not None:
             interpretive.append(body[cut:])
             body = body[:cut]
@@ -241,7 +242,7 @@ def _conclusion_clauses(sentences: list[str]) -> list[str]:
     for sentence in sentences:
         m = _INFERENCE.search(sentence)
         if m:
-            out.append(sentence[m.end():])
+            out.append(sentence[m.end() :])
         elif re.match(r"^(?:based on|combin|considering|taking)", sentence, re.IGNORECASE):
             out.append(sentence.rsplit(",", 1)[-1])
         else:
@@ -267,7 +268,7 @@ def extract_cues(text: str) -> dict:
     for sentence in sections["text"] + sections["audio"]:
         m = re.search(r"\x00(\d+)\x00", sentence)
         if m and (sentence in sections["text"] or "subtitle" in sentence.lower()):
-            subtitle = quotes[int(m.group(1))].strip("\"“” ")
+            subtitle = quotes[int(m.group(1))].strip('"“” ')
             break
 
     interpretive: list[str] = []

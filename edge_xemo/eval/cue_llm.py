@@ -17,20 +17,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from edge_xemo.eval.cue_extract import extract_cues
 from edge_xemo.core.models import ModelError, verified_path
+from edge_xemo.eval.cue_extract import extract_cues
 
 KEYS = ("visual", "auditory", "emotional")
 SYSTEM_PROMPT = (
     "You split a description of a person's emotional state in a video into a JSON object with three lists of "
-    "short, atomic statements: \"visual\" (what is seen: face, gaze, gestures, posture, scene), \"auditory\" "
-    "(what is heard: tone, pitch, loudness, pace, pauses, laughter, the subtitle) and \"emotional\" (the "
+    'short, atomic statements: "visual" (what is seen: face, gaze, gestures, posture, scene), "auditory" '
+    '(what is heard: tone, pitch, loudness, pace, pauses, laughter, the subtitle) and "emotional" (the '
     "emotions, moods and intentions the description infers). Use the description's own words; one feature "
     "per item; no item twice."
 )
 EXAMPLE_INPUT = (
     "In the video, a man frowns, his lips are pressed together and he looks away. In the audio, his voice "
-    "is low and slow, with long pauses. In the text, the subtitle reads: \"Fine, do what you want.\" "
+    'is low and slow, with long pauses. In the text, the subtitle reads: "Fine, do what you want." '
     "Therefore, he feels disappointed and resigned."
 )
 EXAMPLE_OUTPUT = {
@@ -68,8 +68,10 @@ def cue_schema(max_items: int) -> dict:
 def messages(text: str, few_shot: bool = True) -> list[dict]:
     out = [{"role": "system", "content": SYSTEM_PROMPT}]
     if few_shot:
-        out += [{"role": "user", "content": EXAMPLE_INPUT},
-                {"role": "assistant", "content": json.dumps(EXAMPLE_OUTPUT)}]
+        out += [
+            {"role": "user", "content": EXAMPLE_INPUT},
+            {"role": "assistant", "content": json.dumps(EXAMPLE_OUTPUT)},
+        ]
     return out + [{"role": "user", "content": text}]
 
 
@@ -116,22 +118,26 @@ class LLMCueExtractor:
             path = self.options.model_path or str(verified_path("decoder_smollm2"))
             if not os.path.exists(path):
                 raise ModelError(f"GGUF model {path} not found")
-            self._llm = Llama(model_path=path, n_ctx=self.options.n_ctx, n_threads=self.options.threads,
-                              verbose=False)
+            self._llm = Llama(model_path=path, n_ctx=self.options.n_ctx, n_threads=self.options.threads, verbose=False)
         return self._llm
 
     def _ask_local(self, text: str) -> str:
         out = self._local().create_chat_completion(
             messages=messages(text, self.options.few_shot),
             response_format={"type": "json_object", "schema": cue_schema(self.options.max_items)},
-            temperature=0.0, max_tokens=self.options.max_tokens,
+            temperature=0.0,
+            max_tokens=self.options.max_tokens,
         )
         return out["choices"][0]["message"]["content"] or ""
 
     def _ask_endpoint(self, text: str) -> str:
         url = self.options.base_url.rstrip("/") + "/chat/completions"
-        body = {"model": self.options.model, "messages": messages(text, self.options.few_shot),
-                "temperature": 0, "response_format": {"type": "json_object"}}
+        body = {
+            "model": self.options.model,
+            "messages": messages(text, self.options.few_shot),
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        }
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.options.api_key_env)
         if key:

@@ -78,14 +78,19 @@ def score(pred: Mapping[str, Mapping], ref: Mapping[str, Mapping], embed: Embed)
         "only_in_ref": sorted(n for n in ref if n not in pred),
     }
     if names["only_in_pred"] or names["only_in_ref"]:
-        log.warning("EmoCue-360: %d names only in predictions, %d only in references (not scored)",
-                    len(names["only_in_pred"]), len(names["only_in_ref"]))
+        log.warning(
+            "EmoCue-360: %d names only in predictions, %d only in references (not scored)",
+            len(names["only_in_pred"]),
+            len(names["only_in_ref"]),
+        )
     pairs: dict[str, list[tuple[list[str], list[str] | None]]] = {m: [] for m in MODALITIES}
     for name in common:
         p_entry, r_entry = pred[name], ref[name]
         for side, entry in (("predicted", p_entry), ("reference", r_entry)):
             if not isinstance(entry, Mapping):
-                raise ValueError(f"{side} entry of {name!r} must be an object with cue lists, got {type(entry).__name__}")
+                raise ValueError(
+                    f"{side} entry of {name!r} must be an object with cue lists, got {type(entry).__name__}"
+                )
         for m in MODALITIES:
             gt = _cue_list(r_entry.get(m), name, m, "reference")
             pr = _cue_list(p_entry.get(m), name, m, "predicted") if m in p_entry else None

@@ -57,8 +57,13 @@ def _stats(values: Sequence[float]) -> dict:
     if not values:
         return {"n": 0, "median": None, "p95": None, "mean": None, "max": None}
     a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
-            "mean": float(a.mean()), "max": float(a.max())}
+    return {
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "mean": float(a.mean()),
+        "max": float(a.max()),
+    }
 
 
 def emotion_metrics(pairs: Iterable[tuple[str, str | None]]) -> dict:
@@ -71,12 +76,19 @@ def emotion_metrics(pairs: Iterable[tuple[str, str | None]]) -> dict:
     for t, p in pairs:
         key = p if p is not None else "none"
         confusion[t][key] = confusion[t].get(key, 0) + 1
-    per_class = {t: {"n": sum(confusion[t].values()), "recall": confusion[t].get(t, 0) / sum(confusion[t].values())}
-                 for t in classes}
+    per_class = {
+        t: {"n": sum(confusion[t].values()), "recall": confusion[t].get(t, 0) / sum(confusion[t].values())}
+        for t in classes
+    }
     acc = sum(t == p for t, p in pairs) / len(pairs)
-    return {"n": len(pairs), "accuracy": acc, "war": acc,
-            "uar": float(np.mean([c["recall"] for c in per_class.values()])),
-            "per_class": per_class, "confusion": confusion}
+    return {
+        "n": len(pairs),
+        "accuracy": acc,
+        "war": acc,
+        "uar": float(np.mean([c["recall"] for c in per_class.values()])),
+        "per_class": per_class,
+        "confusion": confusion,
+    }
 
 
 def evaluate_clips(
@@ -113,14 +125,27 @@ def evaluate_clips(
             ref_cues[clip.name] = extractor(clip.description)
         if clip.label:
             label_pairs.append((clip.label.lower(), label.lower() if label else None))
-        evaluated.append({"name": clip.name, "label": clip.label, "predicted": label, "latency_s": latency,
-                          "status": result.status, "text": result.text})
+        evaluated.append(
+            {
+                "name": clip.name,
+                "label": clip.label,
+                "predicted": label,
+                "latency_s": latency,
+                "status": result.status,
+                "text": result.text,
+            }
+        )
     read = clips.report
     report = {
-        "source": str(read.source), "layout": read.layout,
-        "n_rows": read.rows, "n_evaluated": len(evaluated), "n_skipped": sum(read.skipped.values()),
+        "source": str(read.source),
+        "layout": read.layout,
+        "n_rows": read.rows,
+        "n_evaluated": len(evaluated),
+        "n_skipped": sum(read.skipped.values()),
         "n_failed": len(failed),
-        "skipped": dict(sorted(read.skipped.items())), "skipped_examples": list(read.examples), "failed": failed,
+        "skipped": dict(sorted(read.skipped.items())),
+        "skipped_examples": list(read.examples),
+        "failed": failed,
         "emocue360": None,
         "emotion": emotion_metrics(label_pairs),
         "latency_s": _stats(latencies),
@@ -139,24 +164,37 @@ def _fmt(v) -> str:
 
 def markdown(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = ["# Clip evaluation\n", f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped, "
-             f"{report['n_failed']} failed, of {report['n_rows']} rows in {report['source']} ({report['layout']}).\n"]
+    lines = [
+        "# Clip evaluation\n",
+        f"{report['n_evaluated']} clips evaluated, {report['n_skipped']} skipped, "
+        f"{report['n_failed']} failed, of {report['n_rows']} rows in {report['source']} ({report['layout']}).\n",
+    ]
     if report["emocue360"]:
         lines += ["## EmoCue-360\n", "| modality | precision | recall | F1 | n |", "|---|---|---|---|---|"]
         for m, s in report["emocue360"].items():
             lines.append(f"| {m} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | {s['n']} |")
         lines.append("")
     emo = report["emotion"]
-    lines += ["## Emotion\n", "| accuracy (WAR) | UAR | n |", "|---|---|---|",
-              f"| {_fmt(emo['war'])} | {_fmt(emo['uar'])} | {emo['n']} |", ""]
+    lines += [
+        "## Emotion\n",
+        "| accuracy (WAR) | UAR | n |",
+        "|---|---|---|",
+        f"| {_fmt(emo['war'])} | {_fmt(emo['uar'])} | {emo['n']} |",
+        "",
+    ]
     if emo["per_class"]:
         lines += ["| class | recall | n |", "|---|---|---|"]
         lines += [f"| {c} | {_fmt(v['recall'])} | {v['n']} |" for c, v in emo["per_class"].items()]
         lines.append("")
     lat, rtf = report["latency_s"], report["real_time_factor"]
-    lines += ["## Latency (s)\n", "| median | p95 | mean | max | n | RTF median |", "|---|---|---|---|---|---|",
-              f"| {_fmt(lat['median'])} | {_fmt(lat['p95'])} | {_fmt(lat['mean'])} | {_fmt(lat['max'])} | {lat['n']} "
-              f"| {_fmt(rtf['median'])} |", ""]
+    lines += [
+        "## Latency (s)\n",
+        "| median | p95 | mean | max | n | RTF median |",
+        "|---|---|---|---|---|---|",
+        f"| {_fmt(lat['median'])} | {_fmt(lat['p95'])} | {_fmt(lat['mean'])} | {_fmt(lat['max'])} | {lat['n']} "
+        f"| {_fmt(rtf['median'])} |",
+        "",
+    ]
     if report["skipped"]:
         lines += ["## Skipped\n", "| reason | rows |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in report["skipped"].items()]

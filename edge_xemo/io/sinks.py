@@ -47,10 +47,11 @@ class JsonlSink:
     are not written: what was written before stays.
     """
 
-    def __init__(self, path: str | Path = "-", tokens: bool = False,
-                 on_error: Callable[[str], None] | None = None):
+    def __init__(self, path: str | Path = "-", tokens: bool = False, on_error: Callable[[str], None] | None = None):
         self.path = str(path)
-        self._fd = sys.stdout.fileno() if self.path == "-" else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = (
+            sys.stdout.fileno() if self.path == "-" else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        )
         self.tokens = tokens
         self.on_error = on_error
         self.failed: OSError | None = None
@@ -69,7 +70,7 @@ class JsonlSink:
                     sys.stdout.flush()  # anything printed before stays before this line
                 view = memoryview(line)
                 while view:
-                    view = view[os.write(self._fd, view):]
+                    view = view[os.write(self._fd, view) :]
                 self._size += len(line)
             except OSError as e:
                 self._fail(e)
@@ -81,7 +82,9 @@ class JsonlSink:
                 os.ftruncate(self._fd, self._size)  # no half-written line
             except OSError:
                 pass
-        message = f"cannot write events to {self.path}: {error.strerror or error}; {self._size} bytes written before stay"
+        message = (
+            f"cannot write events to {self.path}: {error.strerror or error}; {self._size} bytes written before stay"
+        )
         if self.on_error is not None:
             self.on_error(message)
 
@@ -108,8 +111,13 @@ def _emotion_line(emotion: dict) -> str:
     return line
 
 
-_SHOWN = {StatusCode.DROPPED, StatusCode.CAMERA_LOST, StatusCode.MICROPHONE_LOST, StatusCode.AUDIO_OVERFLOW,
-          StatusCode.STOPPED}
+_SHOWN = {
+    StatusCode.DROPPED,
+    StatusCode.CAMERA_LOST,
+    StatusCode.MICROPHONE_LOST,
+    StatusCode.AUDIO_OVERFLOW,
+    StatusCode.STOPPED,
+}
 """Statuses a plain (non-terminal) view prints besides errors."""
 
 
@@ -153,7 +161,9 @@ class ConsoleView:
         elif event.type in ("status", "error"):
             self.status = f"{event.type}: {d.get('message', '')}"
             if not self.live_mode and (event.type == "error" or d.get("code") in _SHOWN):
-                self.console.print(f"[{'red' if event.type == 'error' else 'yellow'}]{self.status}[/]", markup=True, highlight=False)
+                self.console.print(
+                    f"[{'red' if event.type == 'error' else 'yellow'}]{self.status}[/]", markup=True, highlight=False
+                )
         if self._live is not None:
             self._live.update(self._render())
 
@@ -163,7 +173,8 @@ class ConsoleView:
             f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] seen: {', '.join(d['perceived']['visual']) or '-'} | "
             f"heard: {', '.join(d['perceived']['auditory']) or '-'} -> [bold]{_emotion_line(d['emotion'])}[/bold]"
             + ("" if d.get("valid", True) else f" [red](flagged: {d.get('problem')})[/red]"),
-            markup=True, highlight=False,
+            markup=True,
+            highlight=False,
         )
         self.console.print(f"    {d['text']}", markup=False, highlight=False)
 
@@ -210,8 +221,13 @@ class OverlayWriter:
 
     def __call__(self, event: Event) -> None:
         if event.type == "cues" and event.data.get("face_id") in (None, 0, 1):
-            self._lines = [c["phrase"] for c in sorted(event.data.get("visual_cues", []) + event.data.get("auditory_cues", []),
-                                                       key=lambda c: -c["intensity"])[:4]]
+            self._lines = [
+                c["phrase"]
+                for c in sorted(
+                    event.data.get("visual_cues", []) + event.data.get("auditory_cues", []),
+                    key=lambda c: -c["intensity"],
+                )[:4]
+            ]
         elif event.type == "explanation":
             self._explanation = f"{event.data['emotion']['label']}: {event.data['text']}"
 
@@ -234,7 +250,9 @@ class OverlayWriter:
         for face in getattr(observation, "faces", ()) or ():
             x0, y0, x1, y1 = (int(v) for v in face.box)
             cv2.rectangle(image, (x0, y0), (x1, y1), (0, 220, 0), 2)
-            cv2.putText(image, f"#{face.face_id}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 0), 1)
+            cv2.putText(
+                image, f"#{face.face_id}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 0), 1
+            )
         y = 16
         for line in self._lines:
             cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)

@@ -22,8 +22,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (a s
 
 import numpy as np
 
-from .audio import FrameResampler, Resampler
 from ..core.types import SAMPLE_RATE, StatusCode
+from .audio import FrameResampler, Resampler
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,9 @@ class CameraSource(Source):
         self._flaps = 0
         self._cap = self._open()
         if self._cap is None:
-            raise SourceError(f"no camera at {parse_device(self.options.device)!r} (see `edge-xemo devices`)".replace("'", ""))
+            raise SourceError(
+                f"no camera at {parse_device(self.options.device)!r} (see `edge-xemo devices`)".replace("'", "")
+            )
 
     def _open(self):
         import cv2
@@ -140,8 +142,16 @@ class CameraSource(Source):
         device = parse_device(self.options.device)
         if isinstance(device, str) and "://" in device:
             # a network stream that stalls would block read() (and so a stop) without end
-            cap = cv2.VideoCapture(device, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
-                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+            cap = cv2.VideoCapture(
+                device,
+                cv2.CAP_FFMPEG,
+                [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    NETWORK_TIMEOUT_MS,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    NETWORK_TIMEOUT_MS,
+                ],
+            )
         else:
             cap = cv2.VideoCapture(device)
         if not cap.isOpened():
@@ -186,8 +196,11 @@ class CameraSource(Source):
         self.bad_frames += n
         self._bad_reports += 1
         if self._bad_reports & (self._bad_reports - 1) == 0:
-            sink.status(StatusCode.BAD_FRAME, f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
-                        f"({self.bad_frames} in all); capture goes on")
+            sink.status(
+                StatusCode.BAD_FRAME,
+                f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
+                f"({self.bad_frames} in all); capture goes on",
+            )
 
     def _reconnect(self, sink: SourceSink, stop: threading.Event):
         o = self.options
@@ -197,11 +210,13 @@ class CameraSource(Source):
         # a camera lost again soon after coming back is flapping: wait longer each time, report at 1, 2, 4, 8, ...
         flapping = self._reconnected_at is not None and time.monotonic() - self._reconnected_at < FLAP_S
         self._flaps = self._flaps + 1 if flapping else 0
-        backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** self._flaps) if flapping else 0.0
+        backoff = min(MAX_BACKOFF_S, 0.5 * 2**self._flaps) if flapping else 0.0
         report = self._flaps & (self._flaps - 1) == 0
         if report:
             again = f" (lost {self._flaps + 1} times in a row; retrying after {backoff:g} s)" if flapping else ""
-            sink.status(StatusCode.CAMERA_LOST, f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s{again}")
+            sink.status(
+                StatusCode.CAMERA_LOST, f"camera {o.device!r} lost; reconnecting for up to {o.reconnect_s:g} s{again}"
+            )
         stop.wait(backoff)
         deadline = time.monotonic() + o.reconnect_s
         while not stop.is_set() and time.monotonic() < deadline:
@@ -210,11 +225,17 @@ class CameraSource(Source):
                 self.reconnects += 1
                 self._reconnected_at = time.monotonic()
                 if report:
-                    sink.status(StatusCode.CAMERA_RECONNECTED, f"camera {o.device!r} reconnected ({self.reconnects} in all)")
+                    sink.status(
+                        StatusCode.CAMERA_RECONNECTED, f"camera {o.device!r} reconnected ({self.reconnects} in all)"
+                    )
                 return cap
             stop.wait(0.5)
         if not stop.is_set():
-            sink.status(StatusCode.CAMERA_LOST, f"camera {o.device!r} did not come back within {o.reconnect_s:g} s", level="error")
+            sink.status(
+                StatusCode.CAMERA_LOST,
+                f"camera {o.device!r} did not come back within {o.reconnect_s:g} s",
+                level="error",
+            )
         return None
 
 
@@ -242,7 +263,9 @@ def find_input_device(device: int | str | None) -> int | None:
     device = parse_device(device)
     if isinstance(device, int):
         if device not in [i for i, _ in inputs]:
-            raise SourceError(f"no microphone with index {device}; inputs: " + ", ".join(f"{i}: {n}" for i, n in inputs))
+            raise SourceError(
+                f"no microphone with index {device}; inputs: " + ", ".join(f"{i}: {n}" for i, n in inputs)
+            )
         return device
     matches = [i for i, n in inputs if device.lower() in n.lower()]
     if not matches:
@@ -299,7 +322,9 @@ class MicrophoneSource(Source):
                 lost = self._capture(sink, stop, clock)
             except (sd.PortAudioError, SourceError) as e:
                 if first:
-                    raise SourceError(f"cannot open microphone {self.device if self.device is not None else 'default'}: {e}") from e
+                    raise SourceError(
+                        f"cannot open microphone {self.device if self.device is not None else 'default'}: {e}"
+                    ) from e
                 lost = f"cannot reopen it ({e})"
             first = False
             if lost is None:
@@ -315,6 +340,7 @@ class MicrophoneSource(Source):
         resampler = Resampler(rate)
         clock_minus_adc: list[float] = []  # pipeline clock minus PortAudio's stream clock
         anchor = {"t": None, "n": 0}  # block times count samples from an anchor: ADC times jitter
+
         def callback(indata, frames, time_info, status):
             now = clock()
             adc = time_info.inputBufferAdcTime
@@ -331,8 +357,14 @@ class MicrophoneSource(Source):
             anchor["n"] += frames
             sink.audio(resampler.push(indata[:, 0].copy()), t)
 
-        stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
-                                blocksize=int(rate * self.block_s), callback=callback)
+        stream = sd.InputStream(
+            device=self.device,
+            channels=1,
+            samplerate=rate,
+            dtype="float32",
+            blocksize=int(rate * self.block_s),
+            callback=callback,
+        )
         try:
             stream.start()
             while not stop.wait(0.1):
@@ -351,7 +383,9 @@ class MicrophoneSource(Source):
         if self.reconnect_s <= 0:
             sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}", level="error")
             return False
-        sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}; reopening for up to {self.reconnect_s:g} s")
+        sink.status(
+            StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}; reopening for up to {self.reconnect_s:g} s"
+        )
         deadline = time.monotonic() + self.reconnect_s
         while not stop.wait(0.5):
             try:
@@ -364,8 +398,11 @@ class MicrophoneSource(Source):
                 return True
             except (sd.PortAudioError, SourceError, ValueError):
                 if time.monotonic() > deadline:
-                    sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} did not come back within {self.reconnect_s:g} s",
-                                level="error")
+                    sink.status(
+                        StatusCode.MICROPHONE_LOST,
+                        f"microphone {name} did not come back within {self.reconnect_s:g} s",
+                        level="error",
+                    )
                     return False
         return False
 
@@ -414,8 +451,9 @@ class FileSource(Source):
     clip again and again, each pass timed from where the last one ended (a replayed "camera").
     """
 
-    def __init__(self, path: str | Path, audio_path: str | Path | None = None, realtime: bool = False,
-                 loop: bool = False):
+    def __init__(
+        self, path: str | Path, audio_path: str | Path | None = None, realtime: bool = False, loop: bool = False
+    ):
         if loop and not realtime:
             raise ValueError("loop needs realtime: a clip played as fast as possible would never end")
         self.path = Path(path)
@@ -463,11 +501,23 @@ class FileSource(Source):
         shifted = _Shifted(sink)
         while not stop.is_set():
             start = clock()
-            readers = [threading.Thread(target=self._read, args=(self.path, self.audio_path is None, shifted, stop, clock, start),
-                                        name="edge-xemo-file", daemon=True)]
+            readers = [
+                threading.Thread(
+                    target=self._read,
+                    args=(self.path, self.audio_path is None, shifted, stop, clock, start),
+                    name="edge-xemo-file",
+                    daemon=True,
+                )
+            ]
             if self.audio_path is not None:
-                readers.append(threading.Thread(target=self._read, args=(self.audio_path, True, shifted, stop, clock, start),
-                                                name="edge-xemo-file-audio", daemon=True))
+                readers.append(
+                    threading.Thread(
+                        target=self._read,
+                        args=(self.audio_path, True, shifted, stop, clock, start),
+                        name="edge-xemo-file-audio",
+                        daemon=True,
+                    )
+                )
             for r in readers:
                 r.start()
             for r in readers:
@@ -476,7 +526,9 @@ class FileSource(Source):
                 return
             shifted.offset = max(shifted.offset + (clock() - start), shifted.last_t)
 
-    def _read(self, path: Path, want_audio: bool, sink: SourceSink, stop: threading.Event, clock: Clock, start: float) -> None:
+    def _read(
+        self, path: Path, want_audio: bool, sink: SourceSink, stop: threading.Event, clock: Clock, start: float
+    ) -> None:
         import av
 
         container = _open_container(path)
@@ -519,10 +571,17 @@ class FileSource(Source):
             last_t = max(last_t, audio_t or 0.0)
             expected = container.duration / 1_000_000 if container.duration else None
             if expected and not stop.is_set() and last_t < expected - max(1.0, 0.05 * expected):
-                sink.status(StatusCode.FILE_TRUNCATED, f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; "
-                            "analysed what was readable", level="error")
+                sink.status(
+                    StatusCode.FILE_TRUNCATED,
+                    f"{path}: decoding stopped early at {last_t:.1f} s of {expected:.1f} s; analysed what was readable",
+                    level="error",
+                )
         except av.error.FFmpegError as e:
-            sink.status(StatusCode.FILE_TRUNCATED, f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable", level="error")
+            sink.status(
+                StatusCode.FILE_TRUNCATED,
+                f"{path}: decoding stopped early ({type(e).__name__}); analysed what was readable",
+                level="error",
+            )
         finally:
             container.close()
 

@@ -38,7 +38,7 @@ def read_subtitles(path: Path) -> tuple[TimedText, ...]:
         for i, line in enumerate(lines):
             m = _TIME.search(line)
             if m:
-                text = " ".join(_TAGS.sub("", t) for t in lines[i + 1:] if t).strip()
+                text = " ".join(_TAGS.sub("", t) for t in lines[i + 1 :] if t).strip()
                 start, end = _seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])
                 if text and end > start:
                     cues.append(TimedText(start, end, text))

@@ -28,14 +28,24 @@ from typing import Callable
 
 import numpy as np
 
-from .llama_session import LlamaSession
 from ..core.models import ModelError, load_manifest, verified_path
-from .judgement import Judgement, top_label
-from .projector import PROJECTOR_NAMES, load_projector
-from .prompt import ANSWER_PREFIX, LABEL_LEAD, PROMPT_PREFIX, NothingToExplain, Segment
-from .prompt import build_prompt_with_notes, clean_cues, conclude, render_sections
-from .prompt import parse_explanation, repeated_text
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
+from .judgement import Judgement, top_label
+from .llama_session import LlamaSession
+from .projector import PROJECTOR_NAMES, load_projector
+from .prompt import (
+    ANSWER_PREFIX,
+    LABEL_LEAD,
+    PROMPT_PREFIX,
+    NothingToExplain,
+    Segment,
+    build_prompt_with_notes,
+    clean_cues,
+    conclude,
+    parse_explanation,
+    render_sections,
+    repeated_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +251,17 @@ class CueDecoder:
         pools it with the other sources instead). Empty perception does not raise: the Explanation is
         invalid, with no label, and `problem` says why."""
         try:
-            narration = self.narrate(phrases(visual), phrases(auditory), subtitle, visual.tokens, auditory.tokens,
-                                     on_token, should_stop, visual, auditory)
+            narration = self.narrate(
+                phrases(visual),
+                phrases(auditory),
+                subtitle,
+                visual.tokens,
+                auditory.tokens,
+                on_token,
+                should_stop,
+                visual,
+                auditory,
+            )
         except NothingToExplain:
             return nothing_to_explain(visual, auditory)
         return finish(narration, None, on_token)
@@ -260,13 +279,23 @@ class CueDecoder:
         """Explain cue phrases, bridge tokens (used when that slot's projector is loaded) and a subtitle with
         the decoder's own label. Raises NothingToExplain (a ValueError) when there is nothing to explain,
         ValueError when the prompt cannot fit the context."""
-        narration = self.narrate(visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop)
+        narration = self.narrate(
+            visual_cues, auditory_cues, subtitle, visual_tokens, audio_tokens, on_token, should_stop
+        )
         return finish(narration, None, on_token)
 
-    def narrate(self, visual_cues: list[str], auditory_cues: list[str], subtitle: str | bytes | None,
-                visual_tokens: np.ndarray | None = None, audio_tokens: np.ndarray | None = None,
-                on_token: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                visual: ModalityResult | None = None, auditory: ModalityResult | None = None) -> Narration:
+    def narrate(
+        self,
+        visual_cues: list[str],
+        auditory_cues: list[str],
+        subtitle: str | bytes | None,
+        visual_tokens: np.ndarray | None = None,
+        audio_tokens: np.ndarray | None = None,
+        on_token: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        visual: ModalityResult | None = None,
+        auditory: ModalityResult | None = None,
+    ) -> Narration:
         """The explanation up to the label lead (rendered or generated sections, streamed to `on_token`) and
         the decoder's label scores there. `visual`/`auditory` let rendered sections say why one is empty.
         Raises NothingToExplain when there is nothing to explain, ValueError when the prompt cannot fit."""
@@ -289,12 +318,18 @@ class CueDecoder:
                 answer = rendered_answer(visual_cues, auditory_cues, visual, auditory)
                 t_emit = time.perf_counter()
                 emit(answer)
-                pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX):]))
+                pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX) :]))
                 t1 = time.perf_counter()
                 logits, n_past = self._eval_prompt(pieces)
                 t2 = time.perf_counter()
-                return Narration(answer, self._scores(logits, n_past), (), tuple(notes), 0,
-                                 (t0, t1, t2, t_emit, t2, time.perf_counter()))
+                return Narration(
+                    answer,
+                    self._scores(logits, n_past),
+                    (),
+                    tuple(notes),
+                    0,
+                    (t0, t1, t2, t_emit, t2, time.perf_counter()),
+                )
             t1 = time.perf_counter()
             logits, n_past = self._eval_prompt(pieces)
             return self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes)
@@ -378,7 +413,9 @@ class CueDecoder:
             logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
             problems.append(Problem.LABEL_FORCED_MAX_TOKENS if len(generated) >= o.max_tokens else Problem.LABEL_FORCED)
         scores = self._scores(logits, n_past)
-        return Narration(text, scores, tuple(problems), tuple(notes), len(generated), tuple(times + [time.perf_counter()]))
+        return Narration(
+            text, scores, tuple(problems), tuple(notes), len(generated), tuple(times + [time.perf_counter()])
+        )
 
     def _content_free_prior(self) -> dict[str, float]:
         """Geometric mean of the label distributions after explanations of content-free cues."""
@@ -440,12 +477,19 @@ def phrases(result: ModalityResult) -> list[str]:
     return [c.phrase for c in sorted(result.cues, key=lambda c: -c.intensity)]
 
 
-def rendered_answer(visual_cues: list[str], auditory_cues: list[str], visual: ModalityResult | None = None,
-                    auditory: ModalityResult | None = None) -> str:
+def rendered_answer(
+    visual_cues: list[str],
+    auditory_cues: list[str],
+    visual: ModalityResult | None = None,
+    auditory: ModalityResult | None = None,
+) -> str:
     """The cue sections written from perception, up to the label lead (what the decoder reads in
     `sections="rendered"`, and the explanation's text without a narrator)."""
-    return render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0],
-                           visual, auditory) + " " + LABEL_LEAD
+    return (
+        render_sections(clean_cues(list(visual_cues))[0], clean_cues(list(auditory_cues))[0], visual, auditory)
+        + " "
+        + LABEL_LEAD
+    )
 
 
 def nothing_to_explain(visual: ModalityResult, auditory: ModalityResult) -> Explanation:
@@ -454,15 +498,28 @@ def nothing_to_explain(visual: ModalityResult, auditory: ModalityResult) -> Expl
     return Explanation("", "", {}, (), (), problems=(Problem.NOTHING_TO_EXPLAIN,), notes=why)
 
 
-def finish(narration: Narration, judgement: Judgement | None, on_token: Callable[[str], None] | None = None,
-           extra_ms: dict[str, float] | None = None) -> Explanation:
+def finish(
+    narration: Narration,
+    judgement: Judgement | None,
+    on_token: Callable[[str], None] | None = None,
+    extra_ms: dict[str, float] | None = None,
+) -> Explanation:
     """The Explanation of a narration: the judged label and its conclusion after the label lead, or the
     decoder's own label when `judgement` is None (streamed to `on_token`); a stopped narration has no label.
     `extra_ms`: more latency entries (the judgement's)."""
     latency = {**narration.latency_ms, **(extra_ms or {})}
     if narration.scores is None:
-        return Explanation(narration.text, "", {}, (), (), narration.problems, narration.notes,
-                           latency_ms=latency, n_tokens=narration.n_tokens)
+        return Explanation(
+            narration.text,
+            "",
+            {},
+            (),
+            (),
+            narration.problems,
+            narration.notes,
+            latency_ms=latency,
+            n_tokens=narration.n_tokens,
+        )
     if judgement is None:
         label, scores = top_label(narration.scores), narration.scores
         tail = f" {label}."

@@ -36,9 +36,21 @@ log = logging.getLogger(__name__)
 
 # --- facial actions --------------------------------------------------------------------------------
 CUE_AU = {
-    "inner_brow_raise": 1, "outer_brow_raise": 2, "brow_lower": 4, "upper_lid_raise": 5, "cheek_raise": 6,
-    "lid_tighten": 7, "nose_wrinkle": 9, "lip_corner_pull": 12, "lip_corner_depress": 15, "chin_raise": 17,
-    "lip_stretch": 20, "lip_press": 24, "lips_part": 25, "jaw_drop": 26, "eye_closure": 43,
+    "inner_brow_raise": 1,
+    "outer_brow_raise": 2,
+    "brow_lower": 4,
+    "upper_lid_raise": 5,
+    "cheek_raise": 6,
+    "lid_tighten": 7,
+    "nose_wrinkle": 9,
+    "lip_corner_pull": 12,
+    "lip_corner_depress": 15,
+    "chin_raise": 17,
+    "lip_stretch": 20,
+    "lip_press": 24,
+    "lips_part": 25,
+    "jaw_drop": 26,
+    "eye_closure": 43,
 }
 """The FACS action unit each visual cue stands for (edge_xemo.vision.face_cues measures them from landmarks:
 AU1 inner brow raiser, AU2 outer brow raiser, AU4 brow lowerer, AU5 upper lid raiser, AU6 cheek raiser,
@@ -65,22 +77,95 @@ the source weight. A priori: one full EMFACS prototype is strong evidence, but o
 
 # --- vocal profiles --------------------------------------------------------------------------------
 VOCAL_PROFILES: dict[str, dict[str, int]] = {
-    "angry":    {"pitch_high": 1, "lively": 1, "loud": 1, "fast": 1, "tense": 1, "rising": 1,
-                 "pitch_low": -1, "soft": -1, "slow": -1, "flat": -1, "breathy": -1, "steady": -1},
-    "happy":    {"pitch_high": 1, "lively": 1, "loud": 1, "fast": 1, "rising": 1,
-                 "pitch_low": -1, "soft": -1, "slow": -1, "flat": -1, "long_pauses": -1, "steady": -1},
-    "fear":     {"pitch_high": 1, "fast": 1, "flat": 1, "trembling": 1, "tense": 1, "rising": 1,
-                 "pitch_low": -1, "slow": -1, "lively": -1, "steady": -1},
-    "sad":      {"pitch_low": 1, "soft": 1, "slow": 1, "flat": 1, "long_pauses": 1, "breathy": 1, "trembling": 1,
-                 "pitch_high": -1, "loud": -1, "fast": -1, "lively": -1, "tense": -1, "rising": -1},
-    "surprise": {"pitch_high": 1, "lively": 1, "rising": 1, "loud": 1,
-                 "pitch_low": -1, "flat": -1, "slow": -1, "steady": -1},
-    "disgust":  {"pitch_low": 1, "slow": 1, "long_pauses": 1,
-                 "pitch_high": -1, "fast": -1, "lively": -1},
-    "worried":  {"pitch_high": 1, "fast": 1, "soft": 1, "flat": 1, "long_pauses": 1, "trembling": 1, "breathy": 1,
-                 "loud": -1, "lively": -1, "steady": -1},
-    "neutral":  {"steady": 1, "pitch_high": -1, "pitch_low": -1, "loud": -1, "soft": -1, "fast": -1, "slow": -1,
-                 "lively": -1, "trembling": -1, "tense": -1},
+    "angry": {
+        "pitch_high": 1,
+        "lively": 1,
+        "loud": 1,
+        "fast": 1,
+        "tense": 1,
+        "rising": 1,
+        "pitch_low": -1,
+        "soft": -1,
+        "slow": -1,
+        "flat": -1,
+        "breathy": -1,
+        "steady": -1,
+    },
+    "happy": {
+        "pitch_high": 1,
+        "lively": 1,
+        "loud": 1,
+        "fast": 1,
+        "rising": 1,
+        "pitch_low": -1,
+        "soft": -1,
+        "slow": -1,
+        "flat": -1,
+        "long_pauses": -1,
+        "steady": -1,
+    },
+    "fear": {
+        "pitch_high": 1,
+        "fast": 1,
+        "flat": 1,
+        "trembling": 1,
+        "tense": 1,
+        "rising": 1,
+        "pitch_low": -1,
+        "slow": -1,
+        "lively": -1,
+        "steady": -1,
+    },
+    "sad": {
+        "pitch_low": 1,
+        "soft": 1,
+        "slow": 1,
+        "flat": 1,
+        "long_pauses": 1,
+        "breathy": 1,
+        "trembling": 1,
+        "pitch_high": -1,
+        "loud": -1,
+        "fast": -1,
+        "lively": -1,
+        "tense": -1,
+        "rising": -1,
+    },
+    "surprise": {
+        "pitch_high": 1,
+        "lively": 1,
+        "rising": 1,
+        "loud": 1,
+        "pitch_low": -1,
+        "flat": -1,
+        "slow": -1,
+        "steady": -1,
+    },
+    "disgust": {"pitch_low": 1, "slow": 1, "long_pauses": 1, "pitch_high": -1, "fast": -1, "lively": -1},
+    "worried": {
+        "pitch_high": 1,
+        "fast": 1,
+        "soft": 1,
+        "flat": 1,
+        "long_pauses": 1,
+        "trembling": 1,
+        "breathy": 1,
+        "loud": -1,
+        "lively": -1,
+        "steady": -1,
+    },
+    "neutral": {
+        "steady": 1,
+        "pitch_high": -1,
+        "pitch_low": -1,
+        "loud": -1,
+        "soft": -1,
+        "fast": -1,
+        "slow": -1,
+        "lively": -1,
+        "trembling": -1,
+        "tense": -1,
+    },
 }
 """Direction (+1 present, -1 absent) of each vocal cue (edge_xemo.voice.cues) per emotion.
 Anger, fear, happiness and sadness: the cue patterns of Juslin & Laukka 2003 (Psychol. Bull. 129, table 7:
@@ -139,8 +224,11 @@ class SourceJudgement:
         return {e: self.weight * (logs[e] - mean) if e in logs else 0.0 for e in EMOTIONS}
 
     def to_dict(self) -> dict:
-        return {"distribution": {k: round(v, 4) for k, v in self.distribution.items()},
-                "weight": self.weight, "cues": list(self.cues)}
+        return {
+            "distribution": {k: round(v, 4) for k, v in self.distribution.items()},
+            "weight": self.weight,
+            "cues": list(self.cues),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +273,10 @@ class JudgementOptions:
 
 def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str | None) -> str:
     """The words of a window as the text head reads them (the same layout at training and run time)."""
-    text = f"In the video, {', '.join(visual) or 'nothing notable'}. In the audio, {', '.join(auditory) or 'nothing notable'}."
+    text = (
+        f"In the video, {', '.join(visual) or 'nothing notable'}. "
+        f"In the audio, {', '.join(auditory) or 'nothing notable'}."
+    )
     if subtitle:
         text += f' The subtitle says: "{subtitle}".'
     return text
@@ -229,8 +320,10 @@ def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
         return None
     norm = math.sqrt(sum(v * v for v in au.values()))
     strength = min(1.0, norm)
-    match = {e: strength * sum(au.get(a, 0.0) for a in proto) / (math.sqrt(len(proto)) * norm)
-             for e, proto in PROTOTYPES.items()}
+    match = {
+        e: strength * sum(au.get(a, 0.0) for a in proto) / (math.sqrt(len(proto)) * norm)
+        for e, proto in PROTOTYPES.items()
+    }
     expressive = [v for a, v in au.items() if a not in SPEECH_AUS]
     match["neutral"] = 1.0 - max(expressive, default=0.0)
     dist = _softmax({e: FACIAL_GAIN * match[e] for e in EMOTIONS})
@@ -245,8 +338,10 @@ def vocal_profile_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
         return None
     mass = sum(present.values())
     strength = min(1.0, mass)
-    z = {e: VOCAL_GAIN * strength * sum(v * VOCAL_PROFILES[e].get(n, 0) for n, v in present.items()) / mass
-         for e in EMOTIONS}
+    z = {
+        e: VOCAL_GAIN * strength * sum(v * VOCAL_PROFILES[e].get(n, 0) for n, v in present.items()) / mass
+        for e in EMOTIONS
+    }
     dist = _softmax(z)
     names = {n for n, d in VOCAL_PROFILES[top_label(dist)].items() if d > 0}
     return SourceJudgement("vocal_profile", dist, weight, _strongest(cues, names))
@@ -268,8 +363,9 @@ class TextHead:
         labels = entry["outputs"][0]["labels"]
         if weight.shape != (len(labels), 385):
             raise ModelError(f"text_head has shape {weight.shape}, expected ({len(labels)}, 385)")
-        return cls(MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads, provider=provider)),
-                   weight, labels)
+        return cls(
+            MiniLMEmbedder.create_from_options(EmbedderOptions(threads=threads, provider=provider)), weight, labels
+        )
 
     def __call__(self, text: str) -> dict[str, float]:
         x = self.embedder.embed([text])[0]
@@ -286,7 +382,7 @@ def _disagreement(sources: Sequence[SourceJudgement]) -> tuple[SourceJudgement, 
         return label in s.distribution and s.distribution[label] < 1.0 / len(s.distribution)
 
     for i, a in enumerate(sources):
-        for b in sources[i + 1:]:
+        for b in sources[i + 1 :]:
             ta, tb = top_label(a.distribution), top_label(b.distribution)
             if ta != tb and below_chance(a, tb) and below_chance(b, ta):
                 return a, b
@@ -296,15 +392,19 @@ def _disagreement(sources: Sequence[SourceJudgement]) -> tuple[SourceJudgement, 
 class Judge:
     """Pools a window's sources into a `Judgement`; keeps the smoothed state of one stream."""
 
-    def __init__(self, options: JudgementOptions | None = None, text_head: TextHead | None = None,
-                 fitted: dict | None = None):
+    def __init__(
+        self, options: JudgementOptions | None = None, text_head: TextHead | None = None, fitted: dict | None = None
+    ):
         """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any."""
         self.options = options or JudgementOptions()
         self.text_head = text_head
         fitted = fitted or {}
         self.weights = {**PRIOR_WEIGHTS, **fitted.get("weights", {}), **(self.options.weights or {})}
-        self.min_confidence = (self.options.min_confidence if self.options.min_confidence is not None
-                               else fitted.get("min_confidence", 0.35))
+        self.min_confidence = (
+            self.options.min_confidence
+            if self.options.min_confidence is not None
+            else fitted.get("min_confidence", 0.35)
+        )
         self.missing: tuple[str, ...] = ()
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._state: tuple[float, dict[str, float]] | None = None
@@ -319,7 +419,9 @@ class Judge:
         except ModelError:
             pass
         if options.text_head:
-            head, why = load_optional("judgement's text source", lambda: TextHead.load(options.threads, options.provider))
+            head, why = load_optional(
+                "judgement's text source", lambda: TextHead.load(options.threads, options.provider)
+            )
         judge = cls(options, head, fitted)
         judge.missing = (why,) if why else ()
         return judge
@@ -328,20 +430,32 @@ class Judge:
         """Forget the smoothed state (a new stream)."""
         self._state = None
 
-    def sources(self, visual: ModalityResult | None, auditory: ModalityResult | None, visual_phrases: Sequence[str],
-                auditory_phrases: Sequence[str], subtitle: str | None) -> list[SourceJudgement]:
+    def sources(
+        self,
+        visual: ModalityResult | None,
+        auditory: ModalityResult | None,
+        visual_phrases: Sequence[str],
+        auditory_phrases: Sequence[str],
+        subtitle: str | None,
+    ) -> list[SourceJudgement]:
         """Each available source's judgement of one window, but the decoder's (`decoder_source`, which needs
         its prefill: `reasoning.stage.Reasoning` runs these beside it)."""
         w = self.weights
         out = []
         if visual is not None:
-            out += [expression_source(visual.scores, w["expression"]), facial_action_source(visual.cues, w["facial_actions"])]
+            out += [
+                expression_source(visual.scores, w["expression"]),
+                facial_action_source(visual.cues, w["facial_actions"]),
+            ]
         if auditory is not None:
             out.append(vocal_profile_source(auditory.cues, w["vocal_profile"]))
         if self.text_head is not None and (visual_phrases or auditory_phrases or subtitle):
             text = evidence_text(visual_phrases, auditory_phrases, subtitle)
-            out.append(SourceJudgement("text", self.text_head(text), w["text"],
-                                       tuple(visual_phrases[:2]) + tuple(auditory_phrases[:1])))
+            out.append(
+                SourceJudgement(
+                    "text", self.text_head(text), w["text"], tuple(visual_phrases[:2]) + tuple(auditory_phrases[:1])
+                )
+            )
         return [s for s in out if s is not None]
 
     def decoder_source(self, scores: dict[str, float]) -> SourceJudgement:
@@ -367,8 +481,9 @@ class Judge:
         elif dist[label] < self.min_confidence:
             outcome = Outcome.WEAK_EVIDENCE
             reason = f"top probability {dist[label]:.2f} is below {self.min_confidence:.2f}"
-        helping = sorted((s for s in sources if contributions[s.name][label] > 0),
-                         key=lambda s: -contributions[s.name][label])
+        helping = sorted(
+            (s for s in sources if contributions[s.name][label] > 0), key=lambda s: -contributions[s.name][label]
+        )
         carried: list[str] = []
         for s in helping:
             if s.name == "expression" and top_label(s.distribution) == label:
@@ -389,19 +504,26 @@ class Judge:
         return z
 
 
-def explanation_fields(exp: Explanation, visual: ModalityResult | None = None,
-                       auditory: ModalityResult | None = None) -> dict:
+def explanation_fields(
+    exp: Explanation, visual: ModalityResult | None = None, auditory: ModalityResult | None = None
+) -> dict:
     """The judgement fields of an explanation (schema 1.1): `emotion` (label, scores and, when judged,
     confidence, outcome, reason, carried_by), `evidence` (per source: distribution, weight, cues), the parsed
     `visual_cues` / `auditory_cues`, and `perceived` (the cue phrases of the window) when its results are given."""
     emotion = {"label": exp.label, "scores": exp.scores}
-    evidence = {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
+    evidence = (
+        {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
+    )
     j = exp.judgement
     if j is not None:
         emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
         evidence = {s.name: s.to_dict() for s in j.sources}
-    out = {"emotion": emotion, "evidence": evidence,
-           "visual_cues": list(exp.visual_cues), "auditory_cues": list(exp.auditory_cues)}
+    out = {
+        "emotion": emotion,
+        "evidence": evidence,
+        "visual_cues": list(exp.visual_cues),
+        "auditory_cues": list(exp.auditory_cues),
+    }
     if visual is not None and auditory is not None:
         out["perceived"] = {"visual": [c.phrase for c in visual.cues], "auditory": [c.phrase for c in auditory.cues]}
     return out

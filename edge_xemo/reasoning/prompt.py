@@ -186,16 +186,29 @@ def format_explanation(visual_cues: list[str], auditory_cues: list[str], label: 
     return f"{ANSWER_PREFIX} {visual}. In the audio, {audio}. {LABEL_LEAD} {label}."
 
 
-_NO_VISUAL = {ResultCode.NO_FACE: "no face is visible", ResultCode.FACE_TOO_SMALL: "the face is too small to read",
-              ResultCode.NO_FRAMES: NO_VISUAL, ResultCode.NO_VISIBLE_CUE: "no clear facial cue"}
-_NO_VOCAL = {ResultCode.SILENCE: "no speech is heard", ResultCode.NO_SPEECH: "no speech is heard",
-             ResultCode.NO_AUDIO: "no speech is heard", ResultCode.TOO_LITTLE_SPEECH: "too little speech to judge",
-             ResultCode.NOISE: "only noise is heard", ResultCode.NO_CLEAR_VOCAL_CUE: "no clear vocal cue",
-             ResultCode.LEARNING_BASELINE: "no clear vocal cue yet (the speaker's usual voice is still being learned)"}
+_NO_VISUAL = {
+    ResultCode.NO_FACE: "no face is visible",
+    ResultCode.FACE_TOO_SMALL: "the face is too small to read",
+    ResultCode.NO_FRAMES: NO_VISUAL,
+    ResultCode.NO_VISIBLE_CUE: "no clear facial cue",
+}
+_NO_VOCAL = {
+    ResultCode.SILENCE: "no speech is heard",
+    ResultCode.NO_SPEECH: "no speech is heard",
+    ResultCode.NO_AUDIO: "no speech is heard",
+    ResultCode.TOO_LITTLE_SPEECH: "too little speech to judge",
+    ResultCode.NOISE: "only noise is heard",
+    ResultCode.NO_CLEAR_VOCAL_CUE: "no clear vocal cue",
+    ResultCode.LEARNING_BASELINE: "no clear vocal cue yet (the speaker's usual voice is still being learned)",
+}
 
 
-def render_sections(visual_cues: list[str], auditory_cues: list[str], visual: ModalityResult | None = None,
-                    auditory: ModalityResult | None = None) -> str:
+def render_sections(
+    visual_cues: list[str],
+    auditory_cues: list[str],
+    visual: ModalityResult | None = None,
+    auditory: ModalityResult | None = None,
+) -> str:
     """The cue sections of an explanation written from perception: each section lists only its own
     modality's cue phrases (cleaned, as given); an empty one says why from its result's code."""
 
@@ -204,8 +217,10 @@ def render_sections(visual_cues: list[str], auditory_cues: list[str], visual: Mo
             return ", ".join(cues[:MAX_CUES])
         return reasons.get(result.code, default) if result is not None else default
 
-    return (f"{ANSWER_PREFIX} {section(visual_cues, visual, _NO_VISUAL, NO_VISUAL)}. "
-            f"In the audio, {section(auditory_cues, auditory, _NO_VOCAL, NO_AUDIO)}.")
+    return (
+        f"{ANSWER_PREFIX} {section(visual_cues, visual, _NO_VISUAL, NO_VISUAL)}. "
+        f"In the audio, {section(auditory_cues, auditory, _NO_VOCAL, NO_AUDIO)}."
+    )
 
 
 def conclude(judgement: Judgement) -> str:
@@ -229,8 +244,16 @@ _LEAD = re.compile(r"\b(?:therefore|thus|overall)\b,?", re.IGNORECASE)
 _STATE = re.compile(
     r"(?:(?:the|his|her|their) )?emotional state (?:is|was|seems to be|appears to be)\s+([a-z]+)", re.IGNORECASE
 )
-_ALIASES = {"surprised": "surprise", "anger": "angry", "fearful": "fear", "scared": "fear",
-            "disgusted": "disgust", "happiness": "happy", "sadness": "sad", "worry": "worried"}
+_ALIASES = {
+    "surprised": "surprise",
+    "anger": "angry",
+    "fearful": "fear",
+    "scared": "fear",
+    "disgusted": "disgust",
+    "happiness": "happy",
+    "sadness": "sad",
+    "worry": "worried",
+}
 _NONE = re.compile(r"^(?:no|none|nothing)\b", re.IGNORECASE)
 
 

@@ -16,7 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from ..core.types import Explanation, ModalityResult
-from .decoder import CueDecoder, DecoderOptions, Narration, emitter, finish, nothing_to_explain, phrases, rendered_answer
+from .decoder import (
+    CueDecoder,
+    DecoderOptions,
+    Narration,
+    emitter,
+    finish,
+    nothing_to_explain,
+    phrases,
+    rendered_answer,
+)
 from .judgement import Judge, JudgementOptions, explanation_fields
 from .prompt import MAX_SUBTITLE_CHARS, NothingToExplain, build_prompt_with_notes, clean_text, split_cues
 
@@ -30,8 +39,9 @@ class Reasoning:
         if judge is None and narrator is None:
             raise ValueError("Reasoning needs a judge, a narrator or both")
         self.judge, self.narrator = judge, narrator
-        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-judgement")
-                      if judge and narrator and beside else None)
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-judgement") if judge and narrator and beside else None
+        )
         self.missing: tuple[str, ...] = judge.missing if judge is not None else ()
         """Optional models that are not installed (the judge's text source), one line each."""
 
@@ -57,44 +67,91 @@ class Reasoning:
         """One window's explanation (`t`, the window's end on the source clock, lets the judgement smooth
         over the stream). Empty perception does not raise: the Explanation is invalid, with no label."""
         try:
-            return self._explain(phrases(visual), phrases(auditory), subtitle, visual, auditory, on_token,
-                                 should_stop, t)
+            return self._explain(
+                phrases(visual), phrases(auditory), subtitle, visual, auditory, on_token, should_stop, t
+            )
         except NothingToExplain:
             return nothing_to_explain(visual, auditory)
 
-    def explain_cues(self, visual_cues: list[str], auditory_cues: list[str], subtitle: str | bytes | None,
-                     on_token: Callable[[str], None] | None = None) -> Explanation:
+    def explain_cues(
+        self,
+        visual_cues: list[str],
+        auditory_cues: list[str],
+        subtitle: str | bytes | None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Explanation:
         """Cue phrases and a subtitle given as text (no perception behind them: the judge has its text
         source and the narrator's). Raises NothingToExplain when all are empty."""
         return self._explain(list(visual_cues), list(auditory_cues), subtitle, None, None, on_token, None, None)
 
-    def _explain(self, visual_cues: list[str], auditory_cues: list[str], subtitle, visual: ModalityResult | None,
-                 auditory: ModalityResult | None, on_token, should_stop, t: float | None) -> Explanation:
+    def _explain(
+        self,
+        visual_cues: list[str],
+        auditory_cues: list[str],
+        subtitle,
+        visual: ModalityResult | None,
+        auditory: ModalityResult | None,
+        on_token,
+        should_stop,
+        t: float | None,
+    ) -> Explanation:
         t0 = time.perf_counter()
         judge, narrator = self.judge, self.narrator
         words = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
         if judge is None:  # the narrator's own label
             assert narrator is not None  # __init__ refuses neither
-            return finish(narrator.narrate(visual_cues, auditory_cues, subtitle, _tokens(visual), _tokens(auditory),
-                                           on_token, should_stop, visual, auditory), None, on_token)
+            return finish(
+                narrator.narrate(
+                    visual_cues,
+                    auditory_cues,
+                    subtitle,
+                    _tokens(visual),
+                    _tokens(auditory),
+                    on_token,
+                    should_stop,
+                    visual,
+                    auditory,
+                ),
+                None,
+                on_token,
+            )
         if narrator is None:
             narration = self._rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token)
             sources = judge.sources(visual, auditory, visual_cues, auditory_cues, words)
         else:
-            pending = (self._pool.submit(judge.sources, visual, auditory, visual_cues, auditory_cues, words)
-                       if self._pool is not None else None)
-            narration = narrator.narrate(visual_cues, auditory_cues, subtitle, _tokens(visual), _tokens(auditory),
-                                         on_token, should_stop, visual, auditory)
-            sources = pending.result() if pending is not None else judge.sources(visual, auditory, visual_cues,
-                                                                                 auditory_cues, words)
+            pending = (
+                self._pool.submit(judge.sources, visual, auditory, visual_cues, auditory_cues, words)
+                if self._pool is not None
+                else None
+            )
+            narration = narrator.narrate(
+                visual_cues,
+                auditory_cues,
+                subtitle,
+                _tokens(visual),
+                _tokens(auditory),
+                on_token,
+                should_stop,
+                visual,
+                auditory,
+            )
+            sources = (
+                pending.result()
+                if pending is not None
+                else judge.sources(visual, auditory, visual_cues, auditory_cues, words)
+            )
             if narration.scores is None:  # stopped early
                 return finish(narration, None, on_token)
             sources.append(judge.decoder_source(narration.scores))
         t_judge = time.perf_counter()
         judgement = judge.judge(sources, t)
         now = time.perf_counter()
-        return finish(narration, judgement, on_token,
-                      {"judgement": round((now - t_judge) * 1e3, 2), "total": round((now - t0) * 1e3, 2)})
+        return finish(
+            narration,
+            judgement,
+            on_token,
+            {"judgement": round((now - t_judge) * 1e3, 2), "total": round((now - t0) * 1e3, 2)},
+        )
 
     @staticmethod
     def _rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token) -> Narration:
@@ -121,8 +178,14 @@ def _tokens(result: ModalityResult | None):
     return result.tokens if result is not None else None
 
 
-def reason_text(visual: str, audio: str, subtitle: str | None, options: DecoderOptions | None = None,
-                decoder: CueDecoder | None = None, judgement: JudgementOptions | None = None) -> dict:
+def reason_text(
+    visual: str,
+    audio: str,
+    subtitle: str | None,
+    options: DecoderOptions | None = None,
+    decoder: CueDecoder | None = None,
+    judgement: JudgementOptions | None = None,
+) -> dict:
     """Explain cues given as text ("smiling, eyes narrowed"), judged by the text source and the decoder:
     one JSON-able dict {text, emotion, evidence, visual_cues, auditory_cues (`explanation_fields`), valid,
     problem, latency_ms, n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError

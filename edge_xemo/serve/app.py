@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 """The WebSocket protocol's version: messages only gain fields within it (clients ignore unknown ones)."""
 STATIC = Path(__file__).parent / "static"
-CSP = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 # WebSocket close codes (4000-4999 are the application's own, RFC 6455 7.4.2)
 CLOSE_UNAUTHORIZED = 4401
@@ -124,8 +126,10 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
         return None
 
     async def kiosk(request: Request) -> Response:
-        return FileResponse(STATIC / "kiosk.html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store",
-                                                              "Referrer-Policy": "no-referrer"})
+        return FileResponse(
+            STATIC / "kiosk.html",
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -145,13 +149,22 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
         if denied:
             return denied
         a = pipeline.analyzer
-        return JSONResponse({
-            "name": "edge-xemo", "version": version("edge-xemo"), "schema_version": ev.SCHEMA_VERSION,
-            "protocol": PROTOCOL, "running_mode": "live_stream", "uptime_s": round(time.time() - started, 1),
-            "sources": [s.name for s in pipeline.sources], "paused": bool(a and a.paused),
-            "auth": config.tokens is not None, "clients": len(hub.clients), "last_seq": hub.last_seq,
-            "run": pipeline.record,
-        })
+        return JSONResponse(
+            {
+                "name": "edge-xemo",
+                "version": version("edge-xemo"),
+                "schema_version": ev.SCHEMA_VERSION,
+                "protocol": PROTOCOL,
+                "running_mode": "live_stream",
+                "uptime_s": round(time.time() - started, 1),
+                "sources": [s.name for s in pipeline.sources],
+                "paused": bool(a and a.paused),
+                "auth": config.tokens is not None,
+                "clients": len(hub.clients),
+                "last_seq": hub.last_seq,
+                "run": pipeline.record,
+            }
+        )
 
     async def schema(request: Request) -> Response:
         return guard(request) or JSONResponse(ev.json_schema())
@@ -176,8 +189,9 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
             return denied
         try:
             q = request.query_params
-            sub = Subscription.parse(q["types"].split(",") if q.get("types") else None,
-                                     float(q["max_hz"]) if q.get("max_hz") else None)
+            sub = Subscription.parse(
+                q["types"].split(",") if q.get("types") else None, float(q["max_hz"]) if q.get("max_hz") else None
+            )
             last = request.headers.get("last-event-id") or q.get("after")
             after = int(last) if last else None
         except ValueError as e:
@@ -188,14 +202,22 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
         return _EventStream(client, complete, hub, metrics, conns, limits)
 
     async def websocket(ws: WebSocket) -> None:
-        await _serve_websocket(ws, hub, pipeline, metrics, conns, limits, scopes_of, origin_ok,
-                               auth_required=config.tokens is not None)
+        await _serve_websocket(
+            ws, hub, pipeline, metrics, conns, limits, scopes_of, origin_ok, auth_required=config.tokens is not None
+        )
 
     routes = [
-        Route("/", kiosk), Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_route),
-        Route("/v1/info", info), Route("/v1/schema", schema), Route("/v1/events/latest", latest),
-        Route("/v1/events", events_stream), Route("/v1/control/{action}", control, methods=["POST"]),
-        WebSocketRoute("/v1/ws", websocket), Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route("/", kiosk),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_route),
+        Route("/v1/info", info),
+        Route("/v1/schema", schema),
+        Route("/v1/events/latest", latest),
+        Route("/v1/events", events_stream),
+        Route("/v1/control/{action}", control, methods=["POST"]),
+        WebSocketRoute("/v1/ws", websocket),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes)
 
@@ -219,13 +241,23 @@ def run_control(pipeline, action: str, face_id: int | None = None) -> dict:
 class _EventStream:
     """text/event-stream from a client queue, with heartbeats; a send slower than send_timeout_s ends it."""
 
-    HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-               (b"x-accel-buffering", b"no")]
+    HEADERS = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-store"),
+        (b"x-accel-buffering", b"no"),
+    ]
 
-    def __init__(self, client: ClientQueue, complete: bool, hub: EventHub, metrics, conns: _Connections,
-                 limits: ServerLimits):
+    def __init__(
+        self, client: ClientQueue, complete: bool, hub: EventHub, metrics, conns: _Connections, limits: ServerLimits
+    ):
         self.client, self.complete, self.hub, self.metrics, self.conns, self.limits = (
-            client, complete, hub, metrics, conns, limits)
+            client,
+            complete,
+            hub,
+            metrics,
+            conns,
+            limits,
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         reason = "disconnected"
@@ -246,8 +278,9 @@ class _EventStream:
                 gap = ev.status(StatusCode.REPLAY_INCOMPLETE, "events after Last-Event-ID have left the replay ring")
                 chunk += f"event: status\ndata: {gap.to_json()}\n\n".encode()
             while not gone.is_set():
-                await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
-                                       self.limits.send_timeout_s)
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": chunk, "more_body": True}), self.limits.send_timeout_s
+                )
                 try:
                     item = await asyncio.wait_for(self.client.get(), self.limits.heartbeat_s)
                     chunk = f"id: {item.seq}\nevent: {item.type}\ndata: {item.json}\n\n".encode()
@@ -283,8 +316,17 @@ async def _receive_text(ws: WebSocket, limit: int) -> dict:
     return d
 
 
-async def _serve_websocket(ws: WebSocket, hub: EventHub, pipeline, metrics, conns: _Connections,
-                           limits: ServerLimits, scopes_of, origin_ok, auth_required: bool) -> None:
+async def _serve_websocket(
+    ws: WebSocket,
+    hub: EventHub,
+    pipeline,
+    metrics,
+    conns: _Connections,
+    limits: ServerLimits,
+    scopes_of,
+    origin_ok,
+    auth_required: bool,
+) -> None:
     if not origin_ok(ws.headers):
         metrics.closed.labels("forbidden_origin").inc()
         await ws.close(CLOSE_FORBIDDEN_ORIGIN)  # before accept: the handshake is answered 403
@@ -323,8 +365,16 @@ async def _serve_websocket(ws: WebSocket, hub: EventHub, pipeline, metrics, conn
 
     try:
         await ws.accept()
-        await ws.send_json({"type": "hello", "server": "edge-xemo", "version": version("edge-xemo"),
-                            "protocol": PROTOCOL, "schema_version": ev.SCHEMA_VERSION, "auth_required": auth_required})
+        await ws.send_json(
+            {
+                "type": "hello",
+                "server": "edge-xemo",
+                "version": version("edge-xemo"),
+                "protocol": PROTOCOL,
+                "schema_version": ev.SCHEMA_VERSION,
+                "auth_required": auth_required,
+            }
+        )
         try:
             msg = await asyncio.wait_for(_receive_text(ws, limits.max_message_bytes), limits.auth_timeout_s)
         except asyncio.TimeoutError:
@@ -353,13 +403,22 @@ async def _serve_websocket(ws: WebSocket, hub: EventHub, pipeline, metrics, conn
                 else:
                     hub.resubscribe(client, sub)
                     complete = True
-                await ws.send_json({"type": "subscribed", "types": sorted(sub.types) if sub.types else None,
-                                    "max_hz": sub.max_hz, "last_seq": hub.last_seq, "replay_complete": complete})
+                await ws.send_json(
+                    {
+                        "type": "subscribed",
+                        "types": sorted(sub.types) if sub.types else None,
+                        "max_hz": sub.max_hz,
+                        "last_seq": hub.last_seq,
+                        "replay_complete": complete,
+                    }
+                )
             elif kind == "ping":
                 await ws.send_json({"type": "pong", "id": msg.get("id")})
             elif kind == "control":
                 if "admin" not in granted:
-                    await ws.send_json({"type": "protocol_error", "code": "forbidden", "message": "control needs the admin token"})
+                    await ws.send_json(
+                        {"type": "protocol_error", "code": "forbidden", "message": "control needs the admin token"}
+                    )
                     continue
                 try:
                     face = msg.get("face_id")
@@ -369,8 +428,13 @@ async def _serve_websocket(ws: WebSocket, hub: EventHub, pipeline, metrics, conn
                     continue
                 await ws.send_json({"type": "control_ok", "id": msg.get("id"), **result})
             else:
-                await ws.send_json({"type": "protocol_error", "code": "unknown_type",
-                                    "message": f"unknown message type {kind!r}: subscribe, ping or control"})
+                await ws.send_json(
+                    {
+                        "type": "protocol_error",
+                        "code": "unknown_type",
+                        "message": f"unknown message type {kind!r}: subscribe, ping or control",
+                    }
+                )
     except OverflowError:
         await close(CLOSE_TOO_BIG, "message_too_big")
     except ValueError as e:

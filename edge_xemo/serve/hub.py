@@ -141,8 +141,9 @@ class EventHub:
             if c.closed_reason is None:
                 c.offer(item)
 
-    def open(self, name: str, transport: str, subscription: Subscription = Subscription(),
-             after: int | None = None) -> tuple[ClientQueue, bool]:
+    def open(
+        self, name: str, transport: str, subscription: Subscription = Subscription(), after: int | None = None
+    ) -> tuple[ClientQueue, bool]:
         """A new client queue; with `after`, the ring's events after that seq are queued first.
         Returns the queue and whether the replay is complete (False: events after `after` have left the ring)."""
         client = ClientQueue(name, transport, self.client_queue, subscription)

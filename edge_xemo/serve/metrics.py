@@ -25,16 +25,34 @@ class Metrics:
     def __init__(self, pipeline, hub):
         self.registry = r = CollectorRegistry()
         self.events = Counter("edge_xemo_events", "Events published, by type.", ["type"], registry=r)
-        self.stage = Histogram("edge_xemo_stage_latency_seconds", "Per-item stage time (window means).", ["stage"],
-                               buckets=FAST, registry=r)
-        self.capture = Histogram("edge_xemo_capture_to_cues_seconds",
-                                 "End to end: from a window's last capture to its cues.", buckets=SLOW, registry=r)
-        self.explanation = Histogram("edge_xemo_explanation_latency_seconds",
-                                     "From a window's end to its finished explanation.", buckets=SLOW, registry=r)
-        self.first_token = Histogram("edge_xemo_first_token_seconds",
-                                     "From a window's end to its explanation's first token.", buckets=SLOW, registry=r)
-        self.closed = Counter("edge_xemo_clients_closed", "Client connections closed, by reason.", ["reason"],
-                              registry=r)
+        self.stage = Histogram(
+            "edge_xemo_stage_latency_seconds",
+            "Per-item stage time (window means).",
+            ["stage"],
+            buckets=FAST,
+            registry=r,
+        )
+        self.capture = Histogram(
+            "edge_xemo_capture_to_cues_seconds",
+            "End to end: from a window's last capture to its cues.",
+            buckets=SLOW,
+            registry=r,
+        )
+        self.explanation = Histogram(
+            "edge_xemo_explanation_latency_seconds",
+            "From a window's end to its finished explanation.",
+            buckets=SLOW,
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "edge_xemo_first_token_seconds",
+            "From a window's end to its explanation's first token.",
+            buckets=SLOW,
+            registry=r,
+        )
+        self.closed = Counter(
+            "edge_xemo_clients_closed", "Client connections closed, by reason.", ["reason"], registry=r
+        )
         r.register(_Counters(pipeline, hub))
 
     def observe(self, event: Event) -> None:
@@ -59,8 +77,18 @@ class Metrics:
 class _Counters:
     """The analyzer's stats and the hub's client state, read when Prometheus scrapes."""
 
-    STATS = ("frames", "audio_blocks", "windows", "explanations", "cancelled", "errors", "frames_dropped",
-             "audio_dropped", "frames_paused", "audio_paused")
+    STATS = (
+        "frames",
+        "audio_blocks",
+        "windows",
+        "explanations",
+        "cancelled",
+        "errors",
+        "frames_dropped",
+        "audio_dropped",
+        "frames_paused",
+        "audio_paused",
+    )
 
     def __init__(self, pipeline, hub):
         self.pipeline, self.hub = pipeline, hub
@@ -77,7 +105,11 @@ class _Counters:
         for transport, n in counts.items():
             clients.add_metric([transport], n)
         yield clients
-        yield CounterMetricFamily("edge_xemo_client_drops", "Events dropped from slow clients' queues.",
-                                  value=self.hub.dropped())
-        yield GaugeMetricFamily("edge_xemo_paused", "1 while analysis is paused.",
-                                value=1 if analyzer is not None and analyzer.paused else 0)
+        yield CounterMetricFamily(
+            "edge_xemo_client_drops", "Events dropped from slow clients' queues.", value=self.hub.dropped()
+        )
+        yield GaugeMetricFamily(
+            "edge_xemo_paused",
+            "1 while analysis is paused.",
+            value=1 if analyzer is not None and analyzer.paused else 0,
+        )

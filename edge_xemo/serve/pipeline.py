@@ -14,8 +14,8 @@ import time
 
 from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, build_stages, run_record
 from ..core import events as ev
-from ..core.types import StatusCode
 from ..core.models import ModelError
+from ..core.types import StatusCode
 from ..io.sources import FileSource, Source
 from .hub import EventHub
 
@@ -72,8 +72,15 @@ class Pipeline:
                 if any(isinstance(s, FileSource) for s in self.sources):
                     name = f"replay_{stream}"
                 last = a.last_input_time(stream)
-                state[name] = ("paused" if a.paused else "waiting" if last is None
-                               else "ready" if now - last <= STALE_S else "stalled")
+                state[name] = (
+                    "paused"
+                    if a.paused
+                    else "waiting"
+                    if last is None
+                    else "ready"
+                    if now - last <= STALE_S
+                    else "stalled"
+                )
         ready = all(v in ("ready", "paused") for v in state.values()) and a is not None
         return ready, state
 

@@ -63,22 +63,34 @@ SPEAKING_RATIO = VoiceOptions().min_window_speech_s / AnalyzerOptions().window_s
 reads vocal cues, below it the window is `too_little_speech`) in the default 2 s window = 0.15."""
 
 _CIRCUMPLEX_DEG = {
-    "happy": 7.8,       # "happy"
-    "surprise": 69.8,   # "astonished"
-    "angry": 99.0,      # "angry"
-    "fear": 116.8,      # "afraid"
-    "disgust": 123.0,   # "annoyed": Russell's 28 words have no disgust; annoyance is its nearest neighbour
-    "worried": 138.0,   # "distressed"
-    "sad": 207.5,       # "sad"
+    "happy": 7.8,  # "happy"
+    "surprise": 69.8,  # "astonished"
+    "angry": 99.0,  # "angry"
+    "fear": 116.8,  # "afraid"
+    "disgust": 123.0,  # "annoyed": Russell's 28 words have no disgust; annoyance is its nearest neighbour
+    "worried": 138.0,  # "distressed"
+    "sad": 207.5,  # "sad"
 }
 """Angle of each label's word on Russell's circumplex (Russell 1980, A circumplex model of affect, JPSP 39(6),
 table of the direct circular scaling of 28 affect words; 0 deg = pleasure, 90 deg = arousal)."""
 EXPRESSIONS: dict[str, tuple[str, float, float]] = {
     "neutral": ("neutral", 0.0, 0.0),  # the neutral centre of the circumplex
-    **{label: (name, round(math.cos(math.radians(_CIRCUMPLEX_DEG[label])), 3),
-               round(math.sin(math.radians(_CIRCUMPLEX_DEG[label])), 3))
-       for label, name in (("happy", "happy"), ("sad", "sad"), ("angry", "angry"), ("surprise", "surprised"),
-                           ("fear", "scared"), ("disgust", "disgusted"), ("worried", "scared"))},
+    **{
+        label: (
+            name,
+            round(math.cos(math.radians(_CIRCUMPLEX_DEG[label])), 3),
+            round(math.sin(math.radians(_CIRCUMPLEX_DEG[label])), 3),
+        )
+        for label, name in (
+            ("happy", "happy"),
+            ("sad", "sad"),
+            ("angry", "angry"),
+            ("surprise", "surprised"),
+            ("fear", "scared"),
+            ("disgust", "disgusted"),
+            ("worried", "scared"),
+        )
+    },
 }
 """Emotion label -> (hri_msgs Expression name, valence, arousal): the word's point on the unit circumplex,
 valence = cos, arousal = sin. hri_msgs names no worry: it is "scared", worry and anxiety being states of the
@@ -132,22 +144,37 @@ def _face_messages(event: dict, header: dict) -> list[RosMessage]:
     out = []
     if event.get("frame_size"):
         (w, h), (x0, y0, x1, y1) = event["frame_size"], face["box"]
-        out.append(RosMessage(f"/humans/faces/{rid}/roi", ROI, {
-            "header": header, "xmin": _unit(x0 / w), "ymin": _unit(y0 / h), "xmax": _unit(x1 / w),
-            "ymax": _unit(y1 / h), "c": _unit(score)}))
+        out.append(
+            RosMessage(
+                f"/humans/faces/{rid}/roi",
+                ROI,
+                {
+                    "header": header,
+                    "xmin": _unit(x0 / w),
+                    "ymin": _unit(y0 / h),
+                    "xmax": _unit(x1 / w),
+                    "ymax": _unit(y1 / h),
+                    "c": _unit(score),
+                },
+            )
+        )
     intensity, confidence = [0.0] * N_ACTION_UNITS, [0.0] * N_ACTION_UNITS
     for au in CUE_AU.values():  # each is read in every window (absent: below its threshold), as sure as the face
         confidence[au] = _unit(score)
     for cue in event.get("visual_cues") or ():
         if cue.get("name") in CUE_AU:
             intensity[CUE_AU[cue["name"]]] = _unit(float(cue["intensity"]))
-    out.append(RosMessage(f"/humans/faces/{rid}/facs", FACS,
-                          {"header": header, "intensity": intensity, "confidence": confidence}))
+    out.append(
+        RosMessage(
+            f"/humans/faces/{rid}/facs", FACS, {"header": header, "intensity": intensity, "confidence": confidence}
+        )
+    )
     return out
 
 
-def ros_messages(event: dict, *, tracked_faces: Sequence[str] | None = None,
-                 expression_face: str | None = None) -> list[RosMessage]:
+def ros_messages(
+    event: dict, *, tracked_faces: Sequence[str] | None = None, expression_face: str | None = None
+) -> list[RosMessage]:
     """The ROS messages of one event (pure).
 
     A cues event gives the tracked faces (`tracked_faces`, or else its own face), its face's roi and facs,
@@ -166,8 +193,11 @@ def ros_messages(event: dict, *, tracked_faces: Sequence[str] | None = None,
         if "speech_ratio" in voice:
             vid = voice_ros_id(str(voice.get("speaker", "default")))
             out.append(RosMessage(VOICES_TRACKED, IDS_LIST, {"header": header, "ids": [vid]}))
-            out.append(RosMessage(f"/humans/voices/{vid}/is_speaking", BOOL,
-                                  {"data": float(voice["speech_ratio"]) > SPEAKING_RATIO}))
+            out.append(
+                RosMessage(
+                    f"/humans/voices/{vid}/is_speaking", BOOL, {"data": float(voice["speech_ratio"]) > SPEAKING_RATIO}
+                )
+            )
     elif event.get("type") == "explanation" and expression_face is not None:
         emotion = event.get("emotion") or {}
         if emotion.get("label") in EXPRESSIONS:
@@ -175,9 +205,19 @@ def ros_messages(event: dict, *, tracked_faces: Sequence[str] | None = None,
             confidence = emotion.get("confidence")
             if confidence is None:
                 confidence = max((emotion.get("scores") or {}).values(), default=0.0)
-            out.append(RosMessage(f"/humans/faces/{expression_face}/expression", EXPRESSION, {
-                "header": header, "expression": name, "valence": valence, "arousal": arousal,
-                "confidence": _unit(float(confidence))}))
+            out.append(
+                RosMessage(
+                    f"/humans/faces/{expression_face}/expression",
+                    EXPRESSION,
+                    {
+                        "header": header,
+                        "expression": name,
+                        "valence": valence,
+                        "arousal": arousal,
+                        "confidence": _unit(float(confidence)),
+                    },
+                )
+            )
     return out
 
 
@@ -217,6 +257,7 @@ class HriMapper:
 
 # --- rosbag2 -----------------------------------------------------------------------------------------
 
+
 def typestore():
     """A rosbags typestore of ROS 2 Kilted's standard types plus our hri_msgs definitions."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -238,8 +279,11 @@ def _rosbags_message(store, msgtype: str, values: dict):
         value = values[name]
         if node == Nodetype.NAME:
             value = _rosbags_message(store, detail, value)
-        elif node in (Nodetype.ARRAY, Nodetype.SEQUENCE) and detail[0][0] == Nodetype.BASE \
-                and detail[0][1][0] != "string":
+        elif (
+            node in (Nodetype.ARRAY, Nodetype.SEQUENCE)
+            and detail[0][0] == Nodetype.BASE
+            and detail[0][1][0] != "string"
+        ):
             value = np.asarray(value, dtype=detail[0][1][0])
         kwargs[name] = value
     return store.types[msgtype](**kwargs)
@@ -273,6 +317,7 @@ def read_bag(path: str | Path) -> list[tuple[str, str, int, object]]:
 
 
 # --- live rclpy node ---------------------------------------------------------------------------------
+
 
 def hri_types_available() -> bool:
     """Whether an hri_msgs Python package with rclpy type support is importable (ROS install or build_hri_msgs)."""
@@ -319,8 +364,11 @@ class Ros2Bridge:
         self.node = rclpy.create_node(node_name, context=self._context)
         self.hri_available = hri_types_available()
         if not self.hri_available:
-            log.warning("ros2: no importable %s (python -m edge_xemo.serve.ros2 build-msgs makes one): "
-                        "the /humans/... hri topics are skipped", HRI_PACKAGE)
+            log.warning(
+                "ros2: no importable %s (python -m edge_xemo.serve.ros2 build-msgs makes one): "
+                "the /humans/... hri topics are skipped",
+                HRI_PACKAGE,
+            )
         self._mapper = HriMapper()
         self._publishers: dict[str, object] = {}
         for topic, msgtype in ((EVENTS_TOPIC, STRING), (FACES_TRACKED, IDS_LIST), (VOICES_TRACKED, IDS_LIST)):
@@ -329,8 +377,9 @@ class Ros2Bridge:
     def _publisher(self, topic: str, msgtype: str):
         if topic not in self._publishers:
             usable = msgtype.startswith("std_msgs/") or self.hri_available
-            self._publishers[topic] = (self.node.create_publisher(_ros_class(msgtype), topic, QUEUE_DEPTH)
-                                       if usable else None)
+            self._publishers[topic] = (
+                self.node.create_publisher(_ros_class(msgtype), topic, QUEUE_DEPTH) if usable else None
+            )
         return self._publishers[topic]
 
     def publish(self, event: dict) -> int:
@@ -435,8 +484,18 @@ def build_hri_msgs(prefix: str | Path = sys.prefix, jobs: int = 2) -> Path:
         env = {**os.environ, "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         steps = (
-            ["cmake", "-S", str(src), "-B", str(build), *generator, f"-DCMAKE_PREFIX_PATH={prefix}",
-             f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+            [
+                "cmake",
+                "-S",
+                str(src),
+                "-B",
+                str(build),
+                *generator,
+                f"-DCMAKE_PREFIX_PATH={prefix}",
+                f"-DCMAKE_INSTALL_PREFIX={prefix}",
+                f"-DPython3_EXECUTABLE={sys.executable}",
+                "-DBUILD_TESTING=OFF",
+            ],
             ["cmake", "--build", str(build), "--parallel", str(jobs)],
             ["cmake", "--install", str(build)],
         )

@@ -19,8 +19,8 @@ import uvicorn
 
 from ..analyzer import AnalyzerOptions
 from ..core import events as ev
-from ..core.types import StatusCode
 from ..core.signals import StopSignals
+from ..core.types import StatusCode
 from ..io.sources import Source
 from .app import AppConfig, ServerLimits, create_app
 from .auth import DEFAULT_TOKEN_FILE, is_loopback, load_or_create
@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class ServeOptions:
@@ -48,8 +49,10 @@ class ServeOptions:
 
     def __post_init__(self):
         if self.no_auth and not is_loopback(self.host):
-            raise ValueError(f"--host {self.host} is not a loopback address: serving without a token is refused "
-                             "(drop --no-auth; clients then need the token file's token)")
+            raise ValueError(
+                f"--host {self.host} is not a loopback address: serving without a token is refused "
+                "(drop --no-auth; clients then need the token file's token)"
+            )
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("TLS needs both --certfile and --keyfile")
         for path in (self.certfile, self.keyfile):
@@ -59,8 +62,12 @@ class ServeOptions:
             raise ValueError(f"--port must be 1-65535, got {self.port}")
 
 
-def serve(options: ServeOptions, analyzer_options: AnalyzerOptions, sources: list[Source],
-          announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> bool:
+def serve(
+    options: ServeOptions,
+    analyzer_options: AnalyzerOptions,
+    sources: list[Source],
+    announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> bool:
     """Run until SIGTERM/SIGINT; the sources start once the models are loaded. Returns False when a
     capture thread was still stuck after the analyzer closed (see `Analyzer.close`)."""
     tokens = None
@@ -72,8 +79,10 @@ def serve(options: ServeOptions, analyzer_options: AnalyzerOptions, sources: lis
     if tokens is None:
         announce(f"edge-xemo serve: {url} (no authentication: loopback only)")
     elif created:
-        announce(f"edge-xemo serve: kiosk at {url}#token={tokens.admin}  (admin token, shown once; "
-                 f"it and the read-only token are in {options.token_file}, mode 0600)")
+        announce(
+            f"edge-xemo serve: kiosk at {url}#token={tokens.admin}  (admin token, shown once; "
+            f"it and the read-only token are in {options.token_file}, mode 0600)"
+        )
     else:
         announce(f"edge-xemo serve: {url} (tokens in {options.token_file})")
 
@@ -81,15 +90,28 @@ def serve(options: ServeOptions, analyzer_options: AnalyzerOptions, sources: lis
     pipeline = Pipeline(sources, analyzer_options, hub)
     metrics = Metrics(pipeline, hub)
     hub.on_publish = metrics.observe
-    app = create_app(AppConfig(tokens, options.limits, options.allowed_origins, tls=options.certfile is not None),
-                     hub, pipeline, metrics)
+    app = create_app(
+        AppConfig(tokens, options.limits, options.allowed_origins, tls=options.certfile is not None),
+        hub,
+        pipeline,
+        metrics,
+    )
 
     config = uvicorn.Config(
-        app, host=options.host, port=options.port, log_level="warning", lifespan="off",
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        lifespan="off",
         ssl_certfile=str(options.certfile) if options.certfile else None,
         ssl_keyfile=str(options.keyfile) if options.keyfile else None,
-        ws="websockets-sansio", ws_max_size=options.limits.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0,
-        timeout_graceful_shutdown=5, server_header=False, proxy_headers=False,
+        ws="websockets-sansio",
+        ws_max_size=options.limits.max_message_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        proxy_headers=False,
     )
     server = _Server(config, hub)
     pipeline.start()

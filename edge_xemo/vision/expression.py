@@ -17,7 +17,6 @@ An empty batch gives empty arrays; a wrong shape or dtype raises ValueError nami
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 
@@ -32,8 +31,8 @@ _BGR_TO_GRAY = np.array([0.114, 0.587, 0.299], np.float32)  # ITU-R BT.601, as c
 
 def face_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE, scale: float = 1.15) -> np.ndarray:
     """Upright grayscale face crop (size, size) uint8: rotated so the eyes are level, framed on the landmarks."""
-    r, l = landmarks[33, :2], landmarks[263, :2]
-    angle = np.arctan2(l[1] - r[1], l[0] - r[0])
+    right, left = landmarks[33, :2], landmarks[263, :2]
+    angle = np.arctan2(left[1] - right[1], left[0] - right[0])
     c, s = np.cos(angle), np.sin(angle)
     rot = landmarks[:, :2] @ np.array([[c, -s], [s, c]])
     lo, hi = rot.min(0), rot.max(0)
@@ -42,8 +41,9 @@ def face_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE, sca
     k = float(max(hi - lo)) * scale / size
     m = np.array([[k * c, -k * s, cx - k * (c - s) * size / 2], [k * s, k * c, cy - k * (s + c) * size / 2]])
     gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        gray, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 class ExpressionEncoder:
@@ -83,5 +83,6 @@ def to_pixels(faces: np.ndarray) -> np.ndarray:
     else:
         raise ValueError(
             f"face crops must have shape (n, {CROP_SIZE}, {CROP_SIZE}) gray or (n, {CROP_SIZE}, {CROP_SIZE}, 3) BGR, "
-            f"got {faces.shape}")
+            f"got {faces.shape}"
+        )
     return np.ascontiguousarray(gray[:, None])

@@ -36,8 +36,19 @@ MOUTH_R, MOUTH_L = 61, 291
 LIP_TOP, LIP_IN_TOP, LIP_IN_BOTTOM, LIP_BOTTOM = 0, 13, 14, 17
 
 MEASURES = (
-    "brow_inner_h", "brow_outer_h", "brow_gap", "eye_open", "lower_lid_h", "cheek_h", "nose_h",
-    "corner_up", "mouth_width", "lip_gap", "lip_red", "chin_lip", "jaw",
+    "brow_inner_h",
+    "brow_outer_h",
+    "brow_gap",
+    "eye_open",
+    "lower_lid_h",
+    "cheek_h",
+    "nose_h",
+    "corner_up",
+    "mouth_width",
+    "lip_gap",
+    "lip_red",
+    "chin_lip",
+    "jaw",
 )
 """Raw geometric measures (inter-ocular units; heights are positive upwards)."""
 
@@ -76,25 +87,41 @@ CUES = (
     CueSpec("jaw_drop", "mouth open", {"jaw": 1.0, "lip_gap": 0.5}, 0.20),
     CueSpec("eye_closure", "eyes closed", {"eye_open": -1.0}, 0.03, start=0.015),
 )
-CUE_NAMES = tuple(c.name for c in CUES) + ("head_down", "head_up", "head_turned", "head_tilted",
-                                           "gaze_direct", "gaze_averted", "gaze_down")
+CUE_NAMES = tuple(c.name for c in CUES) + (
+    "head_down",
+    "head_up",
+    "head_turned",
+    "head_tilted",
+    "gaze_direct",
+    "gaze_averted",
+    "gaze_down",
+)
 _W = np.array([[c.weights.get(m, 0.0) for m in MEASURES] for c in CUES])
 _FULL = np.array([c.full for c in CUES])
 _START = np.array([c.start for c in CUES])
 # phrases used when a cue is strong ("clearly ...") or light ("slightly ...") read badly for a few cues
 _PHRASES = {
-    "lip_corner_pull": ("slight upward curve at the corners of the mouth", "corners of the mouth turned up",
-                        "smile with the corners of the mouth clearly turned up"),
-    "lip_corner_depress": ("slightly downturned corners of the mouth", "corners of the mouth turned down",
-                           "clearly downturned corners of the mouth"),
+    "lip_corner_pull": (
+        "slight upward curve at the corners of the mouth",
+        "corners of the mouth turned up",
+        "smile with the corners of the mouth clearly turned up",
+    ),
+    "lip_corner_depress": (
+        "slightly downturned corners of the mouth",
+        "corners of the mouth turned down",
+        "clearly downturned corners of the mouth",
+    ),
     "lips_part": ("slightly parted lips", "parted lips", "lips clearly apart"),
     "jaw_drop": ("slightly open mouth", "mouth open", "mouth wide open"),
     "eye_closure": ("slightly closed eyes", "eyes closed", "eyes tightly closed"),
     "lip_press": ("lips lightly pressed together", "tightly closed lips", "lips pressed tightly together"),
     "cheek_raise": ("cheeks slightly raised", "cheeks raised", "cheeks clearly raised"),
     "lip_stretch": ("lips slightly stretched", "lips stretched", "lips clearly stretched"),
-    "inner_brow_raise": ("inner brows slightly raised", "inner corners of the eyebrows raised",
-                         "inner corners of the eyebrows clearly raised"),
+    "inner_brow_raise": (
+        "inner brows slightly raised",
+        "inner corners of the eyebrows raised",
+        "inner corners of the eyebrows clearly raised",
+    ),
     "chin_raise": ("chin slightly raised", "raised chin", "chin clearly raised"),
     "head_down": ("slightly lowered head", "lowers the head", "head clearly lowered"),
     "head_up": ("head slightly raised", "head tilted back", "head clearly tilted back"),
@@ -316,7 +343,9 @@ class FaceCueReader:
         inten["head_tilted"] = ramp(abs(roll), 8, 20)
         inten["gaze_down"] = max(ramp(pitch, g, g + 15), min(1.0, inten["eye_closure"]) * ramp(pitch, 0, g))
         inten["gaze_averted"] = ramp(max(abs(yaw), -pitch), g, g + 15)
-        inten["gaze_direct"] = 1.0 - max(inten["gaze_down"], inten["gaze_averted"], ramp(max(abs(yaw), abs(pitch)), g / 2, g))
+        inten["gaze_direct"] = 1.0 - max(
+            inten["gaze_down"], inten["gaze_averted"], ramp(max(abs(yaw), abs(pitch)), g / 2, g)
+        )
         for name, v in inten.items():
             if v >= o.on:
                 self._on.add(name)
@@ -335,8 +364,16 @@ class FaceCueReader:
         while self._blinks and self._blinks[0] < t - 60.0:
             self._blinks.popleft()
         span = min(60.0, max(t - self._t0, 10.0))
-        return FaceCueFrame(t, inten, frozenset(self._on), (float(yaw), float(pitch), float(roll)),
-                            float(ratio), blink, len(self._blinks) * 60.0 / span, geometry_vector(p))
+        return FaceCueFrame(
+            t,
+            inten,
+            frozenset(self._on),
+            (float(yaw), float(pitch), float(roll)),
+            float(ratio),
+            blink,
+            len(self._blinks) * 60.0 / span,
+            geometry_vector(p),
+        )
 
 
 def ramp(x: float, lo: float, hi: float) -> float:

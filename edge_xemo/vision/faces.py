@@ -218,7 +218,10 @@ def landmark_input(bgr: np.ndarray, roi: tuple[float, float, float, float]) -> t
     """The landmark model's input for a rotated square ROI (1x192x192x3 RGB in [0, 1]) and its crop matrix."""
     m = roi_crop_matrix(*roi)
     crop = cv2.warpAffine(
-        bgr, m, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        bgr,
+        m,
+        (LANDMARK_SIZE, LANDMARK_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
     )
     return (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0))[None], m
@@ -288,8 +291,10 @@ class FaceTracker:
         regressors, logits = self._detector.run(None, {self._det_in: x})
         found = decode_detections(regressors[0], logits[0, :, 0], self.options.detect_threshold, self.options.nms_iou)
         shift = np.array([x0, y0])
-        return [((box - np.array([px, py, px, py])) / scale + np.tile(shift, 2), score, (kp - [px, py]) / scale + shift)
-                for box, score, kp in found]
+        return [
+            ((box - np.array([px, py, px, py])) / scale + np.tile(shift, 2), score, (kp - [px, py]) / scale + shift)
+            for box, score, kp in found
+        ]
 
     def landmarks(self, bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
         """468 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""
@@ -309,8 +314,8 @@ class FaceTracker:
         return self._roi(((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0, y1 - y0), angle)
 
     def _roi_from_landmarks(self, lm: np.ndarray) -> tuple[float, float, float, float]:
-        r, l = lm[RIGHT_EYE_OUTER], lm[LEFT_EYE_OUTER]
-        angle = -np.arctan2(-(l[1] - r[1]), l[0] - r[0])
+        right, left = lm[RIGHT_EYE_OUTER], lm[LEFT_EYE_OUTER]
+        angle = -np.arctan2(-(left[1] - right[1]), left[0] - right[0])
         c, s = np.cos(angle), np.sin(angle)
         # box of the landmarks in the face's rotated frame, so a tilted head does not inflate it
         rot = lm[:, :2] @ np.array([[c, -s], [s, c]])
@@ -331,8 +336,14 @@ class FaceTracker:
         except ValueError as e:
             return FaceFrame((), t, False, ResultCode.BAD_FRAME, f"bad frame: {e}", latency_ms={})
         if bgr.shape[0] < 8 or bgr.shape[1] < 8:
-            return FaceFrame((), t, False, ResultCode.FRAME_TOO_SMALL,
-                             f"frame too small ({bgr.shape[1]}x{bgr.shape[0]})", latency_ms={})
+            return FaceFrame(
+                (),
+                t,
+                False,
+                ResultCode.FRAME_TOO_SMALL,
+                f"frame too small ({bgr.shape[1]}x{bgr.shape[0]})",
+                latency_ms={},
+            )
         opts = self.options
         lat = {"detect": 0.0, "landmarks": 0.0}
         detected, too_small = False, False
@@ -350,7 +361,8 @@ class FaceTracker:
         for tr in list(self._tracks):
             lm, prob = self.landmarks(bgr, tr.roi)
             if prob < opts.presence_threshold or (
-                    tr.keypoints is not None and eye_disagreement(lm, tr.keypoints) > opts.max_keypoint_error):
+                tr.keypoints is not None and eye_disagreement(lm, tr.keypoints) > opts.max_keypoint_error
+            ):
                 self._tracks.remove(tr)
                 continue
             tr.landmarks, tr.age, tr.keypoints = lm, tr.age + 1, None

@@ -17,15 +17,16 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.models import load_optional
+from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 from .expression import face_crop
 from .face_cues import CueOptions, FaceCueReader
 from .faces import FaceTracker, FaceTrackerOptions, as_bgr
 from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
-from ..core.models import load_optional
-from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class VisualOptions:
@@ -74,8 +75,9 @@ def _expression(opts: VisualOptions):
 def _bridge(opts: VisualOptions):
     from . import vecb
 
-    return vecb.VisualBridge(threads=opts.threads, provider=opts.provider,
-                             model="vecb_int8" if opts.precision == "int8" else "vecb")
+    return vecb.VisualBridge(
+        threads=opts.threads, provider=opts.provider, model="vecb_int8" if opts.precision == "int8" else "vecb"
+    )
 
 
 class VisualPerception:
@@ -84,10 +86,14 @@ class VisualPerception:
     def __init__(self, options: VisualOptions | None = None):
         self.options = o = options or VisualOptions()
         self.tracker = FaceTracker(o.tracker, o.threads, o.provider)
-        self.expression, no_expression = (load_optional("expression encoder (no expression scores)", lambda: _expression(o))
-                                          if o.use_expression else (None, None))
-        self.bridge, no_bridge = (load_optional("video cue bridge (no visual tokens)", lambda: _bridge(o))
-                                  if o.use_bridge else (None, None))
+        self.expression, no_expression = (
+            load_optional("expression encoder (no expression scores)", lambda: _expression(o))
+            if o.use_expression
+            else (None, None)
+        )
+        self.bridge, no_bridge = (
+            load_optional("video cue bridge (no visual tokens)", lambda: _bridge(o)) if o.use_bridge else (None, None)
+        )
         self.missing = tuple(why for why in (no_expression, no_bridge) if why)
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self.labels: tuple[str, ...] = tuple(getattr(self.expression, "labels", ()) or ())
@@ -141,8 +147,9 @@ class VisualPerception:
         if self.expression is not None:
             lat["expression"] = (time.perf_counter() - t2) * 1e3
         faces = tuple(
-            FaceObservation(f.face_id, f.box, f.score, f.landmarks, cues,
-                            *expressions.get(f.face_id, (None, None, None)))
+            FaceObservation(
+                f.face_id, f.box, f.score, f.landmarks, cues, *expressions.get(f.face_id, (None, None, None))
+            )
             for f, cues in zip(kept, readings)
         )
         self._forget_old(frame.t)
@@ -191,7 +198,9 @@ class VisualPerception:
         latency = _mean_latency(obs)
         if not by_face:
             code, message = _window_code(obs)
-            return ModalityResult("visual", code=code, message=message, latency_ms=latency, extra={"n_frames": len(obs)})
+            return ModalityResult(
+                "visual", code=code, message=message, latency_ms=latency, extra={"n_frames": len(obs)}
+            )
         primary = max(by_face, key=lambda fid: (len(by_face[fid]), _area(by_face[fid][-1].box)))
         cues: list[Cue] = []
         for fid in sorted(by_face, key=lambda fid: fid != primary):
@@ -201,7 +210,8 @@ class VisualPerception:
         faces = tuple(FaceBox(fid, fs[-1].box, fs[-1].score, fs[-1].cues.t) for fid, fs in by_face.items())
         last = by_face[primary][-1].cues
         extra = {
-            "n_frames": len(obs), "primary_face": primary,
+            "n_frames": len(obs),
+            "primary_face": primary,
             "face_frames": {fid: len(fs) for fid, fs in by_face.items()},
             "blink_rate_per_min": round(last.blink_rate, 1),
             "head_pose_deg": [round(float(v), 1) for v in np.mean([f.cues.pose for f in by_face[primary]], axis=0)],
@@ -213,8 +223,17 @@ class VisualPerception:
             extra["vecb_expression"] = {k: round(v, 4) for k, v in bridged.expression_scores.items()}
             extra["vecb_cues"] = {k: round(v, 4) for k, v in bridged.cue_intensities.items()}
         latency["summarize"] = (time.perf_counter() - t0) * 1e3
-        return ModalityResult("visual", tuple(cues), tokens, scores, None if cues else ResultCode.NO_VISIBLE_CUE,
-                              None, faces, latency, extra)
+        return ModalityResult(
+            "visual",
+            tuple(cues),
+            tokens,
+            scores,
+            None if cues else ResultCode.NO_VISIBLE_CUE,
+            None,
+            faces,
+            latency,
+            extra,
+        )
 
     def _window_scores(self, frames: list[FaceObservation]) -> dict[str, float]:
         probs = [f.expression for f in frames if f.encoded]
@@ -227,8 +246,7 @@ class VisualPerception:
         """VECB over the primary face's encoded frames (None without one)."""
         if self.bridge is None:
             return None
-        rows = [self.bridge.frame_features(f.embedding, f.cues.geometry, f.cues.intensity)
-                for f in frames if f.encoded]
+        rows = [self.bridge.frame_features(f.embedding, f.cues.geometry, f.cues.intensity) for f in frames if f.encoded]
         if not rows:
             return None
         try:

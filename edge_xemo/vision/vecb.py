@@ -28,17 +28,58 @@ from typing import Mapping
 
 import numpy as np
 
+from ..core.models import ModelError, load_session, resolve
 from .expression import EMBEDDING_DIM
 from .face_cues import CUE_NAMES
-from ..core.models import ModelError, load_session, resolve
 
 N_FRAMES = 16
 GEOMETRY_POINTS = (
-    10, 152, 1, 4, 98, 327,  # forehead, chin, nose tip and bridge, nose wings
-    70, 63, 105, 66, 107, 300, 293, 334, 296, 336,  # brows, subject's right then left
-    33, 160, 158, 133, 153, 144, 263, 387, 385, 362, 380, 373,  # eye corners and lids
-    61, 291, 0, 17, 13, 14, 78, 308, 37, 267, 84, 314,  # mouth corners, outer and inner lips
-    50, 280, 234, 454, 172, 397,  # cheeks, face sides, jaw
+    10,
+    152,
+    1,
+    4,
+    98,
+    327,  # forehead, chin, nose tip and bridge, nose wings
+    70,
+    63,
+    105,
+    66,
+    107,
+    300,
+    293,
+    334,
+    296,
+    336,  # brows, subject's right then left
+    33,
+    160,
+    158,
+    133,
+    153,
+    144,
+    263,
+    387,
+    385,
+    362,
+    380,
+    373,  # eye corners and lids
+    61,
+    291,
+    0,
+    17,
+    13,
+    14,
+    78,
+    308,
+    37,
+    267,
+    84,
+    314,  # mouth corners, outer and inner lips
+    50,
+    280,
+    234,
+    454,
+    172,
+    397,  # cheeks, face sides, jaw
 )
 """Landmark indices of MediaPipe's 468-point mesh whose aligned (x, y, z) go into a frame row."""
 FEATURE_DIM = EMBEDDING_DIM + 3 * len(GEOMETRY_POINTS) + len(CUE_NAMES)
@@ -88,10 +129,15 @@ class VisualBridge:
             raise ValueError(f"unknown VECB model {model!r}; choose vecb or vecb_int8")
         entry = resolve(model).entry
         layout = entry["frame_features"]
-        if (tuple(layout["cue_names"]) != CUE_NAMES or tuple(layout["geometry_points"]) != GEOMETRY_POINTS
-                or layout["embedding_dim"] != EMBEDDING_DIM):
-            raise ModelError(f"VECB model {model!r} was trained on another frame-feature layout than "
-                             "edge_xemo.vision.vecb / face_cues define: re-train it (train/vecb.py)")
+        if (
+            tuple(layout["cue_names"]) != CUE_NAMES
+            or tuple(layout["geometry_points"]) != GEOMETRY_POINTS
+            or layout["embedding_dim"] != EMBEDDING_DIM
+        ):
+            raise ModelError(
+                f"VECB model {model!r} was trained on another frame-feature layout than "
+                "edge_xemo.vision.vecb / face_cues define: re-train it (train/vecb.py)"
+            )
         outputs = {o["name"]: o for o in entry["outputs"]}
         self.cue_names: tuple[str, ...] = tuple(outputs["cue_intensities"]["labels"])
         self.expression_labels: tuple[str, ...] = tuple(outputs["expression_scores"]["labels"])

@@ -59,8 +59,14 @@ def window_cues(face_id: int, frames: list[FaceObservation], options: WindowCueO
             continue
         mean = float(vals.mean())
         on_frac[name] = frac
-        found[name] = Cue(name, phrase(name, mean), mean, "visual",
-                          {"mean": mean, "peak": float(vals.max()), "on_fraction": frac}, face_id)
+        found[name] = Cue(
+            name,
+            phrase(name, mean),
+            mean,
+            "visual",
+            {"mean": mean, "peak": float(vals.max()), "on_fraction": frac},
+            face_id,
+        )
     for group in EXCLUSIVE:
         present = [g for g in group if g in found]
         for loser in sorted(present, key=lambda g: (-on_frac[g], -found[g].intensity))[1:]:
@@ -90,17 +96,35 @@ def motion_cues(face_id: int, frames: list[FaceObservation], options: WindowCueO
         yaw_pp, pitch_pp = float(np.ptp(pose[:, 0])), float(np.ptp(pose[:, 1]))
         if pitch_pp >= options.nod_deg and pitch_pp > 1.5 * yaw_pp and _reversals(pose[:, 1], 2.0) >= 1:
             v = ramp(pitch_pp, options.nod_deg - 2, 15.0)
-            out.append(Cue("nod", "slight nod" if v < 0.5 else "nods", v, "visual", {"pitch_range_deg": pitch_pp}, face_id))
+            out.append(
+                Cue("nod", "slight nod" if v < 0.5 else "nods", v, "visual", {"pitch_range_deg": pitch_pp}, face_id)
+            )
         if yaw_pp >= options.shake_deg and yaw_pp > 1.5 * pitch_pp and _reversals(pose[:, 0], 3.0) >= 2:
             v = ramp(yaw_pp, options.shake_deg - 2, 25.0)
-            out.append(Cue("head_shake", "shakes the head slightly" if v < 0.5 else "shakes the head", v, "visual",
-                           {"yaw_range_deg": yaw_pp}, face_id))
+            out.append(
+                Cue(
+                    "head_shake",
+                    "shakes the head slightly" if v < 0.5 else "shakes the head",
+                    v,
+                    "visual",
+                    {"yaw_range_deg": yaw_pp},
+                    face_id,
+                )
+            )
     blinks = sum(f.cues.blink for f in frames)
     rate = frames[-1].cues.blink_rate
     if blinks and rate >= FREQUENT_BLINKS_PER_MIN:
         v = ramp(rate, 26.0, 70.0)
-        out.append(Cue("blinks", "rapid blinking" if v >= 0.5 else "frequent blinking", v, "visual",
-                       {"blink_rate_per_min": rate, "blinks_in_window": float(blinks)}, face_id))
+        out.append(
+            Cue(
+                "blinks",
+                "rapid blinking" if v >= 0.5 else "frequent blinking",
+                v,
+                "visual",
+                {"blink_rate_per_min": rate, "blinks_in_window": float(blinks)},
+                face_id,
+            )
+        )
     return out
 
 

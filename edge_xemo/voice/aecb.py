@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .features import SAMPLE_RATE, frame_features
 from ..core.models import ModelError, load_session, resolve
+from .features import SAMPLE_RATE, frame_features
 
 WINDOW_S = 2.0
 """Length of audio the model sees per call, in seconds (32000 samples at 16 kHz)."""
@@ -71,8 +71,9 @@ class AudioBridge:
     onnxruntime intra-op thread count; `provider` as in `edge_xemo.core.models.select_providers`.
     """
 
-    def __init__(self, threads: int = 1, provider: str = "cpu", model: str = "aecb",
-                 baseline: BaselineOptions | None = None):
+    def __init__(
+        self, threads: int = 1, provider: str = "cpu", model: str = "aecb", baseline: BaselineOptions | None = None
+    ):
         if model not in MODELS:
             raise ValueError(f"unknown AECB model {model!r}; choose one of {', '.join(MODELS)}")
         self.entry = resolve(model).entry
@@ -143,7 +144,9 @@ class AudioBridge:
             tokens=tokens.astype(np.float32, copy=False),
             cue_scores={c: float(p) for c, p in zip(self.cues, probs)},
             prosody={k: float(v) for k, v in zip(self.prosody_names, prosody)},
-            voice=voice.astype(np.float32, copy=False), baseline_windows=n_before, phrases=self.phrases,
+            voice=voice.astype(np.float32, copy=False),
+            baseline_windows=n_before,
+            phrases=self.phrases,
             latency_ms={"features": features_ms, "aecb": (t2 - t1) * 1000},
         )
 

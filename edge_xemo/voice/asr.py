@@ -65,8 +65,13 @@ class Transcriber:
         if not (folder / "model.bin").exists():
             raise ModelError(f"Whisper model folder {folder} has no model.bin (a CTranslate2 Whisper folder is needed)")
         self.model_dir = folder
-        self._model = WhisperModel(str(folder), device="cpu", compute_type=self.options.compute_type,
-                                   cpu_threads=max(1, threads), local_files_only=True)
+        self._model = WhisperModel(
+            str(folder),
+            device="cpu",
+            compute_type=self.options.compute_type,
+            cpu_threads=max(1, threads),
+            local_files_only=True,
+        )
         self.last_language: str | None = None
         self.last_rtf: float | None = None
 
@@ -76,10 +81,18 @@ class Transcriber:
         if len(x) < SAMPLE_RATE // 10:
             return []
         start = time.perf_counter()
-        segments, info = self._model.transcribe(x, language=self.options.language, beam_size=self.options.beam_size,
-                                                condition_on_previous_text=False, vad_filter=False)
-        out = [TranscriptSegment(round(t0 + s.start, 3), round(t0 + s.end, 3), s.text.strip())
-               for s in segments if s.text.strip()]
+        segments, info = self._model.transcribe(
+            x,
+            language=self.options.language,
+            beam_size=self.options.beam_size,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        out = [
+            TranscriptSegment(round(t0 + s.start, 3), round(t0 + s.end, 3), s.text.strip())
+            for s in segments
+            if s.text.strip()
+        ]
         self.last_language = info.language
         self.last_rtf = (time.perf_counter() - start) / (len(x) / SAMPLE_RATE)
         return out

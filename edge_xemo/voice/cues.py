@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .prosody import WindowMeasures
 from ..core.types import Cue
+from .prosody import WindowMeasures
 
 Z_MARGIN = 0.4
 """How far below its on-threshold a relative cue's z-score must fall to turn it off."""
@@ -44,24 +44,81 @@ RULES: tuple[CueRule, ...] = (
     CueRule("pitch_high", "the tone is raised", "f0_median_st", +1, z_on=1.5, needs="voiced_s", needs_min=0.3),
     CueRule("pitch_low", "the tone is low and deep", "f0_median_st", -1, z_on=1.5, needs="voiced_s", needs_min=0.3),
     CueRule("loud", "the voice is loud", "level_db", +1, z_on=1.5, abs_on=-14.0, abs_margin=2.0, abs_span=8.0),
-    CueRule("soft", "the voice is soft and low in volume", "level_db", -1, z_on=1.5, abs_on=-45.0,
-            abs_margin=2.0, abs_span=10.0),
-    CueRule("fast", "speaks quickly", "syllable_rate", +1, z_on=1.3, abs_on=6.0, abs_margin=0.5, abs_span=2.0,
-            needs_min=1.0),
-    CueRule("slow", "speaks slowly", "syllable_rate", -1, z_on=1.3, abs_on=2.0, abs_margin=0.3, abs_span=1.0,
-            needs_min=1.0),
-    CueRule("lively", "the intonation is lively and varied", "f0_range_st", +1, z_on=1.5, abs_on=10.0,
-            abs_margin=1.0, abs_span=5.0, needs="voiced_s", needs_min=0.6),
-    CueRule("flat", "the tone is flat and monotonous", "f0_range_st", -1, z_on=1.5, abs_on=2.0,
-            abs_margin=0.5, abs_span=1.5, needs="voiced_s", needs_min=0.6),
-    CueRule("rising", "the tone rises at the end", "f0_end_slope_st_s", +1, abs_on=20.0, abs_margin=5.0,
-            abs_span=20.0, needs="voiced_s", needs_min=0.3),
-    CueRule("long_pauses", "there are long pauses", "pause_max_s", +1, abs_on=0.7, abs_margin=0.15,
-            abs_span=1.0, needs_min=0.3),
+    CueRule(
+        "soft",
+        "the voice is soft and low in volume",
+        "level_db",
+        -1,
+        z_on=1.5,
+        abs_on=-45.0,
+        abs_margin=2.0,
+        abs_span=10.0,
+    ),
+    CueRule(
+        "fast", "speaks quickly", "syllable_rate", +1, z_on=1.3, abs_on=6.0, abs_margin=0.5, abs_span=2.0, needs_min=1.0
+    ),
+    CueRule(
+        "slow", "speaks slowly", "syllable_rate", -1, z_on=1.3, abs_on=2.0, abs_margin=0.3, abs_span=1.0, needs_min=1.0
+    ),
+    CueRule(
+        "lively",
+        "the intonation is lively and varied",
+        "f0_range_st",
+        +1,
+        z_on=1.5,
+        abs_on=10.0,
+        abs_margin=1.0,
+        abs_span=5.0,
+        needs="voiced_s",
+        needs_min=0.6,
+    ),
+    CueRule(
+        "flat",
+        "the tone is flat and monotonous",
+        "f0_range_st",
+        -1,
+        z_on=1.5,
+        abs_on=2.0,
+        abs_margin=0.5,
+        abs_span=1.5,
+        needs="voiced_s",
+        needs_min=0.6,
+    ),
+    CueRule(
+        "rising",
+        "the tone rises at the end",
+        "f0_end_slope_st_s",
+        +1,
+        abs_on=20.0,
+        abs_margin=5.0,
+        abs_span=20.0,
+        needs="voiced_s",
+        needs_min=0.3,
+    ),
+    CueRule(
+        "long_pauses",
+        "there are long pauses",
+        "pause_max_s",
+        +1,
+        abs_on=0.7,
+        abs_margin=0.15,
+        abs_span=1.0,
+        needs_min=0.3,
+    ),
     CueRule("tense", "the voice sounds sharp and tense", "alpha_db", +1, z_on=2.0, needs="voiced_s", needs_min=0.3),
     CueRule("breathy", "the voice sounds weak and breathy", "hnr_db", -1, z_on=2.0, needs="voiced_s", needs_min=0.3),
-    CueRule("trembling", "trembling voice", "jitter_pct", +1, z_on=2.0, abs_on=5.0, abs_margin=0.5, abs_span=3.0,
-            needs="voiced_s", needs_min=0.5),
+    CueRule(
+        "trembling",
+        "trembling voice",
+        "jitter_pct",
+        +1,
+        z_on=2.0,
+        abs_on=5.0,
+        abs_margin=0.5,
+        abs_span=3.0,
+        needs="voiced_s",
+        needs_min=0.5,
+    ),
 )
 CALM = CueRule("steady", "the tone is calm and steady", "f0_median_st", 0, z_on=1.0)
 """Emitted when the speaker is in their usual range on pitch, loudness and rate and no other cue is on."""

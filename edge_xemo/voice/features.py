@@ -11,7 +11,6 @@ change of k semitones moves the peak by a fixed number of bands for every speake
 from __future__ import annotations
 
 from collections import deque
-
 from functools import lru_cache
 
 import numpy as np

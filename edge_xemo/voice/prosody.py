@@ -119,8 +119,15 @@ def analyze_frames(samples: np.ndarray, t0: float = 0.0) -> FrameFeatures:
     flatness = np.exp(np.log(band).mean(1)) / band.mean(1)
     t = t0 + (np.arange(n) * HOP + WIN / 2) / SAMPLE_RATE
     f32 = np.float32
-    return FrameFeatures(t, f0.astype(f32), ap.astype(f32), level_db.astype(f32), hnr.astype(f32),
-                         alpha.astype(f32), flatness.astype(f32))
+    return FrameFeatures(
+        t,
+        f0.astype(f32),
+        ap.astype(f32),
+        level_db.astype(f32),
+        hnr.astype(f32),
+        alpha.astype(f32),
+        flatness.astype(f32),
+    )
 
 
 class ProsodyTracker:
@@ -225,10 +232,15 @@ def voiced_segments(frames: FrameFeatures, f0: np.ndarray, min_frames: int = 10)
             continue
         st = semitones(f0[s:e])
         t = frames.t[s:e]
-        out.append({"start": round(float(t[0]), 3), "end": round(float(t[-1]), 3),
-                    "f0_median_hz": round(float(np.median(f0[s:e])), 1),
-                    "level_db": round(float(np.max(frames.level_db[s:e])), 1),
-                    "f0_slope_st_s": round(float(np.polyfit(t - t[0], st, 1)[0]), 2)})
+        out.append(
+            {
+                "start": round(float(t[0]), 3),
+                "end": round(float(t[-1]), 3),
+                "f0_median_hz": round(float(np.median(f0[s:e])), 1),
+                "level_db": round(float(np.max(frames.level_db[s:e])), 1),
+                "f0_slope_st_s": round(float(np.polyfit(t - t[0], st, 1)[0]), 2),
+            }
+        )
     return out
 
 
@@ -255,8 +267,9 @@ def syllable_nuclei(level_db: np.ndarray, voiced: np.ndarray, speech: np.ndarray
     return np.asarray(kept, dtype=int)
 
 
-def jitter_shimmer(samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np.ndarray,
-                   max_cycles: int = 250) -> tuple[float, float]:
+def jitter_shimmer(
+    samples: np.ndarray, t0: float, frames: FrameFeatures, f0: np.ndarray, max_cycles: int = 250
+) -> tuple[float, float]:
     """Local jitter and shimmer (%) from glottal cycles picked in voiced runs of at least 60 ms.
 
     Stops after about `max_cycles` cycles (plenty for a stable mean; cycle picking is a Python loop).
@@ -329,10 +342,14 @@ def measure_window(
         for s, e in _runs(~speech_chunks[idx[0] : idx[-1] + 1]):
             if (e - s) * chunk_s >= min_pause_s:
                 pauses.append((e - s) * chunk_s)
-    base = dict(speech_s=speech_s, speech_ratio=speech_ratio, pause_count=len(pauses),
-                pause_ratio=1.0 - speech_ratio if speech_s > 0 else math.nan,
-                pause_mean_s=float(np.mean(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan),
-                pause_max_s=float(max(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan))
+    base = dict(
+        speech_s=speech_s,
+        speech_ratio=speech_ratio,
+        pause_count=len(pauses),
+        pause_ratio=1.0 - speech_ratio if speech_s > 0 else math.nan,
+        pause_mean_s=float(np.mean(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan),
+        pause_max_s=float(max(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan),
+    )
     sp = frames.select(speech) if len(frames) else frames
     if len(sp) < 5:
         return WindowMeasures(**base)
@@ -342,21 +359,31 @@ def measure_window(
     loud = sp.level_db > SILENCE_DB
     out = dict(base, voiced_s=float(voiced.sum() * HOP / SAMPLE_RATE))
     if loud.any():
-        out.update(level_db=float(10 * np.log10(np.mean(10 ** (sp.level_db[loud] / 10)))),
-                   level_sd_db=float(np.std(sp.level_db[loud])))
+        out.update(
+            level_db=float(10 * np.log10(np.mean(10 ** (sp.level_db[loud] / 10)))),
+            level_sd_db=float(np.std(sp.level_db[loud])),
+        )
     if speech_s > 0:
         nuclei = syllable_nuclei(frames.level_db, np.isfinite(f0_all), speech)
         onsets = sum(1 for s, e in _runs(np.isfinite(f0_all)) if e - s >= 4)
-        out.update(syllable_rate=len(nuclei) / speech_s, voiced_onset_rate=onsets / speech_s,
-                   # speech chunks only as far as frames reach (frames lag the VAD), for rates over time
-                   extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": vad_t[speech_chunks & (vad_t <= frames.t[-1])]})
+        out.update(
+            syllable_rate=len(nuclei) / speech_s,
+            voiced_onset_rate=onsets / speech_s,
+            # speech chunks only as far as frames reach (frames lag the VAD), for rates over time
+            extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": vad_t[speech_chunks & (vad_t <= frames.t[-1])]},
+        )
     if voiced.sum() >= 10:
         st = semitones(f0[voiced])
         tv = sp.t[voiced]
         p10, p50, p90 = np.percentile(st, [10, 50, 90])
-        out.update(f0_median_hz=float(100 * 2 ** (p50 / 12)), f0_median_st=float(p50), f0_range_st=float(p90 - p10),
-                   f0_sd_st=float(np.std(st)), hnr_db=float(np.median(sp.hnr_db[voiced])),
-                   alpha_db=float(np.median(sp.alpha_db[voiced])))
+        out.update(
+            f0_median_hz=float(100 * 2 ** (p50 / 12)),
+            f0_median_st=float(p50),
+            f0_range_st=float(p90 - p10),
+            f0_sd_st=float(np.std(st)),
+            hnr_db=float(np.median(sp.hnr_db[voiced])),
+            alpha_db=float(np.median(sp.alpha_db[voiced])),
+        )
         if tv[-1] - tv[0] > 0.2:
             out["f0_slope_st_s"] = float(np.polyfit(tv - tv[0], st, 1)[0])
         # Final rise/fall: the last voiced run of 150 ms or more that ends 200 ms before the window does.
@@ -371,10 +398,30 @@ def measure_window(
     return WindowMeasures(**out)
 
 
-BASELINE_KEYS = ("f0_median_st", "f0_range_st", "level_db", "level_sd_db", "syllable_rate", "pause_ratio",
-                 "jitter_pct", "shimmer_pct", "hnr_db", "alpha_db")
-SD_FLOOR = {"f0_median_st": 1.5, "f0_range_st": 1.5, "level_db": 2.5, "level_sd_db": 1.0, "syllable_rate": 0.6,
-            "pause_ratio": 0.1, "jitter_pct": 0.3, "shimmer_pct": 1.0, "hnr_db": 1.5, "alpha_db": 1.5}
+BASELINE_KEYS = (
+    "f0_median_st",
+    "f0_range_st",
+    "level_db",
+    "level_sd_db",
+    "syllable_rate",
+    "pause_ratio",
+    "jitter_pct",
+    "shimmer_pct",
+    "hnr_db",
+    "alpha_db",
+)
+SD_FLOOR = {
+    "f0_median_st": 1.5,
+    "f0_range_st": 1.5,
+    "level_db": 2.5,
+    "level_sd_db": 1.0,
+    "syllable_rate": 0.6,
+    "pause_ratio": 0.1,
+    "jitter_pct": 0.3,
+    "shimmer_pct": 1.0,
+    "hnr_db": 1.5,
+    "alpha_db": 1.5,
+}
 """Smallest standard deviation used for z-scores, so a very steady speaker's noise is not a cue."""
 
 

@@ -18,14 +18,14 @@ from typing import Sequence
 import numpy as np
 
 from ..core.models import ModelError, load_optional
-from ..io.audio import as_mono
-from .prosody import ProsodyTracker, FrameFeatures, SILENCE_DB, SpeakerBaseline, WindowMeasures, measure_window
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode, TranscriptSegment
+from ..io.audio import as_mono
 from .aecb import WINDOW_S, WINDOW_SAMPLES
 from .asr import TranscriberOptions
-from .features import StreamFrames
-from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
+from .features import StreamFrames
+from .prosody import SILENCE_DB, FrameFeatures, ProsodyTracker, SpeakerBaseline, WindowMeasures, measure_window
+from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,11 @@ class VoicePerception:
         self._frames = ProsodyTracker()
         self._cues = AuditoryCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
-        self._bridge, no_bridge = (load_optional("AECB audio bridge (no audio tokens)", self._load_bridge)
-                                   if self.options.use_bridge else (None, None))
+        self._bridge, no_bridge = (
+            load_optional("AECB audio bridge (no audio tokens)", self._load_bridge)
+            if self.options.use_bridge
+            else (None, None)
+        )
         self.missing = (no_bridge,) if no_bridge else ()
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._bridge_frames = StreamFrames()
@@ -124,8 +127,11 @@ class VoicePerception:
             from .asr import Transcriber
 
             self._asr = Transcriber(self.options.asr, self.options.threads)
-        self._asr_pool = (ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
-                          if self._asr is not None and self.options.asr.background else None)
+        self._asr_pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
+            if self._asr is not None and self.options.asr.background
+            else None
+        )
         self.reset()
 
     @classmethod
@@ -183,7 +189,9 @@ class VoicePerception:
 
     def reset_baseline(self) -> None:
         """Forget the current speaker's baseline; relative cues wait until it is learnt again."""
-        self._baselines[self._speaker] = SpeakerBaseline(self.options.baseline_horizon_s, self.options.baseline_min_speech_s)
+        self._baselines[self._speaker] = SpeakerBaseline(
+            self.options.baseline_horizon_s, self.options.baseline_min_speech_s
+        )
         self._cues.reset()
         self._last_end = None
 
@@ -227,8 +235,9 @@ class VoicePerception:
         if self._asr is not None:
             self._remember(x, block.t)
         latency = {"repair": (t_vad - t_start) * 1e3, "vad": (t_pros - t_vad) * 1e3, "prosody": (t_end - t_pros) * 1e3}
-        return VoiceBlock(block.t, len(x), vad.t, vad.prob, vad.speaking, vad.segments, frames, nonfinite,
-                          clipped, latency)
+        return VoiceBlock(
+            block.t, len(x), vad.t, vad.prob, vad.speaking, vad.segments, frames, nonfinite, clipped, latency
+        )
 
     def summarize(
         self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
@@ -250,8 +259,7 @@ class VoicePerception:
             x -= x.mean()
         notes = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
         duration = max(t_end - t_start, 1e-6)
-        m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold,
-                           duration, x, t0)
+        m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold, duration, x, t0)
         if m.speech_s > 0:
             m = replace(m, syllable_rate=self._rate.update(m, t_end))
         t_measure = time.perf_counter()
@@ -276,8 +284,11 @@ class VoicePerception:
                 t_feats = time.perf_counter()
                 feats = self._bridge_frames.window(t_end - WINDOW_S, WINDOW_SAMPLES)
                 keep = m.speech_ratio >= 0.3
-                out = (self._bridge.run(x, update_baseline=keep) if feats is None else
-                       self._bridge.encode(feats, keep, features_ms=(time.perf_counter() - t_feats) * 1e3))
+                out = (
+                    self._bridge.run(x, update_baseline=keep)
+                    if feats is None
+                    else self._bridge.encode(feats, keep, features_ms=(time.perf_counter() - t_feats) * 1e3)
+                )
             except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
                 log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
                 notes.append((ResultCode.NO_AUDIO_TOKENS, "no audio tokens (bridge failed)"))
@@ -286,11 +297,14 @@ class VoicePerception:
                 bridge_scores = {f"aecb:{rule_name(k)}": round(v, 4) for k, v in out.cue_scores.items()}
                 latency["aecb"] = sum(out.latency_ms.values())
         extra = {k: round(v, 4) for k, v in m.as_dict().items()}
-        extra.update({f"{k}_z": round(v, 3) for k, v in z.items()},
-                     speaker=self._speaker, baseline_ready=self.baseline.ready,
-                     segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
-                     voiced_segments=m.extra.get("voiced_segments", []),
-                     input=_input_stats(obs))
+        extra.update(
+            {f"{k}_z": round(v, 3) for k, v in z.items()},
+            speaker=self._speaker,
+            baseline_ready=self.baseline.ready,
+            segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
+            voiced_segments=m.extra.get("voiced_segments", []),
+            input=_input_stats(obs),
+        )
         transcript: tuple[TranscriptSegment, ...] = ()
         if self._asr is not None:
             t_asr = time.perf_counter()
@@ -400,8 +414,12 @@ def _no_speech_code(frames: FrameFeatures, speech_s: float) -> ResultCode:
 def _input_stats(obs: list[VoiceBlock]) -> dict[str, int]:
     """What arrived in the window's blocks. Counted from the window's own blocks, not the stage's running
     totals, so the figure does not depend on how far perception had got when the window closed."""
-    return {"blocks": len(obs), "irregular_blocks": sum(a.n_samples != b.n_samples for a, b in zip(obs, obs[1:])),
-            "nonfinite_samples": sum(o.nonfinite for o in obs), "clipped_samples": sum(o.clipped for o in obs)}
+    return {
+        "blocks": len(obs),
+        "irregular_blocks": sum(a.n_samples != b.n_samples for a, b in zip(obs, obs[1:])),
+        "nonfinite_samples": sum(o.nonfinite for o in obs),
+        "clipped_samples": sum(o.clipped for o in obs),
+    }
 
 
 def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
