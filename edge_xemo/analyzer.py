@@ -105,7 +105,7 @@ class AnalyzerOptions:
     event_queue: int = 4096
     subtitle: str | None = None
     subtitles: tuple = ()
-    result_callback: Callable[[ev.Event], None] | None = None
+    result_callback: Callable[[ev.Event], object] | None = None
     frame_callback: Callable[[Frame, object], None] | None = None
 
     def __post_init__(self):
@@ -222,7 +222,7 @@ def run_record(stages: Stages) -> dict:
         ("reasoner", narrator),
     ):
         options = getattr(stage, "options", None)
-        if dataclasses.is_dataclass(options):
+        if dataclasses.is_dataclass(options) and not isinstance(options, type):
             record["stages"][name] = dataclasses.asdict(options)
     model_path = getattr(stages.reasoner, "model_file", None)
     if model_path is not None:
@@ -277,14 +277,17 @@ class Analyzer:
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._closed = False
-        self._last_t = {"video": None, "audio": None}
+        self._last_t: dict[str, float | None] = {"video": None, "audio": None}
         self._frame_index = self._block_index = 0
         self._reported_drops = (0, 0)
         self._frame_size: tuple[int, int] | None = None
         self._paused = False
         self._controls: collections.deque[Callable[[], None]] = collections.deque()  # run on the perception thread
         self._policy = ExplainPolicy(o.explain_every_s)
-        self._timing = {"video": collections.deque(maxlen=4096), "audio": collections.deque(maxlen=4096)}  # (t, ms)
+        self._timing: dict[str, collections.deque[tuple[float, float]]] = {
+            "video": collections.deque(maxlen=4096),
+            "audio": collections.deque(maxlen=4096),
+        }  # (t, ms)
         self._source_threads: list[threading.Thread] = []
         self.source_name = ""
         """What events name as their `source`: the sources' names once `run_source(s)` starts them."""
@@ -513,6 +516,7 @@ class Analyzer:
     def _on_frame(self, frame: Frame | None) -> None:
         if frame is None:
             return
+        assert self.visual is not None  # frames are queued only with a visual stage
         t0 = time.perf_counter()
         try:
             obs = self.visual.process_frame(frame)
@@ -533,6 +537,7 @@ class Analyzer:
     def _on_block(self, block: AudioBlock | None) -> None:
         if block is None:
             return
+        assert self.audio is not None  # blocks are queued only with an audio stage
         t0 = time.perf_counter()
         try:
             obs = self.audio.process_block(block)
@@ -703,6 +708,7 @@ class Analyzer:
             pending = self._jobs.peek()
             return live and pending is not None and material_change(pending.signature, job.signature)
 
+        assert self.reasoner is not None  # the reasoning thread runs only with one
         try:
             exp = self.reasoner.explain(vis, aud, subtitle, on_token, should_stop, t=win.t_end)
         except Exception as e:
@@ -769,6 +775,7 @@ class Analyzer:
 
     def _deliver(self) -> None:
         cb = self.options.result_callback
+        assert cb is not None  # the delivery thread runs only with a callback
         for event in self._outbox.queue.drain():
             try:
                 cb(event)

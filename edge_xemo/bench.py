@@ -23,12 +23,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from .analyzer import Analyzer, RunningMode, analyzer_options, build_stages, run_record
 from .core.models import select_providers
 from .core.tap import StageCall, StageTap
+from .core.types import AudioBlock
 from .io.sources import FileSource, Source
 
 PRECISIONS = ("default", "fp32", "fp16", "int8")
@@ -143,20 +145,20 @@ def run_bench(o: BenchOptions) -> dict:
                     continue
                 calls[f"{prefix}.{k}"].append((call.t, float(v)))
             if call.kind == "per_block":
-                audio_s.append((call.t, call.item.duration))
+                audio_s.append((call.t, cast(AudioBlock, call.item).duration))
 
         return record
 
     t_load = time.perf_counter()
-    stages = build_stages(options)
+    loaded = build_stages(options)
     load_s = time.perf_counter() - t_load
-    run = run_record(stages)
-    landmark_runtime = getattr(getattr(stages.visual, "tracker", None), "landmark_runtime", None)
+    run = run_record(loaded)
+    landmark_runtime = getattr(getattr(loaded.visual, "tracker", None), "landmark_runtime", None)
     analyzer = Analyzer(
         options,
-        StageTap(stages.visual, recorder("visual")) if stages.visual else None,
-        StageTap(stages.audio, recorder("audio")) if stages.audio else None,
-        stages.reasoner,
+        StageTap(loaded.visual, recorder("visual")) if loaded.visual else None,
+        StageTap(loaded.audio, recorder("audio")) if loaded.audio else None,
+        loaded.reasoner,
         owns_stages=True,
     )
     t0 = time.perf_counter()

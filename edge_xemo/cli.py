@@ -319,11 +319,11 @@ def _live_sources(
     reconnect: float,
 ) -> list:
     """The camera and microphone sources `live` and `serve` open; one-line errors that say what to drop."""
-    from .io.sources import CameraOptions, CameraSource, MicrophoneSource
+    from .io.sources import CameraOptions, CameraSource, MicrophoneSource, Source
 
     if no_video and no_audio:
         raise ValueError("--no-video and --no-audio leave nothing to analyze")
-    sources = []
+    sources: list[Source] = []
     if not no_video:
         try:
             sources.append(
@@ -488,7 +488,7 @@ def serve(
     except ImportError as e:
         fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
     from .analyzer import analyzer_options
-    from .io.sources import FileSource
+    from .io.sources import FileSource, Source
 
     options = ServeOptions(
         host=host,
@@ -500,6 +500,7 @@ def serve(
         allowed_origins=tuple(allow_origin),
         limits=ServerLimits(max_clients=max_clients),
     )
+    sources: list[Source]
     if replay is not None:
         sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
     else:
@@ -676,12 +677,13 @@ def reason(
     from .reasoning.decoder import DecoderOptions
     from .reasoning.stage import reason_text
 
-    kwargs = {"n_threads": threads, "model": decoder}
-    if model is not None:
-        kwargs["model_path"] = str(model)
-    if lora is not None:
-        kwargs["lora_path"] = str(lora)
-    result = reason_text(visual, audio, subtitle, DecoderOptions(**kwargs))
+    options = DecoderOptions(
+        n_threads=threads,
+        model=decoder,
+        model_path=str(model) if model is not None else None,
+        lora_path=str(lora) if lora is not None else None,
+    )
+    result = reason_text(visual, audio, subtitle, options)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     else:

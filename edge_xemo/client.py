@@ -186,9 +186,11 @@ def sse_events(
     """(id, event name, object) for each Server-Sent Event of GET /v1/events; ends when the stream does."""
     parts = urlsplit(base_url)
     query = {k: v for k, v in (("types", ",".join(types) if types else None), ("max_hz", max_hz)) if v is not None}
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    kwargs = {"context": ssl} if parts.scheme == "https" and ssl is not None else {}
-    conn = conn_cls(parts.hostname, parts.port, timeout=timeout, **kwargs)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=ssl)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     headers = {"Accept": "text/event-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -199,7 +201,8 @@ def sse_events(
     if response.status != 200:
         raise ServerClosed(response.status, response.read(200).decode("utf-8", "replace"))
     try:
-        event_id, name, data = None, "message", []
+        event_id: int | None = None
+        name, data = "message", list[str]()
         for raw in response:
             line = raw.decode("utf-8").rstrip("\r\n")
             if not line:

@@ -177,7 +177,7 @@ TYPE_FIELDS = {
 }
 """The event schema in one place: `validate` checks it and `json_schema` publishes it."""
 
-_PYTHON_TYPES = {
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str,
     "number": (int, float),
     "integer": int,

@@ -109,7 +109,7 @@ class WindowScheduler:
         if hop_s > window_s:
             raise ValueError(f"hop ({hop_s} s) must not exceed the window ({window_s} s)")
         self.window_s, self.hop_s = window_s, hop_s
-        self._watermark = {s: None for s in streams}
+        self._watermark: dict[str, float | None] = {s: None for s in streams}
         self._ended = {s: False for s in streams}
         self._frames: collections.deque = collections.deque()  # (t, obs)
         self._audio_obs: collections.deque = collections.deque()  # (t, obs)
@@ -142,18 +142,20 @@ class WindowScheduler:
             self._ended[stream] = True
 
     def _bounds(self, k: int) -> tuple[float, float]:
+        assert self._t0 is not None  # a window exists once an item has come
         start = self._t0 + k * self.hop_s
         return start, start + self.window_s
 
     def _gate(self) -> float | None:
         live = [w for s, w in self._watermark.items() if not self._ended[s]]
-        if any(w is None for w in live):
+        marks = [w for w in live if w is not None]
+        if len(marks) < len(live):
             return None
-        return min(live) if live else float("inf")
+        return min(marks) if marks else float("inf")
 
     def ready(self) -> list[Window]:
         """Windows that every active stream has passed, oldest first."""
-        out = []
+        out: list[Window] = []
         gate = self._gate()
         if gate is None or self._t0 is None:
             return out

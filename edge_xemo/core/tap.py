@@ -48,6 +48,9 @@ class StageTap:
     def reset(self) -> None:
         self.stage.reset()
 
+    def reset_baseline(self, *args) -> None:
+        self.stage.reset_baseline(*args)
+
     @property
     def missing(self) -> tuple[str, ...]:
         return getattr(self.stage, "missing", ())

@@ -135,6 +135,7 @@ def emocue360(
             if cue_path is not None:
                 sides[side] = read_cue_file(cue_path)
             else:
+                assert text_path is not None and extract is not None  # one of the two is given (checked above)
                 sides[side] = {}
                 for n, t in read_text_file(text_path).items():
                     try:

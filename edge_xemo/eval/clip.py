@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -86,7 +87,8 @@ class ClipExplainer:
             o = self.options
             self._stages = build_stages(analyzer_options(o.threads, judge=o.explain, explain=o.explain))
         for stage in (self._stages.visual, self._stages.audio):
-            stage.reset()
+            if stage is not None:
+                stage.reset()
         return self._stages
 
     def run_record(self) -> dict:
@@ -105,7 +107,7 @@ class ClipExplainer:
         def collect(key: str):
             def on_call(call: StageCall) -> None:
                 if call.kind == "per_window":
-                    per_window[key].append(call.result)
+                    per_window[key].append(cast(ModalityResult, call.result))
 
             return on_call
 
@@ -130,6 +132,8 @@ class ClipExplainer:
     def __call__(self, row: Clip) -> ClipResult:
         t0 = time.perf_counter()
         path = row.video or row.audio
+        if path is None:
+            raise ValueError(f"clip {row.name!r} has neither video nor audio")
         source = FileSource(path, audio_path=row.audio if row.video else None)
         vis, aud = self.perceive(source)
         perceive_s = time.perf_counter() - t0
@@ -147,7 +151,9 @@ class ClipExplainer:
                 status=status,
             )
         subtitle = row.subtitle or aud.words
-        exp = self._stages.reasoner.explain(vis, aud, subtitle)
+        stages = self._stages
+        assert stages is not None and stages.reasoner is not None  # perceive() loaded them, explain on
+        exp = stages.reasoner.explain(vis, aud, subtitle)
         return ClipResult(
             text=exp.text,
             label=exp.label,

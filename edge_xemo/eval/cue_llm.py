@@ -131,7 +131,7 @@ class LLMCueExtractor:
         return out["choices"][0]["message"]["content"] or ""
 
     def _ask_endpoint(self, text: str) -> str:
-        url = self.options.base_url.rstrip("/") + "/chat/completions"
+        url = (self.options.base_url or "").rstrip("/") + "/chat/completions"
         body = {
             "model": self.options.model,
             "messages": messages(text, self.options.few_shot),

@@ -15,7 +15,7 @@ Only names present in both files are scored; the others are reported.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def score(pred: Mapping[str, Mapping], ref: Mapping[str, Mapping], embed: Embed)
     "only_in_pred", "only_in_ref"}}; a modality with no scored sample has None values and n = 0.
     """
     common = [n for n in pred if n in ref]
-    names = {
+    names: dict[str, Any] = {
         "scored": len(common),
         "only_in_pred": sorted(n for n in pred if n not in ref),
         "only_in_ref": sorted(n for n in ref if n not in pred),

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..core.events import Event
 from ..core.types import Frame, StatusCode
@@ -214,7 +214,7 @@ class OverlayWriter:
     def __init__(self, path: str | Path, fps: float = 25.0):
         self.path = Path(path)
         self.fps = fps
-        self._writer = None
+        self._writer: Any = None  # a cv2.VideoWriter from the first frame on (its size)
         self._lines: list[str] = []
         self._explanation = ""
         self.frames_written = 0
@@ -244,7 +244,7 @@ class OverlayWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write overlay video {self.path}")
         for face in getattr(observation, "faces", ()) or ():

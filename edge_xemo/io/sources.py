@@ -557,6 +557,7 @@ class FileSource(Source):
                             clock.sleep_until(start + t, stop)
                         sink.frame(item.to_ndarray(format="bgr24"), t)
                     else:
+                        assert resampler is not None  # decoded audio comes from the audio stream only
                         if audio_t is None:
                             audio_t = self._media_time(item, base)
                         for samples in resampler.push(item):

@@ -126,7 +126,7 @@ class CueDecoder:
         path = Path(o.model_path) if o.model_path else verified_path(o.model) if o.model else default_model_path()
         own_model = o.model_path is None and o.model is None
         self.lora_path = o.lora_path
-        if self.lora_path is None and own_model and o.lora_artifact in load_manifest()["artifacts"]:
+        if self.lora_path is None and own_model and o.lora_artifact and o.lora_artifact in load_manifest()["artifacts"]:
             self.lora_path = str(verified_path(o.lora_artifact))
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
         self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
@@ -180,7 +180,7 @@ class CueDecoder:
     def _pieces(self, segments: list[Segment], embeddings: dict[str, np.ndarray]) -> list:
         if not segments or segments[0].text != PROMPT_PREFIX:
             raise ValueError("a decoder prompt must start with prompt.PROMPT_PREFIX (its KV cache is reused)")
-        pieces = []
+        pieces: list[np.ndarray | list[int]] = []
         for seg in segments[1:]:
             if seg.is_slot:
                 if seg.kind not in embeddings:
@@ -204,6 +204,7 @@ class CueDecoder:
             else:
                 logits = self.session.eval_tokens(p, n_past, last)
             n_past += len(p)
+        assert logits is not None  # the last piece asked for them
         return logits, n_past
 
     def prompt_logits(self, segments: list[Segment], embeddings: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -353,7 +354,8 @@ class CueDecoder:
         """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
         s, o = self.session, self.options
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        text, generated, problems, first = ANSWER_PREFIX, [], [], None
+        text, problems, first = ANSWER_PREFIX, [], None
+        generated: list[int] = []
         section, section_start, reached_label = 0, len(text), False  # section 0 = video, 1 = audio
 
         def force(piece: str):
@@ -437,6 +439,7 @@ class CueDecoder:
             total = float(logp[ids[0]])
             for k in range(1, len(ids)):  # multi-token label: score the rest, then roll back
                 more = self.session.eval_tokens([ids[k - 1]], n_past + k - 1, want_logits=True)
+                assert more is not None  # asked for
                 total += float(_log_softmax(more)[ids[k]])
             if len(ids) > 1:
                 self.session.truncate(n_past)

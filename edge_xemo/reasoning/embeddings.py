@@ -174,7 +174,7 @@ class MiniLMEmbedder:
         # rows depend on their batch-mates (fp32 rows do not, measured bit for bit)
         todo = sorted({t for t in texts if t not in self._cache}, key=lambda t: (len(t), t))
         bs = max(1, self.options.batch_size)
-        fresh = {}
+        fresh: dict[str, np.ndarray] = {}
         for i in range(0, len(todo), bs):
             chunk = todo[i : i + bs]
             fresh.update(zip(chunk, self._run(chunk).astype(np.float32)))

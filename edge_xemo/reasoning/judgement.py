@@ -25,7 +25,7 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -284,7 +284,7 @@ def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str 
 
 def top_label(dist: dict[str, float]) -> str:
     """The most probable label of a distribution."""
-    return max(dist, key=dist.get)
+    return max(dist, key=lambda label: dist[label])
 
 
 def _softmax(z: dict[str, float]) -> dict[str, float]:
@@ -312,7 +312,7 @@ def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
     """EMFACS prototype matches of the visual cues: the cosine between the AU intensity vector and each
     prototype (so a fuller prototype beats its own subset and AUs outside it count against it), times the
     evidence strength min(1, |AU vector|); neutral is 1 - the strongest expressive AU."""
-    au = {}
+    au: dict[int, float] = {}
     for c in cues:
         if c.name in CUE_AU:
             au[CUE_AU[c.name]] = max(au.get(CUE_AU[c.name], 0.0), float(c.intensity))
@@ -510,11 +510,11 @@ def explanation_fields(
     """The judgement fields of an explanation (schema 1.1): `emotion` (label, scores and, when judged,
     confidence, outcome, reason, carried_by), `evidence` (per source: distribution, weight, cues), the parsed
     `visual_cues` / `auditory_cues`, and `perceived` (the cue phrases of the window) when its results are given."""
-    emotion = {"label": exp.label, "scores": exp.scores}
+    emotion: dict[str, Any] = {"label": exp.label, "scores": exp.scores}
     evidence = (
         {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
     )
-    j = exp.judgement
+    j = cast(Judgement | None, exp.judgement)  # core.types cannot name a reasoning type
     if j is not None:
         emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
         evidence = {s.name: s.to_dict() for s in j.sources}

@@ -17,6 +17,7 @@ import ctypes
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "phi3", "granite", "smollm3", "gemma", "gemma2", "gemma3")
 """GGUF architectures with one position per embedding row that the embedding path supports."""
-_llama = None
+_llama: Any = None
 _log_callback = None
 
 
@@ -77,7 +78,7 @@ class LlamaSession:
         self.n_ctx, self.n_batch = n_ctx, min(n_batch, n_ctx)
         self._model = self._ctx = self._adapter = None
         self._batches: dict[int, object] = {}
-        self._token_embd = None
+        self._token_embd: np.ndarray | None = None
         try:
             self._load(n_threads, n_gpu_layers, lora_path, lora_scale)
         except Exception:
@@ -174,11 +175,12 @@ class LlamaSession:
         them (Gemma graphs scale by sqrt(n_embd) for token ids only, so they are scaled here).
         Dequantizes token_embd.weight with the `gguf` package once, lazily (seconds)."""
         if self._token_embd is None:
-            from gguf import GGML_QUANT_SIZES, quants
+            from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 
             if "token_embd.weight" not in self.header.tensors:
                 raise ModelError(f"{self.path.name} has no token_embd.weight tensor")
             kind, dims, offset = self.header.tensors["token_embd.weight"]
+            kind = GGMLQuantizationType(kind)
             block, block_bytes = GGML_QUANT_SIZES[kind]
             row_bytes = dims[0] // block * block_bytes
             raw = np.memmap(self.path, np.uint8, "r", offset, row_bytes * dims[1]).reshape(dims[1], row_bytes)

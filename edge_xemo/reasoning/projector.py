@@ -8,6 +8,7 @@ reads the cue text and subtitle only (and logs it once).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Projector:
     """An ONNX projector session; input (n, d_in) or (1, n, d_in), output width `out_dim`."""
 
     name: str
-    session: object
+    session: Any
     input_name: str
     batched: bool
     in_dim: int | None

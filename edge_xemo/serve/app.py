@@ -183,7 +183,7 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
             return JSONResponse({"error": "bad_control", "message": str(e)}, 400)
         return JSONResponse(result)
 
-    async def events_stream(request: Request) -> Response:
+    async def events_stream(request: Request) -> Response | _EventStream:
         denied = guard(request)
         if denied:
             return denied
@@ -350,6 +350,7 @@ async def _serve_websocket(
                 pass
 
     receiving = asyncio.current_task()
+    assert receiving is not None  # called from the WebSocket's task
 
     async def send_loop(queue: ClientQueue) -> None:
         nonlocal reason

@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..analyzer import AnalyzerOptions
 from ..reasoning.judgement import CUE_AU
@@ -370,7 +371,7 @@ class Ros2Bridge:
                 HRI_PACKAGE,
             )
         self._mapper = HriMapper()
-        self._publishers: dict[str, object] = {}
+        self._publishers: dict[str, Any] = {}  # rclpy publishers (None: the topic is not published)
         for topic, msgtype in ((EVENTS_TOPIC, STRING), (FACES_TRACKED, IDS_LIST), (VOICES_TRACKED, IDS_LIST)):
             self._publisher(topic, msgtype)  # fixed topics: discovered before the first event
 
@@ -474,7 +475,7 @@ def build_hri_msgs(prefix: str | Path = sys.prefix, jobs: int = 2) -> Path:
     prefix = Path(prefix)
     site = Path(prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages")
     if hri_types_available():
-        return Path(importlib.import_module(HRI_PACKAGE).__file__).parent
+        return Path(str(importlib.import_module(HRI_PACKAGE).__file__)).parent
     with tempfile.TemporaryDirectory(prefix="edge-xemo-hri-msgs-") as tmp:
         src, build = Path(tmp, "hri_msgs"), Path(tmp, "build")
         shutil.copytree(MSG_DIR, src / "msg")

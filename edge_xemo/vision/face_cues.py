@@ -222,7 +222,9 @@ class OneEuro:
 
     def __init__(self, min_cutoff: float = 1.5, beta: float = 1.0, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self._x = self._dx = self._t = None
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
 
     @staticmethod
     def _alpha(cutoff, dt):
@@ -231,10 +233,10 @@ class OneEuro:
 
     def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        if self._x is None or t <= self._t:
-            if self._x is None:
-                self._x, self._dx = x.copy(), np.zeros_like(x)
-            self._t = t if self._t is None else self._t
+        if self._x is None or self._dx is None or self._t is None:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return self._x.copy()
+        if t <= self._t:
             return self._x.copy()
         dt = t - self._t
         dx = (x - self._x) / dt

@@ -282,7 +282,8 @@ class FaceTracker:
         for box, score, kp in found:
             b = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
             if b[2] > b[0] and b[3] > b[1]:
-                out.append(Detection(tuple(float(v) for v in b), float(score), kp.astype(np.float32)))
+                box4 = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+                out.append(Detection(box4, float(score), kp.astype(np.float32)))
         return out
 
     def _detect_region(self, bgr: np.ndarray, x0: int, y0: int) -> list:

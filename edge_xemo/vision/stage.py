@@ -236,7 +236,7 @@ class VisualPerception:
         )
 
     def _window_scores(self, frames: list[FaceObservation]) -> dict[str, float]:
-        probs = [f.expression for f in frames if f.encoded]
+        probs = [f.expression for f in frames if f.encoded and f.expression is not None]
         if not probs or not self.labels:
             return {}
         mean = np.mean(probs, axis=0)
@@ -260,12 +260,11 @@ def _window_code(obs: list[VisualObservation]) -> tuple[ResultCode, str]:
     """Why a window has no face: its frames' most common reason (the earliest on a tie)."""
     if not obs:
         return ResultCode.NO_FRAMES, ResultCode.NO_FRAMES.text
-    coded = [o for o in obs if o.code is not None]
-    if not coded:
+    codes = [o.code for o in obs if o.code is not None]
+    if not codes:
         return ResultCode.NO_FACE, ResultCode.NO_FACE.text
-    codes = [o.code for o in coded]
     code = max(codes, key=codes.count)
-    return code, next(o.message for o in coded if o.code is code)
+    return code, next((o.message for o in obs if o.code is code and o.message), code.text)
 
 
 def _area(box) -> float:

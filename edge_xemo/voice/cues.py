@@ -157,9 +157,10 @@ class AuditoryCueTracker:
                 self._active.discard(rule.name)
                 continue
             was_on = rule.name in self._active
-            score_z = rule.direction * z[rule.measure] if rule.z_on is not None and rule.measure in z else None
-            score_a = rule.direction * (x - rule.abs_on) if rule.abs_on is not None else None
-            on_z = score_z is not None and score_z >= rule.z_on - (Z_MARGIN if was_on else 0.0)
+            z_on, abs_on = rule.z_on, rule.abs_on
+            score_z = rule.direction * z[rule.measure] if z_on is not None and rule.measure in z else None
+            score_a = rule.direction * (x - abs_on) if abs_on is not None else None
+            on_z = score_z is not None and z_on is not None and score_z >= z_on - (Z_MARGIN if was_on else 0.0)
             on_a = score_a is not None and score_a >= (-rule.abs_margin if was_on else 0.0)
             if not (on_z or on_a):
                 self._active.discard(rule.name)
@@ -180,9 +181,10 @@ class AuditoryCueTracker:
 
     def _steady(self, m: WindowMeasures, z: dict[str, float], other_cues: bool) -> Cue | None:
         zs = [abs(z[k]) for k in CALM_MEASURES if k in z]
-        if other_cues or len(zs) < 3 or m.speech_s < 1.0 or max(zs) >= CALM.z_on:
+        calm_z = CALM.z_on if CALM.z_on is not None else 0.0  # set for the calm rule
+        if other_cues or len(zs) < 3 or m.speech_s < 1.0 or max(zs) >= calm_z:
             self._active.discard(CALM.name)
             return None
         self._active.add(CALM.name)
         evidence = {f"{k}_z": float(z[k]) for k in CALM_MEASURES if k in z}
-        return Cue(CALM.name, CALM.phrase, _clip01(1.0 - max(zs) / CALM.z_on) * 0.6 + 0.2, "auditory", evidence)
+        return Cue(CALM.name, CALM.phrase, _clip01(1.0 - max(zs) / calm_z) * 0.6 + 0.2, "auditory", evidence)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -274,7 +275,8 @@ def jitter_shimmer(
 
     Stops after about `max_cycles` cycles (plenty for a stable mean; cycle picking is a Python loop).
     """
-    periods, amps = [], []
+    periods: list[np.ndarray] = []
+    amps: list[np.ndarray] = []
     for s, e in _runs(np.isfinite(f0)):
         if e - s < 6:
             continue
@@ -342,7 +344,7 @@ def measure_window(
         for s, e in _runs(~speech_chunks[idx[0] : idx[-1] + 1]):
             if (e - s) * chunk_s >= min_pause_s:
                 pauses.append((e - s) * chunk_s)
-    base = dict(
+    base: dict[str, Any] = dict(
         speech_s=speech_s,
         speech_ratio=speech_ratio,
         pause_count=len(pauses),
@@ -357,7 +359,7 @@ def measure_window(
     f0 = f0_all[speech]
     voiced = np.isfinite(f0)
     loud = sp.level_db > SILENCE_DB
-    out = dict(base, voiced_s=float(voiced.sum() * HOP / SAMPLE_RATE))
+    out: dict[str, Any] = dict(base, voiced_s=float(voiced.sum() * HOP / SAMPLE_RATE))
     if loud.any():
         out.update(
             level_db=float(10 * np.log10(np.mean(10 ** (sp.level_db[loud] / 10)))),

@@ -13,7 +13,7 @@ import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
 from .features import StreamFrames
 from .prosody import SILENCE_DB, FrameFeatures, ProsodyTracker, SpeakerBaseline, WindowMeasures, measure_window
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
+
+if TYPE_CHECKING:
+    from .asr import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +125,14 @@ class VoicePerception:
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._bridge_frames = StreamFrames()
         """The AECB's frame features of the cleaned stream, each 10 ms frame computed once."""
-        self._asr = None
-        if self.options.asr is not None:
+        self._asr: Transcriber | None = None
+        asr = self.options.asr
+        if asr is not None:
             from .asr import Transcriber
 
-            self._asr = Transcriber(self.options.asr, self.options.threads)
+            self._asr = Transcriber(asr, self.options.threads)
         self._asr_pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr")
-            if self._asr is not None and self.options.asr.background
-            else None
+            ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr") if asr is not None and asr.background else None
         )
         self.reset()
 
@@ -149,9 +151,9 @@ class VoicePerception:
         if self._bridge is not None:
             self._bridge.reset()
         self._bridge_frames.reset()
-        self._dc = None
+        self._dc: float | None = None
         self._last_end: float | None = None  # end of the last window folded into the baseline
-        self._last_size = None
+        self._last_size: int | None = None
         self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
         self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
         self._recent_t = 0.0
@@ -283,11 +285,11 @@ class VoicePerception:
             try:
                 t_feats = time.perf_counter()
                 feats = self._bridge_frames.window(t_end - WINDOW_S, WINDOW_SAMPLES)
-                keep = m.speech_ratio >= 0.3
+                learn = m.speech_ratio >= 0.3  # the bridge's baseline learns from windows mostly of speech
                 out = (
-                    self._bridge.run(x, update_baseline=keep)
+                    self._bridge.run(x, update_baseline=learn)
                     if feats is None
-                    else self._bridge.encode(feats, keep, features_ms=(time.perf_counter() - t_feats) * 1e3)
+                    else self._bridge.encode(feats, learn, features_ms=(time.perf_counter() - t_feats) * 1e3)
                 )
             except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
                 log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
@@ -296,7 +298,7 @@ class VoicePerception:
                 tokens = out.tokens
                 bridge_scores = {f"aecb:{rule_name(k)}": round(v, 4) for k, v in out.cue_scores.items()}
                 latency["aecb"] = sum(out.latency_ms.values())
-        extra = {k: round(v, 4) for k, v in m.as_dict().items()}
+        extra: dict[str, Any] = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update(
             {f"{k}_z": round(v, 3) for k, v in z.items()},
             speaker=self._speaker,
@@ -332,13 +334,15 @@ class VoicePerception:
 
     def _transcribe(self, segments: list[dict], t_end: float) -> tuple[TranscriptSegment, ...]:
         """Finished utterances of this window, and the first `asr.max_chunk_s` of one still going on."""
+        asr, options = self._asr, self.options.asr
+        assert asr is not None and options is not None  # called with ASR on only
         spans = [(s["start"], s["end"]) for s in segments]
         open_start = self._vad.open_start
         if open_start is not None:
             start = max(open_start, self._transcribed_until)
-            if t_end - start >= self.options.asr.max_chunk_s:
+            if t_end - start >= options.max_chunk_s:
                 spans.append((start, t_end))
-        out = []
+        out: list[TranscriptSegment] = []
         for start, end in spans:
             if end <= self._transcribed_until:  # already done in an earlier, overlapping window
                 continue
@@ -351,9 +355,9 @@ class VoicePerception:
                 continue
             audio, t_audio = self._recent[a:b].copy(), self._recent_t + a / SAMPLE_RATE
             if self._asr_pool is not None:
-                self._asr_pending.append(self._asr_pool.submit(self._asr.transcribe, audio, t_audio))
+                self._asr_pending.append(self._asr_pool.submit(asr.transcribe, audio, t_audio))
             else:
-                out += self._asr.transcribe(audio, t_audio)
+                out += asr.transcribe(audio, t_audio)
         while self._asr_pending and self._asr_pending[0].done():
             try:
                 out += self._asr_pending.pop(0).result()
