@@ -98,23 +98,25 @@ class Reasoning:
         t0 = time.perf_counter()
         judge, narrator = self.judge, self.narrator
         words = clean_text(subtitle, MAX_SUBTITLE_CHARS)[0] if subtitle is not None else None
+
+        def narrate(narrator: CueDecoder) -> Narration:
+            visual_tokens = visual.tokens if visual is not None else None
+            audio_tokens = auditory.tokens if auditory is not None else None
+            return narrator.narrate(
+                visual_cues,
+                auditory_cues,
+                subtitle,
+                visual_tokens,
+                audio_tokens,
+                on_token,
+                should_stop,
+                visual,
+                auditory,
+            )
+
         if judge is None:  # the narrator's own label
             assert narrator is not None  # __init__ refuses neither
-            return finish(
-                narrator.narrate(
-                    visual_cues,
-                    auditory_cues,
-                    subtitle,
-                    _tokens(visual),
-                    _tokens(auditory),
-                    on_token,
-                    should_stop,
-                    visual,
-                    auditory,
-                ),
-                None,
-                on_token,
-            )
+            return finish(narrate(narrator), None, on_token)
         if narrator is None:
             narration = self._rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token)
             sources = judge.sources(visual, auditory, visual_cues, auditory_cues, words)
@@ -124,17 +126,7 @@ class Reasoning:
                 if self._pool is not None
                 else None
             )
-            narration = narrator.narrate(
-                visual_cues,
-                auditory_cues,
-                subtitle,
-                _tokens(visual),
-                _tokens(auditory),
-                on_token,
-                should_stop,
-                visual,
-                auditory,
-            )
+            narration = narrate(narrator)
             sources = (
                 pending.result()
                 if pending is not None
@@ -172,10 +164,6 @@ class Reasoning:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _tokens(result: ModalityResult | None):
-    return result.tokens if result is not None else None
 
 
 def reason_text(
