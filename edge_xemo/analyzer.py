@@ -620,18 +620,9 @@ class Analyzer:
         lat = self._stage_latency(win, vis, aud, (time.perf_counter() - t0) * 1e3)
         if self.options.running_mode == RunningMode.LIVE_STREAM:
             lat["capture_to_cues"] = (self.clock() - win.t_end) * 1e3
-        src = self.source_name
         for r in (vis, aud):
             if r.code is not None and r.code is not ResultCode.PATH_OFF:
-                self._emit(
-                    ev.Event(
-                        "status",
-                        win.t_start,
-                        win.t_end,
-                        src,
-                        data={"code": r.code.value, "message": f"{r.modality}: {r.message}", "modality": r.modality},
-                    )
-                )
+                self._window_status(win, r.code.value, f"{r.modality}: {r.message}", modality=r.modality)
         if not vis.empty or not aud.empty:
             self._emit_cues(win, vis, aud, lat)
         if self.reasoner is None:
@@ -640,18 +631,12 @@ class Analyzer:
         if not vis.empty or not aud.empty or words:
             self._maybe_explain(win, vis, aud, words)
         else:  # no evidence, no label
-            self._emit(
-                ev.Event(
-                    "status",
-                    win.t_start,
-                    win.t_end,
-                    src,
-                    data={
-                        "code": StatusCode.NOTHING_TO_EXPLAIN,
-                        "message": f"nothing to explain: {vis.message}; {aud.message}",
-                    },
-                )
-            )
+            self._window_status(win, StatusCode.NOTHING_TO_EXPLAIN, f"nothing to explain: {vis.message}; {aud.message}")
+
+    def _window_status(self, win: Window, code: str, message: str, **extra) -> None:
+        """A `status` event about one window (a ResultCode's value or a StatusCode), timed as the window."""
+        data = {"code": code, "message": message, **extra}
+        self._emit(ev.Event("status", win.t_start, win.t_end, self.source_name, data=data))
 
     def _emit_cues(self, win: Window, vis: ModalityResult, aud: ModalityResult, lat: dict) -> None:
         for event in ev.cue_events(
@@ -716,18 +701,8 @@ class Analyzer:
             return
         if should_stop() and not exp.valid:
             self.stats["cancelled"] += 1
-            self._emit(
-                ev.Event(
-                    "status",
-                    win.t_start,
-                    win.t_end,
-                    src,
-                    data={
-                        "code": StatusCode.EXPLANATION_CANCELLED,
-                        "message": "a newer window with different cues replaced this explanation",
-                    },
-                )
-            )
+            message = "a newer window with different cues replaced this explanation"
+            self._window_status(win, StatusCode.EXPLANATION_CANCELLED, message)
             return
         lat = dict(exp.latency_ms)
         lat["window_to_explanation"] = (time.perf_counter() - t_window) * 1e3
