@@ -800,8 +800,10 @@ class Analyzer:
             return not self._alive()
         self._closed = True
         self._stop_reason = reason
-        if self._started.acquire(blocking=False):  # never started: nothing runs, nothing to deliver
+        if self._started.acquire(blocking=False):  # never started: nothing ran; what was made is delivered here
             self._finish_events()
+            if self._delivery is not None:
+                self._deliver()
             if self._owned is not None:
                 self._owned.close()
             return True

@@ -212,3 +212,12 @@ def test_video_mode_refuses_a_timing_dependent_transcript():
         AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=background)
     AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, voice_options=background)
     AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=VoiceOptions(asr=TranscriberOptions()))
+
+
+def test_a_stop_before_the_start_still_delivers_the_stopped_event():
+    """A signal between loading and the sources' start: nothing ran, the `stopped` event still reaches the
+    result callback (the JSONL), on the caller's thread."""
+    got = []
+    a = Analyzer(AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, result_callback=got.append), FakeFace())
+    assert a.close(reason="SIGTERM") is True
+    assert [(e.type, e.data["code"], e.data["reason"]) for e in got] == [("status", "stopped", "SIGTERM")]

@@ -59,6 +59,7 @@ class StopSignals:
         self.signum: int | None = None
         self._first = 0.0
         self._armed = False
+        self._stderr = 2  # a copy of the process's stderr while active (see __enter__)
         self._previous: dict[int, signal.Handlers | int | Callable | None] = {}
 
     @property
@@ -82,8 +83,8 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if not self._armed:
-            sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(signum).name} before the analysis started\n")
-            sys.stderr.flush()
+            line = f"edge-xemo: stopped by {signal.Signals(signum).name} before the analysis started\n"
+            os.write(self._stderr, line.encode())  # not sys.stderr: a loader may have fd 2 on /dev/null now
             os._exit(EXIT_CODES[signum])
         if self.requested.is_set():
             if signum == signal.SIGINT and time.monotonic() - self._first >= REPEAT_S:
@@ -93,6 +94,8 @@ class StopSignals:
         self.requested.set()
 
     def __enter__(self) -> "StopSignals":
+        sys.stderr.flush()
+        self._stderr = os.dup(2)
         if threading.current_thread() is threading.main_thread():
             for s in EXIT_CODES:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -102,3 +105,4 @@ class StopSignals:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+        os.close(self._stderr)

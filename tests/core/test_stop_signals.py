@@ -10,8 +10,11 @@ SCRIPT = """
 import os, signal, sys, time
 from edge_xemo.core.signals import StopSignals
 with StopSignals() as s:
-    if sys.argv[1] != "loading":
+    if sys.argv[1] == "armed":
         s.arm()
+    elif sys.argv[1] == "loading-quietly":  # a loader that sends native stderr to /dev/null meanwhile
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
     print("ready", flush=True)
     for gap in map(float, sys.argv[2:]):
         time.sleep(gap)
@@ -49,3 +52,8 @@ def test_a_signal_while_loading_exits_with_one_line():
     rc, out, err, _ = run("loading", 0.1)
     assert rc == 130 and "requested" not in out
     assert err.strip() == "edge-xemo: stopped by SIGINT before the analysis started", err
+
+
+def test_the_line_is_written_while_a_loader_has_stderr_on_dev_null():
+    rc, out, err, _ = run("loading-quietly", 0.1)
+    assert rc == 130 and err.strip() == "edge-xemo: stopped by SIGINT before the analysis started", err
