@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypedDict
 
 import typer
 
@@ -128,10 +128,8 @@ def _run(
     has_audio = any(s.has_audio for s in sources)
     outcome = _Outcome(live)
     sinks: list = [outcome, *extra_sinks]
-    jsonl_sink = None
     if jsonl is not None:
-        jsonl_sink = JsonlSink(jsonl, tokens=tokens)
-        sinks.append(jsonl_sink)
+        sinks.append(JsonlSink(jsonl, tokens=tokens, on_error=outcome.failed))
     if view:
         sinks.append(ConsoleView())
     writer = None
@@ -166,8 +164,6 @@ def _run(
         result_callback=fanout,
         frame_callback=writer.on_frame if writer else None,
     )
-    if jsonl_sink is not None:
-        jsonl_sink.on_error = outcome.failed
     with StopSignals() as signals:
         analyzer = Analyzer.create_from_options(options)
         signals.arm()
@@ -207,6 +203,18 @@ _NO_EXPLAIN = typer.Option(
     "--no-explain",
     help="No LLM: the cue sections come from perception and the judged label follows (the decoder is not loaded).",
 )
+
+
+class _Reasoning(TypedDict):
+    judge: bool
+    explain: bool
+
+
+def _reasoning(no_explain: bool, cues_only: bool) -> _Reasoning:
+    """The `judge` and `explain` switches of --no-explain (no LLM) and --cues-only (neither)."""
+    return {"judge": not cues_only, "explain": not (no_explain or cues_only)}
+
+
 _CUES_ONLY = typer.Option(False, "--cues-only", help="Perception only: cues, no judgement and no decoder.")
 _WINDOW = typer.Option(2.0, "--window", help="Window length in seconds.")
 _HOP = typer.Option(1.0, "--hop", help="Seconds between windows.")
@@ -290,8 +298,7 @@ def analyze(
         view=not quiet and str(jsonl) != "-",
         live=realtime,
         subtitle=subtitle,
-        explain=not (no_explain or cues_only),
-        judge=not cues_only,
+        **_reasoning(no_explain, cues_only),
         window=window,
         hop=hop,
         threads=threads,
@@ -386,8 +393,7 @@ def live(
         view=not quiet and str(jsonl) != "-",
         live=True,
         subtitle=subtitle,
-        explain=not (no_explain or cues_only),
-        judge=not cues_only,
+        **_reasoning(no_explain, cues_only),
         window=window,
         hop=hop,
         threads=threads,
@@ -512,7 +518,6 @@ def serve(
         from .voice.asr import TranscriberOptions
 
         transcriber = TranscriberOptions(language=asr_language, background=True)
-    explain, judge = not (no_explain or cues_only), not cues_only
     analysis = analyzer_options(
         threads,
         provider,
@@ -523,9 +528,8 @@ def serve(
         hop_s=hop,
         visual=has_video,
         audio=has_audio,
-        judge=judge,
-        explain=explain,
         subtitle=subtitle,
+        **_reasoning(no_explain, cues_only),
     )
     if not run_server(options, analysis, sources):
         exit_now(0)
@@ -736,11 +740,10 @@ def bench(
             threads,
             decoder_threads,
             warmup,
-            explain=not (no_explain or cues_only),
             asr=asr,
             live=live,
             decoder=decoder,
-            judge=not cues_only,
+            **_reasoning(no_explain, cues_only),
         )
     )
     print_table(report, Console())

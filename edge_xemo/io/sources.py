@@ -109,6 +109,11 @@ MAX_BACKOFF_S = 8.0
 """The longest wait before reopening a flapping camera (the wait doubles from 1 s)."""
 
 
+def _doubling(n: int) -> bool:
+    """True at 0, 1, 2, 4, 8, ...: a repeated problem reported ever more rarely, with its count."""
+    return n & (n - 1) == 0
+
+
 class CameraSource(Source):
     """Live frames from OpenCV VideoCapture, stamped on the pipeline clock at grab time.
 
@@ -195,7 +200,7 @@ class CameraSource(Source):
         """Frames that did not decode between good ones, reported at the 1st, 2nd, 4th, 8th, ... time."""
         self.bad_frames += n
         self._bad_reports += 1
-        if self._bad_reports & (self._bad_reports - 1) == 0:
+        if _doubling(self._bad_reports):
             sink.status(
                 StatusCode.BAD_FRAME,
                 f"camera {self.options.device!r}: {n} frame(s) could not be decoded "
@@ -211,7 +216,7 @@ class CameraSource(Source):
         flapping = self._reconnected_at is not None and time.monotonic() - self._reconnected_at < FLAP_S
         self._flaps = self._flaps + 1 if flapping else 0
         backoff = min(MAX_BACKOFF_S, 0.5 * 2**self._flaps) if flapping else 0.0
-        report = self._flaps & (self._flaps - 1) == 0
+        report = _doubling(self._flaps)
         if report:
             again = f" (lost {self._flaps + 1} times in a row; retrying after {backoff:g} s)" if flapping else ""
             sink.status(
@@ -302,7 +307,9 @@ class MicrophoneSource(Source):
         self.reconnect_s = reconnect_s
         self.overflows = 0
         self.reconnects = 0
-        self.name = f"microphone:{device if device is not None else 'default'}"
+        self.label = str(device) if device is not None else "default"
+        """What messages call it: the device asked for, as given."""
+        self.name = f"microphone:{self.label}"
 
     def _open_rate(self) -> int:
         import sounddevice as sd
@@ -379,7 +386,7 @@ class MicrophoneSource(Source):
         """Reopen the device for up to `reconnect_s` seconds; False when it did not come back (reported)."""
         import sounddevice as sd
 
-        name = self.name.split(":", 1)[1]
+        name = self.label
         if self.reconnect_s <= 0:
             sink.status(StatusCode.MICROPHONE_LOST, f"microphone {name} lost: {why}", level="error")
             return False

@@ -393,9 +393,14 @@ class Judge:
     """Pools a window's sources into a `Judgement`; keeps the smoothed state of one stream."""
 
     def __init__(
-        self, options: JudgementOptions | None = None, text_head: TextHead | None = None, fitted: dict | None = None
+        self,
+        options: JudgementOptions | None = None,
+        text_head: TextHead | None = None,
+        fitted: dict | None = None,
+        missing: tuple[str, ...] = (),
     ):
-        """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any."""
+        """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any;
+        `missing`: the optional models that could not be loaded, one line each."""
         self.options = options or JudgementOptions()
         self.text_head = text_head
         fitted = fitted or {}
@@ -405,7 +410,7 @@ class Judge:
             if self.options.min_confidence is not None
             else fitted.get("min_confidence", 0.35)
         )
-        self.missing: tuple[str, ...] = ()
+        self.missing = missing
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._state: tuple[float, dict[str, float]] | None = None
 
@@ -422,9 +427,7 @@ class Judge:
             head, why = load_optional(
                 "judgement's text source", lambda: TextHead.load(options.threads, options.provider)
             )
-        judge = cls(options, head, fitted)
-        judge.missing = (why,) if why else ()
-        return judge
+        return cls(options, head, fitted, missing=(why,) if why else ())
 
     def reset(self) -> None:
         """Forget the smoothed state (a new stream)."""
