@@ -13,7 +13,7 @@ from typing import Optional, TypedDict
 
 import typer
 
-from .core.models import ModelError, resolve
+from .core.models import COMMERCIAL_ONLY, ModelError, resolve
 from .core.paths import demo_audio, demo_video
 from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
@@ -64,7 +64,17 @@ def friendly_errors(fn):
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr.")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
+    commercial_only: bool = typer.Option(
+        False,
+        "--commercial-only",
+        help="Load only models whose terms allow commercial use (as EDGE_XEMO_COMMERCIAL_ONLY=1); "
+        "the others are left out and what replaces them is reported.",
+    ),
+) -> None:
+    if commercial_only:
+        os.environ[COMMERCIAL_ONLY] = "1"
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="edge-xemo: %(message)s", stream=sys.stderr
     )
@@ -644,7 +654,9 @@ def list_models() -> None:
 
     for name, entry in sorted(load_manifest()["artifacts"].items()):
         where = f"{entry['package']}/{entry['file']}" if "package" in entry else entry["file"]
-        typer.echo(f"{name:24s} {where}  [{entry.get('licence', '?')}]  {entry.get('source', '')}")
+        terms = entry.get("terms")
+        trained = f"  trained on {', '.join(terms['data'])} ({terms['licence']})" if terms else ""
+        typer.echo(f"{name:24s} {where}  [{entry.get('licence', '?')}]{trained}  {entry.get('source', '')}")
 
 
 @models_app.command()
@@ -658,6 +670,8 @@ def verify() -> None:
         typer.echo(f"{status:8s} {name:24s} {detail if status == 'ok' else ''}")
         if status is ArtifactStatus.ABSENT:
             typer.echo(f"edge-xemo: note: {detail} (optional)", err=True)
+        elif status is ArtifactStatus.EXCLUDED:
+            typer.echo(f"edge-xemo: note: {detail}", err=True)
         elif status is not ArtifactStatus.OK:
             bad += 1
             typer.echo(f"edge-xemo: error: {detail}", err=True)

@@ -150,4 +150,5 @@ def test_no_explain_gives_labels_with_evidence_and_loads_no_llm(demo_video, demo
         assert e["evidence"] and "decoder" not in e["evidence"] and e["n_tokens"] == 0
         assert e["text"].startswith("In the video,") and f"emotional state is {emotion['label']}" in e["text"]
         assert "prefill" not in e["latency_ms"] and "judgement" in e["latency_ms"]
-    assert {"expression", "facial_actions", "vocal_profile"} <= {s for e in explanations for s in e["evidence"]}
+    assert {"expression", "facial_actions", "voice"} <= {s for e in explanations for s in e["evidence"]}
+    assert "text" not in {s for e in explanations for s in e["evidence"]}  # cue phrases are not judged twice

@@ -55,12 +55,35 @@ class ChecksumMismatch(ModelError):
     """An artifact's file does not have the sha256 the manifest records (corrupt or replaced)."""
 
 
+class ExcludedByTerms(ModelError):
+    """A non-commercial artifact, left out because the user asked for commercial-use terms only."""
+
+
+COMMERCIAL_ONLY = "EDGE_XEMO_COMMERCIAL_ONLY"
+"""Environment setting (1/true/yes): load only artifacts whose sidecar allows commercial use (`terms`)."""
+
+
+def commercial_only() -> bool:
+    return os.environ.get(COMMERCIAL_ONLY, "").strip().lower() in ("1", "true", "yes")
+
+
+def excluded_by_terms(entry: dict) -> str | None:
+    """Why an artifact may not be used under commercial-only (None when it may): its `terms` say so."""
+    terms = entry.get("terms", {})
+    if not commercial_only() or terms.get("commercial_use", True):
+        return None
+    data = ", ".join(terms.get("data", [])) or "data"
+    return f"trained on {data} ({terms.get('licence', '?')}): not for commercial use, excluded by {COMMERCIAL_ONLY}"
+
+
 class ArtifactStatus(enum.StrEnum):
     """What `verify_all` found for one artifact."""
 
     OK = "ok"
     MISSING = "missing"
     MISMATCH = "mismatch"
+    EXCLUDED = "excluded"
+    """Its terms forbid commercial use and the user asked for commercial-use artifacts only."""
     ABSENT = "absent"
     """An `optional` artifact that is not installed (an opt-in install step builds it)."""
 
@@ -112,6 +135,9 @@ def resolve(name: str, manifest: dict | None = None) -> Artifact:
     if entry is None:
         known = ", ".join(sorted(manifest.get("artifacts", {}))) or "none"
         raise ModelError(f"unknown model artifact {name!r} (manifest lists: {known})")
+    why = excluded_by_terms(entry)
+    if why:
+        raise ExcludedByTerms(f"model artifact {name!r} {why}")
     file = entry["file"]
     override = os.environ.get("EDGE_XEMO_MODELS")
     candidates = [Path(override) / Path(file).name] if override else []
@@ -188,6 +214,8 @@ def verify_all(manifest: dict | None = None) -> list[tuple[str, ArtifactStatus, 
             rows.append((name, ArtifactStatus.OK, str(path)))
         except ChecksumMismatch as e:
             rows.append((name, ArtifactStatus.MISMATCH, str(e)))
+        except ExcludedByTerms as e:
+            rows.append((name, ArtifactStatus.EXCLUDED, str(e)))
         except ModelError as e:
             optional = manifest["artifacts"][name].get("optional", False)
             rows.append((name, ArtifactStatus.ABSENT if optional else ArtifactStatus.MISSING, str(e)))

@@ -170,6 +170,9 @@ class ModalityResult:
     extra: dict = field(default_factory=dict)
     transcript: tuple[TranscriptSegment, ...] = ()
     """What the voice stage recognized in this window (with ASR on), in order."""
+    emotion: dict[str, float] = field(default_factory=dict)
+    """A learned model's calibrated distribution over emotion labels for this window (the voice stage's
+    `voice_emotion` model); empty when no model judged it (not installed, too little voice)."""
 
     def __post_init__(self):
         if self.code is not None and self.message is None:

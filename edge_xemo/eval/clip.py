@@ -65,12 +65,15 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
     for r in measured:
         for k, v in r.scores.items():
             scores[k].append(v)
+    judged = [r.emotion for r in measured if r.emotion]
+    emotion = {k: float(np.mean([d.get(k, 0.0) for d in judged])) for k in judged[0]} if judged else {}
     return ModalityResult(
         modality,
         cues=tuple(c for _, c in ranked[:max_cues]),
         tokens=np.mean(np.stack(tokens), axis=0) if tokens and len({t.shape for t in tokens}) == 1 else None,
         scores={k: float(np.mean(v)) for k, v in scores.items()},
         transcript=tuple(seg for r in measured for seg in r.transcript),
+        emotion=emotion,
     )
 
 

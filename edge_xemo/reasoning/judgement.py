@@ -5,10 +5,16 @@ Five sources each give log-scores over the labels they can speak about:
 - `expression`: the expression encoder's probabilities (FER2013 mini-XCEPTION), pooled over the
   window's frames of the primary face; it has no "worried" class;
 - `facial_actions`: the visual cues matched against EMFACS prototypes (`PROTOTYPES`, through `CUE_AU`);
+- `voice`: the voice stage's emotion model (trained on RAVDESS speech, edge_xemo.voice.emotion), its calibrated
+  distribution as it is; it has no "worried" class;
 - `vocal_profile`: the vocal cues matched against the cue patterns of the vocal-emotion literature
-  (`VOCAL_PROFILES`);
-- `text`: a logistic-regression head over the MiniLM embedding of the cue text and subtitle
-  (train/text_head.py, artifact `text_head`);
+  (`VOCAL_PROFILES`), the voice's source only when the emotion model is not installed;
+- `words`: what was said (the subtitle or the transcript, never cue phrases) through a logistic-regression head
+  over its MiniLM embedding, fitted on MELD's dialogue lines (train/words_head.py, artifact `words_head`); no
+  "worried" class;
+- `text`: a logistic-regression head over the MiniLM embedding of cue text and subtitle, fitted on EMER expert
+  descriptions (train/text_head.py, artifact `text_head`): for cue text an expert wrote (`edge-xemo reason`),
+  off in the live judgement, which would otherwise count the perceived cues a second time;
 - `decoder`: the decoder's own calibrated label probabilities after the cue sections.
 
 Each source's log-scores are centred over the labels it covers (a label it cannot name gets 0, so it
@@ -31,6 +37,7 @@ import numpy as np
 
 from ..core.models import ModelError, load_optional, resolve, verified_path
 from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
+from .words import WordsHead
 
 log = logging.getLogger(__name__)
 
@@ -180,20 +187,32 @@ intensities >= 1), over one with no agreement. A priori and below FACIAL_GAIN: l
 emotion less accurately than facial (Juslin & Laukka 2003 report about half the accuracy gap to ceiling)."""
 
 # --- pooling -------------------------------------------------------------------------------------------
-SOURCES = ("expression", "facial_actions", "vocal_profile", "text", "decoder")
-PERCEPTION = ("expression", "facial_actions", "vocal_profile")
+SOURCES = ("expression", "facial_actions", "voice", "vocal_profile", "words", "text", "decoder")
+PERCEPTION = ("expression", "facial_actions", "voice", "vocal_profile")
+LEARNED = {"expression": "facial expression", "voice": "voice", "words": "choice of words"}
+"""The sources that are learned classifiers, and what they judged (the explanation names their label)."""
 FLOOR = 0.01
 """Probabilities are floored here before the log: one source cannot veto a label by giving it ~0."""
 
 
-PRIOR_WEIGHTS = {"expression": 1.0, "facial_actions": 1.0, "vocal_profile": 0.7, "text": 1.0, "decoder": 0.0}
+PRIOR_WEIGHTS = {
+    "expression": 1.0,
+    "facial_actions": 1.0,
+    "voice": 1.0,
+    "vocal_profile": 0.7,
+    "words": 1.0,
+    "text": 1.0,
+    "decoder": 0.0,
+}
 """Weights before fitting. `text` is replaced by the fitted one (train/judgement_fit.py: maximum likelihood on
 the text head's out-of-fold predictions for EMER-V2 rows 0-199, kept in the `text_head` sidecar's `fusion`).
 `decoder` is 0, reported but not pooled: its LoRA was trained on those rows, so no out-of-fold predictions
 exist to fit it on, and on the labelled clips and photos here its label was never right (docs/judgement.md).
-The perception weights are a priori, since no labelled clips exist here to fit them on: 1 (take the source's
-distribution as it is) for the two face sources, 0.7 for the voice (vocal emotion is decoded less reliably
-than facial, Juslin & Laukka 2003)."""
+The face weights are a priori (fitting them on labelled faces is still to do): 1, take the source's distribution
+as it is. `vocal_profile` (the voice's source when its model is absent) is 0.7: vocal emotion is decoded less
+reliably than facial (Juslin & Laukka 2003). `voice` and `words` are 1: their distributions are already
+calibrated (a temperature fitted on held-out RAVDESS actors, sidecar `voice_emotion`; on MELD's out-of-fold
+train lines, sidecar `words_head`), so they are taken as they are."""
 
 
 class Outcome(enum.Enum):
@@ -258,15 +277,17 @@ class JudgementOptions:
     time_constant_s: smoothing of the pooled log-scores over a stream, on the source clock (None: off).
       4 s: at a 1 s hop one odd window moves the state by 1 - e^(-1/4) = 22 %, while a change of evidence that
       lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
-    text_head: use the MiniLM text source when its artifacts are installed.
-    threads/provider: onnxruntime intra-op threads and provider of the text head's MiniLM.
+    words: judge what was said (subtitle, transcript) with the MELD words head when it is installed.
+    text_head: judge cue text with the EMER cue-description head (for expert cue text: `edge-xemo reason`).
+    threads/provider: onnxruntime intra-op threads and provider of the heads' MiniLM.
     """
 
     weights: dict[str, float] | None = None
     """Per-source weights; None = `PRIOR_WEIGHTS` with the fitted `text`/`decoder` weights of the sidecar."""
     min_confidence: float | None = None
     time_constant_s: float | None = 4.0
-    text_head: bool = True
+    words: bool = True
+    text_head: bool = False
     threads: int = 1
     provider: str = "cpu"
 
@@ -347,6 +368,14 @@ def vocal_profile_source(cues: Sequence[Cue], weight: float) -> SourceJudgement 
     return SourceJudgement("vocal_profile", dist, weight, _strongest(cues, names))
 
 
+def voice_source(auditory: ModalityResult, weight: float) -> SourceJudgement | None:
+    """The voice emotion model's distribution; the window's vocal cues as the cues behind it."""
+    if not auditory.emotion:
+        return None
+    cues = tuple(c.phrase for c in sorted(auditory.cues, key=lambda c: -c.intensity)[:3])
+    return SourceJudgement("voice", dict(auditory.emotion), weight, cues)
+
+
 class TextHead:
     """Logistic regression over MiniLM embeddings of `evidence_text` (artifact `text_head`)."""
 
@@ -398,11 +427,13 @@ class Judge:
         text_head: TextHead | None = None,
         fitted: dict | None = None,
         missing: tuple[str, ...] = (),
+        words_head: WordsHead | None = None,
     ):
         """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any;
         `missing`: the optional models that could not be loaded, one line each."""
         self.options = options or JudgementOptions()
         self.text_head = text_head
+        self.words_head = words_head
         fitted = fitted or {}
         self.weights = {**PRIOR_WEIGHTS, **fitted.get("weights", {}), **(self.options.weights or {})}
         self.min_confidence = (
@@ -416,9 +447,10 @@ class Judge:
 
     @classmethod
     def create_from_options(cls, options: JudgementOptions | None = None) -> "Judge":
-        """A Judge with the text head when installed (logged and left out when not), fitted values applied."""
+        """A Judge with the heads the options ask for when installed (logged and left out when not), fitted values
+        applied."""
         options = options or JudgementOptions()
-        head, why, fitted = None, None, {}
+        head, words, fitted, missing = None, None, {}, []
         try:
             fitted = resolve("text_head").entry.get("fusion", {})
         except ModelError:
@@ -427,7 +459,14 @@ class Judge:
             head, why = load_optional(
                 "judgement's text source", lambda: TextHead.load(options.threads, options.provider)
             )
-        return cls(options, head, fitted, missing=(why,) if why else ())
+            missing += [why] if why else []
+        if options.words:
+            words, why = load_optional(
+                "judgement's words source (what was said is not judged)",
+                lambda: WordsHead.load(options.threads, options.provider),
+            )
+            missing += [why] if why else []
+        return cls(options, head, fitted, tuple(missing), words)
 
     def reset(self) -> None:
         """Forget the smoothed state (a new stream)."""
@@ -451,7 +490,13 @@ class Judge:
                 facial_action_source(visual.cues, w["facial_actions"]),
             ]
         if auditory is not None:
-            out.append(vocal_profile_source(auditory.cues, w["vocal_profile"]))
+            out.append(
+                voice_source(auditory, w["voice"])
+                if auditory.emotion
+                else vocal_profile_source(auditory.cues, w["vocal_profile"])
+            )
+        if self.words_head is not None and subtitle and subtitle.strip():
+            out.append(SourceJudgement("words", self.words_head(subtitle), w["words"], (f'"{subtitle.strip()}"',)))
         if self.text_head is not None and (visual_phrases or auditory_phrases or subtitle):
             text = evidence_text(visual_phrases, auditory_phrases, subtitle)
             out.append(
@@ -489,9 +534,10 @@ class Judge:
         )
         carried: list[str] = []
         for s in helping:
-            if s.name == "expression" and top_label(s.distribution) == label:
-                carried.append(f"a {label} facial expression ({s.distribution[label]:.2f})")
-            elif s.name in PERCEPTION:
+            if s.name in LEARNED and top_label(s.distribution) == label:
+                article = "an" if label[0] in "aeiou" else "a"
+                carried.append(f"{article} {label} {LEARNED[s.name]} ({s.distribution[label]:.2f})")
+            if s.name in PERCEPTION:
                 carried += [c for c in s.cues if c not in carried]
         return Judgement(label, dist, outcome, reason, tuple(sources), tuple(carried[:3]))
 

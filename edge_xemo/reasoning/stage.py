@@ -174,12 +174,13 @@ def reason_text(
     decoder: CueDecoder | None = None,
     judgement: JudgementOptions | None = None,
 ) -> dict:
-    """Explain cues given as text ("smiling, eyes narrowed"), judged by the text source and the decoder:
+    """Explain cues given as text ("smiling, eyes narrowed"), judged by the cue-text and words sources and the decoder:
     one JSON-able dict {text, emotion, evidence, visual_cues, auditory_cues (`explanation_fields`), valid,
     problem, latency_ms, n_tokens, inputs}. Pass `decoder` to reuse a loaded CueDecoder. Raises ValueError
     when all inputs are empty."""
     narrator = decoder or CueDecoder(options)
-    reasoning = Reasoning(Judge.create_from_options(judgement or JudgementOptions()), narrator, beside=False)
+    judge = Judge.create_from_options(judgement or JudgementOptions(text_head=True))
+    reasoning = Reasoning(judge, narrator, beside=False)
     try:
         visual_in, audio_in = split_cues(visual or ""), split_cues(audio or "")
         e = reasoning.explain_cues(visual_in, audio_in, subtitle)

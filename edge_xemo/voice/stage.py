@@ -23,6 +23,7 @@ from ..io.audio import as_mono
 from .aecb import WINDOW_S, WINDOW_SAMPLES
 from .asr import TranscriberOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
+from .emotion import MIN_SPEECH_S, VoiceEmotionModel
 from .features import StreamFrames
 from .prosody import SILENCE_DB, FrameFeatures, ProsodyTracker, SpeakerBaseline, WindowMeasures, measure_window
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
@@ -53,6 +54,7 @@ class VoiceOptions:
         holds too few syllables for a stable rate [5].
     max_cues: most cues per window, strongest first [4].
     use_bridge: add AECB audio tokens when the bridge artifact is installed [True].
+    use_emotion_model: judge each window with the `voice_emotion` model when it is installed [True].
     """
 
     vad: VadOptions = field(default_factory=VadOptions)
@@ -65,6 +67,7 @@ class VoiceOptions:
     rate_horizon_s: float = 5.0
     max_cues: int = 4
     use_bridge: bool = True
+    use_emotion_model: bool = True
 
     def __post_init__(self) -> None:
         positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues")
@@ -121,7 +124,12 @@ class VoicePerception:
             if self.options.use_bridge
             else (None, None)
         )
-        self.missing = (no_bridge,) if no_bridge else ()
+        self._emotion, no_emotion = (
+            load_optional("voice emotion model (the judgement falls back to vocal profiles)", self._load_emotion)
+            if self.options.use_emotion_model
+            else (None, None)
+        )
+        self.missing = tuple(why for why in (no_bridge, no_emotion) if why)
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._bridge_frames = StreamFrames()
         """The AECB's frame features of the cleaned stream, each 10 ms frame computed once."""
@@ -175,6 +183,9 @@ class VoicePerception:
         from .aecb import AudioBridge
 
         return AudioBridge(threads=self.options.threads, provider=self.options.provider)
+
+    def _load_emotion(self) -> VoiceEmotionModel:
+        return VoiceEmotionModel.load(self.options.threads, self.options.provider)
 
     @property
     def has_bridge(self) -> bool:
@@ -280,7 +291,11 @@ class VoicePerception:
             self._last_end = t_end
         t_cues = time.perf_counter()
         latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
-        tokens, bridge_scores = None, {}
+        tokens, bridge_scores, emotion = None, {}, {}
+        if self._emotion is not None and m.speech_s >= MIN_SPEECH_S:
+            t_emotion = time.perf_counter()
+            emotion = self._emotion(x)
+            latency["emotion"] = (time.perf_counter() - t_emotion) * 1e3
         if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
             try:
                 t_feats = time.perf_counter()
@@ -320,7 +335,7 @@ class VoicePerception:
             message = "; ".join(([code.text] if code else []) + [text for _, text in notes])
             code = code or notes[0][0]
         latency["total"] = sum(latency.values())
-        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra, transcript)
+        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra, transcript, emotion)
 
     def _remember(self, x: np.ndarray, t: float) -> None:
         if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
