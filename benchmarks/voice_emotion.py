@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from edge_xemo.core.paths import home  # noqa: E402
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock  # noqa: E402
+from edge_xemo.reasoning.judgement import Judge, JudgementOptions  # noqa: E402
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception  # noqa: E402
 from train import voice_emotion as ve  # noqa: E402
 
@@ -59,15 +60,21 @@ def neutral_talk() -> dict[str, np.ndarray]:
     return out
 
 
-def cost(rep: ve.Representations, name: str, samples: np.ndarray, head) -> dict:
+def vector_ms(rep: ve.Representations, name: str, samples: np.ndarray, head) -> dict:
     """CPU ms per 2 s window of one representation and its classifier (200 windows, median and p95)."""
-    starts = np.linspace(0, len(samples) - ve.WINDOW, 200).astype(int)
+    from train.voice_functionals import window_functionals
+
+    compute = {
+        "functionals": lambda x: window_functionals(ve.frame_features(x), ve.analyze_frames(x)),
+        "whisper": lambda x: rep.whisper(x),
+        "egemaps": lambda x: rep.smile.process_signal(x, SAMPLE_RATE).to_numpy()[0],
+    }[name]
     ms = []
-    for a in starts:
+    for a in np.linspace(0, len(samples) - ve.WINDOW, 200).astype(int):
         t = time.process_time()
-        v = rep.windows(samples[a : a + ve.WINDOW])
-        if len(v[name]):
-            head(v[name])
+        v = compute(samples[a : a + ve.WINDOW])
+        if v is not None:
+            head(np.asarray(v, np.float32)[None])
         ms.append((time.process_time() - t) * 1e3)
     return {"median": round(statistics.median(ms), 2), "p95": round(float(np.percentile(ms, 95)), 2)}
 
@@ -85,23 +92,23 @@ def table(talk: dict[str, np.ndarray]) -> list[dict]:
         y = np.array([ve.LABELS.index("neutral" if e == "calm" else e) for e in meta["emotion"]])
         windows = {k: rep.windows(v)[rep_name] for k, v in talk.items()}
         for row in [r for r in rows if r["representation"] == rep_name and r["normalisation"] == "window"]:
-            copies = tuple(range(1 + ve.AUGMENTED_COPIES)) if row["augmented"] else (0,)
-            tr = np.isin(meta["actor"], ve.TRAIN_ACTORS) & np.isin(meta["copy"], copies)
+            tr = np.isin(meta["actor"], ve.TRAIN_ACTORS) & np.isin(meta["copy"], ve.TRAINING[row["training"]])
             model = ve.fit_mlp(x[tr], y[tr], row["weight_decay"])
             row["neutral_talk_non_neutral"] = {
                 k: non_neutral_share([ve.LABELS[i] for i in model.predict(w)]) for k, w in windows.items() if len(w)
             }
             if speech is not None:
-                row["cpu_ms_per_window"] = cost(rep, rep_name, speech, model.logits)
+                row["cpu_ms_per_window"] = vector_ms(rep, rep_name, speech, model.logits)
     return rows
 
 
-def stream_through_stage(samples: np.ndarray, block: int = 320) -> list[tuple[float, dict]]:
-    """The real voice stage over a stream: (window start, emotion) per 2 s window every 1 s."""
+def stream_through_stage(samples: np.ndarray, model: bool = True, block: int = 320) -> tuple[list, float]:
+    """The real voice stage over a stream, 2 s windows every 1 s: ([(window start, result)], CPU s of the stage)."""
     from collections import deque
 
     out, obs = [], deque()
-    with VoicePerception(VoiceOptions(use_bridge=False)) as voice:
+    with VoicePerception(VoiceOptions(use_bridge=False, use_emotion_model=model)) as voice:
+        cpu = time.process_time()
         next_end = 2.0
         for i, a in enumerate(range(0, len(samples), block)):
             obs.append(voice.process_block(AudioBlock(samples[a : a + block], a / SAMPLE_RATE, i)))
@@ -110,15 +117,54 @@ def stream_through_stage(samples: np.ndarray, block: int = 320) -> list[tuple[fl
                 while obs and obs[0].t < t0 - 0.1:
                     obs.popleft()
                 seg = samples[int(t0 * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
-                out.append((t0, voice.summarize(seg, t0, list(obs), t0, next_end).emotion))
+                out.append((t0, voice.summarize(seg, t0, list(obs), t0, next_end)))
                 next_end += 1.0
+        return out, time.process_time() - cpu
+
+
+def judged(results: list) -> list[tuple[str, bool]]:
+    """(label, confident) per window over speech, by the judgement as the analyzer runs it on audio alone
+    (smoothed over the stream; the voice model's distribution, or the vocal profiles when it is off)."""
+    judge = Judge(JudgementOptions(words=False))
+    out = []
+    for t0, r in results:
+        sources = judge.sources(None, r, [], [c.phrase for c in r.cues], None)
+        if sources:
+            j = judge.judge(sources, t0)
+            out.append((j.label, j.outcome.confident))
+    return out
+
+
+def emotional_share(labels: list[tuple[str, bool]]) -> float:
+    """Share of windows given an emotion with confidence (a label other than neutral, not abstained)."""
+    return round(float(np.mean([c and lab != "neutral" for lab, c in labels])), 3) if labels else float("nan")
+
+
+def in_the_stage(talk: dict[str, np.ndarray]) -> dict:
+    """The shipped model through the stage: its raw labels, the judged labels (and those of the vocal-profile
+    fallback, the judgement before the model), its ms per window and the audio path's real-time factor."""
+    out: dict = {"neutral_talk": {}}
+    ms, cpu, seconds, cpu_off = [], 0.0, 0.0, 0.0
+    for name, samples in talk.items():
+        on, cpu_on = stream_through_stage(samples)
+        off, cpu_without = stream_through_stage(samples, model=False)
+        cpu, cpu_off, seconds = cpu + cpu_on, cpu_off + cpu_without, seconds + len(samples) / SAMPLE_RATE
+        ms += [r.latency_ms["emotion"] for _, r in on if "emotion" in r.latency_ms]
+        out["neutral_talk"][name] = {
+            "model_non_neutral": non_neutral_share([max(r.emotion, key=lambda k: r.emotion[k]) for _, r in on if r.emotion]),
+            "judged_emotional": emotional_share(judged(on)),
+            "judged_emotional_vocal_profiles": emotional_share(judged(off)),
+        }
+    out["emotion_ms_per_window"] = {"median": round(statistics.median(ms), 2), "p95": round(float(np.percentile(ms, 95)), 2)}
+    out["real_time_factor"] = {"model_on": round(cpu / seconds, 4), "model_off": round(cpu_off / seconds, 4)}
     return out
 
 
 def stream_check(actors=ve.STREAM_ACTORS) -> dict:
-    """Actors never trained on, each as one shuffled stream through the stage, scored per window."""
+    """Actors never trained on, each as one shuffled stream through the stage, scored per window: the model's own
+    label and the judged one (confident windows only; coverage = the share of windows over speech they are)."""
     rng = np.random.default_rng(ve.SEED)
-    truth, judged, windows = [], [], 0
+    truth, raw, judged_truth, judged_labels, windows = [], [], [], [], 0
     for actor in actors:
         utts = [u for u in ve.utterances() if u.actor == actor and u.emotion != "calm"]
         rng.shuffle(utts)
@@ -128,26 +174,37 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
             pieces += [x, np.zeros(SAMPLE_RATE, np.float32)]
             spans.append((t, t + len(x) / SAMPLE_RATE, u.emotion))
             t += len(x) / SAMPLE_RATE + 1.0
-        for t0, emotion in stream_through_stage(np.concatenate(pieces)):
+        results, _ = stream_through_stage(np.concatenate(pieces))
+        judge = Judge(JudgementOptions(words=False))
+        for t0, r in results:
             cover = [(min(t0 + 2, b) - max(t0, a), e) for a, b, e in spans if min(t0 + 2, b) > max(t0, a)]
-            if not cover:
+            if not cover or not r.emotion:
                 continue
             windows += 1
-            if emotion:
-                truth.append(max(cover)[1])
-                judged.append(max(emotion, key=lambda k: emotion[k]))
-    y = np.array([ve.LABELS.index(e) for e in truth])
-    pred = np.array([ve.LABELS.index(e) for e in judged])
-    u, recall = ve.uar(y, pred)
-    common = max(set(judged), key=judged.count)
+            label = max(cover)[1]
+            truth.append(label)
+            raw.append(max(r.emotion, key=lambda k: r.emotion[k]))
+            j = judge.judge(judge.sources(None, r, [], [], None), t0)
+            if j.outcome.confident:
+                judged_truth.append(label)
+                judged_labels.append(j.label)
+
+    def score(truth: list[str], pred: list[str]) -> dict:
+        y, p = np.array([ve.LABELS.index(e) for e in truth]), np.array([ve.LABELS.index(e) for e in pred])
+        u, recall = ve.uar(y, p)
+        common = max(set(pred), key=pred.count)
+        return {
+            "windows": len(pred),
+            "uar": round(u, 3),
+            "accuracy": round(float((y == p).mean()), 3),
+            "recall": {lab: round(float(r), 3) for lab, r in zip(ve.LABELS, recall)},
+            "commonest": {"label": common, "share": round(pred.count(common) / len(pred), 3)},
+        }
+
     return {
         "actors": list(actors),
-        "windows": windows,
-        "coverage": round(len(judged) / windows, 3),
-        "uar": round(u, 3),
-        "accuracy": round(float((y == pred).mean()), 3),
-        "recall": {lab: round(float(r), 3) for lab, r in zip(ve.LABELS, recall)},
-        "commonest": {"label": common, "share": round(judged.count(common) / len(judged), 3)},
+        "model": score(truth, raw),
+        "judged": score(judged_truth, judged_labels) | {"coverage": round(len(judged_labels) / windows, 3)},
     }
 
 
@@ -159,18 +216,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("run `python -m train.voice_emotion features` and `... compare` first (needs ../shared/data)")
     talk = neutral_talk()
     result = {"representations": table(talk)}
-    result["shipped_model_in_the_stage"] = {
-        "neutral_talk_non_neutral": {
-            k: non_neutral_share([max(e, key=lambda j: e[j]) for _, e in stream_through_stage(v) if e])
-            for k, v in talk.items()
-        },
-        "stream_check": stream_check(),
-    }
+    result["shipped_model_in_the_stage"] = in_the_stage(talk) | {"stream_check": stream_check()}
     args.out.write_text(json.dumps(result, indent=1))
     for r in result["representations"]:
         c = r["clean"]
         print(
-            f"{r['representation']:12s} {r['normalisation']:8s} aug={r['augmented']!s:5s} UAR {c['uar']:.3f} "
+            f"{r['representation']:12s} {r['normalisation']:8s} {r['training']:10s} UAR {c['uar']:.3f} "
+            f"utterance UAR {c['utterance_uar']:.3f} "
             f"acc {c['accuracy']:.3f} ECE {c['ece']:.3f} aug-test UAR {r['augmented_test']['uar']:.3f} "
             f"ms {r.get('cpu_ms_per_window', {})} neutral-talk {r.get('neutral_talk_non_neutral', {})}"
         )

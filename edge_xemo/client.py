@@ -70,7 +70,7 @@ class Client:
             raise
         self._pending: collections.deque[dict] = collections.deque()
         self.hello = self._receive()
-        self._ws.send(json.dumps({"type": "auth", "token": token or ""}))
+        self._send(json.dumps({"type": "auth", "token": token or ""}))
         reply = self._receive()
         if reply.get("type") != "auth_ok":
             raise ProtocolError(reply)
@@ -80,8 +80,19 @@ class Client:
         try:
             return json.loads(self._ws.recv(timeout))
         except self._closed_error as e:
-            rcvd = e.rcvd
-            raise ServerClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+            raise self._closed(e) from None
+
+    def _send(self, message: str | bytes) -> None:
+        """Send; a connection the server has closed meanwhile raises ServerClosed with its code."""
+        try:
+            self._ws.send(message)
+        except self._closed_error as e:
+            raise self._closed(e) from None
+
+    @staticmethod
+    def _closed(e) -> ServerClosed:
+        rcvd = e.rcvd
+        return ServerClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "")
 
     def _reply(self, kind: str, timeout: float) -> dict:
         """Read until a protocol message of `kind` comes; events met on the way are kept for `events()`."""
@@ -104,18 +115,18 @@ class Client:
     ) -> dict:
         """Ask for event `types` (None: all), at most `max_hz` cues events a second per face, replaying
         the server's ring after seq `after`; returns the `subscribed` reply."""
-        self._ws.send(json.dumps({"type": "subscribe", "types": types, "max_hz": max_hz, "after": after}))
+        self._send(json.dumps({"type": "subscribe", "types": types, "max_hz": max_hz, "after": after}))
         return self._reply("subscribed", timeout)
 
     def control(self, action: str, face_id: int | None = None, timeout: float = 10.0) -> dict:
         """pause / resume / reset_baseline (the admin token's scope)."""
-        self._ws.send(json.dumps({"type": "control", "action": action, "face_id": face_id}))
+        self._send(json.dumps({"type": "control", "action": action, "face_id": face_id}))
         return self._reply("control_ok", timeout)
 
     def ping(self, timeout: float = 10.0) -> float:
         """Round trip in seconds."""
         t0 = time.monotonic()
-        self._ws.send(json.dumps({"type": "ping", "id": 1}))
+        self._send(json.dumps({"type": "ping", "id": 1}))
         self._reply("pong", timeout)
         return time.monotonic() - t0
 
@@ -134,7 +145,7 @@ class Client:
 
     def send_raw(self, text: str | bytes) -> None:
         """Send a message as it is (tests of the server's limits)."""
-        self._ws.send(text)
+        self._send(text)
 
     def close(self) -> None:
         self._ws.close()

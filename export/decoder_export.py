@@ -181,6 +181,7 @@ def write_sidecar(adapter: Path, ckpt: dict, metrics: dict | None = None) -> Pat
         "tensors": {"blk.{0..29}.attn_{q,k,v,output}.weight.lora_a": ["rank", "n_in"],
                     "blk.{0..29}.attn_{q,k,v,output}.weight.lora_b": ["n_out", "rank"],
                     "order": "q/k lora_b rows in llama.cpp rotary order (convert_hf_to_gguf permute)"},
+        "terms": {"data": ["EMER-V2 expert descriptions (MER2023 clips)"], "licence": "research use (EMER-V2 / MER2023 terms)", "commercial_use": False},
         "trained_on": {"data": "EMER-V2 dev descriptions (../shared/data/emer_v2/emer_v2_dev.csv), rows 0-199 "
                                "split by edge_xemo.eval.cue_extract into cue text + subtitle -> explanation + "
                                "label; rows 200-249 held out", "n_rows": len(ckpt["trained_on"]["rows"])},

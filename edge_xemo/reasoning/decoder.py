@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.models import ModelError, load_manifest, verified_path
+from ..core.models import ExcludedByTerms, ModelError, load_manifest, verified_path
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 from .judgement import Judgement, top_label
 from .llama_session import LlamaSession
@@ -127,7 +127,10 @@ class CueDecoder:
         own_model = o.model_path is None and o.model is None
         self.lora_path = o.lora_path
         if self.lora_path is None and own_model and o.lora_artifact and o.lora_artifact in load_manifest()["artifacts"]:
-            self.lora_path = str(verified_path(o.lora_artifact))
+            try:
+                self.lora_path = str(verified_path(o.lora_artifact))
+            except ExcludedByTerms as e:  # the base model narrates without the adapter
+                log.warning("decoder: %s; the LoRA adapter is left out", e)
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
         self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
         self.projectors = {}
