@@ -110,15 +110,8 @@ def test_meld_dev_uar_matches_the_sidecar(head, sidecar):
 
     if not MELD_DEV.exists():
         pytest.skip(f"{MELD_DEV} is absent (../shared/data is only on the project's machines)")
-    meld = {
-        "neutral": "neutral",
-        "joy": "happy",
-        "sadness": "sad",
-        "anger": "angry",
-        "surprise": "surprise",
-        "fear": "fear",
-        "disgust": "disgust",
-    }
+    from train.words_head import MELD_TO_LABEL as meld
+
     with open(MELD_DEV, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     if head.context:
