@@ -72,7 +72,8 @@ def pool(results: list[ModalityResult], modality: str, min_share: float, max_cue
         cues=tuple(c for _, c in ranked[:max_cues]),
         tokens=np.mean(np.stack(tokens), axis=0) if tokens and len({t.shape for t in tokens}) == 1 else None,
         scores={k: float(np.mean(v)) for k, v in scores.items()},
-        transcript=tuple(seg for r in measured for seg in r.transcript),
+        # overlapping windows share words: each once
+        transcript=tuple(dict.fromkeys(seg for r in measured for seg in r.transcript)),
         emotion=emotion,
     )
 

@@ -76,7 +76,8 @@ class Transcriber:
         self.last_rtf: float | None = None
 
     def transcribe(self, samples: np.ndarray, t0: float = 0.0) -> list[TranscriptSegment]:
-        """Transcript of `samples` (starting at source time `t0`), segments timed on the source clock."""
+        """The words of `samples` (starting at source time `t0`), each timed on the source clock (Whisper's word
+        timestamps, from its cross-attention alignment)."""
         x = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
         if len(x) < SAMPLE_RATE // 10:
             return []
@@ -87,11 +88,13 @@ class Transcriber:
             beam_size=self.options.beam_size,
             condition_on_previous_text=False,
             vad_filter=False,
+            word_timestamps=True,
         )
         out = [
-            TranscriptSegment(round(t0 + s.start, 3), round(t0 + s.end, 3), s.text.strip())
+            TranscriptSegment(round(t0 + w.start, 3), round(t0 + w.end, 3), w.word.strip())
             for s in segments
-            if s.text.strip()
+            for w in (s.words or [])
+            if w.word.strip()
         ]
         self.last_language = info.language
         self.last_rtf = (time.perf_counter() - start) / (len(x) / SAMPLE_RATE)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WORDS_BEFORE_S = 2.0
+"""A window's words include those said this long before it: one window-length of context, since a short
+window often holds half a sentence (the words head judges the utterance as MELD's lines are whole ones)."""
 NOISE_FLATNESS = 0.25
 """Median spectral flatness above which a loud window without speech is called "noise"."""
 CLIP_LEVEL = 0.999
@@ -167,6 +170,7 @@ class VoicePerception:
         self._recent_t = 0.0
         self._transcribed_until = -math.inf
         self._asr_pending: list[Future] = []  # background transcriptions, oldest first
+        self._heard: list[TranscriptSegment] = []  # recognized words of the last 30 s, in order
 
     def close(self) -> None:
         """Stop the background transcription worker (pending pieces are dropped)."""
@@ -325,7 +329,7 @@ class VoicePerception:
         transcript: tuple[TranscriptSegment, ...] = ()
         if self._asr is not None:
             t_asr = time.perf_counter()
-            transcript = self._transcribe(extra["segments"], t_end)
+            transcript = self._transcribe(extra["segments"], t_start, t_end)
             latency["asr"] = (time.perf_counter() - t_asr) * 1e3
         scores = {name: 0.0 for name in RULE_NAMES}
         scores.update({c.name: round(c.intensity, 4) for c in cues})
@@ -347,8 +351,10 @@ class VoicePerception:
             self._recent = self._recent[excess:]
             self._recent_t += excess / SAMPLE_RATE
 
-    def _transcribe(self, segments: list[dict], t_end: float) -> tuple[TranscriptSegment, ...]:
-        """Finished utterances of this window, and the first `asr.max_chunk_s` of one still going on."""
+    def _transcribe(self, segments: list[dict], t_start: float, t_end: float) -> tuple[TranscriptSegment, ...]:
+        """The recognized words spoken in this window or in the `WORDS_BEFORE_S` before it, and words recognized
+        only now that were said earlier (speech goes to the recognizer when an utterance ends, or after
+        `asr.max_chunk_s` of one still going on, so a long utterance's first words come after their windows)."""
         asr, options = self._asr, self.options.asr
         assert asr is not None and options is not None  # called with ASR on only
         spans = [(s["start"], s["end"]) for s in segments]
@@ -378,7 +384,10 @@ class VoicePerception:
                 out += self._asr_pending.pop(0).result()
             except Exception as e:  # a failed transcription must not end a live stream
                 log.warning("voice: transcription failed: %s", e)
-        return tuple(out)
+        self._heard = [w for w in self._heard if w.end >= t_end - 30.0] + out
+        recent = [w for w in self._heard if w.end > t_start - WORDS_BEFORE_S and w.start < t_end]
+        late = [w for w in out if w not in recent]  # said before that but only recognized now: never lost
+        return tuple(sorted(late + recent, key=lambda w: w.start))
 
 
 class SyllableRate:

@@ -419,7 +419,7 @@ def test_analyzer_transcribes_finished_utterances(clip0870):
     results = stream(an, x, t_off=20.0)
     pieces = [p for _, r in results for p in r.transcript]
     assert pieces and "dashwood" in " ".join(p.text for p in pieces).lower()
-    assert all(20.0 <= p.start < p.end <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
+    assert all(20.0 <= p.start <= p.end <= 20.0 + len(x) / SAMPLE_RATE + 0.5 for p in pieces)
     assert any("asr" in r.latency_ms for _, r in results)
 
 
@@ -470,7 +470,7 @@ def test_long_speech_without_pauses_is_transcribed_in_pieces():
     results = stream(an, x)
     assert an._vad.speaking  # the conversation runs on: no finished utterance yet
     pieces = [p for _, r in results for p in r.transcript]
-    assert len(pieces) >= 2 and all(6.5 <= p.start < p.end <= 22.5 for p in pieces)
+    assert len(pieces) >= 2 and all(6.5 <= p.start <= p.end <= 22.5 for p in pieces)  # a word may be 0 s long
     assert len(" ".join(p.text for p in pieces).split()) >= 10
 
 
@@ -485,7 +485,7 @@ def test_background_transcripts_arrive_in_later_windows(clip0870):
         pieces = [p for _, r in results for p in r.transcript]
         while not pieces and time.monotonic() < deadline:  # the worker finishes after the last window
             time.sleep(0.2)
-            pieces = an.summarize(np.zeros(0, np.float32), 9.0, [], 9.0, 10.0).transcript
+            pieces = an.summarize(np.zeros(0, np.float32), 0.0, [], 0.0, 10.0).transcript  # a window over them
     assert "dashwood" in " ".join(p.text for p in pieces).lower()
 
 
@@ -497,3 +497,19 @@ def test_every_aecb_cue_names_a_rule_cue():
     labels = outputs["cue_probs"]["labels"]
     assert {rule_name(c) for c in labels} <= set(RULE_NAMES)
     assert rule_name("higher_pitch") == "pitch_high" and rule_name("fast") == "fast"
+
+
+def test_words_go_to_the_windows_they_were_said_in():
+    """The phone call of pyannote's sample: a window carries the words said in it and the 2 s before it (and
+    words recognized late), so most windows over speech carry some, not just the one where a sentence ends."""
+    pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
+    from edge_xemo.voice.stage import WORDS_BEFORE_S
+
+    x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))
+    an = VoicePerception(VoiceOptions(use_bridge=False, use_emotion_model=False, asr=TranscriberOptions(language="en")))
+    results = stream(an, x)
+    spoken = [(t, r) for t, r in results if r.extra.get("speech_s", 0) >= 0.4]
+    assert sum(bool(r.transcript) for _, r in spoken) >= 0.4 * len(spoken)
+    assert all(w.start < t + 2.0 for t, r in results for w in r.transcript)  # never before it was said
+    later = [(t, r) for t, r in results[1:] if r.transcript]
+    assert any(all(w.end > t - WORDS_BEFORE_S for w in r.transcript) for t, r in later)  # the sentence's tail
