@@ -355,6 +355,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("export.projector", "export", "projector checkpoint -> ONNX, parity",
           full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
     Stage("train.text_head", "train", "judgement text source: logistic regression over MiniLM embeddings of EMER cue text"),
+    Stage("train.voice_emotion", "train", "voice emotion: Whisper encoder states + MLP head on RAVDESS, actor-disjoint folds (no smoke size)",
+          full_args=("all", "--representations", "functionals,whisper")),
     Stage("train.words_head", "train", "judgement words source: logistic regression on MiniLM embeddings of MELD lines"),
     Stage("train.judgement_fit", "train", "judgement weight of the text head (EMER rows 0-199; the decoder's is 0, not fitted)"),
     Stage("benchmarks.heldout_reasoning", "check", "decoder variants on held-out EMER rows -> decoder_lora metrics",

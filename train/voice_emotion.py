@@ -3,6 +3,7 @@
     python -m train.voice_emotion features   # 2 s windows of every utterance, clean and augmented -> runs/voice_emotion/
     python -m train.voice_emotion compare    # leave-actors-out table of representations and normalisations
     python -m train.voice_emotion fit        # the shipped model -> edge_xemo/models/voice_emotion.onnx + sidecar
+    python -m train.voice_emotion all --representations functionals,whisper   # the three in one (train.rebuild)
 
 Data: `../shared/data/ravdess_speech` (24 actors, CC BY-NC-SA 4.0). Each utterance is cut into 2 s windows
 every 0.5 s (the runtime judges 2 s windows); a window with under 0.4 s of voice is dropped, as at run time.
@@ -47,6 +48,7 @@ from edge_xemo.core.types import SAMPLE_RATE
 from edge_xemo.voice.emotion import WhisperStates
 from edge_xemo.voice.features import HOP, N_MELS, frame_features, n_frames
 from edge_xemo.voice.prosody import analyze_frames
+from train.config import skip_stage
 from train.voice_functionals import MIN_ACTIVE_FRAMES, window_functionals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,8 +251,6 @@ def _extract(job: tuple[int, str, int, tuple[str, ...]]) -> dict:
 def features(which: tuple[str, ...], jobs: int, copies: tuple[int, ...]) -> None:
     """Window vectors of every utterance, clean (copy 0), augmented (1, 2) and scrambled (3), per representation."""
     utts = utterances()
-    if not utts:
-        raise SystemExit(f"no RAVDESS speech under {DATA}")
     RUNS.mkdir(parents=True, exist_ok=True)
     work = [(i, str(u.path), c, which) for i, u in enumerate(utts) for c in copies]
     t = time.perf_counter()
@@ -512,17 +512,19 @@ def fit() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("features", "compare", "fit"))
+    ap.add_argument("step", choices=("features", "compare", "fit", "all"))
     ap.add_argument("--representations", default="functionals,whisper,egemaps")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--copies", default="0,1,2,3", help="which copies to extract (egemaps: 0,1,2 is enough)")
     args = ap.parse_args(argv)
     which = tuple(args.representations.split(","))
-    if args.step == "features":
+    if not utterances():
+        skip_stage(f"no RAVDESS speech under {DATA} (../shared/data is only on the project's machines)")
+    if args.step in ("features", "all"):
         features(which, args.jobs, tuple(int(c) for c in args.copies.split(",")))
-    elif args.step == "compare":
+    if args.step in ("compare", "all"):
         compare(which)
-    else:
+    if args.step in ("fit", "all"):
         fit()
 
 
