@@ -1,6 +1,6 @@
 """Grounded emotion judgement: a window's evidence -> a calibrated distribution over `EMOTIONS`.
 
-Five sources each give log-scores over the labels they can speak about:
+Each source gives log-scores over the labels it can speak about:
 
 - `expression`: the expression encoder's probabilities (FER2013 mini-XCEPTION), pooled over the
   window's frames of the primary face; it has no "worried" class;
