@@ -125,3 +125,17 @@ def test_models_verify_lists_an_excluded_model_without_failing():
     done = run_cli("--commercial-only", "models", "verify", timeout=120)
     assert done.returncode == 0, done.stderr
     assert any(line.startswith("excluded") and "voice_emotion" in line for line in done.stdout.splitlines())
+
+
+def test_a_commercial_only_run_reports_the_fallback_once_and_still_judges(demo_audio, tmp_path):
+    from conftest import run_cli
+
+    resolve("voice_emotion")  # installed (else there is nothing to exclude)
+    out = tmp_path / "events.jsonl"
+    done = run_cli("--commercial-only", "analyze", demo_audio, "--no-explain", "--jsonl", out, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    missing = [e["message"] for e in events if e["type"] == "status" and e["code"] == "model_missing"]
+    assert len([m for m in missing if "voice emotion model" in m]) == 1 and "commercial" in missing[0]
+    judged = [e for e in events if e["type"] == "explanation"]
+    assert judged and all("voice" not in e["evidence"] and "vocal_profile" in e["evidence"] for e in judged)
