@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from edge_xemo.core.paths import home  # noqa: E402
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock  # noqa: E402
-from edge_xemo.reasoning.judgement import Judge, JudgementOptions  # noqa: E402
+from edge_xemo.reasoning.judgement import Judge, JudgementOptions, top_label  # noqa: E402
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception  # noqa: E402
 from train import voice_emotion as ve  # noqa: E402
 
@@ -123,8 +123,8 @@ def stream_through_stage(samples: np.ndarray, model: bool = True, block: int = 3
 
 
 def judged(results: list) -> list[tuple[str, bool]]:
-    """(label, confident) per window over speech, by the judgement as the analyzer runs it on audio alone
-    (smoothed over the stream; the voice model's distribution, or the vocal profiles when it is off)."""
+    """(label, confident) per window any source speaks about, by the judgement as the analyzer runs it on audio
+    alone (smoothed over the stream; the voice model's distribution, or the vocal profiles when it is off)."""
     judge = Judge(JudgementOptions(words=False))
     out = []
     for t0, r in results:
@@ -151,7 +151,7 @@ def in_the_stage(talk: dict[str, np.ndarray]) -> dict:
         cpu, cpu_off, seconds = cpu + cpu_on, cpu_off + cpu_without, seconds + len(samples) / SAMPLE_RATE
         ms += [r.latency_ms["emotion"] for _, r in on if "emotion" in r.latency_ms]
         out["neutral_talk"][name] = {
-            "model_non_neutral": non_neutral_share([max(r.emotion, key=lambda k: r.emotion[k]) for _, r in on if r.emotion]),
+            "model_non_neutral": non_neutral_share([top_label(r.emotion) for _, r in on if r.emotion]),
             "judged_emotional": emotional_share(judged(on)),
             "judged_emotional_vocal_profiles": emotional_share(judged(off)),
         }
@@ -164,7 +164,7 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
     """Actors never trained on, each as one shuffled stream through the stage, scored per window: the model's own
     label and the judged one (confident windows only; coverage = the share of windows over speech they are)."""
     rng = np.random.default_rng(ve.SEED)
-    truth, raw, judged_truth, judged_labels, windows = [], [], [], [], 0
+    truth, raw, judged_truth, judged_labels = [], [], [], []
     for actor in actors:
         utts = [u for u in ve.utterances() if u.actor == actor and u.emotion != "calm"]
         rng.shuffle(utts)
@@ -175,19 +175,18 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
             spans.append((t, t + len(x) / SAMPLE_RATE, u.emotion))
             t += len(x) / SAMPLE_RATE + 1.0
         results, _ = stream_through_stage(np.concatenate(pieces))
-        judge = Judge(JudgementOptions(words=False))
+        scored, labels = [], []  # the windows over an utterance that the model judged, and their truth
         for t0, r in results:
             cover = [(min(t0 + 2, b) - max(t0, a), e) for a, b, e in spans if min(t0 + 2, b) > max(t0, a)]
-            if not cover or not r.emotion:
-                continue
-            windows += 1
-            label = max(cover)[1]
-            truth.append(label)
-            raw.append(max(r.emotion, key=lambda k: r.emotion[k]))
-            j = judge.judge(judge.sources(None, r, [], [], None), t0)
-            if j.outcome.confident:
+            if cover and r.emotion:
+                scored.append((t0, r))
+                labels.append(max(cover)[1])
+        truth += labels
+        raw += [top_label(r.emotion) for _, r in scored]
+        for label, (verdict, confident) in zip(labels, judged(scored)):  # every scored window has a source
+            if confident:
                 judged_truth.append(label)
-                judged_labels.append(j.label)
+                judged_labels.append(verdict)
 
     def score(truth: list[str], pred: list[str]) -> dict:
         y, p = np.array([ve.LABELS.index(e) for e in truth]), np.array([ve.LABELS.index(e) for e in pred])
@@ -204,7 +203,7 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
     return {
         "actors": list(actors),
         "model": score(truth, raw),
-        "judged": score(judged_truth, judged_labels) | {"coverage": round(len(judged_labels) / windows, 3)},
+        "judged": score(judged_truth, judged_labels) | {"coverage": round(len(judged_labels) / len(truth), 3)},
     }
 
 

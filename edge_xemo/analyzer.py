@@ -146,7 +146,8 @@ def analyzer_options(
     if base.audio:
         from .voice.stage import VoiceOptions
 
-        out["voice_options"] = VoiceOptions(threads=threads, provider=provider, asr=asr)
+        # the voice-emotion model feeds only the judgement: without one (--cues-only) it is not loaded or run
+        out["voice_options"] = VoiceOptions(threads=threads, provider=provider, asr=asr, use_emotion_model=base.judge)
     if base.explain:
         from .reasoning.decoder import DecoderOptions
 

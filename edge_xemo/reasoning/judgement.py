@@ -37,7 +37,7 @@ import numpy as np
 
 from ..core.models import ModelError, load_optional, resolve, verified_path
 from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
-from .words import WordsHead
+from .words import WordsHead, softmax
 
 log = logging.getLogger(__name__)
 
@@ -398,9 +398,7 @@ class TextHead:
 
     def __call__(self, text: str) -> dict[str, float]:
         x = self.embedder.embed([text])[0]
-        z = self.weight[:, :-1] @ x + self.weight[:, -1]
-        p = np.exp(z - z.max())
-        p /= p.sum()
+        p = softmax(self.weight[:, :-1] @ x + self.weight[:, -1])
         return {lab: float(v) for lab, v in zip(self.labels, p)}
 
 
