@@ -190,7 +190,9 @@ def _run(
     if outcome.fatal:
         typer.echo(f"edge-xemo: error: {outcome.fatal[0]}", err=True)
         code = code or 1
-    if not ended:
+    if not ended or signals.signum is not None:
+        # stopped by a signal: all is closed and written; the interpreter's finalisation would only add a window
+        # in which a second Ctrl-C meets Python's restored default handler and kills the process (-2, not 130)
         exit_now(code or 0)
     if code:
         raise typer.Exit(code)

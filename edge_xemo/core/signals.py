@@ -102,7 +102,14 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Put the previous handlers back; but after a stop signal the process is only ending, and a signal
+        from now on (a second Ctrl-C while the interpreter finalises) ends it at once with its code, as during
+        the shutdown, instead of raising KeyboardInterrupt into the finalisation (which dies by SIGINT, -2)."""
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, _exit_at_once if self.signum is not None else handler)
         self._previous.clear()
         os.close(self._stderr)
+
+
+def _exit_at_once(signum: int, frame) -> None:
+    os._exit(EXIT_CODES[signum])

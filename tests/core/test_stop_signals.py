@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,12 +24,17 @@ with StopSignals() as s:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     print("requested" if s.requested.is_set() else "not requested", s.name, s.exit_code, flush=True)
+if os.environ.get("SIGINT_AFTER"):  # one more Ctrl-C once the run has shut down, while it ends
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+    print("ran on", flush=True)
 """
 
 
-def run(mode: str, *gaps: float) -> tuple[int, str, str, float]:
+def run(mode: str, *gaps: float, env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
     t = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", SCRIPT, mode, *map(str, gaps)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", SCRIPT, mode, *map(str, gaps)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, **(env or {})})
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t
 
 
@@ -57,3 +63,16 @@ def test_a_signal_while_loading_exits_with_one_line():
 def test_the_line_is_written_while_a_loader_has_stderr_on_dev_null():
     rc, out, err, _ = run("loading-quietly", 0.1)
     assert rc == 130 and err.strip() == "edge-xemo: stopped by SIGINT before the analysis started", err
+
+
+def test_a_sigint_after_the_stop_while_the_process_ends_exits_with_130():
+    """The stop is done and the handlers are put back: a second Ctrl-C then must not raise KeyboardInterrupt
+    into the interpreter's finalisation (the process would die by SIGINT, -2): it exits with 130."""
+    rc, out, err, _ = run("armed", 0.1, env={"SIGINT_AFTER": "1"})
+    assert rc == 130 and "requested SIGINT 130" in out and "ran on" not in out, (out, err)
+
+
+def test_without_a_stop_signal_the_previous_handler_is_back():
+    rc, out, err, _ = run("armed", env={"SIGINT_AFTER": "1"})
+    assert rc == -2 and "not requested" in out, (out, err)  # Python's own KeyboardInterrupt, uncaught
+
