@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 
 from .core.models import COMMERCIAL_ONLY, ModelError, resolve
 from .core.paths import demo_audio, demo_video
-from .core.signals import StopSignals, interrupt_on_signals
+from .core.signals import StopSignals, interrupt_on_signals, interrupted_exit_code
 from .core.types import StatusCode
 from .eval.cli import eval_app
 from .io.sources import SourceError
@@ -57,8 +58,9 @@ def friendly_errors(fn):
         except ImportError as e:
             fail(f"a component is not installed ({e}): run `bash scripts/install.sh`")
         except KeyboardInterrupt as e:  # a signal before a run started (see core.signals)
-            typer.echo(f"edge-xemo: stopped by {e.args[0] if e.args else 'SIGINT'}", err=True)
-            raise typer.Exit(getattr(e, "exit_code", 130))
+            code = interrupted_exit_code(e)
+            typer.echo(f"edge-xemo: stopped by {signal.Signals(code - 128).name}", err=True)
+            raise typer.Exit(code)
 
     return wrapper
 

@@ -33,8 +33,20 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = EXIT_CODES[signum]
 
 
+_received: list[int] = []
+"""The stop signals `interrupt_on_signals` turned into `Interrupted`, in order of arrival."""
+
+
 def _interrupt(signum: int, frame) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def interrupted_exit_code(error: KeyboardInterrupt) -> int:
+    """The exit code of a run ended by `error`: its own, else that of the last stop signal received (a
+    library can catch our `Interrupted` and raise a plain KeyboardInterrupt in its place), else 130."""
+    code = getattr(error, "exit_code", None)
+    return code if code is not None else EXIT_CODES[_received[-1]] if _received else 130
 
 
 def interrupt_on_signals() -> None:

@@ -76,3 +76,26 @@ def test_without_a_stop_signal_the_previous_handler_is_back():
     rc, out, err, _ = run("armed", env={"SIGINT_AFTER": "1"})
     assert rc == -2 and "not requested" in out, (out, err)  # Python's own KeyboardInterrupt, uncaught
 
+
+
+def test_a_sigterm_whose_exception_a_library_replaced_keeps_its_exit_code():
+    """Before a run starts SIGTERM raises `Interrupted` (143); a library that catches it and raises a plain
+    KeyboardInterrupt in its place must not turn the exit into a Ctrl-C's 130."""
+    import signal
+
+    from edge_xemo.core.signals import interrupt_on_signals, interrupted_exit_code
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupt_on_signals()
+    try:
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt from None  # what a library's own handler may do
+        except KeyboardInterrupt as e:
+            assert type(e) is KeyboardInterrupt and interrupted_exit_code(e) == 143
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
