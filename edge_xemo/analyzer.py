@@ -142,7 +142,8 @@ def analyzer_options(
     if base.visual:
         from .vision.stage import VisualOptions
 
-        out["visual_options"] = VisualOptions(threads=threads, provider=provider)
+        # the facial-action emotion head feeds only the judgement, as the voice-emotion model below
+        out["visual_options"] = VisualOptions(threads=threads, provider=provider, use_emotion_model=base.judge)
     if base.audio:
         from .voice.stage import VoiceOptions
 

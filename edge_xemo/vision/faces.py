@@ -1,15 +1,18 @@
-"""Face detection (BlazeFace short range) and 468-point landmark tracking (numpy, onnxruntime, OpenCV).
+"""Face detection (BlazeFace short range), 478-point landmark tracking and blendshapes (numpy, LiteRT,
+onnxruntime, OpenCV).
 
-The models are MediaPipe's `face_detection_short_range.tflite` and `face_landmark.tflite`
-converted to ONNX (see `export/face_models.py`). Between detections a face is followed with the
-region of interest derived from its previous landmarks (as MediaPipe's face mesh does); the
-landmark model's face-presence score drops a lost track. Coordinates are image pixels.
+The detector is MediaPipe's `face_detection_short_range.tflite` converted to ONNX (`export/face_models.py`).
+The landmark and blendshape models are MediaPipe Face Landmarker's (`face_landmarks_detector.tflite`,
+`face_blendshapes.tflite`, installed from its task bundle by `export/face_landmarker.py`; their ONNX
+conversions serve the GPU path). Between detections a face is followed with the region of interest derived
+from its previous landmarks (as MediaPipe's face mesh does); the landmark model's face-presence score drops a
+lost track. Coordinates are image pixels.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -18,7 +21,30 @@ from ..core.models import RUNTIMES, litert_installed, load_session, runs_on_cpu
 from ..core.types import ResultCode
 
 DETECTOR_SIZE = 128
-LANDMARK_SIZE = 192
+LANDMARK_SIZE = 256
+N_LANDMARKS = 478
+BLENDSHAPE_POINTS = np.array(
+    [0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78, 80,
+     81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148, 149, 150, 152, 153,
+     154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191, 195, 197, 234, 246, 249,
+     251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314,
+     317, 318, 321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382,
+     384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473,
+     474, 475, 476, 477]
+)  # fmt: skip
+"""The 146 landmarks the blendshape model reads (MediaPipe's face_blendshapes_graph.cc, kLandmarksSubsetIdxs)."""
+BLENDSHAPES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)  # fmt: skip
+"""The blendshape model's 52 outputs in order (face_blendshapes_graph.cc, kBlendshapeNames; ARKit names)."""
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # the subject's eyes; the right one is on the image's left
 
 
@@ -41,7 +67,8 @@ class FaceTrackerOptions:
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
-    landmark_runtime: what runs the landmark graph: "litert" (LiteRT's XNNPACK on the original .tflite;
+    blendshapes: run the blendshape model on every tracked face (`TrackedFace.blendshapes`).
+    landmark_runtime: what runs the landmark and blendshape graphs: "litert" (LiteRT's XNNPACK on the original .tflite;
       the `litert` extra), "opencv" (OpenCV's DNN module on the ONNX), "onnxruntime", or "auto": LiteRT
       when onnxruntime would run on the CPU and the extra is installed, else OpenCV there; onnxruntime
       when it has a GPU provider. On one core, on the demo clip's face crops, OpenCV takes 0.65-0.78x
@@ -61,6 +88,7 @@ class FaceTrackerOptions:
     roi_scale: float = 1.5
     tile_wide_frames: bool = True
     landmark_runtime: str = "auto"
+    blendshapes: bool = True
 
     def __post_init__(self):
         if self.landmark_runtime not in ("auto", *RUNTIMES):
@@ -87,13 +115,16 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class TrackedFace:
-    """One tracked face in one frame: 468 landmarks (x, y in pixels, z in pixels of the same scale)."""
+    """One tracked face in one frame: 478 landmarks (x, y in pixels, z in pixels of the same scale; 468 mesh
+    points, then 5 per iris, right iris first) and its 52 blendshape scores (`BLENDSHAPES` order; None when
+    the tracker runs without them)."""
 
     face_id: int
-    landmarks: np.ndarray  # (468, 3) float32
+    landmarks: np.ndarray  # (478, 3) float32
     box: tuple[float, float, float, float]
     score: float  # face-presence probability of the landmark model
     t: float
+    blendshapes: np.ndarray | None = None  # (52,) float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +235,7 @@ def eye_disagreement(landmarks: np.ndarray, keypoints: np.ndarray) -> float:
 
 
 def roi_crop_matrix(cx: float, cy: float, size: float, angle: float) -> np.ndarray:
-    """2x3 affine that maps landmark-input pixels (192x192) to image pixels for a rotated square ROI."""
+    """2x3 affine that maps landmark-input pixels (256x256) to image pixels for a rotated square ROI."""
     c, s = np.cos(angle), np.sin(angle)
     k = size / LANDMARK_SIZE
     half = LANDMARK_SIZE / 2.0
@@ -215,7 +246,7 @@ def roi_crop_matrix(cx: float, cy: float, size: float, angle: float) -> np.ndarr
 
 
 def landmark_input(bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """The landmark model's input for a rotated square ROI (1x192x192x3 RGB in [0, 1]) and its crop matrix."""
+    """The landmark model's input for a rotated square ROI (1x256x256x3 RGB in [0, 1]) and its crop matrix."""
     m = roi_crop_matrix(*roi)
     crop = cv2.warpAffine(
         bgr,
@@ -248,9 +279,13 @@ class FaceTracker:
             runtime = ("litert" if litert_installed() else "opencv") if runs_on_cpu(provider) else "onnxruntime"
         self.landmark_runtime = runtime
         """What runs the landmark graph ("auto" resolved)."""
-        self._landmarker = load_session("face_landmarks", threads, provider, runtime)
+        self._landmarker = load_session("face_landmarks478", threads, provider, runtime)
+        self._blendshaper = (
+            load_session("face_blendshapes", threads, provider, runtime) if self.options.blendshapes else None
+        )
         self._det_in = self._detector.get_inputs()[0].name
         self._lm_in = self._landmarker.get_inputs()[0].name
+        self._bs_in = self._blendshaper.get_inputs()[0].name if self._blendshaper is not None else ""
         self.reset()
 
     def reset(self) -> None:
@@ -298,14 +333,22 @@ class FaceTracker:
         ]
 
     def landmarks(self, bgr: np.ndarray, roi: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
-        """468 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""
+        """478 landmarks (image pixels) and face-presence probability inside a rotated square ROI."""
         x, m = landmark_input(bgr, roi)
-        raw, presence = self._landmarker.run(None, {self._lm_in: x})
-        pts = raw.reshape(468, 3).astype(np.float64)
+        raw, presence = self._landmarker.run(None, {self._lm_in: x})[:2]
+        pts = raw.reshape(N_LANDMARKS, 3).astype(np.float64)
         xy = pts[:, :2] @ m[:, :2].T + m[:, 2]
         z = pts[:, 2] * (roi[2] / LANDMARK_SIZE)
         prob = float(1.0 / (1.0 + np.exp(-float(presence.ravel()[0]))))
         return np.column_stack([xy, z]).astype(np.float32), prob
+
+    def blendshapes(self, landmarks: np.ndarray) -> np.ndarray:
+        """The 52 blendshape scores (`BLENDSHAPES` order) of one face's 478 landmarks (pixels: the model is
+        scale-free; MediaPipe feeds it image pixels too)."""
+        assert self._blendshaper is not None, "the tracker runs without blendshapes"
+        points = np.ascontiguousarray(landmarks[BLENDSHAPE_POINTS, :2], np.float32)[None]
+        (scores,) = self._blendshaper.run(None, {self._bs_in: points})
+        return np.asarray(scores, np.float32).reshape(len(BLENDSHAPES))
 
     # -- ROI geometry -------------------------------------------------------------------------
     def _roi_from_detection(self, det: Detection) -> tuple[float, float, float, float]:
@@ -346,7 +389,7 @@ class FaceTracker:
                 latency_ms={},
             )
         opts = self.options
-        lat = {"detect": 0.0, "landmarks": 0.0}
+        lat = {"detect": 0.0, "landmarks": 0.0, "blendshapes": 0.0}
         detected, too_small = False, False
         self._since_detect += 1
         if not self._tracks or self._since_detect >= opts.detect_every:
@@ -371,6 +414,10 @@ class FaceTracker:
             tr.roi = self._roi_from_landmarks(lm)
             faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
         lat["landmarks"] = (time.perf_counter() - t0) * 1e3
+        if self._blendshaper is not None and faces:
+            t0 = time.perf_counter()
+            faces = [replace(f, blendshapes=self.blendshapes(f.landmarks)) for f in faces]
+            lat["blendshapes"] = (time.perf_counter() - t0) * 1e3
         faces = self._drop_duplicates(faces)
         code = None
         if not faces:

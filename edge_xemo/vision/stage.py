@@ -21,6 +21,7 @@ from ..core.models import load_optional
 from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 from .expression import face_crop
 from .face_cues import CueOptions, FaceCueReader
+from .face_emotion import BlendshapeEmotion
 from .faces import FaceTracker, FaceTrackerOptions, as_bgr
 from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
@@ -44,6 +45,8 @@ class VisualOptions:
       the window it was trained on, so a window's encoded frames are the frames it reads. At 25 fps
       this runs the encoder on 8 frames of 25 (docs/speed.md gives the cost and the change it makes).
     use_bridge: run the VECB on each window when its artifact is installed.
+    use_emotion_model: judge each window's facial actions with the `blendshape_emotion` head when it is installed
+      (`ModalityResult.emotion`; only the judgement reads it).
     precision: "int8" (default) or "fp32" VECB. int8 measured faster (0.23 vs 0.38 ms per window)
       with cue intensities within 0.012 and expression scores within 0.0075 of fp32 (sidecar
       vecb_int8.json); the expression encoder ships fp32 only (its int8 was slower).
@@ -57,6 +60,7 @@ class VisualOptions:
     use_expression: bool = True
     expression_hz: float | None = 8.0
     use_bridge: bool = True
+    use_emotion_model: bool = True
     precision: str = "int8"
 
     def __post_init__(self):
@@ -94,7 +98,14 @@ class VisualPerception:
         self.bridge, no_bridge = (
             load_optional("video cue bridge (no visual tokens)", lambda: _bridge(o)) if o.use_bridge else (None, None)
         )
-        self.missing = tuple(why for why in (no_expression, no_bridge) if why)
+        self.emotion, no_emotion = (
+            load_optional(
+                "facial-action emotion head (the judgement falls back to EMFACS prototypes)", BlendshapeEmotion.load
+            )
+            if o.use_emotion_model
+            else (None, None)
+        )
+        self.missing = tuple(why for why in (no_expression, no_bridge, no_emotion) if why)
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self.labels: tuple[str, ...] = tuple(getattr(self.expression, "labels", ()) or ())
         self.reset()
@@ -134,7 +145,7 @@ class VisualPerception:
                 reader = self._readers[face.face_id] = FaceCueReader(self.options.cues)
             self._last_seen[face.face_id] = frame.t
             try:
-                readings.append(reader.update(face.landmarks, frame.t))
+                readings.append(reader.update(face.landmarks, face.blendshapes, frame.t))
                 kept.append(face)
             except ValueError as e:  # degenerate landmarks: skip this face in this frame
                 log.debug("face %d: %s", face.face_id, e)
@@ -206,6 +217,7 @@ class VisualPerception:
         for fid in sorted(by_face, key=lambda fid: fid != primary):
             cues.extend(window_cues(fid, by_face[fid], self.options.window))
         scores = self._window_scores(by_face[primary])
+        emotion = self.emotion(np.mean([f.cues.blendshapes for f in by_face[primary]], axis=0)) if self.emotion else {}
         bridged = self._run_bridge(by_face[primary])
         faces = tuple(FaceBox(fid, fs[-1].box, fs[-1].score, fs[-1].cues.t) for fid, fs in by_face.items())
         last = by_face[primary][-1].cues
@@ -233,6 +245,7 @@ class VisualPerception:
             faces,
             latency,
             extra,
+            emotion=emotion,
         )
 
     def _window_scores(self, frames: list[FaceObservation]) -> dict[str, float]:
