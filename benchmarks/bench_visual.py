@@ -1,8 +1,9 @@
 """Cost of the visual path per frame at 640x360 with one face, one thread (the shipped runtimes for each graph).
 
 Frames are the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4, 400x300) scaled to 480x360 and
-centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, 468-point
-landmarks (crop + model + projection), cue reading, and the whole `VisualPerception.process_frame`
+centred on a 640x360 canvas (the face is ~125 px wide). Stages: BlazeFace detection, MediaPipe Face
+Landmarker's 478 landmarks (256x256 crop + model + projection) and its 52 blendshapes, cue reading, and the
+whole `VisualPerception.process_frame`
 (detector every 10 frames, the default; and every frame, the baseline of the ratio), with and
 without the expression encoder, and one window summary (with the VECB when it is installed).
 
@@ -10,7 +11,7 @@ without the expression encoder, and one window summary (with the VECB when it is
     python benchmarks/bench_visual.py          # medians, p95, frames/s, ratios
     python benchmarks/bench_visual.py --runtimes   # the landmark graph: onnxruntime, OpenCV DNN, LiteRT
 
-`--runtimes` runs the landmark graph on the real face crops of the clip through each installed runtime in
+`--runtimes` runs the 478-point landmark graph on the real face crops of the clip through each installed runtime in
 the same process, alternating in blocks, and prints their medians, p95, ratios and output differences
 (against LiteRT's, which runs the original .tflite, when it is installed).
 
@@ -84,7 +85,7 @@ def test_landmarks(benchmark, frames):
 def test_cues(benchmark, frames):
     _, face = _tracked(frames)
     reader, t = FaceCueReader(), itertools.count()
-    benchmark(lambda: reader.update(face.landmarks, next(t) / 25))
+    benchmark(lambda: reader.update(face.landmarks, face.blendshapes, next(t) / 25))
 
 
 @pytest.mark.parametrize("detect_every", [10, 1])
@@ -125,7 +126,8 @@ def main(n: int = 500) -> None:
     rows = {
         "detect": _times(lambda: tracker.detect(frames[0]), n),
         "landmarks": _times(lambda: tracker.landmarks(frames[0], roi), n),
-        "cues": _times(lambda: reader.update(face.landmarks, next(t) / 25), n),
+        "blendshapes": _times(lambda: tracker.blendshapes(face.landmarks), n),
+        "cues": _times(lambda: reader.update(face.landmarks, face.blendshapes, next(t) / 25), n),
     }
     for every in (10, 1):
         for expr in (False, True):
@@ -153,7 +155,7 @@ def main(n: int = 500) -> None:
 
 
 def runtimes(rounds: int = 4, block: int = 50) -> None:
-    """The landmark graph on the clip's real face crops through each installed runtime, one thread."""
+    """The 478-point landmark graph on the clip's real face crops through each installed runtime, one thread."""
     frames = frames_640x360()
     tracker = FaceTracker(FaceTrackerOptions(), threads=1)
     crops = []
@@ -162,15 +164,16 @@ def runtimes(rounds: int = 4, block: int = 50) -> None:
         if tracker._tracks:
             crops.append(landmark_input(f, tracker._tracks[0].roi)[0])
     installed = [rt for rt in RUNTIMES if rt != "litert" or litert_installed()]
-    sessions = {rt: load_session("face_landmarks", 1, "cpu", rt) for rt in installed}
-    outs = {rt: [s.run(None, {"input_1": x}) for x in crops] for rt, s in sessions.items()}
+    sessions = {rt: load_session("face_landmarks478", 1, "cpu", rt) for rt in installed}
+    x_name = sessions["onnxruntime"].get_inputs()[0].name  # the .tflite's input name too
+    outs = {rt: [s.run(["Identity", "Identity_1"], {x_name: x}) for x in crops] for rt, s in sessions.items()}
     times = {rt: [] for rt in installed}
     for r in range(rounds):
         for rt, sess in sessions.items():
             for j in range(block):
                 x = crops[(r * block + j) % len(crops)]
                 t0 = time.perf_counter()
-                sess.run(None, {"input_1": x})
+                sess.run(None, {x_name: x})
                 times[rt].append((time.perf_counter() - t0) * 1e3)
     sys.stdout.write(f"landmark graph, {len(crops)} face crops of the clip, 1 thread, {os.cpu_count()} cores, "
                      f"{rounds} rounds of {block}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
@@ -182,7 +185,7 @@ def runtimes(rounds: int = 4, block: int = 50) -> None:
         sys.stdout.write("litert: not installed (pip install -e '.[litert]')\n")
     ref = "litert" if "litert" in installed else "onnxruntime"  # litert runs the .tflite itself
     for rt in [rt for rt in installed if rt != ref]:
-        for k, what in enumerate(("landmarks, 192-px crop units", "presence logit")):
+        for k, what in enumerate(("landmarks, 256-px crop units", "presence logit")):
             diff = np.array([np.abs(a[k].ravel() - b[k].ravel()).max() for a, b in zip(outs[ref], outs[rt])])
             sys.stdout.write(f"max |{rt} - {ref}|, {what}: {diff.max():.2e} (median over crops {np.median(diff):.2e})\n")
 

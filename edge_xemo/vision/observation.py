@@ -12,7 +12,7 @@ from .face_cues import FaceCueFrame
 
 @dataclass(frozen=True, slots=True)
 class FaceObservation:
-    """One face in one frame: landmarks (468, 3) in pixels, cue readings, optional expression output."""
+    """One face in one frame: landmarks (478, 3) in pixels, cue readings, optional expression output."""
 
     face_id: int
     box: tuple[float, float, float, float]

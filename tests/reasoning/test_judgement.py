@@ -192,3 +192,13 @@ def test_no_explanation_repeats_a_section_or_loops(judged):
         visual_part, audio_part = e.text.split(" In the audio, ")
         assert all(c not in audio_part for c in v) and all(c not in visual_part for c in a)
         assert e.label in EMOTIONS and e.judgement.outcome in Outcome
+
+
+def test_a_source_that_points_elsewhere_does_not_carry_the_label_with_its_cues():
+    """Facial actions leaning angry (brows, squint) beside a neutral expression that wins: the explanation must
+    not say the furrowed brow carried "neutral"."""
+    judge = Judge(JudgementOptions())
+    face = SourceJudgement("expression", {"neutral": 0.9, "angry": 0.05, "happy": 0.05}, 1.0)
+    actions = SourceJudgement("facial_actions", {"angry": 0.45, "neutral": 0.4, "happy": 0.15}, 1.0, ("furrowed brow",))
+    j = judge.judge([face, actions])
+    assert j.label == "neutral" and "furrowed brow" not in j.carried_by

@@ -92,7 +92,7 @@ def test_face_found_and_id_stable_across_the_clip(demo):
     detections = sum(o.latency_ms.get("detect", 0.0) > 0 for o in obs)
     assert len(obs) / 5 - 2 <= detections <= len(obs) / 5 + 3
     lm = found[0].faces[0].landmarks
-    assert lm.shape == (468, 3) and lm.dtype == np.float32
+    assert lm.shape == (478, 3) and lm.dtype == np.float32  # Face Landmarker: 468 mesh + 10 iris points
     x0, y0, x1, y1 = found[0].faces[0].box
     assert x0 <= lm[1, 0] <= x1 and y0 <= lm[1, 1] <= y1
 
