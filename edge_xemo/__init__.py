@@ -18,12 +18,32 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .analyzer import Analyzer, AnalyzerOptions, RunningMode
-from .core.events import SCHEMA_VERSION, Event
-from .core.types import Cue, Explanation, ModalityResult
-from .io.sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
+from typing import TYPE_CHECKING
 
-__all__ = [
+if TYPE_CHECKING:
+    from .analyzer import Analyzer, AnalyzerOptions, RunningMode
+    from .core.events import SCHEMA_VERSION, Event
+    from .core.types import Cue, Explanation, ModalityResult
+    from .io.sources import CameraOptions, CameraSource, FileSource, MicrophoneSource, SourceError
+
+_EXPORTS = {
+    "Analyzer": ".analyzer",
+    "AnalyzerOptions": ".analyzer",
+    "RunningMode": ".analyzer",
+    "Event": ".core.events",
+    "SCHEMA_VERSION": ".core.events",
+    "CameraOptions": ".io.sources",
+    "CameraSource": ".io.sources",
+    "FileSource": ".io.sources",
+    "MicrophoneSource": ".io.sources",
+    "SourceError": ".io.sources",
+    "Cue": ".core.types",
+    "Explanation": ".core.types",
+    "ModalityResult": ".core.types",
+}
+"""The public names, imported on first use (PEP 562): `python -m edge_xemo` installs its stop-signal handlers
+before the analyzer's few hundred milliseconds of imports (edge_xemo.__main__)."""
+__all__ = [  # as a literal list, for the linters and type checkers that read it
     "Analyzer",
     "AnalyzerOptions",
     "RunningMode",
@@ -38,4 +58,16 @@ __all__ = [
     "Explanation",
     "ModalityResult",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edge_xemo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
 __version__ = "0.1.0"

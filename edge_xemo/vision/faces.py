@@ -59,9 +59,10 @@ class FaceTrackerOptions:
     presence_threshold: landmark-model face-presence probability below which a track is dropped.
     max_keypoint_error: a new track becomes a face only when the landmark model's eye centres lie within
       this fraction of the detector's eye distance from the detector's eye keypoints (two models that
-      agree on where the eyes are). 0.2, measured (tests/vision/test_face_evidence.py): real faces of the
-      demo and sample clips, upright, rotated +-35 degrees and squeezed to 60 % width, <= 0.11;
-      detections on a title card, a cartoon smiley and two photos without people, >= 0.27.
+      agree on where the eyes are). 0.155, measured with the 478-point model (tests/vision/test_face_evidence.py):
+      real faces of the demo clip, upright, rotated +-35 degrees and squeezed to 60 % width, <= 0.14; detections
+      on a title card, a cartoon smiley and scikit-learn's two photos without people, >= 0.169 (the flower; its
+      face-presence probability is 0.0, so `presence_threshold` rejects it too).
     nms_iou: overlap above which detections are merged (weighted NMS).
     match_iou: box overlap needed to give a detection the id of an existing track.
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
@@ -82,7 +83,7 @@ class FaceTrackerOptions:
     min_face_px: int = 24
     detect_threshold: float = 0.5
     presence_threshold: float = 0.5
-    max_keypoint_error: float = 0.2
+    max_keypoint_error: float = 0.155
     nms_iou: float = 0.3
     match_iou: float = 0.3
     roi_scale: float = 1.5
