@@ -523,14 +523,18 @@ class Judge:
 
     def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
         """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues.
-        A source of weight 0 is reported in `sources` but adds nothing and cannot raise a disagreement."""
+        A source of weight 0 is reported in `sources` but adds nothing and cannot raise a disagreement. A label no
+        pooled source covers gets probability 0: no evidence can speak for it ("worried", which none of the
+        learned sources has, would otherwise take a share of every window by default)."""
         z = {e: 0.0 for e in EMOTIONS}
         contributions = {s.name: s.contribution() for s in sources}
         for c in contributions.values():
             for e in EMOTIONS:
                 z[e] += c[e]
         z = self._smooth(z, t)
-        dist = _softmax(z)
+        covered = {e for s in sources if s.weight > 0 for e in s.distribution}
+        dist = _softmax({e: v for e, v in z.items() if e in covered}) if covered else _softmax(z)
+        dist = {e: dist.get(e, 0.0) for e in EMOTIONS}
         label = top_label(dist)
         outcome, reason = Outcome.CONFIDENT, None
         clash = _disagreement([s for s in sources if s.name in PERCEPTION and s.weight > 0])

@@ -202,3 +202,13 @@ def test_a_source_that_points_elsewhere_does_not_carry_the_label_with_its_cues()
     actions = SourceJudgement("facial_actions", {"angry": 0.45, "neutral": 0.4, "happy": 0.15}, 1.0, ("furrowed brow",))
     j = judge.judge([face, actions])
     assert j.label == "neutral" and "furrowed brow" not in j.carried_by
+
+
+def test_a_label_no_source_covers_gets_nothing():
+    """The voice model has no "worried": judged alone, its distribution comes back as it is and "worried" gets 0
+    (before, an uncovered label took a share of every window by default)."""
+    voice = {"neutral": 0.5, "happy": 0.2, "sad": 0.1, "angry": 0.1, "fear": 0.05, "disgust": 0.03, "surprise": 0.02}
+    j = Judge(JudgementOptions()).judge([SourceJudgement("voice", voice, 1.0)])
+    assert j.distribution["worried"] == 0.0
+    for label, p in voice.items():
+        assert j.distribution[label] == pytest.approx(p, abs=1e-9)
