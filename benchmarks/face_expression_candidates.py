@@ -46,16 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from edge_xemo.vision.expression import ExpressionEncoder, face_crop  # noqa: E402
 from edge_xemo.vision.faces import FaceTracker  # noqa: E402
+from train.face_blendshapes import CKPLUS_LABELS as CKPLUS  # noqa: E402
+from train.face_blendshapes import camera_view  # noqa: E402
 
 PROJECT = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-CKPLUS = {
-    "anger": "angry",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happy",
-    "sadness": "sad",
-    "surprise": "surprise",
-}
 SIX = [PROJECT.index(c) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise")]
 OUT = ROOT / "runs" / "face_expression"
 
@@ -128,8 +122,7 @@ def live_landmarks(images):
     """478 landmarks per image as the live pipeline sees it (None when no face is tracked)."""
     tracker, frames, out = FaceTracker(threads=1), [], []
     for g in images:
-        big = cv2.resize(g, (192, 192), interpolation=cv2.INTER_CUBIC)
-        bgr = cv2.cvtColor(cv2.copyMakeBorder(big, 96, 96, 96, 96, cv2.BORDER_REPLICATE), cv2.COLOR_GRAY2BGR)
+        bgr = camera_view(g)
         tracker.reset()
         for i in range(5):  # the ROI settles on the landmarks after the first detection
             fr = tracker.track(bgr, i / 25)

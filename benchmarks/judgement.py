@@ -301,7 +301,7 @@ def ravdess_set(threads: int, decoder: str | None) -> dict:
     with 1 s pauses through the real voice stage (2 s windows every 1 s), as benchmarks/voice_emotion.py's stream
     check; every window judged by the live Judge in stream order (smoothed); a window is scored by the utterance it
     mostly covers, when the voice model spoke about it."""
-    from benchmarks.voice_emotion import stream_through_stage
+    from benchmarks.voice_emotion import actor_stream, stream_through_stage
     from edge_xemo.core.types import SAMPLE_RATE
     from train import voice_emotion as ve
 
@@ -316,15 +316,9 @@ def ravdess_set(threads: int, decoder: str | None) -> dict:
     changes = {"truth": 0, "voice": 0, "fused": 0, "fused_unsmoothed": 0}
     minutes = 0.0
     for actor in ve.STREAM_ACTORS:
-        utts = [u for u in all_utts if u.actor == actor and u.emotion != "calm"]
-        rng.shuffle(utts)
-        pieces, spans, t = [], [], 0.0
-        for u in utts:
-            x = ve.load_flac(u.path)
-            pieces += [x, np.zeros(SAMPLE_RATE, np.float32)]
-            spans.append((t, t + len(x) / SAMPLE_RATE, u.emotion))
-            t += len(x) / SAMPLE_RATE + 1.0
-        results, _ = stream_through_stage(np.concatenate(pieces))
+        samples, spans = actor_stream(actor, rng)
+        t = len(samples) / SAMPLE_RATE
+        results, _ = stream_through_stage(samples)
         if not any(r.emotion for _, r in results):
             return {"skipped": "the voice stage gave no emotion distribution (voice_emotion model not installed?)"}
         minutes += t / 60

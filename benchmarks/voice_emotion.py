@@ -160,21 +160,28 @@ def in_the_stage(talk: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def actor_stream(actor: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """One actor's non-calm utterances in `rng`'s order, each followed by 1 s of silence, as one 16 kHz stream,
+    and each utterance's (start s, end s, emotion)."""
+    utts = [u for u in ve.utterances() if u.actor == actor and u.emotion != "calm"]
+    rng.shuffle(utts)
+    pieces, spans, t = [], [], 0.0
+    for u in utts:
+        x = ve.load_flac(u.path)
+        pieces += [x, np.zeros(SAMPLE_RATE, np.float32)]
+        spans.append((t, t + len(x) / SAMPLE_RATE, u.emotion))
+        t += len(x) / SAMPLE_RATE + 1.0
+    return np.concatenate(pieces), spans
+
+
 def stream_check(actors=ve.STREAM_ACTORS) -> dict:
     """Actors never trained on, each as one shuffled stream through the stage, scored per window: the model's own
     label and the judged one (confident windows only; coverage = the share of windows over speech they are)."""
     rng = np.random.default_rng(ve.SEED)
     truth, raw, judged_truth, judged_labels = [], [], [], []
     for actor in actors:
-        utts = [u for u in ve.utterances() if u.actor == actor and u.emotion != "calm"]
-        rng.shuffle(utts)
-        pieces, spans, t = [], [], 0.0
-        for u in utts:
-            x = ve.load_flac(u.path)
-            pieces += [x, np.zeros(SAMPLE_RATE, np.float32)]
-            spans.append((t, t + len(x) / SAMPLE_RATE, u.emotion))
-            t += len(x) / SAMPLE_RATE + 1.0
-        results, _ = stream_through_stage(np.concatenate(pieces))
+        samples, spans = actor_stream(actor, rng)
+        results, _ = stream_through_stage(samples)
         scored, labels = [], []  # the windows over an utterance that the model judged, and their truth
         for t0, r in results:
             cover = [(min(t0 + 2, b) - max(t0, a), e) for a, b, e in spans if min(t0 + 2, b) > max(t0, a)]
