@@ -1,26 +1,57 @@
 """The `edge-xemo` command (`python -m edge_xemo`, and the console script).
 
-SIGINT and SIGTERM are turned into a one-line exit with their code before anything heavy is imported: the
-command's imports take a few hundred milliseconds, and a stop signal in them must not end it with a traceback or
-a bare kill (core.signals)."""
+SIGINT and SIGTERM are turned into a one-line exit with their code before anything heavy is imported, and that
+exit is made here, in one place: the command's imports take a few hundred milliseconds, and typer turns a
+KeyboardInterrupt that reaches it into a silent exit 130 (a SIGTERM's too). A stop signal once the analysis runs
+is handled by the command itself (core.signals.StopSignals)."""
 
 from __future__ import annotations
 
 import signal
 import sys
+from typing import Callable
 
 from .core.signals import interrupt_on_signals, interrupted_exit_code
 
 
 def main() -> None:
+    run(_command)
+
+
+def _command() -> Callable[[], object]:
+    from .cli import app
+
+    return app
+
+
+def run(load: Callable[[], Callable[[], object]]) -> None:
+    """Install the stop-signal handlers, then load the command and run it."""
     interrupt_on_signals()
     try:
-        from .cli import app
-    except KeyboardInterrupt as e:
-        code = interrupted_exit_code(e)
-        sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(code - 128).name}\n")
-        sys.exit(code)
-    app()
+        load()()
+    except KeyboardInterrupt as e:  # while importing
+        stopped(e)
+    except SystemExit as e:
+        interrupt = interrupt_behind(e)
+        if interrupt is None:
+            raise
+        stopped(interrupt)
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that an exit was raised while handling (typer's `Exit(130) from e`), if any."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+    return None
+
+
+def stopped(interrupt: KeyboardInterrupt) -> None:
+    code = interrupted_exit_code(interrupt)
+    sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(code - 128).name}\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ import typer
 
 from .core.models import COMMERCIAL_ONLY, ModelError, resolve
 from .core.paths import demo_audio, demo_video
-from .core.signals import StopSignals, interrupt_on_signals, interrupted_exit_code
+from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
 from .eval.cli import eval_app
 from .io.sources import SourceError
@@ -57,10 +56,6 @@ def friendly_errors(fn):
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except ImportError as e:
             fail(f"a component is not installed ({e}): run `bash scripts/install.sh`")
-        except KeyboardInterrupt as e:  # a signal before a run started (see core.signals)
-            code = interrupted_exit_code(e)
-            typer.echo(f"edge-xemo: stopped by {signal.Signals(code - 128).name}", err=True)
-            raise typer.Exit(code)
 
     return wrapper
 
@@ -327,6 +322,42 @@ def analyze(
     summary = lag.summary()
     if summary:
         typer.echo(f"edge-xemo: {summary}", err=True)
+
+
+@app.command()
+@friendly_errors
+def report(
+    path: Optional[Path] = typer.Argument(None, help="Video, audio or image file to analyze (or give --events)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Events JSONL written earlier (--jsonl)."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The report: one self-contained HTML file."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file (replaces the video's own track)."),
+    subtitle_file: Optional[Path] = typer.Option(
+        None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
+    ),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Also keep the analysis' events in this file."),
+    no_explain: bool = _NO_EXPLAIN,
+    asr: bool = _ASR,
+    threads: int = _THREADS,
+) -> None:
+    """An emotion timeline of a clip (analysed as `analyze` does) or of its events: judged label, each evidence
+    source, facial and vocal cues, speech and words on one time axis, with a summary; opens offline."""
+    import tempfile
+
+    from .eval.report import read_events, write_report
+
+    if (path is None) == (events is None):
+        raise ValueError("give a media file or --events FILE.jsonl (one of the two)")
+    with tempfile.TemporaryDirectory(prefix="edge-xemo-report-") as tmp:
+        if path is not None:
+            events = jsonl or Path(tmp) / "events.jsonl"
+            analyze(
+                path=path, audio=audio, subtitle=None, jsonl=events, realtime=False, overlay=None,
+                no_explain=no_explain, cues_only=False, window=2.0, hop=1.0, threads=threads, provider="cpu",
+                quiet=True, tokens=False, asr=asr, asr_language=None, subtitle_file=subtitle_file, decoder=None,
+            )  # fmt: skip
+        assert events is not None
+        written = write_report(read_events(events), out, title=f"edge-xemo emotion timeline: {(path or events).name}")
+    typer.echo(f"edge-xemo: wrote {written} ({written.stat().st_size / 1e3:.0f} kB)", err=True)
 
 
 def _live_sources(

@@ -330,7 +330,8 @@ def test_healthcheck_passes_on_200_and_fails_otherwise():
 def test_package_data_ships_what_the_images_need():
     """The images install edge-xemo from its source as a wheel (not editable, as install.sh does), so
     a file the package reads at run time ships only if pyproject's package-data names it: each
-    manifest artifact kept inside the package (no `package`, no `home`) and the kiosk's static files.
+    manifest artifact kept inside the package (no `package`, no `home`), the kiosk's and the timeline
+    report's static files.
     A missing one fails the image build at `edge-xemo models verify`, or the kiosk at run time."""
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edge_xemo"]
     pkg = REPO / "edge_xemo"
@@ -339,7 +340,8 @@ def test_package_data_ships_what_the_images_need():
         entry = json.loads(sidecar.read_text())
         if "package" not in entry and not entry.get("home"):
             needed.append(f"models/{entry['file']}")
-    needed += [p.relative_to(pkg).as_posix() for p in sorted((pkg / "serve" / "static").rglob("*")) if p.is_file()]
+    for static in (pkg / "serve" / "static", pkg / "eval" / "static"):
+        needed += [p.relative_to(pkg).as_posix() for p in sorted(static.rglob("*")) if p.is_file()]
     missing = [rel for rel in needed if not any(fnmatch.fnmatchcase(rel, pat) for pat in patterns)]
     assert not missing, f"not in [tool.setuptools.package-data] edge_xemo = {patterns}: {missing}"
 

@@ -182,7 +182,9 @@ def clips(
         "against (default: the manifest's folder)",
     ),
     labels: Optional[str] = typer.Option(None, help="comma-separated allowed labels; rows with others are skipped"),
-    out: Path = typer.Option(Path("eval-report"), help="folder for report.json, report.md and plots"),
+    out: Path = typer.Option(
+        Path("eval-report"), help="folder for report.json, report.md, plots and clips/<clip>.html (timelines)"
+    ),
     analyzer: str = typer.Option(
         "edge_xemo.eval.clip:ClipExplainer",
         help="module:callable taking a datasets.Clip and returning a ClipResult (a class is instantiated without "
@@ -195,7 +197,8 @@ def clips(
     """Run the analyzer over every usable clip of a dataset; EmoCue-360, accuracy / UAR / WAR, latency.
 
     Skipped rows (missing or empty media, malformed, unknown label, duplicate name) are counted
-    per reason in the report; zero usable rows is an error.
+    per reason in the report; zero usable rows is an error. Each clip's emotion timeline (as
+    `edge-xemo report` writes it) goes to OUT/clips/ and its row links to it.
     """
     from edge_xemo.eval.clip import ClipExplainer
     from edge_xemo.eval.evaluation import evaluate_clips, load_eval_clips, markdown, write_report
@@ -207,9 +210,9 @@ def clips(
         embed = None if no_emocue else _embedder(threads)
     except (ValueError, RuntimeError) as e:
         _fail(str(e).splitlines()[0])
-    report = evaluate_clips(dataset_clips, analyze, embed=embed)
+    report = evaluate_clips(dataset_clips, analyze, embed=embed, reports=out / "clips")
     if isinstance(analyze, ClipExplainer):  # another analyzer says what it ran with itself, if at all
         report["run"] = analyze.run_record()
     paths = write_report(report, out, plots=plots)
-    console.print(markdown(report), highlight=False)
+    console.print(markdown(report), highlight=False, markup=False)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")

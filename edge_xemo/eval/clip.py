@@ -3,7 +3,8 @@
 `ClipExplainer` loads the stages once and is reused across clips (the evaluation harness
 `edge-xemo eval clips` calls it per dataset clip). Cues are pooled over windows: a cue is kept when
 it is on in at least `min_share` of the windows that could measure it, ranked by share x mean
-intensity; bridge tokens are averaged over windows.
+intensity; bridge tokens are averaged over windows. With `timeline`, each window is also judged (no
+LLM) and the clip's window events come back in the result, for its timeline report.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, analyzer_
 from ..core.tap import StageCall, StageTap
 from ..core.types import Cue, ModalityResult, ResultCode
 from ..io.sources import FileSource
-from ..reasoning.judgement import explanation_fields
+from ..reasoning.judgement import JudgementOptions, explanation_fields
+from ..reasoning.stage import Reasoning
 from .datasets import Clip
 from .evaluation import ClipResult
 
@@ -28,7 +30,8 @@ from .evaluation import ClipResult
 @dataclass
 class ClipOptions:
     """min_share: least share of windows a cue must be on in; max_cues: most cues per modality;
-    threads: perception and decoder threads; explain: run the decoder (else cues only)."""
+    threads: perception and decoder threads; explain: run the decoder (else cues only); timeline: keep
+    the window events (judged per window when `explain`) for the clip's timeline report."""
 
     min_share: float = 0.3
     max_cues: int = 6
@@ -36,6 +39,7 @@ class ClipOptions:
     explain: bool = True
     window_s: float = 2.0
     hop_s: float = 1.0
+    timeline: bool = True
 
 
 def pool(results: list[ModalityResult], modality: str, min_share: float, max_cues: int) -> ModalityResult:
@@ -84,6 +88,7 @@ class ClipExplainer:
     def __init__(self, options: ClipOptions | None = None):
         self.options = options or ClipOptions()
         self._stages: Stages | None = None
+        self._judge: Reasoning | None = None
 
     def _load(self) -> Stages:
         """The stages, loaded once; their stream state is reset for each clip."""
@@ -102,8 +107,14 @@ class ClipExplainer:
             **(run_record(self._stages) if self._stages is not None else {}),
         }
 
-    def perceive(self, source: FileSource) -> tuple[ModalityResult, ModalityResult]:
-        """Run perception over the clip and pool the windows."""
+    def _window_judge(self) -> Reasoning | None:
+        """The judgement alone (no narrator), for the timeline's per-window labels; loaded once."""
+        if self._judge is None and self.options.timeline and self.options.explain:
+            self._judge = Reasoning.create_from_options(JudgementOptions(threads=self.options.threads), None)
+        return self._judge
+
+    def perceive(self, source: FileSource, events: list[dict] | None = None) -> tuple[ModalityResult, ModalityResult]:
+        """Run perception over the clip and pool the windows; with `events`, the window events (judged) go there."""
         o = self.options
         stages = self._load()
         per_window: dict[str, list[ModalityResult]] = {"visual": [], "auditory": []}
@@ -119,11 +130,14 @@ class ClipExplainer:
         audio = StageTap(stages.audio, collect("auditory")) if source.has_audio else None
         analyzer = Analyzer(
             AnalyzerOptions(
-                running_mode=RunningMode.VIDEO, window_s=o.window_s, hop_s=o.hop_s, result_callback=lambda e: None
+                running_mode=RunningMode.VIDEO,
+                window_s=o.window_s,
+                hop_s=o.hop_s,
+                result_callback=(lambda e: events.append(e.to_dict())) if events is not None else (lambda e: None),
             ),
             visual,
             audio,
-            None,
+            self._window_judge() if events is not None else None,
         )
         with analyzer:
             analyzer.run_sources(source)
@@ -139,7 +153,8 @@ class ClipExplainer:
         if path is None:
             raise ValueError(f"clip {row.name!r} has neither video nor audio")
         source = FileSource(path, audio_path=row.audio if row.video else None)
-        vis, aud = self.perceive(source)
+        events: list[dict] | None = [] if self.options.timeline else None
+        vis, aud = self.perceive(source, events)
         perceive_s = time.perf_counter() - t0
         if not self.options.explain or (vis.empty and aud.empty):
             status = "ok" if self.options.explain is False else f"no cues ({vis.message}; {aud.message})"
@@ -153,6 +168,7 @@ class ClipExplainer:
                 latency_s=perceive_s,
                 media_s=source.duration,
                 status=status,
+                events=tuple(events or ()),
             )
         subtitle = row.subtitle or aud.words
         stages = self._stages
@@ -170,4 +186,5 @@ class ClipExplainer:
                 "perceive_s": perceive_s,
                 "explain_ms": exp.latency_ms,
             },
+            events=tuple(events or ()),
         )

@@ -22,6 +22,8 @@ import numpy as np
 from edge_xemo.eval import emocue
 from edge_xemo.eval.cue_extract import emotion_label, extract_cues
 from edge_xemo.eval.datasets import Clip, ClipSet, DatasetError, load_clips
+from edge_xemo.eval.report import report_name
+from edge_xemo.eval.report import write_report as write_timeline
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ class ClipResult:
     text: the explanation; label: the predicted emotion (None: read from the explanation's emotional
     cues); cues: {"visual", "auditory", "emotional"} lists when the analyzer has them (None: extracted
     from `text`); latency_s: the analyzer's own latency measure (None: wall time of the call);
-    media_s: clip duration, for the real-time factor; status: "ok" or why the result is empty.
+    media_s: clip duration, for the real-time factor; status: "ok" or why the result is empty;
+    events: the clip's window events (schema objects), for its timeline report.
     """
 
     text: str
@@ -43,6 +46,7 @@ class ClipResult:
     media_s: float | None = None
     status: str = "ok"
     extra: dict = field(default_factory=dict)
+    events: tuple[dict, ...] = ()
 
 
 def load_eval_clips(path: str | Path, media_dir: str | Path | None = None, labels=None) -> ClipSet:
@@ -96,11 +100,13 @@ def evaluate_clips(
     analyze_clip: Callable[[Clip], ClipResult],
     embed: emocue.Embed | None = None,
     extractor: Callable[[str], dict] = extract_cues,
+    reports: Path | None = None,
 ) -> dict:
     """Run `analyze_clip` on every clip; return the report (a JSON-ready dict).
 
     `embed` (e.g. `MiniLMEmbedder.embed`) enables EmoCue-360; `extractor` splits explanations and
-    reference descriptions into cue lists.
+    reference descriptions into cue lists; with `reports`, the timeline report of each clip whose result
+    has events is written there and its row names it (relative to the folder above `reports`).
     """
     evaluated, failed = [], []
     pred_cues, ref_cues, label_pairs, latencies, rtfs = {}, {}, [], [], []
@@ -125,16 +131,21 @@ def evaluate_clips(
             ref_cues[clip.name] = extractor(clip.description)
         if clip.label:
             label_pairs.append((clip.label.lower(), label.lower() if label else None))
-        evaluated.append(
-            {
-                "name": clip.name,
-                "label": clip.label,
-                "predicted": label,
-                "latency_s": latency,
-                "status": result.status,
-                "text": result.text,
-            }
-        )
+        row = {
+            "name": clip.name,
+            "label": clip.label,
+            "predicted": label,
+            "latency_s": latency,
+            "status": result.status,
+            "text": result.text,
+        }
+        if reports is not None and result.events:
+            try:
+                page = write_timeline(list(result.events), reports / report_name(clip.name), f"{clip.name}: timeline")
+                row["report"] = f"{reports.name}/{page.name}"
+            except ValueError as e:  # events without a window: the row says why it has no report
+                row["report_error"] = str(e)
+        evaluated.append(row)
     read = clips.report
     report = {
         "source": str(read.source),
@@ -195,6 +206,13 @@ def markdown(report: dict) -> str:
         f"| {_fmt(rtf['median'])} |",
         "",
     ]
+    linked = [c for c in report["clips"] if c.get("report")]
+    if linked:
+        lines += ["## Clips\n", "| clip | label | predicted | timeline |", "|---|---|---|---|"]
+        lines += [
+            f"| {c['name']} | {_fmt(c['label'])} | {_fmt(c['predicted'])} | [report]({c['report']}) |" for c in linked
+        ]
+        lines.append("")
     if report["skipped"]:
         lines += ["## Skipped\n", "| reason | rows |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in report["skipped"].items()]

@@ -99,3 +99,26 @@ def test_a_sigterm_whose_exception_a_library_replaced_keeps_its_exit_code():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+TYPER_SCRIPT = """
+import os, signal, time, typer
+from edge_xemo.__main__ import run
+
+app = typer.Typer()
+
+@app.command()
+def wait():
+    os.kill(os.getpid(), getattr(signal, os.environ["SIG"]))  # lands in typer's own code around the command
+    time.sleep(2)
+
+run(lambda: app)
+"""
+
+
+def test_a_stop_signal_that_reaches_typer_exits_with_its_own_code_and_one_line():
+    """typer turns any KeyboardInterrupt into a silent exit 130; the command reports the signal it received."""
+    for sig, code in (("SIGTERM", 143), ("SIGINT", 130)):
+        p = subprocess.run([sys.executable, "-c", TYPER_SCRIPT], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "SIG": sig})
+        assert p.returncode == code and p.stderr.strip() == f"edge-xemo: stopped by {sig}", (p.returncode, p.stderr)
