@@ -30,12 +30,18 @@ def run(load: Callable[[], Callable[[], object]]) -> None:
     try:
         load()()
     except KeyboardInterrupt as e:  # while importing
-        stopped(e)
+        code = interrupted_exit_code(e)
     except SystemExit as e:
         interrupt = interrupt_behind(e)
         if interrupt is None:
             raise
-        stopped(interrupt)
+        code = interrupted_exit_code(interrupt)
+        del interrupt
+    else:
+        return
+    # out of the handler, so that the interrupted frames (and what they hold open) are released before exiting
+    sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(code - 128).name}\n")
+    sys.exit(code)
 
 
 def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
@@ -46,12 +52,6 @@ def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
         if isinstance(seen, KeyboardInterrupt):
             return seen
     return None
-
-
-def stopped(interrupt: KeyboardInterrupt) -> None:
-    code = interrupted_exit_code(interrupt)
-    sys.stderr.write(f"edge-xemo: stopped by {signal.Signals(code - 128).name}\n")
-    sys.exit(code)
 
 
 if __name__ == "__main__":

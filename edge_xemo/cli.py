@@ -600,10 +600,12 @@ def ros2(
 
     token = read_tokens(token_file or DEFAULT_TOKEN_FILE).read
     stop = threading.Event()
+    events = follow(url, token, stop)
     try:
-        run_bridge(follow(url, token, stop), node_name=node_name, stop=stop)
+        run_bridge(events, node_name=node_name, stop=stop)
     finally:
         stop.set()
+        events.close()  # its connection (and the client's thread) ends now, not when the generator is collected
 
 
 @app.command()

@@ -19,7 +19,7 @@ import logging
 import ssl as ssl_module
 import threading
 import time
-from typing import Iterator
+from typing import Generator, Iterator
 from urllib.parse import urlencode, urlsplit
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class Client:
 
 def follow(
     url: str, token: str | None, stop: threading.Event, types: list[str] | None = None, max_backoff_s: float = 8.0
-) -> Iterator[dict]:
+) -> Generator[dict, None, None]:
     """Events of a server for as long as `stop` is not set, reconnecting (0.5 s, doubling up to
     `max_backoff_s`) when it goes away; a refused token (4401) raises ServerClosed."""
     backoff = 0.5
