@@ -630,7 +630,7 @@ class Analyzer:
         if self.reasoner is None:
             return
         words = aud.words or text_during(self.options.subtitles, win.t_start, win.t_end)
-        if not vis.empty or not aud.empty or vis.emotion or aud.emotion or words:  # a judged face or voice is evidence
+        if vis.evidence or aud.evidence or words:
             self._maybe_explain(win, vis, aud, words)
         else:  # no evidence, no label
             self._window_status(win, StatusCode.NOTHING_TO_EXPLAIN, f"nothing to explain: {vis.message}; {aud.message}")

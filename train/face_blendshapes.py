@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_xemo.core.distributions import softmax
 from train.config import skip_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,14 +250,8 @@ def out_of_fold(x, y, groups, c: float, folds: int = 5) -> np.ndarray:
 
 def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
     grid = np.exp(np.linspace(np.log(0.2), np.log(5.0), 81))
-    nll = [-np.log(_softmax(logits / t)[np.arange(len(y_idx)), y_idx] + 1e-12).mean() for t in grid]
+    nll = [-np.log(softmax(logits / t)[np.arange(len(y_idx)), y_idx] + 1e-12).mean() for t in grid]
     return float(grid[int(np.argmin(nll))])
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def fit() -> dict:
@@ -273,7 +268,7 @@ def fit() -> dict:
     c = max(scores, key=lambda k: scores[k])
     logits = out_of_fold(x, y, groups, c)
     temperature = fit_temperature(logits, y_idx)
-    p = _softmax(logits / temperature)
+    p = softmax(logits / temperature)
     pred = np.array(HEAD_LABELS)[p.argmax(1)]
     uar, recall = _uar(y[posed], pred[posed])
     scaler = StandardScaler().fit(x)

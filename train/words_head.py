@@ -36,7 +36,8 @@ import numpy as np
 
 from edge_xemo.core.models import resolve, sha256_of
 from edge_xemo.reasoning.embeddings import EmbedderOptions, MiniLMEmbedder
-from edge_xemo.reasoning.words import WordsHead, joined_context, normalize_text, softmax
+from edge_xemo.core.distributions import softmax
+from edge_xemo.reasoning.words import WordsHead, joined_context, normalize_text
 from train.config import skip_stage
 from train.text_head import ece
 

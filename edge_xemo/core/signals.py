@@ -51,7 +51,7 @@ def interrupted_exit_code(error: KeyboardInterrupt) -> int:
 
 def interrupt_on_signals() -> None:
     """From now on SIGTERM, like SIGINT, raises (`Interrupted`) in the main thread, so that a command
-    ends with its exit code and a line (`cli.friendly_errors`), not a traceback or a silent kill."""
+    ends with its exit code and a line (`edge_xemo.__main__.run`), not a traceback or a silent kill."""
     for s in EXIT_CODES:
         signal.signal(s, _interrupt)
 

@@ -183,6 +183,11 @@ class ModalityResult:
         return not self.cues
 
     @property
+    def evidence(self) -> bool:
+        """Whether the window says anything about an emotion: a cue, or a learned model's judgement."""
+        return bool(self.cues or self.emotion)
+
+    @property
     def words(self) -> str | None:
         """The transcript as one subtitle string (None when nothing was recognized)."""
         return " ".join(seg.text for seg in self.transcript if seg.text) or None

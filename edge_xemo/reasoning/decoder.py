@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.distributions import label_distribution, softmax
 from ..core.models import ExcludedByTerms, ModelError, load_manifest, verified_path
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 from .judgement import Judgement, top_label
@@ -349,9 +350,8 @@ class CueDecoder:
     def _next(self, logits: np.ndarray) -> int:
         if self.options.temperature <= 0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.options.temperature
-        p = np.exp(z - z.max())
-        return int(self._rng.choice(len(p), p=p / p.sum()))
+        p = softmax(logits.astype(np.float64) / self.options.temperature)
+        return int(self._rng.choice(len(p), p=p))
 
     def _generate(self, logits, n_past, emit, should_stop, times, notes) -> Narration:
         """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
@@ -447,10 +447,7 @@ class CueDecoder:
             if len(ids) > 1:
                 self.session.truncate(n_past)
             totals[label] = total
-        z = np.array(list(totals.values()))
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        return {label: float(v) for label, v in zip(totals, p)}
+        return label_distribution(np.array(list(totals.values())), list(totals))
 
 
 @dataclass(frozen=True, slots=True)

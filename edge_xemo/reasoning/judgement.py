@@ -35,9 +35,10 @@ from typing import Any, Sequence, cast
 
 import numpy as np
 
+from ..core.distributions import softmax
 from ..core.models import ModelError, load_optional, resolve, verified_path
 from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
-from .words import WordsHead, softmax
+from .words import WordsHead
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.distributions import softmax
 from ..core.models import ModelError, resolve, verified_path
 from .embeddings import DIM
 
@@ -35,13 +36,6 @@ def normalize_text(text: str) -> str:
 def joined_context(context: str, text: str) -> str:
     """The text a context-reading head embeds beside the utterance: the preceding words, then the utterance."""
     return " ".join(t for t in (normalize_text(context), normalize_text(text)) if t)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax (float64)."""
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class WordsHead:

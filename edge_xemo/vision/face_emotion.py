@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.distributions import label_distribution
 from ..core.models import ModelError, resolve, verified_path
 from .faces import BLENDSHAPES
 
@@ -30,6 +31,6 @@ class BlendshapeEmotion:
 
     def __call__(self, above_neutral: np.ndarray) -> dict[str, float]:
         """A window's mean blendshape scores above neutral (52,) -> calibrated probabilities by label."""
-        z = (np.asarray(above_neutral, np.float64) @ self.weights + self.bias) / self.temperature
-        p = np.exp(z - z.max())
-        return dict(zip(self.labels, (p / p.sum()).tolist()))
+        return label_distribution(
+            np.asarray(above_neutral, np.float64) @ self.weights + self.bias, self.labels, self.temperature
+        )

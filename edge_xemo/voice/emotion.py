@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.distributions import label_distribution
 from ..core.models import ChecksumMismatch, ModelError, _package_dir, load_session, resolve, sha256_of
 from ..core.types import SAMPLE_RATE
 
@@ -113,7 +114,4 @@ class VoiceEmotionModel:
 
     def __call__(self, samples: np.ndarray) -> dict[str, float]:
         """The distribution for one window of 16 kHz mono samples (the caller checks there is speech)."""
-        z = self.logits(self.encoder(samples))[0].astype(np.float64) / self.temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        return {label: float(v) for label, v in zip(self.labels, p)}
+        return label_distribution(self.logits(self.encoder(samples))[0], self.labels, self.temperature)
