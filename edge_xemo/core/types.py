@@ -18,6 +18,18 @@ SAMPLE_RATE = 16_000
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "worried")
 """Emotion labels of explanation events (EMER/XEmoGPT label set)."""
 
+EMOTION_COLOURS = {
+    "neutral": "#9aa5b1",
+    "happy": "#f2b134",
+    "sad": "#3b6fb6",
+    "angry": "#d64541",
+    "surprise": "#9b59b6",
+    "fear": "#2a9d8f",
+    "disgust": "#6b8e23",
+    "worried": "#e67e22",
+}
+"""One colour per label, the same in the timeline report and on the kiosk page (`/v1/info`)."""
+
 
 class StatusCode(enum.StrEnum):
     """What a `status` or `error` event reports besides a perception result's `ResultCode`: its `code`.

@@ -19,18 +19,9 @@ from pathlib import Path
 from statistics import median
 
 from ..core.events import validate
+from ..core.types import EMOTION_COLOURS, EMOTIONS
 
 STATIC = Path(__file__).with_name("static")
-COLOURS = {
-    "neutral": "#9aa5b1",
-    "happy": "#f2b134",
-    "sad": "#3b6fb6",
-    "angry": "#d64541",
-    "surprise": "#9b59b6",
-    "fear": "#2a9d8f",
-    "disgust": "#6b8e23",
-    "worried": "#e67e22",
-}
 OTHER_COLOUR = "#c8c8c8"
 SCALE = 10
 """SVG units per second."""
@@ -125,7 +116,7 @@ def windows(events: list[dict]) -> list[Window]:
 
 
 def _colour(label) -> str:
-    return COLOURS.get(str(label), OTHER_COLOUR)
+    return EMOTION_COLOURS.get(str(label), OTHER_COLOUR)
 
 
 def _share(n: int, total: int) -> str:
@@ -391,7 +382,7 @@ def render(events: list[dict], title: str = "edge-xemo emotion timeline") -> str
             if isinstance(ev, dict)
             for k in ev.get("distribution") or {}
         },
-        key=lambda label: (list(COLOURS).index(label) if label in COLOURS else len(COLOURS), label),
+        key=lambda label: (EMOTIONS.index(label) if label in EMOTIONS else len(EMOTIONS), label),
     )
     sources = list(dict.fromkeys(src for w in wins for src in (w.explanation or {}).get("evidence", {})))
     hatch = (
@@ -407,7 +398,7 @@ def render(events: list[dict], title: str = "edge-xemo emotion timeline") -> str
     rows.append(_row("words", _words(wins, duration), 18, "wordsrow"))
     legend = "".join(
         f'<span><i class="sw" style="background:{_colour(label)}"></i>{html.escape(label)}</span>'
-        for label in labels or list(COLOURS)
+        for label in labels or list(EMOTION_COLOURS)
     )
     data = json.dumps(
         {"duration": duration, "windows": [_window_data(w) for w in wins]}, separators=(",", ":")

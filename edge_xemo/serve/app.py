@@ -5,7 +5,8 @@ Routes (a `read` token unless said otherwise; `Authorization: Bearer TOKEN`):
   GET  /healthz            liveness (no token)
   GET  /readyz             200 when models and sources are ready, else 503; each component's state (no token)
   GET  /metrics            Prometheus text
-  GET  /v1/info            version, schema and protocol versions, sources, what the run uses (models, sha256)
+  GET  /v1/info            version, schema and protocol versions, sources, what the run uses (models, sha256),
+                           the colour of each label
   GET  /v1/schema          JSON Schema of the events (core.events.json_schema)
   GET  /v1/events/latest   the newest event of each type
   GET  /v1/events          Server-Sent Events: `id` = seq, `Last-Event-ID` replays from the ring;
@@ -32,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..core import events as ev
-from ..core.types import StatusCode
+from ..core.types import EMOTION_COLOURS, StatusCode
 from .auth import SCOPES, Tokens, bearer, origin_allowed
 from .hub import ClientQueue, EventHub, Subscription
 
@@ -163,6 +164,7 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
                 "clients": len(hub.clients),
                 "last_seq": hub.last_seq,
                 "run": pipeline.record,
+                "label_colours": EMOTION_COLOURS,
             }
         )
 

@@ -1,6 +1,8 @@
 """The kiosk page in a real headless Chromium (Debian's chromium + chromium-driver, through selenium):
-it shows a label and cues from a replayed real clip, pauses, reconnects after a server restart, and
-makes no request outside 127.0.0.1. The screenshot goes to runs/test-artifacts/kiosk.png."""
+it shows a label and cues from a replayed real clip, a mark on its 60 s timeline for each labelled
+explanation it received and a bar for each evidence source, pauses, reconnects after a server restart
+(the timeline starts again with the new run), and makes no request outside 127.0.0.1. The screenshot goes
+to runs/test-artifacts/kiosk.png."""
 
 from __future__ import annotations
 
@@ -57,6 +59,54 @@ def requested_hosts(driver) -> set[str]:
     return hosts
 
 
+RECORD_EXPLANATIONS = """
+window.__explanations = [];
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (m) => {
+      const e = JSON.parse(m.data);
+      if (e.type === "explanation") window.__explanations.push(e);
+    });
+  }
+};
+"""
+"""Installed before the page's own script: every explanation the page receives, for the test to compare."""
+
+TIMELINE = """
+const got = window.__explanations;
+let start = 0;  // the page starts its timeline again when the clock goes back (a new run)
+for (let i = 1; i < got.length; i++) if (got[i].t_end < got[i - 1].t_end - 1) start = i;
+const run = got.slice(start), now = run.length ? run[run.length - 1].t_end : 0;
+const last = run[run.length - 1] || {};
+return {
+  expected: run.filter((e) => e.emotion.label && (e.t_start + e.t_end) / 2 > now - 60).map((e) => e.emotion.label),
+  bands: [...document.querySelectorAll("#marks rect.band")].map((r) => [r.dataset.label, r.getAttribute("fill"),
+          +r.getAttribute("x"), +r.getAttribute("width")]),
+  evidence: last.evidence || {},
+  bars: [...document.querySelectorAll("#sources .bar")].map((b) => [b.dataset.source,
+         [...b.children].reduce((sum, seg) => sum + parseFloat(seg.style.width), 0)]),
+};
+"""
+"""The labelled explanations of the current run within 60 s, and the page's timeline and source bars."""
+
+
+def check_timeline(driver, colours: dict) -> int:
+    """The timeline has one band per labelled explanation of the last 60 s, in order and in its label's
+    colour, inside the axis; one bar per evidence source of the newest explanation, filled to its total
+    probability. Returns how many bands it shows."""
+    t = driver.execute_script(TIMELINE)
+    assert [b[0] for b in t["bands"]] == t["expected"]
+    assert all(fill == colours[label] for label, fill, _, _ in t["bands"])
+    assert all(0 <= x and x + w <= 600.5 for _, _, x, w in t["bands"])
+    assert sorted(b[0] for b in t["bars"]) == sorted(t["evidence"])
+    for source, width in t["bars"]:
+        total = sum(p for p in t["evidence"][source]["distribution"].values() if p > 0)
+        assert abs(width - 100 * total) < 0.5, (source, width, total)
+    return len(t["bands"])
+
+
 def text(driver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).text
 
@@ -66,6 +116,7 @@ def test_the_kiosk_page_shows_live_explanations_pauses_and_reconnects(browser, t
     server = start_server(tmp_path, *replay_args(), port=port, token_file=token_file)
     try:
         server.wait_ready()
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_EXPLANATIONS})
         browser.get(f"http://127.0.0.1:{port}/#token={server.tokens['admin']}")
         # the page re-renders its lists on every event: an element found a moment ago may be gone
         wait = WebDriverWait(browser, 90, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,))
@@ -76,6 +127,9 @@ def test_the_kiosk_page_shows_live_explanations_pauses_and_reconnects(browser, t
         label, cues = wait.until(lambda d: (text(d, "label"), [li.text for li in d.find_elements(By.CSS_SELECTOR, "#visual li")]))
         assert label.lower() in ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "worried")
         assert cues and all(cues)
+        colours = json.loads(server.get("/v1/info", server.tokens["admin"])[1])["label_colours"]
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#marks rect.band")) >= 3)
+        assert check_timeline(browser, colours) >= 3
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "kiosk.png"))
 
@@ -87,10 +141,13 @@ def test_the_kiosk_page_shows_live_explanations_pauses_and_reconnects(browser, t
         assert server.stop() == 0
         wait.until(lambda d: text(d, "state") in ("reconnecting", "server stopping"))
         seq_before = text(browser, "seq")
+        explained_before = browser.execute_script("return window.__explanations.length")
         server = start_server(tmp_path, *replay_args(), port=port, token_file=token_file)
         server.wait_ready()
         wait.until(lambda d: text(d, "state") == "analysing" and text(d, "seq") != seq_before)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#visual li"))
+        wait.until(lambda d: d.execute_script("return window.__explanations.length") > explained_before)
+        assert 1 <= check_timeline(browser, colours) <= 3  # the new run's first windows only
         assert requested_hosts(browser) == {"127.0.0.1"}
     finally:
         server.stop()

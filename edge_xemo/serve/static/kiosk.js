@@ -1,5 +1,7 @@
 // The kiosk page: one WebSocket to the server that served it, the token from #token= (kept for this
 // tab only), reconnection with backoff after the server goes away. No request leaves this origin.
+// Each explanation adds a mark to the rolling 60 s timeline (label colour, height = confidence) and fills
+// the per-source bars (each evidence source's distribution over the labels).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +11,11 @@ let retryMs = 500;
 let paused = false;
 let admin = false;
 let streaming = "";
+let colours = {};  // label -> colour, from /v1/info
+let recent = [];  // the explanations of the last SPAN_S seconds: {slot: [t0, t1], label, confidence, outcome}
+const SPAN_S = 60;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const colour = (label) => colours[label] || "#c8c8c8";
 
 function takeToken() {
   const m = location.hash.match(/token=([^&]+)/);
@@ -53,6 +60,66 @@ function showCues(e) {
   if (lat.capture_to_cues !== undefined) $("latency").textContent = `cues ${Math.round(lat.capture_to_cues)} ms after capture`;
 }
 
+function remember(e) {
+  const emotion = e.emotion || {};
+  const last = recent[recent.length - 1];
+  if (last && e.t_end < last.t_end - 1) recent = [];  // a new run: its clock starts again
+  // the window stands for its middle `hop` seconds, hop = the step from the previous window
+  const hop = last && e.t_end > last.t_end && e.t_end - last.t_end < 10 ? e.t_end - last.t_end : e.t_end - e.t_start;
+  const middle = (e.t_start + e.t_end) / 2;
+  recent.push({ t_end: e.t_end, slot: [middle - hop / 2, middle + hop / 2], label: emotion.label,
+                 confidence: emotion.confidence || 0, outcome: emotion.outcome || "confident" });
+  recent = recent.filter((h) => h.slot[1] > e.t_end - SPAN_S);
+}
+
+function drawTimeline() {
+  const marks = $("marks");
+  const now = recent.length ? recent[recent.length - 1].t_end : 0;
+  const x = (t) => Math.max(0, 10 * (t - now + SPAN_S));
+  marks.replaceChildren(...recent.filter((h) => h.label).flatMap((h) => {
+    const rect = (y, height, fill, cls) => {
+      const r = document.createElementNS(SVG_NS, "rect");
+      r.setAttribute("x", x(h.slot[0]));
+      r.setAttribute("width", Math.max(0.5, x(h.slot[1]) - x(h.slot[0])));
+      r.setAttribute("y", y);
+      r.setAttribute("height", height);
+      r.setAttribute("fill", fill);
+      r.setAttribute("class", cls);
+      if (h.outcome !== "confident" && cls !== "hatch") r.setAttribute("fill-opacity", 0.35);
+      r.dataset.label = h.label;
+      return r;
+    };
+    const height = 70 * h.confidence;
+    const out = [rect(85 - height, height, colour(h.label), "win " + h.outcome)];
+    if (h.outcome === "sources_disagree") out.push(rect(85 - height, height, "url(#hatch)", "hatch"));
+    out.push(rect(88, 12, colour(h.label), "band"));
+    return out;
+  }));
+}
+
+function showSources(e) {
+  const rows = Object.entries(e.evidence || {}).flatMap(([source, ev]) => {
+    const dist = Object.entries(ev.distribution || {}).filter(([, p]) => p > 0).sort((a, b) => b[1] - a[1]);
+    const name = document.createElement("span");
+    name.textContent = ev.weight === undefined || ev.weight === null ? source : `${source} ×${ev.weight}`;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.dataset.source = source;
+    bar.replaceChildren(...dist.map(([label, p]) => {
+      const seg = document.createElement("span");
+      seg.style.width = `${100 * p}%`;
+      seg.style.background = colour(label);
+      seg.title = `${label} ${p.toFixed(2)}`;
+      return seg;
+    }));
+    const top = document.createElement("span");
+    top.className = "top";
+    top.textContent = dist.length ? `${dist[0][0]} ${dist[0][1].toFixed(2)}` : "-";
+    return [name, bar, top];
+  });
+  $("sources").replaceChildren(...rows);
+}
+
 function showExplanation(e) {
   const emotion = e.emotion || {};
   $("label").textContent = emotion.label || "-";
@@ -62,6 +129,9 @@ function showExplanation(e) {
   $("evidence").textContent = (emotion.carried_by || []).length ? "from " + emotion.carried_by.join("; ") : "";
   $("explanation").textContent = e.text || "";
   streaming = "";
+  showSources(e);
+  remember(e);
+  drawTimeline();
   const lat = e.latency_ms || {};
   if (lat.window_to_explanation !== undefined) {
     $("latency").textContent = `explanation ${Math.round(lat.window_to_explanation)} ms after its window`;
@@ -94,9 +164,11 @@ function connect() {
       retryMs = 500;
       admin = m.scopes.includes("admin");
       $("pause").disabled = !admin;
-      socket.send(JSON.stringify({ type: "subscribe", types: ["cues", "token", "explanation", "status", "error"], max_hz: 5 }));
-    } else if (m.type === "subscribed") fetchInfo();
-    else if (m.type === "control_ok") setPaused(m.paused);
+      // the label colours first, so that the first explanation is drawn in them
+      const ws = socket;
+      fetchInfo().then(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(
+        { type: "subscribe", types: ["cues", "token", "explanation", "status", "error"], max_hz: 5 })));
+    } else if (m.type === "control_ok") setPaused(m.paused);
   };
   socket.onclose = (e) => {
     $("pause").disabled = true;
@@ -115,7 +187,10 @@ function connect() {
 async function fetchInfo() {
   try {
     const r = await fetch("/v1/info", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-    if (r.ok) setPaused((await r.json()).paused);
+    if (!r.ok) return;
+    const info = await r.json();
+    setPaused(info.paused);
+    colours = info.label_colours || {};
   } catch (err) { /* the socket's close handler reconnects */ }
 }
 
