@@ -51,3 +51,9 @@ def test_readme_commands_that_need_nothing_run_as_shown(args):
     proc = run_cli(*args, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_every_file_the_readme_links_to_exists():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    local = [link for link in links if not link.startswith(("http://", "https://"))]
+    assert local and all((REPO / link).exists() for link in local), [x for x in local if not (REPO / x).exists()]
