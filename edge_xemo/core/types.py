@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -257,13 +257,17 @@ class Explanation:
         return "; ".join([p.value for p in self.problems] + list(self.notes)) or None
 
 
-class VisualStage(Protocol):
-    """Per-frame face perception plus a per-window summary (cues, tokens)."""
+FrameObservation = TypeVar("FrameObservation")
+BlockObservation = TypeVar("BlockObservation")
 
-    def process_frame(self, frame: Frame) -> object:
-        """Track faces and measure cues on one frame; returns an opaque per-frame observation."""
 
-    def summarize(self, observations: Sequence[object], t_start: float, t_end: float) -> ModalityResult:
+class VisualStage(Protocol[FrameObservation]):
+    """Per-frame face perception plus a per-window summary (cues, tokens), generic in what a frame gives."""
+
+    def process_frame(self, frame: Frame) -> FrameObservation:
+        """Track faces and measure cues on one frame; the observation goes back to `summarize` unread."""
+
+    def summarize(self, observations: Sequence[FrameObservation], t_start: float, t_end: float) -> ModalityResult:
         """Aggregate the window's per-frame observations into one result."""
 
     def reset(self) -> None:
@@ -273,14 +277,14 @@ class VisualStage(Protocol):
         """Forget face `face_id`'s neutral baseline (every face's when None); tracks are kept."""
 
 
-class AudioStage(Protocol):
-    """Streaming voice perception plus a per-window summary (cues, tokens)."""
+class AudioStage(Protocol[BlockObservation]):
+    """Streaming voice perception plus a per-window summary (cues, tokens), generic in what a block gives."""
 
-    def process_block(self, block: AudioBlock) -> object:
-        """Run streaming work (VAD) on one block; returns an opaque per-block observation."""
+    def process_block(self, block: AudioBlock) -> BlockObservation:
+        """Run streaming work (VAD) on one block; the observation goes back to `summarize` unread."""
 
     def summarize(
-        self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
+        self, samples: np.ndarray, t0: float, observations: Sequence[BlockObservation], t_start: float, t_end: float
     ) -> ModalityResult:
         """Describe the window's audio (`samples` start at source time `t0`)."""
 

@@ -198,10 +198,10 @@ class VisualPerception:
             self._last_expression.pop(fid, None)
 
     # -- per window -----------------------------------------------------------------------------
-    def summarize(self, observations: Sequence[object], t_start: float, t_end: float) -> ModalityResult:
+    def summarize(self, observations: Sequence[VisualObservation], t_start: float, t_end: float) -> ModalityResult:
         """Cues that were on for each face during [t_start, t_end), expression scores, bridge tokens."""
         t0 = time.perf_counter()
-        obs = [o for o in observations if isinstance(o, VisualObservation) and t_start <= o.t < t_end]
+        obs = [o for o in observations if t_start <= o.t < t_end]
         by_face: dict[int, list[FaceObservation]] = defaultdict(list)
         for o in obs:
             for f in o.faces:

@@ -257,11 +257,11 @@ class VoicePerception:
         )
 
     def summarize(
-        self, samples: np.ndarray, t0: float, observations: Sequence[object], t_start: float, t_end: float
+        self, samples: np.ndarray, t0: float, observations: Sequence[VoiceBlock], t_start: float, t_end: float
     ) -> ModalityResult:
         """Cues, cue scores, measures and code of the window [t_start, t_end)."""
         t_begin = time.perf_counter()
-        obs = [o for o in observations if isinstance(o, VoiceBlock)]
+        obs = list(observations)
         latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("repair", "vad", "prosody")}
         vad_t = np.concatenate([o.vad_t for o in obs]) if obs else np.zeros(0)
         keep = (vad_t >= t_start) & (vad_t < t_end)
