@@ -120,9 +120,10 @@ def test_decode_one_token(benchmark, variant, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_explanation_first_token(benchmark, threads):
+    from edge_xemo.core.models import RuntimeOptions
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
-    with CueDecoder(DecoderOptions(n_threads=threads, max_tokens=1)) as d:
+    with CueDecoder(DecoderOptions(runtime=RuntimeOptions(threads), max_tokens=1)) as d:
         benchmark(d.explain_cues, VISUAL, AUDIO, SUBTITLE)
 
 
@@ -132,6 +133,7 @@ def _stats(xs) -> tuple[float, float]:
 
 def measure(variant: str, threads: int, repeats: int) -> dict:
     """One row of the report: medians and p95 (ms), tokens/s by wall clock and per CPU-second."""
+    from edge_xemo.core.models import RuntimeOptions
     from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions
 
     s, prefix, rest = _session(variant, threads)

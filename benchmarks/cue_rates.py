@@ -100,7 +100,7 @@ def run(item: dict) -> list[dict]:
 
     video, audio = item.get("video"), item.get("audio")
     options = analyzer_options(running_mode=RunningMode.VIDEO, judge=False, explain=False, visual=video is not None,
-                               audio=audio is not None)
+                               voice=audio is not None)
     source = FileSource(video or audio, audio_path=audio if video else None)
     events = []
     with Analyzer.create_from_options(options) as an:

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_xemo.eval.cue_extract import extract_cues  # noqa: E402
+from edge_xemo.core.models import RuntimeOptions  # noqa: E402
 from edge_xemo.reasoning.decoder import CueDecoder, DecoderOptions  # noqa: E402
 from train.config import skip_stage  # noqa: E402
 from train.decoder_data import load_examples  # noqa: E402
@@ -44,11 +45,11 @@ ADAPTER = REPO / "edge_xemo" / "models" / "decoder_lora.gguf"
 def decoder_options(variant: str, threads: int, merged_dir: Path) -> DecoderOptions:
     """Options of one compared decoder; merged files are built on first use."""
     if variant == "base":
-        return DecoderOptions(n_threads=threads, lora_artifact=None)
+        return DecoderOptions(runtime=RuntimeOptions(threads), lora_artifact=None)
     if not ADAPTER.exists():
         raise FileNotFoundError(f"LoRA adapter {ADAPTER} not found (python -m export.decoder_export CKPT)")
     if variant == "adapter":
-        return DecoderOptions(n_threads=threads, lora_path=str(ADAPTER), lora_artifact=None)
+        return DecoderOptions(runtime=RuntimeOptions(threads), lora_path=str(ADAPTER), lora_artifact=None)
     quant = {"merged_q8_0": "Q8_0", "merged_q4_k_m": "Q4_K_M"}[variant]
     path = merged_dir / f"decoder-merged.{quant}.gguf"
     if not path.exists():

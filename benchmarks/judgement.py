@@ -42,6 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from edge_xemo.core.models import RuntimeOptions  # noqa: E402
 from edge_xemo.core.paths import home  # noqa: E402
 
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement, top_label  # noqa: E402
@@ -103,7 +104,7 @@ def emer_set(threads: int, decoder: str | None) -> dict:
     out: dict = {}
     per_mode = {}
     for mode in ("rendered", "generated"):
-        dec = CueDecoder(DecoderOptions(n_threads=threads, sections=mode, model=decoder))
+        dec = CueDecoder(DecoderOptions(runtime=RuntimeOptions(threads), sections=mode, model=decoder))
         # expert cue text: the EMER cue-text head judges it, as `edge-xemo reason` does
         reasoning = Reasoning(Judge.create_from_options(JudgementOptions(text_head=True)), dec, beside=False)
         try:
@@ -153,8 +154,8 @@ def _explanations(path: Path, audio: bool, threads: int, decoder: str | None) ->
     from edge_xemo.analyzer import Analyzer, RunningMode, analyzer_options
     from edge_xemo.io.sources import FileSource
 
-    options = analyzer_options(1, "cpu", decoder_threads=threads, decoder=decoder, running_mode=RunningMode.VIDEO,
-                               explain_every_s=0.0, audio=audio)
+    options = analyzer_options(decoder_threads=threads, decoder=decoder, running_mode=RunningMode.VIDEO,
+                               explain_every_s=0.0, voice=audio)
     wav = path.with_suffix(".wav") if audio else None
     with Analyzer.create_from_options(options) as an:
         an.run_sources(FileSource(path, audio_path=wav if wav and wav.exists() else None))
@@ -369,7 +370,7 @@ def meld_set(threads: int, decoder: str | None) -> dict:
     path = MELD / "dev_sent_emo.csv"
     if not path.exists():
         return {"skipped": f"{path} not found (../shared/data is only on the project's machines)"}
-    judge = Judge.create_from_options(JudgementOptions(threads=threads))
+    judge = Judge.create_from_options(JudgementOptions(runtime=RuntimeOptions(threads)))
     head = judge.words_head
     if head is None:
         return {"skipped": "; ".join(judge.missing) or "words head not installed"}

@@ -30,8 +30,8 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -43,17 +43,16 @@ from .analysis.reporting import COUNTERS, EventFactory, Reporter
 from .analysis.source_runner import source_thread
 from .analysis.threads import Threads
 from .core import events as ev
-from .core.models import sha256_of, used_artifacts
+from .core.models import RuntimeOptions, sha256_of, used_artifacts
 from .core.outbox import Outbox
 from .core.scheduler import ExplainPolicy, WindowScheduler
 from .core.types import SAMPLE_RATE, AudioStage, Frame, Reasoner, StatusCode, VisualStage
 from .io.sources import Clock, Source
-
-if TYPE_CHECKING:
-    from .reasoning.decoder import DecoderOptions
-    from .reasoning.judgement import JudgementOptions
-    from .vision.stage import VisualOptions
-    from .voice.stage import VoiceOptions
+from .reasoning.decoder import DecoderOptions
+from .reasoning.judgement import JudgementOptions
+from .vision.stage import VisualOptions
+from .voice.asr import TranscriberOptions
+from .voice.stage import VoiceOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +62,20 @@ class RunningMode(enum.Enum):
     LIVE_STREAM = "live_stream"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class AnalyzerOptions:
-    """How the analyzer runs. Stage options left as None take each stage's defaults.
+    """How the analyzer runs; a stage is off when its options are None.
 
     window_s/hop_s: rolling window length and step in seconds (2 s windows every 1 s suit a
       1-2 s explanation cadence).
     explain_every_s: least time between explanations unless the cues change materially.
-    visual/audio: turn the visual and the audio path on or off.
-    judge: the judgement stage (`reasoning.stage.Reasoning`): a label with its confidence, outcome and
-      evidence for every window with something to explain. Off with `explain` off: cues only.
-    explain: the LLM narrator (the GGUF decoder) writes or reads the explanation and adds its label
-      scores as a source; off: the cue sections are rendered from perception and no LLM is loaded.
-    visual_options/voice_options/judgement_options/decoder_options: each stage's options (None: its defaults).
+    runtime: threads, provider and precision, handed down to every stage whose own `runtime` is None.
+    visual/voice: the perception stages (`vision.stage`, `voice.stage`).
+    judgement: the judgement (`reasoning.judgement`): a label with its confidence, outcome and evidence for every
+      window with something to explain; None with `decoder` None: cues only. The perception stages' emotion
+      models feed only the judgement: without it they are not loaded.
+    decoder: the LLM narrator (the GGUF decoder) writes or reads the explanation and adds its label scores as a
+      source; None: the cue sections are rendered from perception and no LLM is loaded.
     frame_queue/audio_queue/event_queue: queue bounds (items).
     subtitle: fixed text given to the judgement as the subtitle (a transcript replaces it when ASR runs).
     subtitles: timed subtitle cues (`io.subtitles.read_subtitles`); each window gets the ones it overlaps.
@@ -88,14 +88,11 @@ class AnalyzerOptions:
     window_s: float = 2.0
     hop_s: float = 1.0
     explain_every_s: float = 2.0
-    visual: bool = True
-    audio: bool = True
-    judge: bool = True
-    explain: bool = True
-    visual_options: VisualOptions | None = None
-    voice_options: VoiceOptions | None = None
-    judgement_options: JudgementOptions | None = None
-    decoder_options: DecoderOptions | None = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    visual: VisualOptions | None = field(default_factory=VisualOptions)
+    voice: VoiceOptions | None = field(default_factory=VoiceOptions)
+    judgement: JudgementOptions | None = field(default_factory=JudgementOptions)
+    decoder: DecoderOptions | None = field(default_factory=DecoderOptions)
     frame_queue: int = 8
     audio_queue: int = 64
     event_queue: int = 4096
@@ -105,7 +102,7 @@ class AnalyzerOptions:
     frame_callback: Callable[[Frame, object], None] | None = None
 
     def __post_init__(self):
-        asr = getattr(self.voice_options, "asr", None)
+        asr = self.voice.asr if self.voice else None
         if self.running_mode == RunningMode.VIDEO and asr is not None and asr.background:
             raise ValueError(
                 "TranscriberOptions.background is a live-stream policy (which window a transcript "
@@ -114,44 +111,36 @@ class AnalyzerOptions:
 
 
 def analyzer_options(
-    threads: int = 1,
-    provider: str = "cpu",
+    runtime: RuntimeOptions | None = None,
     *,
+    visual: bool = True,
+    voice: bool = True,
+    judge: bool = True,
+    explain: bool = True,
+    asr: TranscriberOptions | None = None,
     decoder_threads: int | None = None,
-    asr=None,
     gpu_layers: int = 0,
     decoder: str | None = None,
     **fields,
 ) -> AnalyzerOptions:
-    """AnalyzerOptions built once, with every stage it turns on given one thread budget and provider (what
-    the command line, the bench and the evaluations run). `fields` are AnalyzerOptions' own (running_mode,
-    window_s, visual, audio, judge, explain, ...). Perception stages and the judgement's text head get
-    `threads`, the decoder `decoder_threads` (default: the same number); `asr` (a voice.asr.TranscriberOptions)
-    turns transcription on in the voice stage; `gpu_layers`: decoder layers llama.cpp offloads (needs a
-    CUDA/Metal build of llama-cpp-python); `decoder`: the manifest name of another decoder (DecoderOptions.model)."""
-    base = AnalyzerOptions(**fields)
-    out: dict = {}
-    if base.judge:
-        from .reasoning.judgement import JudgementOptions
-
-        out["judgement_options"] = JudgementOptions(threads=threads, provider=provider)
-    if base.visual:
-        from .vision.stage import VisualOptions
-
-        # the facial-action emotion head feeds only the judgement, as the voice-emotion model below
-        out["visual_options"] = VisualOptions(threads=threads, provider=provider, use_emotion_model=base.judge)
-    if base.audio:
-        from .voice.stage import VoiceOptions
-
-        # the voice-emotion model feeds only the judgement: without one (--cues-only) it is not loaded or run
-        out["voice_options"] = VoiceOptions(threads=threads, provider=provider, asr=asr, use_emotion_model=base.judge)
-    if base.explain:
-        from .reasoning.decoder import DecoderOptions
-
-        out["decoder_options"] = DecoderOptions(
-            n_threads=decoder_threads or threads, provider=provider, n_gpu_layers=gpu_layers, model=decoder
-        )
-    return dataclasses.replace(base, **out)
+    """AnalyzerOptions from the switches the command line, the bench and the evaluations expose, built in one
+    place: `visual`/`voice`/`judge`/`explain` turn each stage on; `asr` turns transcription on in the voice stage;
+    the decoder runs on `decoder_threads` (default: the runtime's) with `gpu_layers` offloaded (needs a CUDA/Metal
+    build of llama-cpp-python), `decoder` names another decoder in the manifest (DecoderOptions.model). `fields`
+    are AnalyzerOptions' own (running_mode, window_s, subtitle, result_callback, ...)."""
+    runtime = runtime or RuntimeOptions()
+    narrator = None
+    if explain:
+        own = dataclasses.replace(runtime, threads=decoder_threads) if decoder_threads else None
+        narrator = DecoderOptions(runtime=own, n_gpu_layers=gpu_layers, model=decoder)
+    return AnalyzerOptions(
+        runtime=runtime,
+        visual=VisualOptions() if visual else None,
+        voice=VoiceOptions(asr=asr) if voice else None,
+        judgement=JudgementOptions() if judge else None,
+        decoder=narrator,
+        **fields,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,24 +160,33 @@ class Stages:
 
 
 def build_stages(options: AnalyzerOptions) -> Stages:
-    """Load the stages the options turn on, each with its own options or its defaults."""
+    """Load the stages the options turn on, each on the analyzer's runtime unless its options name their own."""
+    judged = options.judgement is not None
+
+    def on_runtime(stage_options):
+        return dataclasses.replace(stage_options, runtime=stage_options.runtime or options.runtime)
+
     visual = audio = reasoner = None
-    if options.visual:
-        from .vision.stage import VisualOptions, VisualPerception
+    if options.visual is not None:
+        from .vision.stage import VisualPerception
 
-        visual = VisualPerception.create_from_options(options.visual_options or VisualOptions())
-    if options.audio:
-        from .voice.stage import VoiceOptions, VoicePerception
+        visual_options = dataclasses.replace(
+            on_runtime(options.visual), use_emotion_model=options.visual.use_emotion_model and judged
+        )
+        visual = VisualPerception.create_from_options(visual_options)
+    if options.voice is not None:
+        from .voice.stage import VoicePerception
 
-        audio = VoicePerception.create_from_options(options.voice_options or VoiceOptions())
-    if options.judge or options.explain:
-        from .reasoning.decoder import DecoderOptions
-        from .reasoning.judgement import JudgementOptions
+        voice_options = dataclasses.replace(
+            on_runtime(options.voice), use_emotion_model=options.voice.use_emotion_model and judged
+        )
+        audio = VoicePerception.create_from_options(voice_options)
+    if judged or options.decoder is not None:
         from .reasoning.stage import Reasoning
 
         reasoner = Reasoning.create_from_options(
-            (options.judgement_options or JudgementOptions()) if options.judge else None,
-            (options.decoder_options or DecoderOptions()) if options.explain else None,
+            on_runtime(options.judgement) if options.judgement else None,
+            on_runtime(options.decoder) if options.decoder else None,
         )
     return Stages(visual, audio, reasoner)
 

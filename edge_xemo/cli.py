@@ -13,7 +13,7 @@ from typing import Optional, TypedDict
 
 import typer
 
-from .core.models import COMMERCIAL_ONLY, ModelError, resolve
+from .core.models import COMMERCIAL_ONLY, ModelError, Provider, RuntimeOptions, resolve
 from .core.paths import demo_audio, demo_video
 from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
@@ -155,15 +155,14 @@ def _run(
         # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
         transcriber = TranscriberOptions(language=asr_language, background=live)
     options = analyzer_options(
-        threads,
-        provider,
+        RuntimeOptions(threads, Provider(provider)),
         asr=transcriber,
         decoder=decoder,
         running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window,
         hop_s=hop,
         visual=has_video,
-        audio=has_audio,
+        voice=has_audio,
         judge=judge,
         explain=explain,
         subtitle=subtitle,
@@ -564,15 +563,14 @@ def serve(
 
         transcriber = TranscriberOptions(language=asr_language, background=True)
     analysis = analyzer_options(
-        threads,
-        provider,
+        RuntimeOptions(threads, Provider(provider)),
         asr=transcriber,
         gpu_layers=gpu_layers,
         decoder=decoder,
         window_s=window,
         hop_s=hop,
         visual=has_video,
-        audio=has_audio,
+        voice=has_audio,
         subtitle=subtitle,
         **_reasoning(no_explain, cues_only),
     )
@@ -733,7 +731,7 @@ def reason(
     from .reasoning.stage import reason_text
 
     options = DecoderOptions(
-        n_threads=threads,
+        runtime=RuntimeOptions(threads),
         model=decoder,
         model_path=str(model) if model is not None else None,
         lora_path=str(lora) if lora is not None else None,

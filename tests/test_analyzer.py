@@ -209,9 +209,9 @@ def test_video_mode_refuses_a_timing_dependent_transcript():
 
     background = VoiceOptions(asr=TranscriberOptions(background=True))
     with pytest.raises(ValueError, match="background"):
-        AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=background)
-    AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, voice_options=background)
-    AnalyzerOptions(running_mode=RunningMode.VIDEO, voice_options=VoiceOptions(asr=TranscriberOptions()))
+        AnalyzerOptions(running_mode=RunningMode.VIDEO, voice=background)
+    AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, voice=background)
+    AnalyzerOptions(running_mode=RunningMode.VIDEO, voice=VoiceOptions(asr=TranscriberOptions()))
 
 
 def test_a_stop_before_the_start_still_delivers_the_stopped_event():
@@ -221,3 +221,48 @@ def test_a_stop_before_the_start_still_delivers_the_stopped_event():
     a = Analyzer(AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, result_callback=got.append), FakeFace())
     assert a.close(reason="SIGTERM") is True
     assert [(e.type, e.data["code"], e.data["reason"]) for e in got] == [("status", "stopped", "SIGTERM")]
+
+
+def test_the_runtime_is_given_once_and_handed_down_to_each_stage_that_names_none():
+    """Real stages: the analyzer's RuntimeOptions reaches the visual stage and the judgement, the decoder keeps
+    its own; a stage whose options are None is not built, and without a judgement the perception stages'
+    emotion models (which feed only it) are not loaded."""
+    from edge_xemo.analyzer import build_stages
+    from edge_xemo.core.models import Provider, RuntimeOptions
+    from edge_xemo.reasoning.judgement import JudgementOptions
+    from edge_xemo.vision.stage import VisualOptions
+
+    two = RuntimeOptions(threads=2, provider="cpu")
+    assert two.provider is Provider.CPU
+    with pytest.raises(ValueError, match="unknown provider 'npu'"):
+        RuntimeOptions(provider="npu")
+    with pytest.raises(ValueError, match="threads"):
+        RuntimeOptions(threads=0)
+    options = AnalyzerOptions(runtime=two, voice=None, judgement=JudgementOptions(words=False), decoder=None)
+    stages = build_stages(options)
+    try:
+        assert stages.audio is None and stages.visual.options.runtime == two and stages.visual.emotion is not None
+        assert stages.reasoner.judge.options.runtime == two and stages.reasoner.narrator is None
+    finally:
+        stages.close()
+    stages = build_stages(AnalyzerOptions(voice=None, judgement=None, decoder=None))
+    try:
+        assert stages.reasoner is None and stages.visual.emotion is None
+        assert stages.visual.options.runtime == RuntimeOptions()
+    finally:
+        stages.close()
+    with pytest.raises(ValueError, match="fp32 and int8"):
+        VisualOptions(runtime=RuntimeOptions(precision="fp16"))
+
+
+def test_the_api_doc_options_example_builds():
+    """docs/api.md's options example runs as shown (it builds options; nothing is loaded)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "RuntimeOptions" in b)
+    scope = {"AnalyzerOptions": AnalyzerOptions}
+    exec(example, scope)
+    options = scope["options"]
+    assert options.decoder.runtime.threads == 2 and options.runtime.provider == "auto"

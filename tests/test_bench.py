@@ -54,8 +54,8 @@ def check(report):
         s = report["stages"][name]
         assert s["n"] > 0 and 0 < s["median_ms"] <= s["p95_ms"]
     run = report["run"]  # what it ran with, so two reports can be compared
-    assert run["stages"]["visual"]["threads"] == report["threads"]["perception"]
-    assert run["stages"]["reasoner"]["n_threads"] == report["threads"]["decoder"]
+    assert run["stages"]["visual"]["runtime"]["threads"] == report["threads"]["perception"]
+    assert run["stages"]["reasoner"]["runtime"]["threads"] == report["threads"]["decoder"]
     runtime, artifact = landmark_artifact()
     assert report["provider"]["landmarks"] == runtime
     assert {artifact, "silero_vad"} <= set(run["models"]) and len(run["models"][artifact]["sha256"]) == 64

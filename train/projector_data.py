@@ -92,7 +92,7 @@ def _run(stage, modality: str, feed, cfg: ProjectorDataConfig) -> list:
 
     rec = _Recorder(stage)
     opts = AnalyzerOptions(running_mode=RunningMode.VIDEO, window_s=cfg.window_s, hop_s=cfg.hop_s,
-                           visual=modality == "visual", audio=modality == "audio", judge=False, explain=False,
+                           judgement=None, decoder=None,
                            result_callback=lambda event: None)  # a callback makes leaving `with` drain
     visual, audio = (rec, None) if modality == "visual" else (None, rec)
     with Analyzer(opts, visual=visual, audio=audio) as an:

@@ -28,7 +28,53 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+class _Choice(enum.StrEnum):
+    """A str enum whose unknown value is a one-line error naming the choices (from a flag or a config file)."""
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; choose one of {', '.join(cls)}")
+
+
+class Provider(_Choice):
+    """Where onnxruntime runs a stage's graphs (`select_providers` maps each to onnxruntime's providers, the CPU
+    last); a str, so "cuda" compares equal to its member."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+class Precision(_Choice):
+    """Which variant of a model that ships in several a stage runs (today the VECB: fp32 and int8); DEFAULT:
+    each stage's own choice, said in its options' docstring."""
+
+    DEFAULT = "default"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """How every model of a stage runs (MediaPipe's BaseOptions for edge-xemo): onnxruntime intra-op (and LiteRT,
+    OpenCV, CTranslate2, llama.cpp) threads, the provider, the precision. `AnalyzerOptions.runtime` is handed down
+    to each stage whose own `runtime` is None; a stage used alone takes these defaults."""
+
+    threads: int = 1
+    provider: Provider = Provider.CPU
+    precision: Precision = Precision.DEFAULT
+
+    def __post_init__(self):
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {self.threads!r}")
+        object.__setattr__(self, "provider", Provider(self.provider))  # a str from Python code: its member
+        object.__setattr__(self, "precision", Precision(self.precision))
+
+
 RUNTIMES = ("onnxruntime", "opencv", "litert")
 """What runs a graph: onnxruntime (every provider) or OpenCV's DNN module (CPU only) on artifact `<name>`'s
 ONNX, or LiteRT (the `litert` extra; CPU only, XNNPACK) on the .tflite it was converted from, artifact
@@ -228,10 +274,9 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def select_providers(provider: str = "auto") -> tuple[list[str], str | None]:
+def select_providers(provider: str = Provider.AUTO) -> tuple[list[str], str | None]:
     """Map a provider choice to onnxruntime providers; returns (providers, fallback note or None)."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    provider = Provider(provider)
     have = available_providers()
     wanted = {
         "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],

@@ -18,6 +18,7 @@ from typing import cast
 import numpy as np
 
 from ..analyzer import Analyzer, AnalyzerOptions, RunningMode, Stages, analyzer_options, build_stages, run_record
+from ..core.models import RuntimeOptions
 from ..core.tap import StageCall, StageTap
 from ..core.types import Cue, ModalityResult, ResultCode
 from ..io.sources import FileSource
@@ -27,7 +28,7 @@ from .datasets import Clip
 from .evaluation import ClipResult
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ClipOptions:
     """min_share: least share of windows a cue must be on in; max_cues: most cues per modality;
     threads: perception and decoder threads; explain: run the decoder (else cues only); timeline: keep
@@ -94,7 +95,7 @@ class ClipExplainer:
         """The stages, loaded once; their stream state is reset for each clip."""
         if self._stages is None:
             o = self.options
-            self._stages = build_stages(analyzer_options(o.threads, judge=o.explain, explain=o.explain))
+            self._stages = build_stages(analyzer_options(RuntimeOptions(o.threads), judge=o.explain, explain=o.explain))
         for stage in (self._stages.visual, self._stages.audio):
             if stage is not None:
                 stage.reset()
@@ -110,7 +111,9 @@ class ClipExplainer:
     def _window_judge(self) -> Reasoning | None:
         """The judgement alone (no narrator), for the timeline's per-window labels; loaded once."""
         if self._judge is None and self.options.timeline and self.options.explain:
-            self._judge = Reasoning.create_from_options(JudgementOptions(threads=self.options.threads), None)
+            self._judge = Reasoning.create_from_options(
+                JudgementOptions(runtime=RuntimeOptions(self.options.threads)), None
+            )
         return self._judge
 
     def perceive(self, source: FileSource, events: list[dict] | None = None) -> tuple[ModalityResult, ModalityResult]:

@@ -73,7 +73,7 @@ class Source:
 # ---------------------------------------------------------------------------------------- camera
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class CameraOptions:
     """Camera capture settings.
 

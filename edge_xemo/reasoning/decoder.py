@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.distributions import label_distribution, softmax
-from ..core.models import ExcludedByTerms, ModelError, load_manifest, verified_path
+from ..core.models import ExcludedByTerms, ModelError, RuntimeOptions, load_manifest, verified_path
 from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
 from .judgement import Judgement, top_label
 from .llama_session import LlamaSession
@@ -63,7 +63,7 @@ _AUDIO_HEAD = re.compile(r"\bin the audio,\s*$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class DecoderOptions:
     """How to load and run the decoder."""
 
@@ -74,8 +74,9 @@ class DecoderOptions:
     """Manifest name of another decoder, sha256-checked: `decoder_qwen_coder` (Qwen2.5-Coder-0.5B-Instruct,
     optional, `python -m export.qwen_decoder`). It reads the cue text alone: the LoRA and the projectors
     were trained for SmolLM2 and are not applied."""
-    n_threads: int = 1
-    """llama.cpp threads for prompt and generation (perception keeps the other core)."""
+    runtime: RuntimeOptions | None = None
+    """llama.cpp threads for prompt and generation, the projectors' onnxruntime provider (None: the analyzer's,
+    or `RuntimeOptions()` alone)."""
     n_ctx: int = 2048
     """Context length in tokens (prompt + explanation)."""
     n_batch: int = 512
@@ -109,8 +110,13 @@ class DecoderOptions:
     projector_audio: str | None = PROJECTOR_NAMES["audio"]
     """Manifest name of the audio projector; None or not in the manifest = vocal cue text only."""
     projector_threads: int = 1
-    provider: str = "cpu"
-    """onnxruntime provider for the projectors (see models.select_providers)."""
+    """onnxruntime threads of the projectors (a few matrix products per window)."""
+
+    def __post_init__(self):
+        if self.max_tokens < 1 or self.n_ctx < 64:
+            raise ValueError("DecoderOptions: max_tokens must be >= 1 and n_ctx >= 64")
+        if self.sections not in ("rendered", "generated"):
+            raise ValueError(f"DecoderOptions.sections must be 'rendered' or 'generated', got {self.sections!r}")
 
 
 class CueDecoder:
@@ -118,10 +124,7 @@ class CueDecoder:
 
     def __init__(self, options: DecoderOptions | None = None):
         self.options = o = options or DecoderOptions()
-        if o.max_tokens < 1 or o.n_threads < 1 or o.n_ctx < 64:
-            raise ValueError("DecoderOptions: max_tokens and n_threads must be >= 1 and n_ctx >= 64")
-        if o.sections not in ("rendered", "generated"):
-            raise ValueError(f"DecoderOptions.sections must be 'rendered' or 'generated', got {o.sections!r}")
+        runtime = o.runtime or RuntimeOptions()
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(o.seed)
         path = Path(o.model_path) if o.model_path else verified_path(o.model) if o.model else default_model_path()
@@ -133,11 +136,13 @@ class CueDecoder:
             except ExcludedByTerms as e:  # the base model narrates without the adapter
                 log.warning("decoder: %s; the LoRA adapter is left out", e)
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
-        self.session = LlamaSession(path, o.n_ctx, o.n_batch, o.n_threads, o.n_gpu_layers, self.lora_path, o.lora_scale)
+        self.session = LlamaSession(
+            path, o.n_ctx, o.n_batch, runtime.threads, o.n_gpu_layers, self.lora_path, o.lora_scale
+        )
         self.projectors = {}
         try:
             for slot, name in (("video", o.projector_visual), ("audio", o.projector_audio)):
-                proj = load_projector(name, o.projector_threads, o.provider) if name and o.model is None else None
+                proj = load_projector(name, o.projector_threads, runtime.provider) if name and o.model is None else None
                 if proj is not None and proj.out_dim not in (None, self.session.n_embd):
                     raise ModelError(
                         f"projector {name!r} outputs width {proj.out_dim} but the decoder {path.name} has "

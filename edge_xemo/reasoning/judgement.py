@@ -36,7 +36,7 @@ from typing import Any, Sequence, cast
 import numpy as np
 
 from ..core.distributions import softmax
-from ..core.models import ModelError, load_optional, resolve, verified_path
+from ..core.models import ModelError, RuntimeOptions, load_optional, resolve, verified_path
 from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
 from .words import WordsHead
 
@@ -270,7 +270,7 @@ class Judgement:
         return self.distribution[self.label]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class JudgementOptions:
     """How the sources are weighed.
 
@@ -282,7 +282,7 @@ class JudgementOptions:
       lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
     words: judge what was said (subtitle, transcript) with the MELD words head when it is installed.
     text_head: judge cue text with the EMER cue-description head (for expert cue text: `edge-xemo reason`).
-    threads/provider: onnxruntime intra-op threads and provider of the heads' MiniLM.
+    runtime: threads and provider of the heads' MiniLM (None: the analyzer's, or `RuntimeOptions()` alone).
     """
 
     weights: dict[str, float] | None = None
@@ -291,8 +291,7 @@ class JudgementOptions:
     time_constant_s: float | None = 4.0
     words: bool = True
     text_head: bool = False
-    threads: int = 1
-    provider: str = "cpu"
+    runtime: RuntimeOptions | None = None
 
 
 def evidence_text(visual: Sequence[str], auditory: Sequence[str], subtitle: str | None) -> str:
@@ -459,6 +458,7 @@ class Judge:
         """A Judge with the heads the options ask for when installed (logged and left out when not), fitted values
         applied."""
         options = options or JudgementOptions()
+        runtime = options.runtime or RuntimeOptions()
         head, words, missing = None, None, []
         fitted: dict[str, Any] = {}
         for fit in ("text_head", "blendshape_emotion"):  # each records the weights fitted beside it (`fusion`)
@@ -469,13 +469,13 @@ class Judge:
             fitted = {**fitted, **record, "weights": {**fitted.get("weights", {}), **record.get("weights", {})}}
         if options.text_head:
             head, why = load_optional(
-                "judgement's text source", lambda: TextHead.load(options.threads, options.provider)
+                "judgement's text source", lambda: TextHead.load(runtime.threads, runtime.provider)
             )
             missing += [why] if why else []
         if options.words:
             words, why = load_optional(
                 "judgement's words source (what was said is not judged)",
-                lambda: WordsHead.load(options.threads, options.provider),
+                lambda: WordsHead.load(runtime.threads, runtime.provider),
             )
             missing += [why] if why else []
         return cls(options, head, fitted, tuple(missing), words)

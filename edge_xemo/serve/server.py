@@ -31,7 +31,7 @@ from .pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ServeOptions:
     """Where and how the server listens. host/port [127.0.0.1:8765]; token_file (created 0600 when absent);
     no_auth (loopback only); certfile/keyfile for TLS; allowed_origins besides the server's own;

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.models import load_optional
+from ..core.models import Precision, RuntimeOptions, load_optional
 from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 from .expression import face_crop
 from .face_cues import CueOptions, FaceCueReader
@@ -28,15 +28,21 @@ from .window_cues import WindowCueOptions, window_cues
 
 log = logging.getLogger(__name__)
 
+VECB_MODELS = {Precision.DEFAULT: "vecb_int8", Precision.INT8: "vecb_int8", Precision.FP32: "vecb"}
+"""The VECB's artifact per precision it ships."""
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class VisualOptions:
     """Visual stage settings.
 
     tracker: how faces are found and followed (detection cadence, how many, how small).
     cues: per-person cue reading (thresholds, smoothing, baseline).
     window: which per-frame cues a window reports, nods and head shakes.
-    threads / provider: onnxruntime intra-op threads and provider for every model of the stage.
+    runtime: threads and provider of every model of the stage, and the VECB's precision (None: the analyzer's,
+      or `RuntimeOptions()` alone). The VECB runs int8 by default (`Precision.DEFAULT`) or fp32; int8 measured
+      faster (0.23 vs 0.38 ms per window) with cue intensities within 0.012 and expression scores within 0.0075
+      of fp32 (sidecar vecb_int8.json); the expression encoder ships fp32 only (its int8 was slower).
     use_expression: run the expression encoder when its artifact is installed.
     expression_hz: run it on a face once per 1/expression_hz s of source time (None: on every frame).
       In between, a face carries its last scores and `FaceObservation.expression_t` says which frame
@@ -47,41 +53,34 @@ class VisualOptions:
     use_bridge: run the VECB on each window when its artifact is installed.
     use_emotion_model: judge each window's facial actions with the `blendshape_emotion` head when it is installed
       (`ModalityResult.emotion`; only the judgement reads it).
-    precision: "int8" (default) or "fp32" VECB. int8 measured faster (0.23 vs 0.38 ms per window)
-      with cue intensities within 0.012 and expression scores within 0.0075 of fp32 (sidecar
-      vecb_int8.json); the expression encoder ships fp32 only (its int8 was slower).
     """
 
     tracker: FaceTrackerOptions = field(default_factory=FaceTrackerOptions)
     cues: CueOptions = field(default_factory=CueOptions)
     window: WindowCueOptions = field(default_factory=WindowCueOptions)
-    threads: int = 1
-    provider: str = "cpu"
+    runtime: RuntimeOptions | None = None
     use_expression: bool = True
     expression_hz: float | None = 8.0
     use_bridge: bool = True
     use_emotion_model: bool = True
-    precision: str = "int8"
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "int8"):
-            raise ValueError(f"precision must be fp32 or int8, got {self.precision!r}")
+        if self.runtime is not None and self.runtime.precision not in VECB_MODELS:
+            raise ValueError(f"the VECB ships fp32 and int8, not {self.runtime.precision}")
         if self.expression_hz is not None and not self.expression_hz > 0:
             raise ValueError(f"expression_hz must be > 0 or None, got {self.expression_hz}")
 
 
-def _expression(opts: VisualOptions):
+def _expression(runtime: RuntimeOptions):
     from .expression import ExpressionEncoder
 
-    return ExpressionEncoder(threads=opts.threads, provider=opts.provider)
+    return ExpressionEncoder(threads=runtime.threads, provider=runtime.provider)
 
 
-def _bridge(opts: VisualOptions):
+def _bridge(runtime: RuntimeOptions):
     from . import vecb
 
-    return vecb.VisualBridge(
-        threads=opts.threads, provider=opts.provider, model="vecb_int8" if opts.precision == "int8" else "vecb"
-    )
+    return vecb.VisualBridge(threads=runtime.threads, provider=runtime.provider, model=VECB_MODELS[runtime.precision])
 
 
 class VisualPerception:
@@ -89,14 +88,17 @@ class VisualPerception:
 
     def __init__(self, options: VisualOptions | None = None):
         self.options = o = options or VisualOptions()
-        self.tracker = FaceTracker(o.tracker, o.threads, o.provider)
+        runtime = o.runtime or RuntimeOptions()
+        self.tracker = FaceTracker(o.tracker, runtime.threads, runtime.provider)
         self.expression, no_expression = (
-            load_optional("expression encoder (no expression scores)", lambda: _expression(o))
+            load_optional("expression encoder (no expression scores)", lambda: _expression(runtime))
             if o.use_expression
             else (None, None)
         )
         self.bridge, no_bridge = (
-            load_optional("video cue bridge (no visual tokens)", lambda: _bridge(o)) if o.use_bridge else (None, None)
+            load_optional("video cue bridge (no visual tokens)", lambda: _bridge(runtime))
+            if o.use_bridge
+            else (None, None)
         )
         self.emotion, no_emotion = (
             load_optional(

@@ -52,7 +52,7 @@ class AecbOutput:
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class BaselineOptions:
     """How the speaker baseline follows the voice.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..core.models import ModelError, load_optional
+from ..core.models import ModelError, RuntimeOptions, load_optional
 from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode, TranscriptSegment
 from ..io.audio import as_mono
 from .aecb import WINDOW_S, WINDOW_SAMPLES
@@ -48,8 +48,8 @@ class VoiceOptions:
     vad: Silero VAD thresholds and durations [VadOptions()].
     asr: transcribe finished speech segments with faster-whisper (needs the `asr` extra); None = no
         transcript [None].
-    threads: onnxruntime intra-op threads for VAD and bridge, CTranslate2 threads for ASR [1].
-    provider: onnxruntime provider ["cpu"].
+    runtime: threads and provider of VAD, bridge and emotion model, CTranslate2 threads for ASR (None: the
+        analyzer's, or `RuntimeOptions()` alone) [None].
     baseline_horizon_s: memory of the speaker baseline, in seconds of speech [60].
     baseline_min_speech_s: speech needed before relative cues (higher pitch than usual) [8].
     min_window_speech_s: less speech than this in a window gives code TOO_LITTLE_SPEECH [0.3].
@@ -62,8 +62,7 @@ class VoiceOptions:
 
     vad: VadOptions = field(default_factory=VadOptions)
     asr: TranscriberOptions | None = None
-    threads: int = 1
-    provider: str = "cpu"
+    runtime: RuntimeOptions | None = None
     baseline_horizon_s: float = 60.0
     baseline_min_speech_s: float = 8.0
     min_window_speech_s: float = 0.3
@@ -73,7 +72,7 @@ class VoiceOptions:
     use_emotion_model: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("threads", "baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues")
+        positive = ("baseline_horizon_s", "baseline_min_speech_s", "rate_horizon_s", "max_cues")
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if not getattr(self, k) > 0]
         if bad or self.min_window_speech_s < 0:
             raise ValueError(f"VoiceOptions: {', '.join(bad) or 'min_window_speech_s'} must be positive")
@@ -118,7 +117,8 @@ class VoicePerception:
 
     def __init__(self, options: VoiceOptions | None = None):
         self.options = options or VoiceOptions()
-        self._vad = SileroVad(self.options.vad, self.options.threads, self.options.provider)
+        self.runtime = self.options.runtime or RuntimeOptions()
+        self._vad = SileroVad(self.options.vad, self.runtime.threads, self.runtime.provider)
         self._frames = ProsodyTracker()
         self._cues = AuditoryCueTracker(max_cues=self.options.max_cues)
         self._rate = SyllableRate(self.options.rate_horizon_s)
@@ -141,7 +141,7 @@ class VoicePerception:
         if asr is not None:
             from .asr import Transcriber
 
-            self._asr = Transcriber(asr, self.options.threads)
+            self._asr = Transcriber(asr, self.runtime.threads)
         self._asr_pool = (
             ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr") if asr is not None and asr.background else None
         )
@@ -186,10 +186,10 @@ class VoicePerception:
     def _load_bridge(self):
         from .aecb import AudioBridge
 
-        return AudioBridge(threads=self.options.threads, provider=self.options.provider)
+        return AudioBridge(threads=self.runtime.threads, provider=self.runtime.provider)
 
     def _load_emotion(self) -> VoiceEmotionModel:
-        return VoiceEmotionModel.load(self.options.threads, self.options.provider)
+        return VoiceEmotionModel.load(self.runtime.threads, self.runtime.provider)
 
     @property
     def has_bridge(self) -> bool:

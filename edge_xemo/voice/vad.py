@@ -86,7 +86,7 @@ class VadUpdate:
 class SileroVad:
     """Stateful Silero VAD over a stream of 16 kHz mono float32 blocks.
 
-    threads / provider: onnxruntime intra-op threads and provider (see `core.models.PROVIDERS`).
+    threads / provider: onnxruntime intra-op threads and provider (see `core.models.Provider`).
     """
 
     def __init__(self, options: VadOptions | None = None, threads: int = 1, provider: str = "cpu"):

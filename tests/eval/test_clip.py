@@ -19,5 +19,5 @@ def test_clip_explainer_explains_a_real_clip_and_records_its_run(demo_video, dem
     assert len(judged) > 10 and all(e["emotion"]["outcome"] for e in judged)
     assert any(e["type"] == "cues" and e["visual_cues"] for e in result.events)
     run = explainer.run_record()
-    assert run["stages"]["visual"]["threads"] == 1 and run["stages"]["reasoner"]["n_threads"] == 1
+    assert run["stages"]["visual"]["runtime"]["threads"] == 1 and run["stages"]["reasoner"]["runtime"]["threads"] == 1
     assert len(run["models"]["decoder_file"]["sha256"]) == 64 and landmark_artifact()[1] in run["models"]

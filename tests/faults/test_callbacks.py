@@ -15,7 +15,7 @@ RUN_S = 6.0
 
 
 def live_analyzer(callback) -> Analyzer:
-    options = AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, judge=False, explain=False, result_callback=callback)
+    options = AnalyzerOptions(running_mode=RunningMode.LIVE_STREAM, judgement=None, decoder=None, result_callback=callback)
     return Analyzer.create_from_options(options)
 
 

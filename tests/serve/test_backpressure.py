@@ -41,7 +41,7 @@ def recorded():
         if not f.exists():
             pytest.skip(f"{f} is absent (demo media comes from scripts/install.sh)")
     out = []
-    with Analyzer.create_from_options(AnalyzerOptions(running_mode=RunningMode.VIDEO, judge=False, explain=False)) as a:
+    with Analyzer.create_from_options(AnalyzerOptions(running_mode=RunningMode.VIDEO, judgement=None, decoder=None)) as a:
         a.run_sources(FileSource(DEMO_VIDEO, audio_path=DEMO_AUDIO))
         out = list(a.events())
     assert len(out) > 30
@@ -76,7 +76,7 @@ def rss_mb() -> float:
 def test_a_client_that_never_reads_is_dropped_from_and_closed_while_the_others_keep_up(recorded):
     tokens = Tokens(admin="a" * 32, read="r" * 32)
     hub = EventHub(ring=256, client_queue=QUEUE)
-    pipeline = Pipeline([], AnalyzerOptions(judge=False, explain=False), hub)  # not started: the test publishes
+    pipeline = Pipeline([], AnalyzerOptions(judgement=None, decoder=None), hub)  # not started: the test publishes
     metrics = Metrics(pipeline, hub)
     hub.on_publish = metrics.observe
     app = create_app(AppConfig(tokens, ServerLimits(send_timeout_s=2.0, client_queue=QUEUE)), hub, pipeline, metrics)

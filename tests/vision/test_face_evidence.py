@@ -83,7 +83,7 @@ def test_no_cues_and_no_explanation_from_a_title_card_video(tmp_path):
         im = np.roll(images[(i // 25) % len(images)], i * 3, axis=1)
         writer.write(np.ascontiguousarray(cv2.resize(im, (640, 360))))
     writer.release()
-    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, audio=False, judge=False, explain=False)
+    options = AnalyzerOptions(running_mode=RunningMode.VIDEO, voice=None, judgement=None, decoder=None)
     with Analyzer.create_from_options(options) as an:
         an.run_sources(FileSource(path))
         an.wait()

@@ -279,7 +279,7 @@ def test_a_missing_optional_model_is_reported_and_a_bug_is_not_hidden(monkeypatc
     assert stage.expression is None and stage.missing == (
         "expression encoder (no expression scores) unavailable: expression.onnx is not installed",)
     photo = Path(__file__).resolve().parents[1] / "data" / "cap13_frame0025.jpg"
-    with Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, audio=False, judge=False, explain=False), stage) as an:
+    with Analyzer(AnalyzerOptions(running_mode=RunningMode.VIDEO, voice=None, judgement=None, decoder=None), stage) as an:
         an.run_sources(FileSource(photo))
         an.wait()
         codes = [e.data.get("code") for e in an.events(timeout=0) if e.type == "status"]
