@@ -57,7 +57,7 @@ def run(an: VoicePerception, x: np.ndarray) -> tuple[float, list[float]]:
 def main() -> int:
     with wave.open(str(SPEECH)) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32)[: 30 * SAMPLE_RATE] / 32768
-    paths = {"per frame (now)": VoicePerception(VoiceOptions(threads=1)), "per window (before)": PerWindow(VoiceOptions(threads=1))}
+    paths = {"per frame (now)": VoicePerception(VoiceOptions()), "per window (before)": PerWindow(VoiceOptions())}
     rtf = {name: [] for name in paths}
     aecb = {name: [] for name in paths}
     for _ in range(4):

@@ -90,7 +90,7 @@ def test_cues(benchmark, frames):
 
 @pytest.mark.parametrize("detect_every", [10, 1])
 def test_process_frame(benchmark, frames, detect_every):
-    va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=detect_every), threads=1))
+    va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=detect_every)))
     it = itertools.count()
 
     def step():
@@ -102,7 +102,7 @@ def test_process_frame(benchmark, frames, detect_every):
 
 def test_summarize_window(benchmark, frames):
     """One 2 s window (50 frames) -> cues, scores, and VECB tokens when the bridge is installed."""
-    va = VisualPerception.create_from_options(VisualOptions(threads=1))
+    va = VisualPerception.create_from_options(VisualOptions())
     obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
     benchmark(va.summarize, obs, 0.0, 2.0)
 
@@ -131,7 +131,7 @@ def main(n: int = 500) -> None:
     }
     for every in (10, 1):
         for expr in (False, True):
-            va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=every), threads=1, use_expression=expr))
+            va = VisualPerception.create_from_options(VisualOptions(FaceTrackerOptions(detect_every=every), use_expression=expr))
             if expr and va.expression is None:
                 continue
             it = itertools.count()
@@ -141,7 +141,7 @@ def main(n: int = 500) -> None:
                 va.process_frame(Frame(frames[i % len(frames)], i / 25, i))
 
             rows[f"frame detect_every={every}{' +expression' if expr else ''}"] = _times(step, n)
-    va = VisualPerception.create_from_options(VisualOptions(threads=1))
+    va = VisualPerception.create_from_options(VisualOptions())
     obs = [va.process_frame(Frame(f, i / 25, i)) for i, f in enumerate(frames[:50])]
     label = "summarize 2 s window" + (" +VECB" if va.bridge is not None and va.expression is not None else "")
     rows[label] = _times(lambda: va.summarize(obs, 0.0, 2.0), min(n, 200))
@@ -201,7 +201,7 @@ def expression_rate(clips: list[Path]) -> None:
             frames.append(ok[1])
         windows = {}
         for hz in (VisualOptions.expression_hz, None):
-            va = VisualPerception.create_from_options(VisualOptions(threads=1, expression_hz=hz))
+            va = VisualPerception.create_from_options(VisualOptions(expression_hz=hz))
             obs = [va.process_frame(Frame(f, i / fps, i)) for i, f in enumerate(frames)]
             starts = np.arange(0.0, len(frames) / fps - 2.0 + 1e-6, 1.0)
             windows[hz] = [va.summarize(obs, s, s + 2.0) for s in starts]

@@ -195,7 +195,7 @@ class Ours:
 
         self.name, self.frames, self.k = name, frames, 0
         stage = VisualPerception.create_from_options(
-            VisualOptions(tracker=FaceTrackerOptions(blendshapes=True), threads=1, **options))
+            VisualOptions(tracker=FaceTrackerOptions(blendshapes=True), **options))
         if not stage.tracker.options.blendshapes:
             raise RuntimeError("ours: the tracker runs without blendshapes")
 

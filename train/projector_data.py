@@ -3,7 +3,7 @@
     nice python -m train.projector_data                          # -> runs/projector_data/{visual,audio}.npz
     nice python -m train.projector_data --smoke --out DIR        # a few seconds of each clip
 
-Each clip runs through `edge_xemo.analyzer.Analyzer` (RunningMode.VIDEO, explain=False) with the real
+Each clip runs through `edge_xemo.analyzer.Analyzer` (RunningMode.VIDEO, no judgement, no decoder) with the real
 `VisualPerception` / `VoicePerception`; every window's `ModalityResult` is recorded: `tokens` (the VECB /
 AECB bridge tokens, (8, 128)) and the phrases of its cues, strongest first (as `CueDecoder.explain`
 orders them). Windows without tokens are dropped. Sources (offline, none committed):
