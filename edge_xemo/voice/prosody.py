@@ -334,8 +334,30 @@ def measure_window(
     between speech chunks); `samples` (starting at source time `t0`) enables jitter and shimmer.
     """
     speech = np.asarray(speech, dtype=bool)
-    chunk_s = 512 / SAMPLE_RATE
     speech_chunks = vad_prob >= vad_threshold
+    timing = _timing_measures(speech_chunks, duration_s, min_pause_s)
+    speech_s = timing["speech_s"]
+    sp = frames.select(speech) if len(frames) else frames
+    if len(sp) < 5:
+        return WindowMeasures(**timing)
+    f0_all = clean_f0(np.where(speech, frames.f0_hz, np.nan))
+    f0 = f0_all[speech]
+    voiced = np.isfinite(f0)
+    out: dict[str, Any] = dict(timing, voiced_s=float(voiced.sum() * HOP / SAMPLE_RATE))
+    out.update(_loudness_measures(sp.level_db))
+    if speech_s > 0:
+        out.update(_rate_measures(frames, f0_all, speech, speech_s, vad_t[speech_chunks]))
+    if voiced.sum() >= 10:
+        out.update(_pitch_measures(frames, f0_all, semitones(f0[voiced]), sp.t[voiced]))
+        out.update(_voice_quality_measures(frames, f0_all, sp.select(voiced), samples, t0))
+        out.setdefault("extra", {})["voiced_segments"] = voiced_segments(frames, f0_all)
+    return WindowMeasures(**out)
+
+
+def _timing_measures(speech_chunks: np.ndarray, duration_s: float, min_pause_s: float) -> dict[str, Any]:
+    """Seconds and share of speech, and the pauses: runs of at least `min_pause_s` of VAD chunks without
+    speech between speech chunks."""
+    chunk_s = 512 / SAMPLE_RATE
     speech_s = float(speech_chunks.sum() * chunk_s)
     speech_ratio = speech_s / duration_s if duration_s > 0 else 0.0
     pauses = []
@@ -344,7 +366,7 @@ def measure_window(
         for s, e in _runs(~speech_chunks[idx[0] : idx[-1] + 1]):
             if (e - s) * chunk_s >= min_pause_s:
                 pauses.append((e - s) * chunk_s)
-    base: dict[str, Any] = dict(
+    return dict(
         speech_s=speech_s,
         speech_ratio=speech_ratio,
         pause_count=len(pauses),
@@ -352,52 +374,65 @@ def measure_window(
         pause_mean_s=float(np.mean(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan),
         pause_max_s=float(max(pauses)) if pauses else (0.0 if speech_s > 0 else math.nan),
     )
-    sp = frames.select(speech) if len(frames) else frames
-    if len(sp) < 5:
-        return WindowMeasures(**base)
-    f0_all = clean_f0(np.where(speech, frames.f0_hz, np.nan))
-    f0 = f0_all[speech]
-    voiced = np.isfinite(f0)
-    loud = sp.level_db > SILENCE_DB
-    out: dict[str, Any] = dict(base, voiced_s=float(voiced.sum() * HOP / SAMPLE_RATE))
-    if loud.any():
-        out.update(
-            level_db=float(10 * np.log10(np.mean(10 ** (sp.level_db[loud] / 10)))),
-            level_sd_db=float(np.std(sp.level_db[loud])),
-        )
-    if speech_s > 0:
-        nuclei = syllable_nuclei(frames.level_db, np.isfinite(f0_all), speech)
-        onsets = sum(1 for s, e in _runs(np.isfinite(f0_all)) if e - s >= 4)
-        out.update(
-            syllable_rate=len(nuclei) / speech_s,
-            voiced_onset_rate=onsets / speech_s,
-            # speech chunks only as far as frames reach (frames lag the VAD), for rates over time
-            extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": vad_t[speech_chunks & (vad_t <= frames.t[-1])]},
-        )
-    if voiced.sum() >= 10:
-        st = semitones(f0[voiced])
-        tv = sp.t[voiced]
-        p10, p50, p90 = np.percentile(st, [10, 50, 90])
-        out.update(
-            f0_median_hz=float(100 * 2 ** (p50 / 12)),
-            f0_median_st=float(p50),
-            f0_range_st=float(p90 - p10),
-            f0_sd_st=float(np.std(st)),
-            hnr_db=float(np.median(sp.hnr_db[voiced])),
-            alpha_db=float(np.median(sp.alpha_db[voiced])),
-        )
-        if tv[-1] - tv[0] > 0.2:
-            out["f0_slope_st_s"] = float(np.polyfit(tv - tv[0], st, 1)[0])
-        # Final rise/fall: the last voiced run of 150 ms or more that ends 200 ms before the window does.
-        runs = [r for r in _runs(np.isfinite(f0_all)) if r[1] - r[0] >= 15 and r[1] <= len(f0_all) - 20]
-        if runs:
-            s, e = runs[-1]
-            tail = slice(max(s, e - 40), e)
-            out["f0_end_slope_st_s"] = float(np.polyfit(frames.t[tail], semitones(f0_all[tail]), 1)[0])
-        out.setdefault("extra", {})["voiced_segments"] = voiced_segments(frames, f0_all)
-        if samples is not None:
-            out["jitter_pct"], out["shimmer_pct"] = jitter_shimmer(samples, t0, frames, f0_all)
-    return WindowMeasures(**out)
+
+
+def _loudness_measures(level_db: np.ndarray) -> dict[str, float]:
+    """Level (power mean) and its spread over the speech frames above `SILENCE_DB`."""
+    loud = level_db > SILENCE_DB
+    if not loud.any():
+        return {}
+    return dict(
+        level_db=float(10 * np.log10(np.mean(10 ** (level_db[loud] / 10)))),
+        level_sd_db=float(np.std(level_db[loud])),
+    )
+
+
+def _rate_measures(
+    frames: FrameFeatures, f0_all: np.ndarray, speech: np.ndarray, speech_s: float, speech_chunk_t: np.ndarray
+) -> dict[str, Any]:
+    """Syllable and voiced-onset rates per second of speech; `extra` keeps the nuclei's times and the speech
+    chunks' for rates over a longer stretch of the stream."""
+    nuclei = syllable_nuclei(frames.level_db, np.isfinite(f0_all), speech)
+    onsets = sum(1 for s, e in _runs(np.isfinite(f0_all)) if e - s >= 4)
+    return dict(
+        syllable_rate=len(nuclei) / speech_s,
+        voiced_onset_rate=onsets / speech_s,
+        # speech chunks only as far as frames reach (frames lag the VAD), for rates over time
+        extra={"nuclei_t": frames.t[nuclei], "speech_chunk_t": speech_chunk_t[speech_chunk_t <= frames.t[-1]]},
+    )
+
+
+def _pitch_measures(
+    frames: FrameFeatures, f0_all: np.ndarray, st: np.ndarray, t_voiced: np.ndarray
+) -> dict[str, float]:
+    """F0 level, range, spread and slope of the voiced speech frames (`st` in semitones at times `t_voiced`), and
+    the final rise or fall: the slope of the last voiced run of 150 ms or more that ends 200 ms before the window
+    does."""
+    p10, p50, p90 = np.percentile(st, [10, 50, 90])
+    out = dict(
+        f0_median_hz=float(100 * 2 ** (p50 / 12)),
+        f0_median_st=float(p50),
+        f0_range_st=float(p90 - p10),
+        f0_sd_st=float(np.std(st)),
+    )
+    if t_voiced[-1] - t_voiced[0] > 0.2:
+        out["f0_slope_st_s"] = float(np.polyfit(t_voiced - t_voiced[0], st, 1)[0])
+    runs = [r for r in _runs(np.isfinite(f0_all)) if r[1] - r[0] >= 15 and r[1] <= len(f0_all) - 20]
+    if runs:
+        s, e = runs[-1]
+        tail = slice(max(s, e - 40), e)
+        out["f0_end_slope_st_s"] = float(np.polyfit(frames.t[tail], semitones(f0_all[tail]), 1)[0])
+    return out
+
+
+def _voice_quality_measures(
+    frames: FrameFeatures, f0_all: np.ndarray, voiced: FrameFeatures, samples: np.ndarray | None, t0: float
+) -> dict[str, float]:
+    """Median HNR and alpha ratio of the voiced speech frames; jitter and shimmer when `samples` are given."""
+    out = dict(hnr_db=float(np.median(voiced.hnr_db)), alpha_db=float(np.median(voiced.alpha_db)))
+    if samples is not None:
+        out["jitter_pct"], out["shimmer_pct"] = jitter_shimmer(samples, t0, frames, f0_all)
+    return out
 
 
 BASELINE_KEYS = (

@@ -3,7 +3,8 @@
 `VoicePerception` implements the `AudioStage` protocol: `process_block` repairs the input (non-finite
 samples, DC offset, clipping), runs Silero VAD and the frame-level prosody tracker as blocks arrive;
 `summarize` turns one window into a `ModalityResult` (cues, cue scores, raw measures, code) and
-updates the speaker baseline. Input arrives as 16 kHz mono (`edge_xemo.io.audio` converts anything else).
+updates the speaker baseline; with ASR on, `transcript.WindowTranscriber` gives each window its words.
+Input arrives as 16 kHz mono (`edge_xemo.io.audio` converts anything else).
 """
 
 from __future__ import annotations
@@ -11,31 +12,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..core.models import ModelError, RuntimeOptions, load_optional
-from ..core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode, TranscriptSegment
+from ..core.types import SAMPLE_RATE, AudioBlock, Cue, ModalityResult, ResultCode, TranscriptSegment
 from ..io.audio import as_mono
-from .aecb import WINDOW_S, WINDOW_SAMPLES
+from .aecb import WINDOW_S, WINDOW_SAMPLES, AecbOutput, AudioBridge
 from .asr import TranscriberOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
 from .emotion import MIN_SPEECH_S, VoiceEmotionModel
 from .features import StreamFrames
 from .prosody import SILENCE_DB, FrameFeatures, ProsodyTracker, SpeakerBaseline, WindowMeasures, measure_window
+from .transcript import WindowTranscriber
 from .vad import CHUNK_S, SileroVad, SpeechSegment, VadOptions
-
-if TYPE_CHECKING:
-    from .asr import Transcriber
 
 log = logging.getLogger(__name__)
 
-WORDS_BEFORE_S = 2.0
-"""A window's words include those said this long before it: one window-length of context, since a short
-window often holds half a sentence (the words head judges the utterance as MELD's lines are whole ones)."""
 NOISE_FLATNESS = 0.25
 """Median spectral flatness above which a loud window without speech is called "noise"."""
 CLIP_LEVEL = 0.999
@@ -95,6 +90,29 @@ class VoiceBlock:
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class VoiceWindow:
+    """One window [t_start, t_end) measured: its prosody frames, cleaned samples (DC removed), measures and
+    input repairs (code, message)."""
+
+    t_start: float
+    t_end: float
+    duration_s: float
+    frames: FrameFeatures
+    samples: np.ndarray
+    measures: WindowMeasures
+    repairs: tuple[tuple[ResultCode, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CueDecision:
+    """A window's vocal cues, the z-scores against the speaker baseline behind them, and its code (None: cues)."""
+
+    cues: tuple[Cue, ...] = ()
+    zscores: dict[str, float] = field(default_factory=dict)
+    code: ResultCode | None = None
+
+
 def _clean(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Mono float32 in [-1, 1]; returns (samples, non-finite count, clipped count)."""
     x = np.array(as_mono(samples).reshape(-1), np.float32, copy=True)
@@ -136,15 +154,8 @@ class VoicePerception:
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._bridge_frames = StreamFrames()
         """The AECB's frame features of the cleaned stream, each 10 ms frame computed once."""
-        self._asr: Transcriber | None = None
         asr = self.options.asr
-        if asr is not None:
-            from .asr import Transcriber
-
-            self._asr = Transcriber(asr, self.runtime.threads)
-        self._asr_pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="edge-xemo-asr") if asr is not None and asr.background else None
-        )
+        self._transcriber = None if asr is None else WindowTranscriber(asr, self.runtime.threads)
         self.reset()
 
     @classmethod
@@ -166,16 +177,13 @@ class VoicePerception:
         self._last_end: float | None = None  # end of the last window folded into the baseline
         self._last_size: int | None = None
         self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
-        self._recent = np.zeros(0, dtype=np.float32)  # last 30 s of cleaned audio, for ASR only
-        self._recent_t = 0.0
-        self._transcribed_until = -math.inf
-        self._asr_pending: list[Future] = []  # background transcriptions, oldest first
-        self._heard: list[TranscriptSegment] = []  # recognized words of the last 30 s, in order
+        if self._transcriber is not None:
+            self._transcriber.reset()
 
     def close(self) -> None:
         """Stop the background transcription worker (pending pieces are dropped)."""
-        if self._asr_pool is not None:
-            self._asr_pool.shutdown(wait=False, cancel_futures=True)
+        if self._transcriber is not None:
+            self._transcriber.close()
 
     def __enter__(self) -> VoicePerception:
         return self
@@ -183,9 +191,7 @@ class VoicePerception:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _load_bridge(self):
-        from .aecb import AudioBridge
-
+    def _load_bridge(self) -> AudioBridge:
         return AudioBridge(threads=self.runtime.threads, provider=self.runtime.provider)
 
     def _load_emotion(self) -> VoiceEmotionModel:
@@ -249,8 +255,8 @@ class VoicePerception:
         if self._bridge is not None:
             self._bridge_frames.push(x, block.t)
         t_end = time.perf_counter()
-        if self._asr is not None:
-            self._remember(x, block.t)
+        if self._transcriber is not None:
+            self._transcriber.remember(x, block.t)
         latency = {"repair": (t_vad - t_start) * 1e3, "vad": (t_pros - t_vad) * 1e3, "prosody": (t_end - t_pros) * 1e3}
         return VoiceBlock(
             block.t, len(x), vad.t, vad.prob, vad.speaking, vad.segments, frames, nonfinite, clipped, latency
@@ -263,6 +269,18 @@ class VoicePerception:
         t_begin = time.perf_counter()
         obs = list(observations)
         latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("repair", "vad", "prosody")}
+        window = self._measure(samples, t0, obs, t_start, t_end)
+        t_measure = time.perf_counter()
+        decision = self._decide_cues(window)
+        t_cues = time.perf_counter()
+        latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
+        return self._result(window, obs, decision, latency)
+
+    def _measure(
+        self, samples: np.ndarray, t0: float, obs: list[VoiceBlock], t_start: float, t_end: float
+    ) -> VoiceWindow:
+        """The window's frames and VAD chunks from its blocks, its cleaned samples and their measures (the syllable
+        rate over the stream's trailing `rate_horizon_s`)."""
         vad_t = np.concatenate([o.vad_t for o in obs]) if obs else np.zeros(0)
         keep = (vad_t >= t_start) & (vad_t < t_end)
         vad_t = vad_t[keep]
@@ -274,42 +292,43 @@ class VoicePerception:
         x, nonfinite, clipped = _clean(samples)
         if len(x):
             x -= x.mean()
-        notes = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
+        repairs = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
         duration = max(t_end - t_start, 1e-6)
         m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold, duration, x, t0)
         if m.speech_s > 0:
             m = replace(m, syllable_rate=self._rate.update(m, t_end))
-        t_measure = time.perf_counter()
-        code = None
-        cues: tuple = ()
-        z: dict[str, float] = {}
+        return VoiceWindow(t_start, t_end, duration, frames, x, m, repairs)
+
+    def _decide_cues(self, window: VoiceWindow) -> CueDecision:
+        """Cues against the speaker baseline, or why there are none; folds a window with speech into the baseline."""
+        m = window.measures
         if m.speech_s < self.options.min_window_speech_s:
-            code = _no_speech_code(frames, m.speech_s)
-        else:
-            z = self.baseline.zscores(m)
-            cues = self._cues.update(m, z)
-            if not cues:
-                code = ResultCode.NO_CLEAR_VOCAL_CUE if self.baseline.ready else ResultCode.LEARNING_BASELINE
-            new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
-            self.baseline.update(m, m.speech_s * new_s / duration)
-            self._last_end = t_end
-        t_cues = time.perf_counter()
-        latency.update(measure=(t_measure - t_begin) * 1e3, cues=(t_cues - t_measure) * 1e3)
-        tokens, bridge_scores, emotion = None, {}, {}
+            return CueDecision(code=_no_speech_code(window.frames, m.speech_s))
+        z = self.baseline.zscores(m)
+        cues = self._cues.update(m, z)
+        code = None
+        if not cues:
+            code = ResultCode.NO_CLEAR_VOCAL_CUE if self.baseline.ready else ResultCode.LEARNING_BASELINE
+        duration, t_end = window.duration_s, window.t_end
+        new_s = duration if self._last_end is None else min(duration, max(0.0, t_end - self._last_end))
+        self.baseline.update(m, m.speech_s * new_s / duration)
+        self._last_end = t_end
+        return CueDecision(cues, z, code)
+
+    def _result(
+        self, window: VoiceWindow, obs: list[VoiceBlock], decision: CueDecision, latency: dict[str, float]
+    ) -> ModalityResult:
+        """The window's result: the cue decision with the emotion model's scores, the AECB's tokens, the measures
+        and the transcript; `latency` gains their times and the total."""
+        m, x, t_start, t_end = window.measures, window.samples, window.t_start, window.t_end
+        tokens, bridge_scores, emotion, notes = None, {}, {}, list(window.repairs)
         if self._emotion is not None and m.speech_s >= MIN_SPEECH_S:
             t_emotion = time.perf_counter()
             emotion = self._emotion(x)
             latency["emotion"] = (time.perf_counter() - t_emotion) * 1e3
         if self._bridge is not None and m.speech_s >= self.options.min_window_speech_s and len(x):
             try:
-                t_feats = time.perf_counter()
-                feats = self._bridge_frames.window(t_end - WINDOW_S, WINDOW_SAMPLES)
-                learn = m.speech_ratio >= 0.3  # the bridge's baseline learns from windows mostly of speech
-                out = (
-                    self._bridge.run(x, update_baseline=learn)
-                    if feats is None
-                    else self._bridge.encode(feats, learn, features_ms=(time.perf_counter() - t_feats) * 1e3)
-                )
+                out = _encode(self._bridge, self._bridge_frames, window)
             except (ModelError, ValueError) as e:  # the measured cues stand without the tokens
                 log.warning("voice: AECB bridge failed: %s", str(e).splitlines()[0])
                 notes.append((ResultCode.NO_AUDIO_TOKENS, "no audio tokens (bridge failed)"))
@@ -319,7 +338,7 @@ class VoicePerception:
                 latency["aecb"] = sum(out.latency_ms.values())
         extra: dict[str, Any] = {k: round(v, 4) for k, v in m.as_dict().items()}
         extra.update(
-            {f"{k}_z": round(v, 3) for k, v in z.items()},
+            {f"{k}_z": round(v, 3) for k, v in decision.zscores.items()},
             speaker=self._speaker,
             baseline_ready=self.baseline.ready,
             segments=[asdict(s) for o in obs for s in o.segments if t_start <= s.end < t_end],
@@ -327,67 +346,21 @@ class VoicePerception:
             input=_input_stats(obs),
         )
         transcript: tuple[TranscriptSegment, ...] = ()
-        if self._asr is not None:
+        if self._transcriber is not None:
             t_asr = time.perf_counter()
-            transcript = self._transcribe(extra["segments"], t_start, t_end)
+            transcript = self._transcriber.words(extra["segments"], self._vad.open_start, t_start, t_end)
             latency["asr"] = (time.perf_counter() - t_asr) * 1e3
         scores = {name: 0.0 for name in RULE_NAMES}
-        scores.update({c.name: round(c.intensity, 4) for c in cues})
+        scores.update({c.name: round(c.intensity, 4) for c in decision.cues})
         scores.update(bridge_scores)
-        message = None
+        code, message = decision.code, None
         if notes:
             message = "; ".join(([code.text] if code else []) + [text for _, text in notes])
             code = code or notes[0][0]
         latency["total"] = sum(latency.values())
-        return ModalityResult("auditory", cues, tokens, scores, code, message, (), latency, extra, transcript, emotion)
-
-    def _remember(self, x: np.ndarray, t: float) -> None:
-        if len(self._recent) == 0 or abs(self._recent_t + len(self._recent) / SAMPLE_RATE - t) > 0.01:
-            self._recent, self._recent_t = x.copy(), t
-        else:
-            self._recent = np.concatenate([self._recent, x])
-        excess = len(self._recent) - 30 * SAMPLE_RATE
-        if excess > 0:
-            self._recent = self._recent[excess:]
-            self._recent_t += excess / SAMPLE_RATE
-
-    def _transcribe(self, segments: list[dict], t_start: float, t_end: float) -> tuple[TranscriptSegment, ...]:
-        """The recognized words spoken in this window or in the `WORDS_BEFORE_S` before it, and words recognized
-        only now that were said earlier (speech goes to the recognizer when an utterance ends, or after
-        `asr.max_chunk_s` of one still going on, so a long utterance's first words come after their windows)."""
-        asr, options = self._asr, self.options.asr
-        assert asr is not None and options is not None  # called with ASR on only
-        spans = [(s["start"], s["end"]) for s in segments]
-        open_start = self._vad.open_start
-        if open_start is not None:
-            start = max(open_start, self._transcribed_until)
-            if t_end - start >= options.max_chunk_s:
-                spans.append((start, t_end))
-        out: list[TranscriptSegment] = []
-        for start, end in spans:
-            if end <= self._transcribed_until:  # already done in an earlier, overlapping window
-                continue
-            start = max(start, self._transcribed_until)
-            self._transcribed_until = end
-            a = int((start - self._recent_t) * SAMPLE_RATE)
-            b = int((end - self._recent_t) * SAMPLE_RATE)
-            a = max(a, 0)
-            if b <= a:
-                continue
-            audio, t_audio = self._recent[a:b].copy(), self._recent_t + a / SAMPLE_RATE
-            if self._asr_pool is not None:
-                self._asr_pending.append(self._asr_pool.submit(asr.transcribe, audio, t_audio))
-            else:
-                out += asr.transcribe(audio, t_audio)
-        while self._asr_pending and self._asr_pending[0].done():
-            try:
-                out += self._asr_pending.pop(0).result()
-            except Exception as e:  # a failed transcription must not end a live stream
-                log.warning("voice: transcription failed: %s", e)
-        self._heard = [w for w in self._heard if w.end >= t_end - 30.0] + out
-        recent = [w for w in self._heard if w.end > t_start - WORDS_BEFORE_S and w.start < t_end]
-        late = [w for w in out if w not in recent]  # said before that but only recognized now: never lost
-        return tuple(sorted(late + recent, key=lambda w: w.start))
+        return ModalityResult(
+            "auditory", decision.cues, tokens, scores, code, message, (), latency, extra, transcript, emotion
+        )
 
 
 class SyllableRate:
@@ -417,6 +390,17 @@ class SyllableRate:
         self._speech = {k for k in self._speech if oldest * 1000 <= k <= t_end * 1000}
         speech_s = len(self._speech) * CHUNK_S
         return len(self._nuclei) / speech_s if speech_s > 0 else math.nan
+
+
+def _encode(bridge: AudioBridge, stream_frames: StreamFrames, window: VoiceWindow) -> AecbOutput:
+    """The AECB's output for a window: from the stream's cached frame features, or from its samples when the
+    cache does not hold the window; its baseline learns from windows mostly of speech."""
+    t_feats = time.perf_counter()
+    feats = stream_frames.window(window.t_end - WINDOW_S, WINDOW_SAMPLES)
+    learn = window.measures.speech_ratio >= 0.3
+    if feats is None:
+        return bridge.run(window.samples, update_baseline=learn)
+    return bridge.encode(feats, learn, features_ms=(time.perf_counter() - t_feats) * 1e3)
 
 
 def _frame_speech(frame_t: np.ndarray, vad_t: np.ndarray, speaking: np.ndarray) -> np.ndarray:
@@ -450,10 +434,7 @@ def _input_stats(obs: list[VoiceBlock]) -> dict[str, int]:
     }
 
 
-def _repairs(nonfinite: int, clipped: int) -> list[tuple[ResultCode, str]]:
-    out = []
-    if nonfinite:
-        out.append((ResultCode.INPUT_REPAIRED, f"{nonfinite} non-finite samples zeroed"))
-    if clipped:
-        out.append((ResultCode.INPUT_REPAIRED, f"{clipped} clipped samples"))
-    return out
+def _repairs(nonfinite: int, clipped: int) -> tuple[tuple[ResultCode, str], ...]:
+    """Notes (code, message) on what was repaired in a window's input."""
+    notes = ((nonfinite, f"{nonfinite} non-finite samples zeroed"), (clipped, f"{clipped} clipped samples"))
+    return tuple((ResultCode.INPUT_REPAIRED, text) for count, text in notes if count)

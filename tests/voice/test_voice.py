@@ -503,7 +503,7 @@ def test_words_go_to_the_windows_they_were_said_in():
     """The phone call of pyannote's sample: a window carries the words said in it and the 2 s before it (and
     words recognized late), so most windows over speech carry some, not just the one where a sentence ends."""
     pytest.importorskip("faster_whisper", reason="faster-whisper (asr extra) is not installed")
-    from edge_xemo.voice.stage import WORDS_BEFORE_S
+    from edge_xemo.voice.transcript import WORDS_BEFORE_S
 
     x = read_wav(need(DEMO_WAV, "the install step copies pyannote-audio's sample.wav there"))
     an = VoicePerception(VoiceOptions(use_bridge=False, use_emotion_model=False, asr=TranscriberOptions(language="en")))
