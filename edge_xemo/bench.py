@@ -23,11 +23,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Callable, cast
 
 import numpy as np
 
-from .analyzer import Analyzer, RunningMode, analyzer_options, build_stages, run_record
+from .analyzer import Analyzer, AnalyzerOptions, RunningMode, analyzer_options, build_stages, run_record
 from .core.models import Precision, Provider, RuntimeOptions, select_providers
 from .core.tap import StageCall, StageTap
 from .core.types import AudioBlock
@@ -113,41 +113,64 @@ def _analyzer_options(o: BenchOptions, has_video: bool, has_audio: bool, **field
     return options, notes
 
 
-def run_bench(o: BenchOptions) -> dict:
-    """Run the clip through the analyzer and return the report (a JSON-able dict)."""
-    if o.live and not (o.judge or o.explain):
-        raise ValueError("--live times explanations: drop --cues-only")
-    providers, provider_note = select_providers(o.provider)
-    source = FileSource(o.path, audio_path=o.audio_path, realtime=o.live)
-    events: list = []
-    options, notes = _analyzer_options(o, source.has_video, source.has_audio, result_callback=events.append)
-    calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    audio_s: list[tuple[float, float]] = []  # (t, seconds) of each audio block
-    block_parts: set[str] = set()  # breakdown keys of per-block calls
+class _StageCalls:
+    """The stage calls a StageTap reports: (source time, ms) by `<stage>.<kind>` and by `<stage>.<part>` of the
+    stage's own latency breakdown, and (source time, seconds) of each audio block."""
 
-    def recorder(prefix: str):
+    def __init__(self) -> None:
+        self.ms: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.audio_s: list[tuple[float, float]] = []
+        self._block_parts: set[str] = set()  # breakdown keys of per-block calls
+
+    def recorder(self, prefix: str) -> Callable[[StageCall], None]:
+        """The StageTap callback that records the calls of the stage named `prefix`."""
+
         def record(call: StageCall) -> None:
-            calls[f"{prefix}.{call.kind}"].append((call.t, call.ms))
+            self.ms[f"{prefix}.{call.kind}"].append((call.t, call.ms))
             for k, v in (getattr(call.result, "latency_ms", None) or {}).items():  # the stage's own breakdown
                 if call.kind == "per_block":
-                    block_parts.add(k)
-                elif k in block_parts:  # a window's sum over its blocks, not one more call of that part
+                    self._block_parts.add(k)
+                elif k in self._block_parts:  # a window's sum over its blocks, not one more call of that part
                     continue
-                calls[f"{prefix}.{k}"].append((call.t, float(v)))
+                self.ms[f"{prefix}.{k}"].append((call.t, float(v)))
             if call.kind == "per_block":
-                audio_s.append((call.t, cast(AudioBlock, call.item).duration))
+                self.audio_s.append((call.t, cast(AudioBlock, call.item).duration))
 
         return record
 
+    def kept(self, warmup_s: float) -> dict[str, list[float]]:
+        """Each key's ms from `warmup_s` on (all of them where none is)."""
+        return {k: [ms for t, ms in v if t >= warmup_s] or [ms for _, ms in v] for k, v in self.ms.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run of the clip: its stage calls, the stages' run record, what ran the landmarks, load and wall
+    seconds, CPU seconds after loading, the analyzer's counters, and the replay's start and end as wall time."""
+
+    calls: _StageCalls
+    record: dict
+    landmark_runtime: str | None
+    load_s: float
+    wall_s: float
+    cpu_s: float
+    counters: dict[str, int]
+    replay_wall: float
+    ended: float
+
+
+def _run_clip(options: AnalyzerOptions, source: Source) -> _Run:
+    """Load the stages (timed), tap their calls and run `source` through the analyzer to its end."""
+    calls = _StageCalls()
     t_load = time.perf_counter()
     loaded = build_stages(options)
     load_s = time.perf_counter() - t_load
-    run = run_record(loaded)
+    record = run_record(loaded)
     landmark_runtime = getattr(getattr(loaded.visual, "tracker", None), "landmark_runtime", None)
     analyzer = Analyzer(
         options,
-        StageTap(loaded.visual, recorder("visual")) if loaded.visual else None,
-        StageTap(loaded.audio, recorder("audio")) if loaded.audio else None,
+        StageTap(loaded.visual, calls.recorder("visual")) if loaded.visual else None,
+        StageTap(loaded.audio, calls.recorder("audio")) if loaded.audio else None,
         loaded.reasoner,
         owns_stages=True,
     )
@@ -158,23 +181,20 @@ def run_bench(o: BenchOptions) -> dict:
         replay_wall = time.time()  # the replay's time 0 as wall time: the source starts pacing at or after it
         analyzer.run_sources(replay)
         analyzer.wait()
-    wall = time.perf_counter() - t0
+    wall_s = time.perf_counter() - t0
     cpu_s = _cpu_s() - cpu0
+    return _Run(calls, record, landmark_runtime, load_s, wall_s, cpu_s, analyzer.stats, replay_wall, replay.ended)
 
-    kept = {k: [ms for t, ms in v if t >= o.warmup_s] or [ms for _, ms in v] for k, v in calls.items()}
-    stages = {k: stats(v) for k, v in sorted(kept.items())}
-    expl = [e for e in events if e.type == "explanation"][1:] or [e for e in events if e.type == "explanation"]
-    first = [e.latency_ms.get("window_to_first_token") for e in expl if "window_to_first_token" in e.latency_ms]
-    for key in ("prefill", "first_token", "generate", "label", "judgement", "total"):
-        values = [e.latency_ms[key] for e in expl if key in e.latency_ms]
-        if values:
-            stages[f"decoder.{key}"] = stats(values)
-    tokens = sum(e.data.get("n_tokens", 0) for e in expl)
-    gen_ms = sum(e.latency_ms.get("generate", 0.0) for e in expl)
-    t_ends = [e.t_end for e in events if e.type == "explanation"]
-    frame_ms = kept.get("visual.per_frame", [])
-    audio_ms = sum(kept.get("audio.per_block", [])) + sum(kept.get("audio.per_window", []))
-    audio_seconds = sum(d for t, d in audio_s if t >= o.warmup_s)
+
+def run_bench(o: BenchOptions) -> dict:
+    """Run the clip through the analyzer and return the report (a JSON-able dict)."""
+    if o.live and not (o.judge or o.explain):
+        raise ValueError("--live times explanations: drop --cues-only")
+    providers, provider_note = select_providers(o.provider)
+    source = FileSource(o.path, audio_path=o.audio_path, realtime=o.live)
+    events: list = []
+    options, notes = _analyzer_options(o, source.has_video, source.has_audio, result_callback=events.append)
+    ran = _run_clip(options, source)
     report = {
         "clip": str(o.path),
         "audio": o.audio_path,
@@ -188,19 +208,63 @@ def run_bench(o: BenchOptions) -> dict:
             "requested": o.provider,
             "used": providers[0],
             "note": provider_note,
-            "landmarks": landmark_runtime,
+            "landmarks": ran.landmark_runtime,
         },
         "precision": {"requested": o.precision, "notes": notes},
         "threads": {"perception": o.threads, "decoder": o.decoder_threads},
-        "run": run,
+        "run": ran.record,
         "warmup_s": o.warmup_s,
-        "load_s": load_s,
-        "wall_s": wall,
-        "stages": stages,
-        "frames": analyzer.stats.get("frames", 0),
+        "load_s": ran.load_s,
+        "wall_s": ran.wall_s,
+        **_figures(ran, events, o.warmup_s, source.duration),
+    }
+    if o.live:
+        report["live"] = _live_figures(ran, events, o.warmup_s, source.duration)
+    return report
+
+
+def _figures(ran: _Run, events: list, warmup_s: float, clip_s: float | None) -> dict:
+    """The report's measures of the run, from `stages` to `dropped`; figures from `warmup_s` on and without the
+    first explanation."""
+    kept = ran.calls.kept(warmup_s)
+    explanations = [e for e in events if e.type == "explanation"]
+    expl = explanations[1:] or explanations
+    frame_ms = kept.get("visual.per_frame", [])
+    audio_ms = sum(kept.get("audio.per_block", [])) + sum(kept.get("audio.per_window", []))
+    audio_seconds = sum(d for t, d in ran.calls.audio_s if t >= warmup_s)
+    frames = ran.counters.get("frames", 0)
+    return {
+        "stages": _stage_stats(kept, expl),
+        "frames": frames,
         "frames_per_s": (1e3 / float(np.median(frame_ms))) if frame_ms else None,
-        "frames_per_s_wall": analyzer.stats.get("frames", 0) / wall if wall else None,
+        "frames_per_s_wall": frames / ran.wall_s if ran.wall_s else None,
         "audio_rtf": (audio_ms / 1e3 / audio_seconds) if audio_seconds else None,
+        **_explanation_figures(explanations, expl),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": ran.cpu_s,
+        "cpu_per_media_s": ran.cpu_s / clip_s if clip_s else None,
+        "dropped": {"frames": ran.counters.get("frames_dropped", 0), "audio": ran.counters.get("audio_dropped", 0)},
+    }
+
+
+def _stage_stats(kept: dict[str, list[float]], expl: list) -> dict:
+    """Each stage key's stats, then the decoder's from the explanations' latency parts."""
+    stages = {k: stats(v) for k, v in sorted(kept.items())}
+    for key in ("prefill", "first_token", "generate", "label", "judgement", "total"):
+        values = [e.latency_ms[key] for e in expl if key in e.latency_ms]
+        if values:
+            stages[f"decoder.{key}"] = stats(values)
+    return stages
+
+
+def _explanation_figures(explanations: list, expl: list) -> dict:
+    """First token, decode rate and explanation times of `expl` (the explanations but the first); the count and
+    cadence of all the `explanations`."""
+    first = [e.latency_ms.get("window_to_first_token") for e in expl if "window_to_first_token" in e.latency_ms]
+    tokens = sum(e.data.get("n_tokens", 0) for e in expl)
+    gen_ms = sum(e.latency_ms.get("generate", 0.0) for e in expl)
+    t_ends = [e.t_end for e in explanations]
+    return {
         "first_token_ms": stats(e.latency_ms["first_token"] for e in expl if "first_token" in e.latency_ms),
         "window_to_first_token_ms": stats(first),
         "decode_tokens_per_s": (tokens / (gen_ms / 1e3)) if gen_ms else None,
@@ -208,24 +272,22 @@ def run_bench(o: BenchOptions) -> dict:
             e.latency_ms["window_to_explanation"] for e in expl if "window_to_explanation" in e.latency_ms
         ),
         "explanation_ms": stats(e.latency_ms["total"] for e in expl if "total" in e.latency_ms),
-        "explanations": len([e for e in events if e.type == "explanation"]),
+        "explanations": len(explanations),
         "explanation_cadence_s": float(np.median(np.diff(t_ends))) if len(t_ends) > 1 else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cpu_s": cpu_s,
-        "cpu_per_media_s": cpu_s / source.duration if source.duration else None,
-        "dropped": {"frames": analyzer.stats.get("frames_dropped", 0), "audio": analyzer.stats.get("audio_dropped", 0)},
     }
-    if o.live:
-        offered = analyzer.stats.get("frames", 0) + analyzer.stats.get("frames_dropped", 0)
-        report["live"] = {
-            **live_delays(events, replay_wall, replay.ended),
-            "frames_per_s": frames_per_second([t for t, _ in calls.get("visual.per_frame", [])], o.warmup_s),
-            "frames_offered_per_s": offered / source.duration if source.duration else None,
-            "windows": analyzer.stats["windows"],
-            "cancelled": analyzer.stats["cancelled"],
-            "targets": LIVE_TARGETS,
-        }
-    return report
+
+
+def _live_figures(ran: _Run, events: list, warmup_s: float, clip_s: float | None) -> dict:
+    """The report's `live` part: delays from each window's close, perception frames/s and the live counters."""
+    offered = ran.counters.get("frames", 0) + ran.counters.get("frames_dropped", 0)
+    return {
+        **live_delays(events, ran.replay_wall, ran.ended),
+        "frames_per_s": frames_per_second([t for t, _ in ran.calls.ms.get("visual.per_frame", [])], warmup_s),
+        "frames_offered_per_s": offered / clip_s if clip_s else None,
+        "windows": ran.counters["windows"],
+        "cancelled": ran.counters["cancelled"],
+        "targets": LIVE_TARGETS,
+    }
 
 
 class ExplanationLag:

@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, TypedDict
+from typing import TYPE_CHECKING, Callable, Optional, TypedDict
 
 import typer
 
@@ -19,6 +19,10 @@ from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
 from .eval.cli import eval_app
 from .io.sources import SourceError
+
+if TYPE_CHECKING:
+    from .analyzer import AnalyzerOptions
+    from .io.sinks import Fanout, OverlayWriter
 
 app = typer.Typer(
     help="On-device, explainable multimodal emotion analysis: which cues it sees and hears, "
@@ -128,37 +132,21 @@ def _run(
     extra_sinks: tuple = (),
     decoder: Optional[str] = None,
 ) -> None:
-    from .analyzer import Analyzer, RunningMode, analyzer_options
-    from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
-
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
     outcome = _Outcome(live)
-    sinks: list = [outcome, *extra_sinks]
-    if jsonl is not None:
-        sinks.append(JsonlSink(jsonl, tokens=tokens, on_error=outcome.failed))
-    if view:
-        sinks.append(ConsoleView())
-    writer = None
-    if overlay is not None:
-        if not has_video:
-            raise ValueError("--overlay needs a video input")
-        writer = OverlayWriter(overlay)
-        sinks.append(writer)
-    fanout = Fanout(sinks)
-    transcriber = None
-    if asr:
-        from .voice.asr import TranscriberOptions
-
-        if not has_audio:
-            raise ValueError("--asr needs an audio input")
-        # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
-        transcriber = TranscriberOptions(language=asr_language, background=live)
-    options = analyzer_options(
-        RuntimeOptions(threads, Provider(provider)),
-        asr=transcriber,
+    fanout, writer = _sinks(
+        outcome, extra_sinks, jsonl=jsonl, tokens=tokens, view=view, overlay=overlay, video=has_video
+    )
+    if asr and not has_audio:
+        raise ValueError("--asr needs an audio input")
+    options = _analysis_options(
+        threads=threads,
+        provider=provider,
+        asr=asr,
+        asr_language=asr_language,
+        live=live,
         decoder=decoder,
-        running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
         window_s=window,
         hop_s=hop,
         visual=has_video,
@@ -170,6 +158,63 @@ def _run(
         result_callback=fanout,
         frame_callback=writer.on_frame if writer else None,
     )
+    _analyze(options, sources, outcome, fanout)
+
+
+def _sinks(
+    outcome: _Outcome,
+    extra_sinks: tuple,
+    *,
+    jsonl: Optional[Path],
+    tokens: bool,
+    view: bool,
+    overlay: Optional[Path],
+    video: bool,
+) -> tuple[Fanout, OverlayWriter | None]:
+    """The run's event sinks: `outcome`, `extra_sinks`, --jsonl, the terminal view and --overlay (which needs
+    `video`), in one Fanout; and the overlay writer, whose frame callback the analyzer needs."""
+    from .io.sinks import ConsoleView, Fanout, JsonlSink, OverlayWriter
+
+    sinks: list = [outcome, *extra_sinks]
+    if jsonl is not None:
+        sinks.append(JsonlSink(jsonl, tokens=tokens, on_error=outcome.failed))
+    if view:
+        sinks.append(ConsoleView())
+    writer = None
+    if overlay is not None:
+        if not video:
+            raise ValueError("--overlay needs a video input")
+        writer = OverlayWriter(overlay)
+        sinks.append(writer)
+    return Fanout(sinks), writer
+
+
+def _analysis_options(
+    *, threads: int, provider: str, asr: bool, asr_language: Optional[str], live: bool, **fields
+) -> AnalyzerOptions:
+    """AnalyzerOptions on --threads and --provider, in LIVE_STREAM mode when `live` (else VIDEO), with --asr in
+    --asr-language; `fields`: more of analyzer_options' own."""
+    from .analyzer import RunningMode, analyzer_options
+
+    transcriber = None
+    if asr:
+        from .voice.asr import TranscriberOptions
+
+        # live: transcribe beside the stream (never delays a window); files: in order, so results repeat
+        transcriber = TranscriberOptions(language=asr_language, background=live)
+    return analyzer_options(
+        RuntimeOptions(threads, Provider(provider)),
+        asr=transcriber,
+        running_mode=RunningMode.LIVE_STREAM if live else RunningMode.VIDEO,
+        **fields,
+    )
+
+
+def _analyze(options: AnalyzerOptions, sources: list, outcome: _Outcome, fanout: Fanout) -> None:
+    """Run the analyzer on `sources` until they end, a stop signal or (live) a fatal event; then exit as the
+    signal and the outcome say: the signal's code, 1 after a fatal error (its message on stderr), else 0."""
+    from .analyzer import Analyzer
+
     with StopSignals() as signals:
         analyzer = Analyzer.create_from_options(options)
         signals.arm()
@@ -473,35 +518,77 @@ def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     return value
 
 
+_SERVE_CONFIG = typer.Option(
+    None,
+    "--config",
+    is_eager=True,
+    callback=_load_config,
+    help="TOML file whose keys are these options' long names (flags and EDGE_XEMO_SERVE_<OPTION> override it).",
+)
+_SERVE_TOKEN_FILE = typer.Option(
+    None,
+    "--token-file",
+    help="Tokens (JSON, mode 0600; created when absent). Default: $EDGE_XEMO_HOME/serve/tokens.json.",
+)
+_CERTFILE = typer.Option(None, "--certfile", help="TLS certificate (PEM); with --keyfile serves https/wss.")
+_ALLOW_ORIGIN = typer.Option(
+    [], "--allow-origin", help="A browser origin allowed besides the server's own (repeatable)."
+)
+_REPLAY = typer.Option(
+    None, "--replay", help="Serve this recorded clip in real time instead of the camera and microphone."
+)
+_GPU_LAYERS = typer.Option(
+    0,
+    "--gpu-layers",
+    help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA).",
+)
+
+
+def _server(
+    host: str,
+    port: int,
+    token_file: Optional[Path],
+    no_auth: bool,
+    certfile: Optional[Path],
+    keyfile: Optional[Path],
+    allow_origin: list[str],
+    max_clients: int,
+) -> Callable[[AnalyzerOptions, list], bool]:
+    """The server on serve's listening, auth and TLS flags, to run on an analysis and its sources (False: a capture
+    thread was still stuck at the end); a one-line error when the serve extra is not installed."""
+    try:
+        from .serve.app import ServerLimits
+        from .serve.auth import DEFAULT_TOKEN_FILE
+        from .serve.server import ServeOptions
+        from .serve.server import serve as run_server
+    except ImportError as e:
+        fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
+    options = ServeOptions(
+        host=host,
+        port=port,
+        token_file=token_file or DEFAULT_TOKEN_FILE,
+        no_auth=no_auth,
+        certfile=certfile,
+        keyfile=keyfile,
+        allowed_origins=tuple(allow_origin),
+        limits=ServerLimits(max_clients=max_clients),
+    )
+    return functools.partial(run_server, options)
+
+
 @app.command(context_settings={"auto_envvar_prefix": "EDGE_XEMO_SERVE"})
 @friendly_errors
 def serve(
-    config: Optional[Path] = typer.Option(
-        None,
-        "--config",
-        is_eager=True,
-        callback=_load_config,
-        help="TOML file whose keys are these options' long names (flags and EDGE_XEMO_SERVE_<OPTION> override it).",
-    ),
+    config: Optional[Path] = _SERVE_CONFIG,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback one needs tokens)."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
-    token_file: Optional[Path] = typer.Option(
-        None,
-        "--token-file",
-        help="Tokens (JSON, mode 0600; created when absent). Default: $EDGE_XEMO_HOME/serve/tokens.json.",
-    ),
+    token_file: Optional[Path] = _SERVE_TOKEN_FILE,
     no_auth: bool = typer.Option(False, "--no-auth", help="No tokens (refused unless --host is loopback)."),
-    certfile: Optional[Path] = typer.Option(
-        None, "--certfile", help="TLS certificate (PEM); with --keyfile serves https/wss."
-    ),
+    certfile: Optional[Path] = _CERTFILE,
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
-    allow_origin: list[str] = typer.Option(
-        [], "--allow-origin", help="A browser origin allowed besides the server's own (repeatable)."
-    ),
+    allow_origin: list[str] = _ALLOW_ORIGIN,
     max_clients: int = typer.Option(8, "--max-clients", help="WebSocket + SSE connections at once."),
-    replay: Optional[Path] = typer.Option(
-        None, "--replay", help="Serve this recorded clip in real time instead of the camera and microphone."
-    ),
+    replay: Optional[Path] = _REPLAY,
     loop: bool = typer.Option(False, "--loop", help="With --replay: play the clip again and again."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="With --replay: a separate audio file."),
     camera: str = _CAMERA,
@@ -519,62 +606,37 @@ def serve(
     hop: float = _HOP,
     threads: int = _THREADS,
     provider: str = _PROVIDER,
-    gpu_layers: int = typer.Option(
-        0,
-        "--gpu-layers",
-        help="Decoder layers to offload to the GPU (-1: all; needs llama-cpp-python built with CUDA).",
-    ),
+    gpu_layers: int = _GPU_LAYERS,
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
 ) -> None:
     """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics
     (the serve extra)."""
-    try:
-        from .serve.app import ServerLimits
-        from .serve.auth import DEFAULT_TOKEN_FILE
-        from .serve.server import ServeOptions
-        from .serve.server import serve as run_server
-    except ImportError as e:
-        fail(f"the server is not installed ({e}): pip install 'edge-xemo[serve]'")
-    from .analyzer import analyzer_options
+    run_server = _server(host, port, token_file, no_auth, certfile, keyfile, allow_origin, max_clients)
     from .io.sources import FileSource, Source
 
-    options = ServeOptions(
-        host=host,
-        port=port,
-        token_file=token_file or DEFAULT_TOKEN_FILE,
-        no_auth=no_auth,
-        certfile=certfile,
-        keyfile=keyfile,
-        allowed_origins=tuple(allow_origin),
-        limits=ServerLimits(max_clients=max_clients),
-    )
     sources: list[Source]
     if replay is not None:
         sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
     else:
         sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
-    has_video = any(s.has_video for s in sources) and not no_video
-    has_audio = any(s.has_audio for s in sources) and not no_audio
-    transcriber = None
-    if asr:
-        from .voice.asr import TranscriberOptions
-
-        transcriber = TranscriberOptions(language=asr_language, background=True)
-    analysis = analyzer_options(
-        RuntimeOptions(threads, Provider(provider)),
-        asr=transcriber,
+    analysis = _analysis_options(
+        threads=threads,
+        provider=provider,
+        asr=asr,
+        asr_language=asr_language,
+        live=True,
         gpu_layers=gpu_layers,
         decoder=decoder,
         window_s=window,
         hop_s=hop,
-        visual=has_video,
-        voice=has_audio,
+        visual=any(s.has_video for s in sources) and not no_video,
+        voice=any(s.has_audio for s in sources) and not no_audio,
         subtitle=subtitle,
         **_reasoning(no_explain, cues_only),
     )
-    if not run_server(options, analysis, sources):
+    if not run_server(analysis, sources):
         exit_now(0)
 
 

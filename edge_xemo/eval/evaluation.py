@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_xemo.eval import emocue
 from edge_xemo.eval.cue_extract import emotion_label, extract_cues
-from edge_xemo.eval.datasets import Clip, ClipSet, DatasetError, load_clips
+from edge_xemo.eval.datasets import Clip, ClipSet, DatasetError, LoadReport, load_clips
 from edge_xemo.eval.report import report_name
 from edge_xemo.eval.report import write_report as write_timeline
 
@@ -95,6 +95,40 @@ def emotion_metrics(pairs: Iterable[tuple[str, str | None]]) -> dict:
     }
 
 
+@dataclass(slots=True)
+class _Scores:
+    """What the evaluated clips add up to: predicted and reference cues by clip name, (reference, predicted)
+    labels, latencies and real-time factors."""
+
+    pred_cues: dict[str, dict] = field(default_factory=dict)
+    ref_cues: dict[str, dict] = field(default_factory=dict)
+    label_pairs: list[tuple[str, str | None]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    rtfs: list[float] = field(default_factory=list)
+
+    def add(self, clip: Clip, result: ClipResult, wall_s: float, extractor: Callable[[str], dict]) -> dict:
+        """Score one clip's `result` (`wall_s`: the call's wall time); return its row of the report."""
+        latency = result.latency_s if result.latency_s is not None else wall_s
+        self.latencies.append(latency)
+        if result.media_s:
+            self.rtfs.append(latency / result.media_s)
+        cues = result.cues if result.cues is not None else extractor(result.text or "")
+        label = result.label or emotion_label(cues.get("emotional", []))
+        self.pred_cues[clip.name] = cues
+        if clip.description:
+            self.ref_cues[clip.name] = extractor(clip.description)
+        if clip.label:
+            self.label_pairs.append((clip.label.lower(), label.lower() if label else None))
+        return {
+            "name": clip.name,
+            "label": clip.label,
+            "predicted": label,
+            "latency_s": latency,
+            "status": result.status,
+            "text": result.text,
+        }
+
+
 def evaluate_clips(
     clips: ClipSet,
     analyze_clip: Callable[[Clip], ClipResult],
@@ -109,7 +143,7 @@ def evaluate_clips(
     has events is written there and its row names it (relative to the folder above `reports`).
     """
     evaluated, failed = [], []
-    pred_cues, ref_cues, label_pairs, latencies, rtfs = {}, {}, [], [], []
+    scores = _Scores()
     for clip in clips.clips:
         t0 = time.perf_counter()
         try:
@@ -119,26 +153,7 @@ def evaluate_clips(
             first_line = str(e).splitlines()[0] if str(e) else ""
             failed.append({"name": clip.name, "error": f"{type(e).__name__}: {first_line}"})
             continue
-        wall = time.perf_counter() - t0
-        latency = result.latency_s if result.latency_s is not None else wall
-        latencies.append(latency)
-        if result.media_s:
-            rtfs.append(latency / result.media_s)
-        cues = result.cues if result.cues is not None else extractor(result.text or "")
-        label = result.label or emotion_label(cues.get("emotional", []))
-        pred_cues[clip.name] = cues
-        if clip.description:
-            ref_cues[clip.name] = extractor(clip.description)
-        if clip.label:
-            label_pairs.append((clip.label.lower(), label.lower() if label else None))
-        row = {
-            "name": clip.name,
-            "label": clip.label,
-            "predicted": label,
-            "latency_s": latency,
-            "status": result.status,
-            "text": result.text,
-        }
+        row = scores.add(clip, result, time.perf_counter() - t0, extractor)
         if reports is not None and result.events:
             try:
                 page = write_timeline(list(result.events), reports / report_name(clip.name), f"{clip.name}: timeline")
@@ -146,7 +161,14 @@ def evaluate_clips(
             except ValueError as e:  # events without a window: the row says why it has no report
                 row["report_error"] = str(e)
         evaluated.append(row)
-    read = clips.report
+    return _clips_report(clips.report, evaluated, failed, scores, embed)
+
+
+def _clips_report(
+    read: LoadReport, evaluated: list[dict], failed: list[dict], scores: _Scores, embed: emocue.Embed | None
+) -> dict:
+    """The report of an evaluation: what the reader read and skipped, the clips evaluated and failed, and
+    their scores (EmoCue-360 with `embed` and reference descriptions)."""
     report = {
         "source": str(read.source),
         "layout": read.layout,
@@ -158,13 +180,13 @@ def evaluate_clips(
         "skipped_examples": list(read.examples),
         "failed": failed,
         "emocue360": None,
-        "emotion": emotion_metrics(label_pairs),
-        "latency_s": _stats(latencies),
-        "real_time_factor": _stats(rtfs),
+        "emotion": emotion_metrics(scores.label_pairs),
+        "latency_s": _stats(scores.latencies),
+        "real_time_factor": _stats(scores.rtfs),
         "clips": evaluated,
     }
-    if embed is not None and ref_cues:
-        scored = emocue.score({n: pred_cues[n] for n in ref_cues}, ref_cues, embed)
+    if embed is not None and scores.ref_cues:
+        scored = emocue.score({n: scores.pred_cues[n] for n in scores.ref_cues}, scores.ref_cues, embed)
         report["emocue360"] = {m: scored[m] for m in emocue.MODALITIES}
     return report
 
