@@ -12,49 +12,39 @@ Routes (a `read` token unless said otherwise; `Authorization: Bearer TOKEN`):
   GET  /v1/events          Server-Sent Events: `id` = seq, `Last-Event-ID` replays from the ring;
                            ?types=cues,explanation&max_hz=2
   POST /v1/control/{pause|resume|reset_baseline}   admin token; reset_baseline takes ?face_id=N
-  WS   /v1/ws              the protocol in docs/serve.md (hello, auth, subscribe, ping, control)
+  WS   /v1/ws              the protocol in docs/serve.md (hello, auth, subscribe, ping, control): serve.websocket
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from ..core import events as ev
 from ..core.types import EMOTION_COLOURS, StatusCode
 from .auth import SCOPES, Tokens, bearer, origin_allowed
 from .hub import ClientQueue, EventHub, Subscription
+from .websocket import PROTOCOL, WebSocketSession
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = 1
-"""The WebSocket protocol's version: messages only gain fields within it (clients ignore unknown ones)."""
 STATIC = Path(__file__).parent / "static"
 CSP = (
     "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-
-# WebSocket close codes (4000-4999 are the application's own, RFC 6455 7.4.2)
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN_ORIGIN = 4403
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_STALLED = 4409
-CLOSE_TOO_MANY = 4429
-CLOSE_TOO_BIG = 1009
-CLOSE_GOING_AWAY = 1001
 
 
 @dataclass
@@ -103,53 +93,77 @@ class _Connections:
 
 def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette:
     """The Starlette app; `pipeline` answers readiness, info and control, `metrics` renders /metrics."""
-    limits = config.limits
-    conns = _Connections(limits.max_clients)
-    started = time.time()
+    return Starlette(routes=_Routes(config, hub, pipeline, metrics).table())
 
-    def scopes_of(token: str | None) -> tuple[str, ...]:
-        if config.tokens is None:
+
+class _Routes:
+    """The route handlers over the state they share: configuration, hub, pipeline, metrics and connections."""
+
+    def __init__(self, config: AppConfig, hub: EventHub, pipeline, metrics):
+        self.config, self.hub, self.pipeline, self.metrics = config, hub, pipeline, metrics
+        self.limits = config.limits
+        self.conns = _Connections(config.limits.max_clients)
+        self.started = time.time()
+
+    def table(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.kiosk),
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
+            Route("/metrics", self.metrics_route),
+            Route("/v1/info", self.info),
+            Route("/v1/schema", self.schema),
+            Route("/v1/events/latest", self.latest),
+            Route("/v1/events", self.events_stream),
+            Route("/v1/control/{action}", self.control, methods=["POST"]),
+            WebSocketRoute("/v1/ws", self.websocket),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+
+    def scopes_of(self, token: str | None) -> tuple[str, ...]:
+        if self.config.tokens is None:
             return SCOPES
-        return config.tokens.scopes(token)
+        return self.config.tokens.scopes(token)
 
-    def origin_ok(headers) -> bool:
+    def origin_ok(self, headers) -> bool:
+        config = self.config
         return origin_allowed(headers.get("origin"), headers.get("host"), config.allowed_origins, config.tls)
 
-    def guard(request: Request, scope: str = "read") -> Response | None:
+    def guard(self, request: Request, scope: str = "read") -> Response | None:
         """An error response when the request may not proceed."""
-        if not origin_ok(request.headers):
+        if not self.origin_ok(request.headers):
             return JSONResponse({"error": "forbidden_origin"}, 403)
-        granted = scopes_of(bearer(request.headers))
+        granted = self.scopes_of(bearer(request.headers))
         if not granted:
             return JSONResponse({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
         if scope not in granted:
             return JSONResponse({"error": "forbidden", "needs": scope}, 403)
         return None
 
-    async def kiosk(request: Request) -> Response:
+    async def kiosk(self, request: Request) -> Response:
         return FileResponse(
             STATIC / "kiosk.html",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         )
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
-        ready, state = pipeline.readiness()
+    async def readyz(self, request: Request) -> Response:
+        ready, state = self.pipeline.readiness()
         body = {"ready": ready, "components": state}
-        if pipeline.problem:
-            body["problem"] = pipeline.problem
+        if self.pipeline.problem:
+            body["problem"] = self.pipeline.problem
         return JSONResponse(body, 200 if ready else 503)
 
-    async def metrics_route(request: Request) -> Response:
-        return guard(request) or Response(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics_route(self, request: Request) -> Response:
+        return self.guard(request) or Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def info(request: Request) -> Response:
-        denied = guard(request)
+    async def info(self, request: Request) -> Response:
+        denied = self.guard(request)
         if denied:
             return denied
-        a = pipeline.analyzer
+        pipeline, a = self.pipeline, self.pipeline.analyzer
         return JSONResponse(
             {
                 "name": "edge-xemo",
@@ -157,36 +171,36 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
                 "schema_version": ev.SCHEMA_VERSION,
                 "protocol": PROTOCOL,
                 "running_mode": "live_stream",
-                "uptime_s": round(time.time() - started, 1),
+                "uptime_s": round(time.time() - self.started, 1),
                 "sources": [s.name for s in pipeline.sources],
                 "paused": bool(a and a.paused),
-                "auth": config.tokens is not None,
-                "clients": len(hub.clients),
-                "last_seq": hub.last_seq,
+                "auth": self.config.tokens is not None,
+                "clients": len(self.hub.clients),
+                "last_seq": self.hub.last_seq,
                 "run": pipeline.record,
                 "label_colours": EMOTION_COLOURS,
             }
         )
 
-    async def schema(request: Request) -> Response:
-        return guard(request) or JSONResponse(ev.json_schema())
+    async def schema(self, request: Request) -> Response:
+        return self.guard(request) or JSONResponse(ev.json_schema())
 
-    async def latest(request: Request) -> Response:
-        return guard(request) or JSONResponse({"last_seq": hub.last_seq, "events": hub.latest()})
+    async def latest(self, request: Request) -> Response:
+        return self.guard(request) or JSONResponse({"last_seq": self.hub.last_seq, "events": self.hub.latest()})
 
-    async def control(request: Request) -> Response:
-        denied = guard(request, "admin")
+    async def control(self, request: Request) -> Response:
+        denied = self.guard(request, "admin")
         if denied:
             return denied
         face = request.query_params.get("face_id")
         try:
-            result = run_control(pipeline, request.path_params["action"], int(face) if face is not None else None)
+            result = run_control(self.pipeline, request.path_params["action"], int(face) if face is not None else None)
         except (ValueError, LookupError) as e:
             return JSONResponse({"error": "bad_control", "message": str(e)}, 400)
         return JSONResponse(result)
 
-    async def events_stream(request: Request) -> Response | _EventStream:
-        denied = guard(request)
+    async def events_stream(self, request: Request) -> Response | _EventStream:
+        denied = self.guard(request)
         if denied:
             return denied
         try:
@@ -198,30 +212,24 @@ def create_app(config: AppConfig, hub: EventHub, pipeline, metrics) -> Starlette
             after = int(last) if last else None
         except ValueError as e:
             return JSONResponse({"error": "bad_request", "message": str(e)}, 400)
-        if not conns.enter():
+        if not self.conns.enter():
             return JSONResponse({"error": "too_many_clients"}, 503, headers={"Retry-After": "5"})
-        client, complete = hub.open(f"sse:{request.client.host if request.client else '?'}", "sse", sub, after)
-        return _EventStream(client, complete, hub, metrics, conns, limits)
+        client, complete = self.hub.open(f"sse:{request.client.host if request.client else '?'}", "sse", sub, after)
+        return _EventStream(client, complete, self.hub, self.metrics, self.conns, self.limits)
 
-    async def websocket(ws: WebSocket) -> None:
-        await _serve_websocket(
-            ws, hub, pipeline, metrics, conns, limits, scopes_of, origin_ok, auth_required=config.tokens is not None
+    async def websocket(self, ws: WebSocket) -> None:
+        session = WebSocketSession(
+            ws,
+            self.hub,
+            self.metrics,
+            self.conns,
+            self.limits,
+            self.scopes_of,
+            self.origin_ok,
+            partial(run_control, self.pipeline),
+            auth_required=self.config.tokens is not None,
         )
-
-    routes = [
-        Route("/", kiosk),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics_route),
-        Route("/v1/info", info),
-        Route("/v1/schema", schema),
-        Route("/v1/events/latest", latest),
-        Route("/v1/events", events_stream),
-        Route("/v1/control/{action}", control, methods=["POST"]),
-        WebSocketRoute("/v1/ws", websocket),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    return Starlette(routes=routes)
+        await session.run()
 
 
 def run_control(pipeline, action: str, face_id: int | None = None) -> dict:
@@ -297,163 +305,3 @@ class _EventStream:
             self.hub.close(self.client, reason)
             self.metrics.closed.labels(reason).inc()
             self.conns.leave()
-
-
-async def _receive_text(ws: WebSocket, limit: int) -> dict:
-    """One client message as a JSON object; ValueError for non-JSON, OverflowError over `limit` bytes."""
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    text = message.get("text")
-    if text is None:
-        raw = message.get("bytes") or b""
-        if len(raw) > limit:
-            raise OverflowError
-        text = raw.decode("utf-8", "replace")
-    if len(text.encode()) > limit:
-        raise OverflowError
-    d = json.loads(text)
-    if not isinstance(d, dict):
-        raise ValueError("a message must be a JSON object")
-    return d
-
-
-async def _serve_websocket(
-    ws: WebSocket,
-    hub: EventHub,
-    pipeline,
-    metrics,
-    conns: _Connections,
-    limits: ServerLimits,
-    scopes_of,
-    origin_ok,
-    auth_required: bool,
-) -> None:
-    if not origin_ok(ws.headers):
-        metrics.closed.labels("forbidden_origin").inc()
-        await ws.close(CLOSE_FORBIDDEN_ORIGIN)  # before accept: the handshake is answered 403
-        return
-    if not conns.enter():
-        metrics.closed.labels("too_many_clients").inc()
-        await ws.accept()
-        await ws.close(CLOSE_TOO_MANY, "too many clients")
-        return
-    client: ClientQueue | None = None
-    sender: asyncio.Task | None = None
-    reason = "disconnected"
-
-    async def close(code: int, why: str) -> None:
-        nonlocal reason
-        reason = why
-        if ws.client_state == WebSocketState.CONNECTED:
-            try:
-                await asyncio.wait_for(ws.close(code, why.replace("_", " ")), 1.0)
-            except (asyncio.TimeoutError, RuntimeError, OSError):
-                pass
-
-    receiving = asyncio.current_task()
-    assert receiving is not None  # called from the WebSocket's task
-
-    async def send_loop(queue: ClientQueue) -> None:
-        nonlocal reason
-        try:
-            while True:
-                item = await queue.get()
-                await asyncio.wait_for(ws.send_text(item.json), limits.send_timeout_s)
-        except asyncio.TimeoutError:  # the client does not read: stop waiting for it
-            reason = "stalled"
-            receiving.cancel()
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            receiving.cancel()
-
-    try:
-        await ws.accept()
-        await ws.send_json(
-            {
-                "type": "hello",
-                "server": "edge-xemo",
-                "version": version("edge-xemo"),
-                "protocol": PROTOCOL,
-                "schema_version": ev.SCHEMA_VERSION,
-                "auth_required": auth_required,
-            }
-        )
-        try:
-            msg = await asyncio.wait_for(_receive_text(ws, limits.max_message_bytes), limits.auth_timeout_s)
-        except asyncio.TimeoutError:
-            await close(CLOSE_AUTH_TIMEOUT, "auth_timeout")
-            return
-        granted = scopes_of(msg.get("token")) if msg.get("type") == "auth" else ()
-        if not granted:
-            await close(CLOSE_UNAUTHORIZED, "unauthorized")
-            return
-        await ws.send_json({"type": "auth_ok", "scopes": list(granted)})
-        while True:
-            msg = await _receive_text(ws, limits.max_message_bytes)
-            kind = msg.get("type")
-            if kind == "subscribe":
-                try:
-                    sub = Subscription.parse(msg.get("types"), msg.get("max_hz"))
-                    after = msg.get("after")
-                    if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
-                        raise ValueError("after must be an integer seq")
-                except ValueError as e:
-                    await ws.send_json({"type": "protocol_error", "code": "bad_subscribe", "message": str(e)})
-                    continue
-                if client is None:
-                    client, complete = hub.open(f"ws:{ws.client.host if ws.client else '?'}", "ws", sub, after)
-                    sender = asyncio.create_task(send_loop(client))
-                else:
-                    hub.resubscribe(client, sub)
-                    complete = True
-                await ws.send_json(
-                    {
-                        "type": "subscribed",
-                        "types": sorted(sub.types) if sub.types else None,
-                        "max_hz": sub.max_hz,
-                        "last_seq": hub.last_seq,
-                        "replay_complete": complete,
-                    }
-                )
-            elif kind == "ping":
-                await ws.send_json({"type": "pong", "id": msg.get("id")})
-            elif kind == "control":
-                if "admin" not in granted:
-                    await ws.send_json(
-                        {"type": "protocol_error", "code": "forbidden", "message": "control needs the admin token"}
-                    )
-                    continue
-                try:
-                    face = msg.get("face_id")
-                    result = run_control(pipeline, str(msg.get("action")), face if isinstance(face, int) else None)
-                except (ValueError, LookupError) as e:
-                    await ws.send_json({"type": "protocol_error", "code": "bad_control", "message": str(e)})
-                    continue
-                await ws.send_json({"type": "control_ok", "id": msg.get("id"), **result})
-            else:
-                await ws.send_json(
-                    {
-                        "type": "protocol_error",
-                        "code": "unknown_type",
-                        "message": f"unknown message type {kind!r}: subscribe, ping or control",
-                    }
-                )
-    except OverflowError:
-        await close(CLOSE_TOO_BIG, "message_too_big")
-    except ValueError as e:
-        try:
-            await ws.send_json({"type": "protocol_error", "code": "bad_json", "message": str(e)})
-        except Exception:
-            pass
-        await close(1007, "bad_json")
-    except (WebSocketDisconnect, RuntimeError, OSError, asyncio.CancelledError):
-        pass
-    finally:
-        if sender is not None:
-            sender.cancel()
-        if reason == "stalled":
-            await close(CLOSE_STALLED, "stalled")
-        if client is not None:
-            hub.close(client, reason)
-        metrics.closed.labels(reason).inc()
-        conns.leave()

@@ -97,7 +97,21 @@ def serve(
         metrics,
     )
 
-    config = uvicorn.Config(
+    server = _Server(_uvicorn_config(app, options), hub)
+    pipeline.start()
+    try:
+        server.run()
+    finally:
+        with StopSignals() as signals:
+            signals.shutting_down()  # a second Ctrl-C while the analyzer closes: out at once (130)
+            ended = pipeline.close()
+        log.info("stopped")
+    return ended
+
+
+def _uvicorn_config(app, options: ServeOptions) -> uvicorn.Config:
+    """uvicorn's settings: quiet, no lifespan, TLS when given, client messages up to max_message_bytes."""
+    return uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
@@ -113,16 +127,6 @@ def serve(
         server_header=False,
         proxy_headers=False,
     )
-    server = _Server(config, hub)
-    pipeline.start()
-    try:
-        server.run()
-    finally:
-        with StopSignals() as signals:
-            signals.shutting_down()  # a second Ctrl-C while the analyzer closes: out at once (130)
-            ended = pipeline.close()
-        log.info("stopped")
-    return ended
 
 
 class _Server(uvicorn.Server):
