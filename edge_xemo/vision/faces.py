@@ -65,6 +65,13 @@ class FaceTrackerOptions:
       face-presence probability is 0.0, so `presence_threshold` rejects it too).
     nms_iou: overlap above which detections are merged (weighted NMS).
     match_iou: box overlap needed to give a detection the id of an existing track.
+    reid_s: a face lost (covered, turned away, out of frame) keeps its id this many seconds: a new face whose box
+      overlaps the lost one's last box by `reid_iou` or more takes it back, with its cue reader, neutral and
+      smoothing (`vision.stage`), instead of starting as a new person. 3 s: a hand over the face, a look away or
+      a passer-by in front lasts a second or two; after longer, someone else standing where that person stood is
+      as likely. Only the position is compared, so two people who swap places while hidden swap ids.
+    reid_iou: box overlap with a lost face's last box that gives its id back (lower than `match_iou`: the
+      person moved while hidden).
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
@@ -86,6 +93,8 @@ class FaceTrackerOptions:
     max_keypoint_error: float = 0.155
     nms_iou: float = 0.3
     match_iou: float = 0.3
+    reid_s: float = 3.0
+    reid_iou: float = 0.2
     roi_scale: float = 1.5
     tile_wide_frames: bool = True
     landmark_runtime: str = "auto"
@@ -100,6 +109,8 @@ class FaceTrackerOptions:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
         if self.min_face_px < 0:
             raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
+        if self.reid_s < 0:
+            raise ValueError(f"reid_s must be >= 0, got {self.reid_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +182,15 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"frame image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
 
 
+def box_area(box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    union = box_area(a) + box_area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
@@ -267,6 +282,16 @@ class _Track:
     landmarks: np.ndarray | None = None
     age: int = 0
     keypoints: np.ndarray | None = None  # the detector's 6 keypoints, until the first landmarks confirm them
+    seen: float = 0.0  # source time of its last frame with landmarks
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost:
+    """A face no longer tracked: its id and where and when it was last seen (for `reid_s`)."""
+
+    face_id: int
+    box: tuple[float, float, float, float]
+    seen: float
 
 
 class FaceTracker:
@@ -292,6 +317,7 @@ class FaceTracker:
     def reset(self) -> None:
         """Forget all tracks (a new source)."""
         self._tracks: list[_Track] = []
+        self._lost: list[_Lost] = []
         self._next_id = 0
         self._since_detect = 10**9
 
@@ -400,7 +426,7 @@ class FaceTracker:
             self._since_detect, detected = 0, True
             big = [d for d in dets if d.box[2] - d.box[0] >= opts.min_face_px]
             too_small = bool(dets) and not big
-            self._merge_detections(big)
+            self._merge_detections(big, t)
         t0 = time.perf_counter()
         faces = []
         for tr in list(self._tracks):
@@ -409,8 +435,10 @@ class FaceTracker:
                 tr.keypoints is not None and eye_disagreement(lm, tr.keypoints) > opts.max_keypoint_error
             ):
                 self._tracks.remove(tr)
+                if tr.landmarks is not None:  # a face that was seen, not a detection that never became one
+                    self._lost.append(_Lost(tr.face_id, tr.box, tr.seen))
                 continue
-            tr.landmarks, tr.age, tr.keypoints = lm, tr.age + 1, None
+            tr.landmarks, tr.age, tr.keypoints, tr.seen = lm, tr.age + 1, None, t
             tr.box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
             tr.roi = self._roi_from_landmarks(lm)
             faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
@@ -425,8 +453,9 @@ class FaceTracker:
             code = ResultCode.FACE_TOO_SMALL if too_small else ResultCode.NO_FACE
         return FaceFrame(tuple(faces), t, detected, code, code.text if code else None, lat)
 
-    def _merge_detections(self, dets: list[Detection]) -> None:
-        """Give detections the ids of overlapping tracks; start tracks for new faces; keep the largest."""
+    def _merge_detections(self, dets: list[Detection], t: float) -> None:
+        """Give detections the ids of overlapping tracks; start tracks for new faces (with the id of a face lost
+        there less than `reid_s` ago, else a new one); keep the largest."""
         unmatched = []
         for det in dets:
             best, best_iou = None, self.options.match_iou
@@ -438,11 +467,27 @@ class FaceTracker:
                 unmatched.append(det)
             elif best.landmarks is None:
                 best.roi, best.box, best.keypoints = self._roi_from_detection(det), det.box, det.keypoints
-        for det in unmatched:
-            self._tracks.append(_Track(self._next_id, self._roi_from_detection(det), det.box, keypoints=det.keypoints))
-            self._next_id += 1
-        self._tracks.sort(key=lambda tr: -(tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]))
-        del self._tracks[self.options.max_faces :]
+        self._lost = [lost for lost in self._lost if t - lost.seen <= self.options.reid_s]
+        faces: list[_Track | Detection] = sorted([*self._tracks, *unmatched], key=lambda f: -box_area(f.box))
+        kept, dropped = faces[: self.options.max_faces], faces[self.options.max_faces :]
+        self._lost += [
+            _Lost(f.face_id, f.box, f.seen) for f in dropped if isinstance(f, _Track) and f.landmarks is not None
+        ]
+        self._tracks = [
+            f
+            if isinstance(f, _Track)
+            else _Track(self._reid(f.box), self._roi_from_detection(f), f.box, keypoints=f.keypoints, seen=t)
+            for f in kept
+        ]
+
+    def _reid(self, box: tuple[float, float, float, float]) -> int:
+        """The id of the lost face whose last box overlaps `box` most (at least `reid_iou`), else a new id."""
+        best = max(self._lost, key=lambda lost: iou(box, lost.box), default=None)
+        if best is not None and iou(box, best.box) >= self.options.reid_iou:
+            self._lost.remove(best)
+            return best.face_id
+        self._next_id += 1
+        return self._next_id - 1
 
     def _drop_duplicates(self, faces: list[TrackedFace]) -> list[TrackedFace]:
         """Two tracks that converged on one face: keep the older (lower id)."""

@@ -22,7 +22,7 @@ from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
 from .expression import face_crop
 from .face_cues import CueOptions, FaceCueReader
 from .face_emotion import BlendshapeEmotion
-from .faces import FaceTracker, FaceTrackerOptions, as_bgr
+from .faces import FaceTracker, FaceTrackerOptions, as_bgr, box_area
 from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
 
@@ -214,7 +214,7 @@ class VisualPerception:
             return ModalityResult(
                 "visual", code=code, message=message, latency_ms=latency, extra={"n_frames": len(obs)}
             )
-        primary = max(by_face, key=lambda fid: (len(by_face[fid]), _area(by_face[fid][-1].box)))
+        primary = max(by_face, key=lambda fid: (len(by_face[fid]), box_area(by_face[fid][-1].box)))
         cues: list[Cue] = []
         for fid in sorted(by_face, key=lambda fid: fid != primary):
             cues.extend(window_cues(fid, by_face[fid], self.options.window))
@@ -280,10 +280,6 @@ def _window_code(obs: list[VisualObservation]) -> tuple[ResultCode, str]:
         return ResultCode.NO_FACE, ResultCode.NO_FACE.text
     code = max(codes, key=codes.count)
     return code, next((o.message for o in obs if o.code is code and o.message), code.text)
-
-
-def _area(box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _mean_latency(obs: list[VisualObservation]) -> dict[str, float]:

@@ -131,6 +131,37 @@ def test_min_face_size_and_max_faces(demo):
     assert len(one.faces) == 1 and one.faces[0].box[2] <= 205  # the larger face
 
 
+def test_a_face_hidden_for_a_second_comes_back_with_its_id_and_its_neighbour_keeps_its_own(demo):
+    """Two people side by side (the demo face and a smaller copy, both moving as the clip does); the larger is
+    covered for 1 s. Within `reid_s` it takes its id back (so its cue reader and neutral go on); with a
+    shorter `reid_s` it comes back as a new person. The other face keeps its id throughout."""
+    frames, fps = demo
+
+    def pair(frame, hidden: bool) -> np.ndarray:
+        out = np.zeros((240, 360, 3), np.uint8)
+        face = frame[60:300, 100:300]
+        out[:, :200] = 0 if hidden else face
+        out[:192, 200:] = cv2.resize(face, (160, 192))
+        return out
+
+    def ids(reid_s: float) -> list[dict[str, int]]:
+        va = stage(tracker=FaceTrackerOptions(max_faces=2, reid_s=reid_s))
+        out = []
+        for i, f in enumerate(frames[:75]):
+            o = va.process_frame(Frame(pair(f, 20 <= i < 45), i / fps, i))
+            out.append({"left" if face.box[0] < 200 else "right": face.face_id for face in o.faces})
+        return out
+
+    seen = ids(3.0)
+    left, right = seen[10]["left"], seen[10]["right"]
+    assert not any("left" in s for s in seen[22:45])  # hidden
+    assert all(s.get("right") == right for s in seen[10:])
+    back = [s["left"] for s in seen[45:] if "left" in s]
+    assert len(back) >= 20 and set(back) == {left}
+    again = [s["left"] for s in ids(0.5)[45:] if "left" in s]
+    assert again and left not in again
+
+
 def test_window_summary_on_the_demo_clip(demo):
     frames, fps = demo
     va = stage()
@@ -164,7 +195,9 @@ def test_reset_restarts_ids_and_baselines(demo):
     va = stage()
     run(va, frames[:5], fps)
     assert not va.process_frame(Frame(np.zeros_like(frames[0]), 1.0, 5)).faces  # the face is lost
-    assert va.process_frame(Frame(frames[6], 1.04, 6)).faces[0].face_id == 1  # found again: a new track
+    assert va.process_frame(Frame(frames[6], 1.04, 6)).faces[0].face_id == 0  # found where it was: its id back
+    assert not va.process_frame(Frame(np.zeros_like(frames[0]), 1.08, 7)).faces
+    assert va.process_frame(Frame(frames[8], 5.0, 8)).faces[0].face_id == 1  # after reid_s: a new track
     va.reset()
     o = va.process_frame(Frame(frames[0], 0.0, 0))
     assert o.faces[0].face_id == 0
