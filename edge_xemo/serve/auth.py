@@ -66,15 +66,26 @@ def read_tokens(path: Path) -> Tokens:
 
 
 def load_or_create(path: Path) -> tuple[Tokens, bool]:
-    """The tokens in `path`, created (mode 0600) when the file does not exist; True when created."""
+    """The tokens in `path`, created (mode 0600) when the file does not exist; True when created. The file
+    appears whole (written beside it, then linked into place), so a reader never sees it empty, and a file
+    another process created meanwhile is kept and read."""
     path = Path(path).expanduser()
     if path.exists():
         return read_tokens(path), False
     tokens = Tokens(admin=secrets.token_urlsafe(32), read=secrets.token_urlsafe(32))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"admin": tokens.admin, "read": tokens.read}, f)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"admin": tokens.admin, "read": tokens.read}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(partial, path)  # fails, and replaces nothing, when the file exists
+    except FileExistsError:
+        return read_tokens(path), False
+    finally:
+        partial.unlink(missing_ok=True)
     return tokens, True
 
 

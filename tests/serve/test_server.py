@@ -186,3 +186,32 @@ def test_a_token_file_others_can_read_is_refused(tmp_path):
     assert s.proc.wait(60) == 2
     log = s.log.read_text()
     assert "readable by others" in log and "Traceback" not in log
+
+
+def test_the_token_file_appears_whole_and_a_concurrent_one_is_kept(tmp_path, monkeypatch):
+    """`load_or_create` links a fully written file into place (a reader polling for it never reads it empty, as
+    this suite's own server start did now and then); when another server created the file in between, that one
+    is kept and read."""
+    import os
+
+    from edge_xemo.serve import auth
+
+    path = tmp_path / "serve" / "tokens.json"
+    tokens, created = auth.load_or_create(path)
+    assert created and json.loads(path.read_text()) == {"admin": tokens.admin, "read": tokens.read}
+    assert os.stat(path).st_mode & 0o777 == 0o600 and sorted(p.name for p in path.parent.iterdir()) == ["tokens.json"]
+    assert auth.load_or_create(path) == (tokens, False)
+
+    other = tmp_path / "other.json"
+    theirs = {"admin": "a" * 32, "read": "r" * 32}
+
+    def another_server_first(src, dst):
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(theirs, f)
+        raise FileExistsError(dst)
+
+    monkeypatch.setattr(auth.os, "link", another_server_first)
+    kept, created = auth.load_or_create(other)
+    assert not created and (kept.admin, kept.read) == (theirs["admin"], theirs["read"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "serve"]
