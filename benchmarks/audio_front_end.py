@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_xemo.core.types import SAMPLE_RATE, AudioBlock  # noqa: E402
+from edge_xemo.core.types import SAMPLE_RATE  # noqa: E402
+from edge_xemo.io.audio import Conditioner  # noqa: E402
 from edge_xemo.core.paths import demo_audio  # noqa: E402
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception  # noqa: E402
 
@@ -39,14 +40,17 @@ def run(an: VoicePerception, x: np.ndarray) -> tuple[float, list[float]]:
     """(CPU s per s of audio, AECB ms per window) of one pass over `x`."""
     an.reset()
     blocks, aecb, next_end = [], [], 2.0
+    conditioner, kept = Conditioner(), []
     t = time.process_time()
     for i, a in enumerate(range(0, len(x), BLOCK)):
-        blocks.append(an.process_block(AudioBlock(x[a : a + BLOCK], a / SAMPLE_RATE, i)))
+        block = conditioner.block(x[a : a + BLOCK], SAMPLE_RATE, a / SAMPLE_RATE, i)
+        kept.append(block.samples)
+        blocks.append(an.process_block(block))
         end = (a + BLOCK) / SAMPLE_RATE
         while end >= next_end:
             start = next_end - 2.0
             window = [b for b in blocks if start - 0.1 <= b.t < next_end]
-            samples = x[int(start * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
+            samples = np.concatenate(kept)[int(start * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
             r = an.summarize(samples, start, window, start, next_end)
             if "aecb" in r.latency_ms:
                 aecb.append(r.latency_ms["aecb"])

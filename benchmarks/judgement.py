@@ -91,6 +91,22 @@ def _unsmoothed(evidence: dict[str, dict]) -> str:
     return Judge(JudgementOptions(time_constant_s=None)).judge(sources).label
 
 
+def _conclusion(e) -> tuple[list[str], bool]:
+    """The reasons an explanation's conclusion names (after its label), and whether it says nothing else: the
+    text left once the label, the named reasons, the connectives, the doubt and the separators are taken out
+    is empty."""
+    from edge_xemo.reasoning.conclusion import CONNECTIVES, reasons
+    from edge_xemo.reasoning.prompt import doubt
+
+    j = e.judgement
+    tail = e.text[e.text.rindex(f"emotional state is {j.label}") + len(f"emotional state is {j.label}"):]
+    named = sorted((r for r in reasons(j) if r in tail), key=len, reverse=True)
+    rest = tail
+    for piece in [*named, *CONNECTIVES, doubt(j)]:
+        rest = rest.replace(piece, " ") if piece else rest
+    return named, not rest.replace(" and ", " ").strip(" ,.")
+
+
 def emer_set(threads: int, decoder: str | None) -> dict:
     from edge_xemo.eval.cue_extract import extract_cues
     from edge_xemo.eval.emocue import score
@@ -101,40 +117,56 @@ def emer_set(threads: int, decoder: str | None) -> dict:
 
     rows = load_examples("heldout")
     embed = MiniLMEmbedder.create_from_options()
+    refs = {ex.name: extract_cues(ex.description) for ex in rows}
     out: dict = {}
     per_mode = {}
-    for mode in ("rendered", "generated"):
-        dec = CueDecoder(DecoderOptions(runtime=RuntimeOptions(threads), sections=mode, model=decoder))
+    modes = {"sections_rendered": ("rendered", "rendered"), "sections_generated": ("generated", "rendered"),
+             "conclusion_written": ("rendered", "written")}
+    for key, (sections, conclusion) in modes.items():
+        dec = CueDecoder(DecoderOptions(runtime=RuntimeOptions(threads), sections=sections, conclusion=conclusion,
+                                        model=decoder))
         # expert cue text: the EMER cue-text head judges it, as `edge-xemo reason` does
         reasoning = Reasoning(Judge.create_from_options(JudgementOptions(text_head=True)), dec, beside=False)
         try:
             exps = []
             for ex in rows:
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 e = reasoning.explain_cues(list(ex.visual), list(ex.auditory), ex.subtitle)
-                exps.append((e, (time.perf_counter() - t) * 1e3))
+                exps.append((e, (time.perf_counter() - t) * 1e3, (time.process_time() - cpu) * 1e3))
         finally:
             reasoning.close()
-        per_mode[mode] = exps
+        per_mode[key] = [e for e, _, _ in exps]
         faithful = []
-        refs = {ex.name: extract_cues(ex.description) for ex in rows}
         hyps = {ex.name: {"visual": list(e.visual_cues), "auditory": list(e.auditory_cues), "emotional": [e.label]}
-                for ex, (e, _) in zip(rows, exps)}
+                for ex, (e, _, _) in zip(rows, exps)}
         scored = score(hyps, refs, embed)
-        for ex, (e, _) in zip(rows, exps):
+        for ex, (e, _, _) in zip(rows, exps):
             said = list(e.visual_cues) + list(e.auditory_cues)
             given = [c.lower() for c in ex.visual + ex.auditory]
             # a cue the explanation names is faithful when it is (part of) an input cue
             faithful.append(np.mean([any(c.lower() in g for g in given) for c in said]) if said else 1.0)
-        lat = [ms for _, ms in exps]
-        out[f"sections_{mode}"] = {
+        lat, cpu = [ms for _, ms, _ in exps], [ms for _, _, ms in exps]
+        out[key] = {
             "emocue_f1": {m: round(scored[m]["f1"], 4) for m in ("visual", "auditory", "emotional")},
             "faithfulness": round(float(np.mean(faithful)), 4),
-            "repetition_or_loop": sum(1 for e, _ in exps if not e.valid),
+            "repetition_or_loop": sum(1 for e, _, _ in exps if not e.valid),
             "latency_ms": {"median": round(statistics.median(lat), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
+            "cpu_ms_median": round(statistics.median(cpu), 1),
+        }
+    for key in ("sections_rendered", "conclusion_written"):
+        # the conclusion alone: which of the window's cues it names as the reasons, scored against the description
+        named = [_conclusion(e) for e in per_mode[key]]
+        hyps = {ex.name: {"visual": [c for c in n if c in e.visual_cues], "auditory": [c for c in n if c in e.auditory_cues],
+                          "emotional": [e.label]} for ex, e, (n, _) in zip(rows, per_mode[key], named)}
+        scored = score(hyps, refs, embed)
+        out[key]["conclusion"] = {
+            "emocue_f1": {m: round(scored[m]["f1"], 4) for m in ("visual", "auditory")},
+            "only_reasons": round(float(np.mean([ok for _, ok in named])), 4),
+            "reasons_named_mean": round(float(np.mean([len(n) for n, _ in named])), 2),
+            "example": per_mode[key][0].text,
         }
     truth = [ex.label for ex in rows]
-    exps = [e for e, _ in per_mode["rendered"]]
+    exps = per_mode["sections_rendered"]
     for name in ("text", "decoder"):
         dists = [{s.name: s for s in e.judgement.sources}[name].distribution for e in exps]
         # a source's top label over the labels it covers

@@ -3,6 +3,7 @@
     python -m train.voice_emotion features     # once: window vectors of RAVDESS (clean + augmented)
     python -m train.voice_emotion compare      # once: the leave-actors-out cross-validation (runs/voice_emotion/compare.json)
     python benchmarks/voice_emotion.py         # this table -> runs/voice_emotion/table.json
+    python benchmarks/voice_emotion.py --stage-only --out runs/voice_emotion/stage.json   # the stage rows alone
 
 Per representation (train.voice_emotion) and normalisation, with and without augmentation:
 - leave-actors-out UAR, accuracy, per-class recall and ECE over the 7 emotions (5 folds of 4 actors, actors 1-20),
@@ -31,7 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from edge_xemo.core.paths import home  # noqa: E402
-from edge_xemo.core.types import SAMPLE_RATE, AudioBlock  # noqa: E402
+from edge_xemo.core.types import SAMPLE_RATE  # noqa: E402
+from edge_xemo.io.audio import Conditioner  # noqa: E402
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions, top_label  # noqa: E402
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception  # noqa: E402
 from train import voice_emotion as ve  # noqa: E402
@@ -107,16 +109,19 @@ def stream_through_stage(samples: np.ndarray, model: bool = True, block: int = 3
     from collections import deque
 
     out, obs = [], deque()
+    conditioner, kept = Conditioner(), np.zeros(len(samples), np.float32)  # conditioned where it enters, as live
     with VoicePerception(VoiceOptions(use_bridge=False, use_emotion_model=model)) as voice:
         cpu = time.process_time()
         next_end = 2.0
         for i, a in enumerate(range(0, len(samples), block)):
-            obs.append(voice.process_block(AudioBlock(samples[a : a + block], a / SAMPLE_RATE, i)))
+            conditioned = conditioner.block(samples[a : a + block], SAMPLE_RATE, a / SAMPLE_RATE, i)
+            kept[a : a + block] = conditioned.samples
+            obs.append(voice.process_block(conditioned))
             while (a + block) / SAMPLE_RATE >= next_end:
                 t0 = next_end - 2.0
                 while obs and obs[0].t < t0 - 0.1:
                     obs.popleft()
-                seg = samples[int(t0 * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
+                seg = kept[int(t0 * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
                 out.append((t0, voice.summarize(seg, t0, list(obs), t0, next_end)))
                 next_end += 1.0
         return out, time.process_time() - cpu
@@ -217,11 +222,14 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ve.RUNS / "table.json")
+    ap.add_argument("--stage-only", action="store_true", help="only the shipped model through the real voice stage")
     args = ap.parse_args(argv)
-    if not (ve.RUNS / "compare.json").exists():
-        raise SystemExit("run `python -m train.voice_emotion features` and `... compare` first (needs ../shared/data)")
     talk = neutral_talk()
-    result = {"representations": table(talk)}
+    result: dict = {"representations": []}
+    if not args.stage_only:
+        if not (ve.RUNS / "compare.json").exists():
+            raise SystemExit("run `python -m train.voice_emotion features` and `... compare` first (needs ../shared/data)")
+        result["representations"] = table(talk)
     result["shipped_model_in_the_stage"] = in_the_stage(talk) | {"stream_check": stream_check()}
     args.out.write_text(json.dumps(result, indent=1))
     for r in result["representations"]:

@@ -48,7 +48,7 @@ from .core.outbox import Outbox
 from .core.scheduler import ExplainPolicy, WindowScheduler
 from .core.types import SAMPLE_RATE, AudioStage, Frame, Reasoner, StatusCode, VisualStage
 from .io.sources import Clock, Source
-from .reasoning.decoder import DecoderOptions
+from .reasoning.decoder import Conclusion, DecoderOptions
 from .reasoning.judgement import JudgementOptions
 from .vision.stage import VisualOptions
 from .voice.asr import TranscriberOptions
@@ -121,18 +121,22 @@ def analyzer_options(
     decoder_threads: int | None = None,
     gpu_layers: int = 0,
     decoder: str | None = None,
+    conclusion: str = "rendered",
     **fields,
 ) -> AnalyzerOptions:
     """AnalyzerOptions from the switches the command line, the bench and the evaluations expose, built in one
     place: `visual`/`voice`/`judge`/`explain` turn each stage on; `asr` turns transcription on in the voice stage;
     the decoder runs on `decoder_threads` (default: the runtime's) with `gpu_layers` offloaded (needs a CUDA/Metal
-    build of llama-cpp-python), `decoder` names another decoder in the manifest (DecoderOptions.model). `fields`
+    build of llama-cpp-python), `decoder` names another decoder in the manifest (DecoderOptions.model) and
+    `conclusion` who writes the conclusion (DecoderOptions.conclusion). `fields`
     are AnalyzerOptions' own (running_mode, window_s, subtitle, result_callback, ...)."""
     runtime = runtime or RuntimeOptions()
     narrator = None
     if explain:
         own = dataclasses.replace(runtime, threads=decoder_threads) if decoder_threads else None
-        narrator = DecoderOptions(runtime=own, n_gpu_layers=gpu_layers, model=decoder)
+        narrator = DecoderOptions(
+            runtime=own, n_gpu_layers=gpu_layers, model=decoder, conclusion=Conclusion(conclusion)
+        )
     return AnalyzerOptions(
         runtime=runtime,
         visual=VisualOptions() if visual else None,

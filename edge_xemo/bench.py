@@ -62,6 +62,8 @@ class BenchOptions:
     decoder: str | None = None
     """Manifest name of another decoder (DecoderOptions.model); None = SmolLM2."""
     judge: bool = True
+    conclusion: str = "rendered"
+    """Who writes the conclusion after the judged label (DecoderOptions.conclusion)."""
 
 
 def stats(values) -> dict:
@@ -93,6 +95,7 @@ def _analyzer_options(o: BenchOptions, has_video: bool, has_audio: bool, **field
         decoder_threads=o.decoder_threads,
         asr=asr,
         decoder=o.decoder,
+        conclusion=o.conclusion,
         running_mode=RunningMode.LIVE_STREAM if o.live else RunningMode.VIDEO,
         visual=has_video,
         voice=has_audio,

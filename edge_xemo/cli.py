@@ -131,6 +131,7 @@ def _run(
     subtitles: tuple = (),
     extra_sinks: tuple = (),
     decoder: Optional[str] = None,
+    conclusion: str = "rendered",
 ) -> None:
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
@@ -147,6 +148,7 @@ def _run(
         asr_language=asr_language,
         live=live,
         decoder=decoder,
+        conclusion=conclusion,
         window_s=window,
         hop_s=hop,
         visual=has_video,
@@ -303,6 +305,13 @@ _DECODER = typer.Option(
     "cue text only, slower).",
 )
 
+_CONCLUSION = typer.Option(
+    "rendered",
+    "--conclusion",
+    help="Who writes the conclusion after the judged label: rendered (its carrying cues in a fixed sentence) or "
+    "written (the LLM, under a grammar that admits only the judgement's reasons; slower, see docs/judgement.md).",
+)
+
 
 @app.command()
 @friendly_errors
@@ -329,6 +338,7 @@ def analyze(
         None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
     ),
     decoder: Optional[str] = _DECODER,
+    conclusion: str = _CONCLUSION,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
     end says how far behind its window each explanation came)."""
@@ -362,6 +372,7 @@ def analyze(
         subtitles=timed,
         extra_sinks=() if realtime else (lag,),
         decoder=decoder,
+        conclusion=conclusion,
     )
     summary = lag.summary()
     if summary:
@@ -472,6 +483,7 @@ def live(
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
+    conclusion: str = _CONCLUSION,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
@@ -491,6 +503,7 @@ def live(
         asr=asr,
         asr_language=asr_language,
         decoder=decoder,
+        conclusion=conclusion,
     )
 
 
@@ -610,6 +623,7 @@ def serve(
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
+    conclusion: str = _CONCLUSION,
 ) -> None:
     """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics
     (the serve extra)."""
@@ -629,6 +643,7 @@ def serve(
         live=True,
         gpu_layers=gpu_layers,
         decoder=decoder,
+        conclusion=conclusion,
         window_s=window,
         hop_s=hop,
         visual=any(s.has_video for s in sources) and not no_video,
@@ -787,14 +802,16 @@ def reason(
     lora: Optional[Path] = typer.Option(None, "--lora", help="A GGUF LoRA adapter for the decoder."),
     threads: int = typer.Option(2, "--threads", help="Decoder threads."),
     decoder: Optional[str] = _DECODER,
+    conclusion: str = _CONCLUSION,
 ) -> None:
     """Explain cues given as text (no perception): for evaluation and for your own perception."""
-    from .reasoning.decoder import DecoderOptions
+    from .reasoning.decoder import Conclusion, DecoderOptions
     from .reasoning.stage import reason_text
 
     options = DecoderOptions(
         runtime=RuntimeOptions(threads),
         model=decoder,
+        conclusion=Conclusion(conclusion),
         model_path=str(model) if model is not None else None,
         lora_path=str(lora) if lora is not None else None,
     )
@@ -831,6 +848,7 @@ def bench(
         help="Replay the clip at its real pace in live mode and time each explanation from its window's close.",
     ),
     decoder: Optional[str] = _DECODER,
+    conclusion: str = _CONCLUSION,
 ) -> None:
     """Measure the end-to-end path on a real clip: per-stage median/p95, frames/s, audio RTF, first token, tokens/s
     (--live: the delays a live user feels, on a paced replay)."""
@@ -854,6 +872,7 @@ def bench(
             asr=asr,
             live=live,
             decoder=decoder,
+            conclusion=conclusion,
             **_reasoning(no_explain, cues_only),
         )
     )

@@ -71,12 +71,17 @@ def bright(h=36, w=64):
     return np.full((h, w, 3), 200, np.uint8)
 
 
+def tone(n: int) -> np.ndarray:
+    """A 400 Hz tone of amplitude 0.1 (a constant would be taken away as DC offset where audio enters)."""
+    return (0.1 * np.sin(2 * np.pi * 400 * np.arange(n) / 16000)).astype(np.float32)
+
+
 def feed(analyzer, seconds, fps=10, audio=True, frame=bright):
     for i in range(int(seconds * fps)):
         t = i / fps
         analyzer.push_frame(frame(), t)
         if audio:
-            analyzer.push_audio(np.full(1600 * 10 // fps, 0.1, np.float32), t)
+            analyzer.push_audio(tone(1600 * 10 // fps), t)
     analyzer.end_input()
 
 

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 
 from ..core.scheduler import BoundedQueue
-from ..core.types import SAMPLE_RATE, AudioBlock, Frame
-from ..io.audio import to_mono_16k
+from ..core.types import SAMPLE_RATE, Frame
+from ..io.audio import Conditioner
 
 STREAMS = ("video", "audio")
 
@@ -25,6 +25,7 @@ class InputFeed:
         self._video, self._audio, self._stats = video, audio, stats
         self._last_t: dict[str, float | None] = dict.fromkeys(STREAMS)
         self._frame_index = self._block_index = 0
+        self._conditioner = Conditioner()
         self._wake = threading.Condition()
 
     def push_frame(self, image: np.ndarray, t: float) -> None:
@@ -46,17 +47,17 @@ class InputFeed:
         self.notify()
 
     def push_audio(self, samples: np.ndarray, t: float, sample_rate: int = SAMPLE_RATE) -> None:
-        """Queue audio starting at source time `t`: (n,) or (n, channels), any rate (resampled to 16 kHz)."""
+        """Queue audio starting at source time `t`: (n,) or (n, channels), any rate (`io.audio.Conditioner`)."""
         if not self._audio:
             return
         if self.paused:
             self._stats["audio_paused"] += 1
             return
-        block = to_mono_16k(samples, sample_rate)
-        if len(block) == 0:
+        block = self._conditioner.block(samples, sample_rate, t, self._block_index)
+        if len(block.samples) == 0:
             return
         self._check_time("audio", t)
-        self.blocks.put(AudioBlock(block, float(t), self._block_index))
+        self.blocks.put(block)
         self._block_index += 1
         self.notify()
 

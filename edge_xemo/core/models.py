@@ -30,7 +30,7 @@ T = TypeVar("T")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 
-class _Choice(enum.StrEnum):
+class Choice(enum.StrEnum):
     """A str enum whose unknown value is a one-line error naming the choices (from a flag or a config file)."""
 
     @classmethod
@@ -38,7 +38,7 @@ class _Choice(enum.StrEnum):
         raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; choose one of {', '.join(cls)}")
 
 
-class Provider(_Choice):
+class Provider(Choice):
     """Where onnxruntime runs a stage's graphs (`select_providers` maps each to onnxruntime's providers, the CPU
     last); a str, so "cuda" compares equal to its member."""
 
@@ -48,7 +48,7 @@ class Provider(_Choice):
     TENSORRT = "tensorrt"
 
 
-class Precision(_Choice):
+class Precision(Choice):
     """Which variant of a model that ships in several a stage runs (today the VECB: fp32 and int8); DEFAULT:
     each stage's own choice, said in its options' docstring."""
 

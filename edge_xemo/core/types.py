@@ -7,6 +7,7 @@ capture, media time for files), so that face and voice line up.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, TypeVar
 
@@ -77,11 +78,14 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class AudioBlock:
-    """A block of 16 kHz mono float32 samples; `t` is the time of the first sample."""
+    """A block of 16 kHz mono float32 samples as `io.audio.Conditioner` makes it where audio enters (in [-1, 1],
+    DC offset removed); `t` is the time of the first sample, `nonfinite`/`clipped` the samples repaired there."""
 
     samples: np.ndarray
     t: float
     index: int
+    nonfinite: int = 0
+    clipped: int = 0
 
     @property
     def duration(self) -> float:
@@ -225,6 +229,62 @@ class Problem(enum.Enum):
         return self not in (Problem.LABEL_FORCED, Problem.LABEL_FORCED_MAX_TOKENS)
 
 
+FLOOR = 0.01
+"""Probabilities are floored here before the log: one source cannot veto a label by giving it ~0."""
+
+
+class Outcome(enum.Enum):
+    """How sure the judgement is (the `outcome` of an explanation event)."""
+
+    CONFIDENT = "confident"
+    WEAK_EVIDENCE = "weak_evidence"
+    SOURCES_DISAGREE = "sources_disagree"
+
+    @property
+    def confident(self) -> bool:
+        return self is Outcome.CONFIDENT
+
+
+@dataclass(frozen=True, slots=True)
+class SourceJudgement:
+    """One source's say: its distribution over the labels it covers, its weight, the cues behind it."""
+
+    name: str
+    distribution: dict[str, float]
+    weight: float
+    cues: tuple[str, ...] = ()
+
+    def contribution(self) -> dict[str, float]:
+        """w * centred log-probability per label (0 for labels this source does not cover)."""
+        logs = {k: math.log(max(v, FLOOR)) for k, v in self.distribution.items()}
+        mean = sum(logs.values()) / len(logs)
+        return {e: self.weight * (logs[e] - mean) if e in logs else 0.0 for e in EMOTIONS}
+
+    def to_dict(self) -> dict:
+        return {
+            "distribution": {k: round(v, 4) for k, v in self.distribution.items()},
+            "weight": self.weight,
+            "cues": list(self.cues),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The judged label of a window, its distribution, how sure it is and what each source said."""
+
+    label: str
+    distribution: dict[str, float]
+    outcome: Outcome
+    reason: str | None
+    sources: tuple[SourceJudgement, ...]
+    carried_by: tuple[str, ...]
+    """Cue phrases of the sources that pushed the label up most (for the explanation's conclusion)."""
+
+    @property
+    def confidence(self) -> float:
+        return self.distribution[self.label]
+
+
 @dataclass(frozen=True, slots=True)
 class Explanation:
     """A decoder's cue-level explanation of one window.
@@ -242,8 +302,8 @@ class Explanation:
     notes: tuple[str, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
     n_tokens: int = 0
-    judgement: object | None = None
-    """The `edge_xemo.reasoning.judgement.Judgement` behind `label` and `scores` (None: the decoder's label alone)."""
+    judgement: Judgement | None = None
+    """The judgement behind `label` and `scores` (None: the decoder's label alone)."""
     decoder_scores: dict[str, float] = field(default_factory=dict)
     """The decoder's own calibrated label distribution (one of the judgement's sources)."""
 

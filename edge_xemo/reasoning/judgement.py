@@ -27,17 +27,16 @@ label below chance, is judged with an explicit low-confidence `Outcome` and its 
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..core.distributions import softmax
 from ..core.models import ModelError, RuntimeOptions, load_optional, resolve, verified_path
-from ..core.types import EMOTIONS, Cue, Explanation, ModalityResult
+from ..core.types import EMOTIONS, Cue, Explanation, Judgement, ModalityResult, Outcome, SourceJudgement
 from .words import WordsHead
 
 log = logging.getLogger(__name__)
@@ -192,8 +191,6 @@ SOURCES = ("expression", "facial_actions", "voice", "vocal_profile", "words", "t
 PERCEPTION = ("expression", "facial_actions", "voice", "vocal_profile")
 LEARNED = {"expression": "facial expression", "voice": "voice", "words": "choice of words"}
 """The sources that are learned classifiers, and what they judged (the explanation names their label)."""
-FLOOR = 0.01
-"""Probabilities are floored here before the log: one source cannot veto a label by giving it ~0."""
 
 
 PRIOR_WEIGHTS = {
@@ -216,58 +213,6 @@ each distribution as it is. `vocal_profile` (the voice's source when its model i
 is decoded less reliably than facial (Juslin & Laukka 2003). `voice` and `words` are 1: their distributions are already
 calibrated (a temperature fitted on held-out RAVDESS actors, sidecar `voice_emotion`; on MELD's out-of-fold
 train lines, sidecar `words_head`), so they are taken as they are."""
-
-
-class Outcome(enum.Enum):
-    """How sure the judgement is (the `outcome` of an explanation event)."""
-
-    CONFIDENT = "confident"
-    WEAK_EVIDENCE = "weak_evidence"
-    SOURCES_DISAGREE = "sources_disagree"
-
-    @property
-    def confident(self) -> bool:
-        return self is Outcome.CONFIDENT
-
-
-@dataclass(frozen=True, slots=True)
-class SourceJudgement:
-    """One source's say: its distribution over the labels it covers, its weight, the cues behind it."""
-
-    name: str
-    distribution: dict[str, float]
-    weight: float
-    cues: tuple[str, ...] = ()
-
-    def contribution(self) -> dict[str, float]:
-        """w * centred log-probability per label (0 for labels this source does not cover)."""
-        logs = {k: math.log(max(v, FLOOR)) for k, v in self.distribution.items()}
-        mean = sum(logs.values()) / len(logs)
-        return {e: self.weight * (logs[e] - mean) if e in logs else 0.0 for e in EMOTIONS}
-
-    def to_dict(self) -> dict:
-        return {
-            "distribution": {k: round(v, 4) for k, v in self.distribution.items()},
-            "weight": self.weight,
-            "cues": list(self.cues),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Judgement:
-    """The judged label of a window, its distribution, how sure it is and what each source said."""
-
-    label: str
-    distribution: dict[str, float]
-    outcome: Outcome
-    reason: str | None
-    sources: tuple[SourceJudgement, ...]
-    carried_by: tuple[str, ...]
-    """Cue phrases of the sources that pushed the label up most (for the explanation's conclusion)."""
-
-    @property
-    def confidence(self) -> float:
-        return self.distribution[self.label]
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,7 +526,7 @@ def explanation_fields(
     evidence = (
         {"decoder": {"distribution": exp.decoder_scores, "weight": 1.0, "cues": []}} if exp.decoder_scores else {}
     )
-    j = cast(Judgement | None, exp.judgement)  # core.types cannot name a reasoning type
+    j = exp.judgement
     if j is not None:
         emotion.update(confidence=j.confidence, outcome=j.outcome.value, reason=j.reason, carried_by=list(j.carried_by))
         evidence = {s.name: s.to_dict() for s in j.sources}

@@ -241,3 +241,39 @@ class LlamaSession:
         """Forget KV cache positions >= n_past."""
         self._open()
         _llama.llama_memory_seq_rm(self._mem, 0, n_past, -1)
+
+    def grammar_sampler(self, grammar: str, root: str = "root") -> "GrammarSampler":
+        """A greedy sampler held to a GBNF `grammar` (llama.cpp's grammar sampler); ValueError if it does not parse."""
+        self._open()
+        return GrammarSampler(self, grammar, root)
+
+
+class GrammarSampler:
+    """llama.cpp's grammar sampler then greedy choice over the context's last logits; a context manager."""
+
+    def __init__(self, session: LlamaSession, grammar: str, root: str):
+        L = _llama
+        self._session = session
+        self._chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        rule = L.llama_sampler_init_grammar(session._vocab, grammar.encode("utf-8"), root.encode("utf-8"))
+        if not rule:
+            L.llama_sampler_free(self._chain)
+            raise ValueError("llama.cpp cannot parse the grammar")
+        L.llama_sampler_chain_add(self._chain, rule)  # the chain owns it from here
+        L.llama_sampler_chain_add(self._chain, L.llama_sampler_init_greedy())
+
+    def next_token(self) -> int:
+        """The most likely token the grammar allows after the last evaluated token (accepted into its state)."""
+        self._session._open()
+        return int(_llama.llama_sampler_sample(self._chain, self._session._ctx, -1))
+
+    def close(self) -> None:
+        if self._chain is not None:
+            _llama.llama_sampler_free(self._chain)
+            self._chain = None
+
+    def __enter__(self) -> "GrammarSampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

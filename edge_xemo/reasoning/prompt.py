@@ -228,8 +228,15 @@ def conclude(judgement: Judgement) -> str:
     if judgement.outcome is Outcome.CONFIDENT:
         shown = f", shown by {' and '.join(judgement.carried_by)}" if judgement.carried_by else ""
         return f" {judgement.label}{shown}."
+    return f" {judgement.label}{doubt(judgement)}."
+
+
+def doubt(judgement: Judgement) -> str:
+    """How a conclusion says the judgement is unsure ("" when it is confident)."""
+    if judgement.outcome is Outcome.CONFIDENT:
+        return ""
     why = "the cues point different ways" if judgement.outcome is Outcome.SOURCES_DISAGREE else "the evidence is weak"
-    return f" {judgement.label}, but {why}."
+    return f", but {why}"
 
 
 def training_target(visual_cues: list[str], auditory_cues: list[str], label: str) -> str:

@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..core.types import Explanation, ModalityResult
 from .decoder import (
+    Conclusion,
     CueDecoder,
     DecoderOptions,
     Narration,
@@ -137,13 +138,15 @@ class Reasoning:
             sources.append(judge.decoder_source(narration.scores))
         t_judge = time.perf_counter()
         judgement = judge.judge(sources, t)
-        now = time.perf_counter()
-        return finish(
-            narration,
-            judgement,
-            on_token,
-            {"judgement": round((now - t_judge) * 1e3, 2), "total": round((now - t0) * 1e3, 2)},
-        )
+        t_written = now = time.perf_counter()
+        latency = {"judgement": round((now - t_judge) * 1e3, 2)}
+        written = None
+        if narrator is not None and narrator.options.conclusion is Conclusion.WRITTEN:
+            written = narrator.write_conclusion(narration, judgement, on_token)
+            now = time.perf_counter()
+            latency["conclusion"] = round((now - t_written) * 1e3, 2)
+        latency["total"] = round((now - t0) * 1e3, 2)
+        return finish(narration, judgement, on_token, latency, written)
 
     @staticmethod
     def _rendered(visual_cues, auditory_cues, subtitle, visual, auditory, on_token, judged: bool) -> Narration:

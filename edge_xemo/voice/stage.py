@@ -1,10 +1,10 @@
 """Voice perception stage: VAD, prosody and vocal cues over a live 16 kHz stream.
 
-`VoicePerception` implements the `AudioStage` protocol: `process_block` repairs the input (non-finite
-samples, DC offset, clipping), runs Silero VAD and the frame-level prosody tracker as blocks arrive;
+`VoicePerception` implements the `AudioStage` protocol: `process_block` runs Silero VAD and the frame-level
+prosody tracker as blocks arrive (conditioned where they entered: `io.audio.Conditioner`; its repairs are counted);
 `summarize` turns one window into a `ModalityResult` (cues, cue scores, raw measures, code) and
 updates the speaker baseline; with ASR on, `transcript.WindowTranscriber` gives each window its words.
-Input arrives as 16 kHz mono (`edge_xemo.io.audio` converts anything else).
+The window's samples are the same conditioned blocks (the scheduler keeps them), so every measure reads one signal.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.models import ModelError, RuntimeOptions, load_optional
-from ..core.types import SAMPLE_RATE, AudioBlock, Cue, ModalityResult, ResultCode, TranscriptSegment
-from ..io.audio import as_mono
+from ..core.types import AudioBlock, Cue, ModalityResult, ResultCode, TranscriptSegment
 from .aecb import WINDOW_S, WINDOW_SAMPLES, AecbOutput, AudioBridge
 from .asr import TranscriberOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 
 NOISE_FLATNESS = 0.25
 """Median spectral flatness above which a loud window without speech is called "noise"."""
-CLIP_LEVEL = 0.999
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,23 +111,6 @@ class CueDecision:
     code: ResultCode | None = None
 
 
-def _clean(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Mono float32 in [-1, 1]; returns (samples, non-finite count, clipped count)."""
-    x = np.array(as_mono(samples).reshape(-1), np.float32, copy=True)
-    if len(x) == 0:
-        return x, 0, 0
-    nonfinite = 0
-    if not np.isfinite(x.sum()):
-        bad = ~np.isfinite(x)
-        nonfinite = int(bad.sum())
-        x[bad] = 0.0
-    clipped = 0
-    if max(x.max(), -x.min()) >= CLIP_LEVEL:
-        clipped = int((np.abs(x) >= CLIP_LEVEL).sum())
-        np.clip(x, -1.0, 1.0, out=x)
-    return x, nonfinite, clipped
-
-
 class VoicePerception:
     """Streaming voice perception (the `AudioStage` of the pipeline). Not thread-safe: one stream."""
 
@@ -173,7 +154,6 @@ class VoicePerception:
         if self._bridge is not None:
             self._bridge.reset()
         self._bridge_frames.reset()
-        self._dc: float | None = None
         self._last_end: float | None = None  # end of the last window folded into the baseline
         self._last_size: int | None = None
         self.stats = {"blocks": 0, "irregular_blocks": 0, "nonfinite_samples": 0, "clipped_samples": 0}
@@ -235,19 +215,17 @@ class VoicePerception:
 
     def process_block(self, block: AudioBlock) -> VoiceBlock:
         """Repair, VAD and frame prosody of one block (any size)."""
-        t_start = time.perf_counter()
-        x, nonfinite, clipped = _clean(block.samples)
+        x = block.samples
+        if x.ndim != 1 or x.dtype != np.float32:
+            raise ValueError(
+                f"a voice block must be 16 kHz mono float32 (io.audio.Conditioner makes one), got {x.dtype} {x.shape}"
+            )
+        nonfinite, clipped = block.nonfinite, block.clipped
         self.stats["blocks"] += 1
         self.stats["irregular_blocks"] += int(self._last_size is not None and len(x) != self._last_size)
         self.stats["nonfinite_samples"] += nonfinite
         self.stats["clipped_samples"] += clipped
         self._last_size = len(x)
-        if len(x):
-            # DC offset: subtract a running mean with a time constant of about 0.5 s.
-            a = min(1.0, len(x) / (0.5 * SAMPLE_RATE))
-            m = float(x.mean())
-            self._dc = m if self._dc is None else (1 - a) * self._dc + a * m
-            x -= self._dc
         t_vad = time.perf_counter()
         vad = self._vad.accept(x, block.t)
         t_pros = time.perf_counter()
@@ -257,7 +235,7 @@ class VoicePerception:
         t_end = time.perf_counter()
         if self._transcriber is not None:
             self._transcriber.remember(x, block.t)
-        latency = {"repair": (t_vad - t_start) * 1e3, "vad": (t_pros - t_vad) * 1e3, "prosody": (t_end - t_pros) * 1e3}
+        latency = {"vad": (t_pros - t_vad) * 1e3, "prosody": (t_end - t_pros) * 1e3}
         return VoiceBlock(
             block.t, len(x), vad.t, vad.prob, vad.speaking, vad.segments, frames, nonfinite, clipped, latency
         )
@@ -268,7 +246,7 @@ class VoicePerception:
         """Cues, cue scores, measures and code of the window [t_start, t_end)."""
         t_begin = time.perf_counter()
         obs = list(observations)
-        latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("repair", "vad", "prosody")}
+        latency = {k: sum(o.latency_ms.get(k, 0.0) for o in obs) for k in ("vad", "prosody")}
         window = self._measure(samples, t0, obs, t_start, t_end)
         t_measure = time.perf_counter()
         decision = self._decide_cues(window)
@@ -289,10 +267,8 @@ class VoicePerception:
         frames = FrameFeatures.concat([o.frames for o in obs])
         frames = frames.select((frames.t >= t_start) & (frames.t < t_end))
         speech = _frame_speech(frames.t, vad_t, speaking)
-        x, nonfinite, clipped = _clean(samples)
-        if len(x):
-            x -= x.mean()
-        repairs = _repairs(sum(o.nonfinite for o in obs) or nonfinite, sum(o.clipped for o in obs) or clipped)
+        x = np.asarray(samples, np.float32)
+        repairs = _repairs(sum(o.nonfinite for o in obs), sum(o.clipped for o in obs))
         duration = max(t_end - t_start, 1e-6)
         m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold, duration, x, t0)
         if m.speech_s > 0:

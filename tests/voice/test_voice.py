@@ -19,7 +19,7 @@ from edge_xemo.voice.prosody import WindowMeasures, analyze_frames, clean_f0, se
 from edge_xemo.core.types import SAMPLE_RATE, AudioBlock, ModalityResult, ResultCode
 from edge_xemo.voice.asr import TranscriberOptions
 from edge_xemo.voice.vad import CHUNK, SileroVad, VadOptions, speech_segments
-from edge_xemo.io.audio import resample
+from edge_xemo.io.audio import Conditioner, resample
 from edge_xemo.voice.stage import VoicePerception, VoiceBlock, VoiceOptions
 from edge_xemo.voice.cues import RULE_NAMES, AuditoryCueTracker
 
@@ -61,17 +61,20 @@ def clip0870() -> np.ndarray:
 
 def stream(an: VoicePerception, x: np.ndarray, t_off: float = 0.0, block: int | np.ndarray = 320,
            window: float = 2.0, hop: float = 1.0) -> list[tuple[float, ModalityResult]]:
-    """Feed `x` block by block like the pipeline does and summarize rolling windows."""
+    """Feed `x` block by block like the pipeline does (conditioned where it enters) and summarize rolling windows."""
     sizes = np.full(len(x) // block + 1, block) if np.isscalar(block) else np.asarray(block)
     edges = np.concatenate([[0], np.cumsum(sizes)])
     edges = edges[edges < len(x)].tolist() + [len(x)]
     obs, out, next_end = [], [], window
+    conditioner, kept = Conditioner(), []
     for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        obs.append(an.process_block(AudioBlock(x[a:b], t_off + a / SAMPLE_RATE, i)))
+        block = conditioner.block(x[a:b], SAMPLE_RATE, t_off + a / SAMPLE_RATE, i)
+        kept.append(block.samples)
+        obs.append(an.process_block(block))
         while b / SAMPLE_RATE >= next_end:
             ts = next_end - window
             win_obs = [o for o in obs if t_off + ts - 0.1 <= o.t < t_off + next_end]
-            samples = x[int(ts * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
+            samples = np.concatenate(kept)[int(ts * SAMPLE_RATE) : int(next_end * SAMPLE_RATE)]
             out.append((t_off + ts, an.summarize(samples, t_off + ts, win_obs, t_off + ts, t_off + next_end)))
             next_end += hop
     return out
@@ -364,8 +367,28 @@ def test_bad_input_is_repaired_not_fatal(clip0870):
     assert median_extra(results, "speech_ratio") > 0.6
     empty = an.process_block(AudioBlock(np.zeros(0, np.float32), 99.0, 0))
     assert isinstance(empty, VoiceBlock) and empty.n_samples == 0
-    stereo = an.process_block(AudioBlock(np.zeros((320, 2), np.float32), 99.0, 1))
+    with pytest.raises(ValueError, match="mono float32"):  # a block that did not come through the Conditioner
+        an.process_block(AudioBlock(np.zeros((320, 2), np.float32), 99.0, 1))
+    stereo = an.process_block(Conditioner().block(np.zeros((320, 2), np.int16), SAMPLE_RATE, 99.0, 1))
     assert stereo.n_samples == 320
+
+
+def test_audio_is_conditioned_once_where_it_enters():
+    """Mono 16 kHz float32 in [-1, 1] without its DC offset, whatever came in; the repairs counted in the block."""
+    rng = np.random.default_rng(0)
+    tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(48000) / 48000) + 0.3).astype(np.float32)
+    stereo = np.stack([tone, tone + rng.normal(0, 0.01, len(tone)).astype(np.float32)], 1)
+    stereo[100:110, 0] = np.nan
+    stereo[2000:2400] = 1.7
+    conditioner, blocks = Conditioner(), []
+    for i, a in enumerate(range(0, len(stereo), 4800)):
+        blocks.append(conditioner.block(stereo[a : a + 4800], 48000, a / 48000, i))
+    y = np.concatenate([b.samples for b in blocks])
+    assert y.dtype == np.float32 and y.ndim == 1 and abs(len(y) - 16000) <= 16
+    assert sum(b.nonfinite for b in blocks) == 10 and sum(b.clipped for b in blocks) > 100
+    assert np.abs(y).max() <= 1.0 + 0.3 and abs(float(y[8000:].mean())) < 0.02  # the 0.3 offset is gone
+    ints = Conditioner().block((tone[:16000] * 20000).astype(np.int16), SAMPLE_RATE, 0.0, 0)
+    assert ints.samples.dtype == np.float32 and abs(float(ints.samples.mean())) < 0.02
 
 
 def test_demo_sample_wav_silence_then_speech():
