@@ -186,7 +186,7 @@ def _explanations(path: Path, audio: bool, threads: int, decoder: str | None) ->
     from edge_xemo.analyzer import Analyzer, RunningMode, analyzer_options
     from edge_xemo.io.sources import FileSource
 
-    options = analyzer_options(decoder_threads=threads, decoder=decoder, running_mode=RunningMode.VIDEO,
+    options = analyzer_options(decoder_threads=threads, decoder=decoder, explain=True, running_mode=RunningMode.VIDEO,
                                explain_every_s=0.0, voice=audio)
     wav = path.with_suffix(".wav") if audio else None
     with Analyzer.create_from_options(options) as an:

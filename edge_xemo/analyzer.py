@@ -74,8 +74,9 @@ class AnalyzerOptions:
     judgement: the judgement (`reasoning.judgement`): a label with its confidence, outcome and evidence for every
       window with something to explain; None with `decoder` None: cues only. The perception stages' emotion
       models feed only the judgement: without it they are not loaded.
-    decoder: the LLM narrator (the GGUF decoder) writes or reads the explanation and adds its label scores as a
-      source; None: the cue sections are rendered from perception and no LLM is loaded.
+    decoder: the LLM narrator (the GGUF decoder): reads the rendered sections (or writes them), adds its label scores
+      as a source (weight 0) and may write the conclusion (`DecoderOptions.conclusion`); None (the default): the
+      same sections, label and evidence without loading an LLM, at about half the CPU (docs/judgement.md).
     frame_queue/audio_queue/event_queue: queue bounds (items).
     subtitle: fixed text given to the judgement as the subtitle (a transcript replaces it when ASR runs).
     subtitles: timed subtitle cues (`io.subtitles.read_subtitles`); each window gets the ones it overlaps.
@@ -92,7 +93,7 @@ class AnalyzerOptions:
     visual: VisualOptions | None = field(default_factory=VisualOptions)
     voice: VoiceOptions | None = field(default_factory=VoiceOptions)
     judgement: JudgementOptions | None = field(default_factory=JudgementOptions)
-    decoder: DecoderOptions | None = field(default_factory=DecoderOptions)
+    decoder: DecoderOptions | None = None
     frame_queue: int = 8
     audio_queue: int = 64
     event_queue: int = 4096
@@ -116,7 +117,7 @@ def analyzer_options(
     visual: bool = True,
     voice: bool = True,
     judge: bool = True,
-    explain: bool = True,
+    explain: bool = False,
     asr: TranscriberOptions | None = None,
     decoder_threads: int | None = None,
     gpu_layers: int = 0,

@@ -56,7 +56,7 @@ class BenchOptions:
     threads: int = 1
     decoder_threads: int = 1
     warmup_s: float = 2.0
-    explain: bool = True
+    explain: bool = False
     asr: bool = False
     live: bool = False
     decoder: str | None = None

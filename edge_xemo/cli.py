@@ -253,10 +253,12 @@ def exit_now(code: int) -> None:
 _JSONL = typer.Option(None, "--jsonl", help="Write events as JSON lines to this file ('-' for stdout).")
 _OVERLAY = typer.Option(None, "--overlay", help="Write an overlay video (face boxes, cues, explanation) to this .mp4.")
 _SUBTITLE = typer.Option(None, "--subtitle", help="What is being said, given to the decoder as the subtitle.")
-_NO_EXPLAIN = typer.Option(
+_EXPLAIN = typer.Option(
     False,
-    "--no-explain",
-    help="No LLM: the cue sections come from perception and the judged label follows (the decoder is not loaded).",
+    "--explain/--no-explain",
+    help="Run the LLM narrator (the GGUF decoder through llama.cpp): it reads the cue sections and reports its own "
+    "label scores (weight 0 in the judgement); with --conclusion written it writes the conclusion. Off: the same "
+    "sections, label and evidence without loading it, at about half the CPU (docs/judgement.md).",
 )
 
 
@@ -265,9 +267,10 @@ class _Reasoning(TypedDict):
     explain: bool
 
 
-def _reasoning(no_explain: bool, cues_only: bool) -> _Reasoning:
-    """The `judge` and `explain` switches of --no-explain (no LLM) and --cues-only (neither)."""
-    return {"judge": not cues_only, "explain": not (no_explain or cues_only)}
+def _reasoning(explain: bool, cues_only: bool, conclusion: str = "rendered") -> _Reasoning:
+    """The `judge` and `explain` switches of --explain (the LLM narrator, which --conclusion written also turns
+    on) and --cues-only (neither)."""
+    return {"judge": not cues_only, "explain": (explain or conclusion == "written") and not cues_only}
 
 
 _CUES_ONLY = typer.Option(False, "--cues-only", help="Perception only: cues, no judgement and no decoder.")
@@ -309,7 +312,8 @@ _CONCLUSION = typer.Option(
     "rendered",
     "--conclusion",
     help="Who writes the conclusion after the judged label: rendered (its carrying cues in a fixed sentence) or "
-    "written (the LLM, under a grammar that admits only the judgement's reasons; slower, see docs/judgement.md).",
+    "written (the LLM, under a grammar that admits only the judgement's reasons; turns --explain on; slower, see "
+    "docs/judgement.md).",
 )
 
 
@@ -324,7 +328,7 @@ def analyze(
         False, "--realtime", help="Pace the file in real time instead of as fast as possible."
     ),
     overlay: Optional[Path] = _OVERLAY,
-    no_explain: bool = _NO_EXPLAIN,
+    explain: bool = _EXPLAIN,
     cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
@@ -361,7 +365,7 @@ def analyze(
         view=not quiet and str(jsonl) != "-",
         live=realtime,
         subtitle=subtitle,
-        **_reasoning(no_explain, cues_only),
+        **_reasoning(explain, cues_only, conclusion),
         window=window,
         hop=hop,
         threads=threads,
@@ -390,7 +394,7 @@ def report(
         None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
     ),
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Also keep the analysis' events in this file."),
-    no_explain: bool = _NO_EXPLAIN,
+    explain: bool = _EXPLAIN,
     asr: bool = _ASR,
     threads: int = _THREADS,
 ) -> None:
@@ -407,8 +411,9 @@ def report(
             events = jsonl or Path(tmp) / "events.jsonl"
             analyze(
                 path=path, audio=audio, subtitle=None, jsonl=events, realtime=False, overlay=None,
-                no_explain=no_explain, cues_only=False, window=2.0, hop=1.0, threads=threads, provider="cpu",
+                explain=explain, cues_only=False, window=2.0, hop=1.0, threads=threads, provider="cpu",
                 quiet=True, tokens=False, asr=asr, asr_language=None, subtitle_file=subtitle_file, decoder=None,
+                conclusion="rendered",
             )  # fmt: skip
         assert events is not None
         written = write_report(read_events(events), out, title=f"edge-xemo emotion timeline: {(path or events).name}")
@@ -472,7 +477,7 @@ def live(
     subtitle: Optional[str] = _SUBTITLE,
     jsonl: Optional[Path] = _JSONL,
     overlay: Optional[Path] = _OVERLAY,
-    no_explain: bool = _NO_EXPLAIN,
+    explain: bool = _EXPLAIN,
     cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
@@ -494,7 +499,7 @@ def live(
         view=not quiet and str(jsonl) != "-",
         live=True,
         subtitle=subtitle,
-        **_reasoning(no_explain, cues_only),
+        **_reasoning(explain, cues_only, conclusion),
         window=window,
         hop=hop,
         threads=threads,
@@ -613,7 +618,7 @@ def serve(
     fps: Optional[float] = _FPS,
     reconnect: float = _RECONNECT,
     subtitle: Optional[str] = _SUBTITLE,
-    no_explain: bool = _NO_EXPLAIN,
+    explain: bool = _EXPLAIN,
     cues_only: bool = _CUES_ONLY,
     window: float = _WINDOW,
     hop: float = _HOP,
@@ -649,7 +654,7 @@ def serve(
         visual=any(s.has_video for s in sources) and not no_video,
         voice=any(s.has_audio for s in sources) and not no_audio,
         subtitle=subtitle,
-        **_reasoning(no_explain, cues_only),
+        **_reasoning(explain, cues_only, conclusion),
     )
     if not run_server(analysis, sources):
         exit_now(0)
@@ -837,7 +842,7 @@ def bench(
     threads: int = typer.Option(1, "--threads", help="Perception threads."),
     decoder_threads: int = typer.Option(1, "--decoder-threads", help="Decoder (llama.cpp) threads."),
     warmup: float = typer.Option(2.0, "--warmup", help="Leading seconds of the clip left out of the figures."),
-    no_explain: bool = _NO_EXPLAIN,
+    explain: bool = _EXPLAIN,
     cues_only: bool = _CUES_ONLY,
     asr: bool = typer.Option(
         False, "--asr", help="Also transcribe speech and report the ASR time per window (audio.asr)."
@@ -873,7 +878,7 @@ def bench(
             live=live,
             decoder=decoder,
             conclusion=conclusion,
-            **_reasoning(no_explain, cues_only),
+            **_reasoning(explain, cues_only, conclusion),
         )
     )
     print_table(report, Console())

@@ -66,7 +66,7 @@ def test_bench_on_a_project_made_clip(demo_video, demo_audio, tmp_path):
     clip = tmp_path / "clip.mkv"
     make_clip(demo_video, demo_audio, clip)
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", clip, "--json", out, "--warmup", "1", "--provider", "cuda")
+    proc = run_cli("bench", clip, "--json", out, "--warmup", "1", "--provider", "cuda", "--explain")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     check(report)
@@ -76,7 +76,7 @@ def test_bench_on_a_project_made_clip(demo_video, demo_audio, tmp_path):
 
 def test_bench_on_the_shared_sample(sample_mp4, tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", sample_mp4, "--json", out, "--warmup", "0.5")
+    proc = run_cli("bench", sample_mp4, "--json", out, "--warmup", "0.5", "--explain")
     assert proc.returncode == 0, proc.stderr
     check(json.loads(out.read_text()))
 

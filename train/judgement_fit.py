@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_xemo.core.types import EMOTIONS
-from edge_xemo.reasoning.judgement import FLOOR
+from edge_xemo.core.types import FLOOR
 from train.config import skip_stage
 from train.decoder_data import load_examples
 from train.text_head import MODELS, REPO, ece

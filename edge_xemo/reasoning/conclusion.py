@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 from typing import Callable
 
-from .judgement import Judgement, SourceJudgement
+from ..core.types import Judgement, SourceJudgement
 from .llama_session import LlamaSession
 from .prompt import doubt
 
@@ -37,14 +37,14 @@ def reasons(judgement: Judgement) -> list[str]:
 
 
 def _phrases(source: SourceJudgement) -> list[str]:
+    """A source's cues; for the words source, what was said as a quote of at most `MAX_QUOTE_WORDS` words."""
     if source.name != "words":
         return list(source.cues)
     said = " ".join(source.cues).strip('"').split()
-    return (
-        [f'the words "{" ".join(said[:MAX_QUOTE_WORDS])}{"..." if len(said) > MAX_QUOTE_WORDS else ""}"']
-        if said
-        else []
-    )
+    if not said:
+        return []
+    quote = " ".join(said[:MAX_QUOTE_WORDS]) + ("..." if len(said) > MAX_QUOTE_WORDS else "")
+    return [f'the words "{quote}"']
 
 
 def grammar(named: list[str], ending: str) -> str:
@@ -92,9 +92,10 @@ def write_conclusion(
     session.eval_tokens(ids, n_past, want_logits=True)
     n_past += len(ids)
     ending, utf8 = doubt(judgement), codecs.getincrementaldecoder("utf-8")("replace")
-    most = len(", ") + max(map(len, CONNECTIVES)) + sum(sorted(map(len, named))[-3:]) + 10 + len(ending)
+    longest = [max(CONNECTIVES, key=len), *sorted(named, key=lambda r: len(r.encode()))[-3:], ending]
+    most = sum(len(piece.encode()) for piece in longest) + 16  # the separators: ", ", " ", ", ", " and ", "."
     with session.grammar_sampler(grammar(named, ending)) as sampler:
-        for _ in range(most):  # a token is at least one character: the grammar ends within this many
+        for _ in range(most):  # a token is at least one byte: the grammar ends within this many
             token = sampler.next_token()
             if session.is_end(token):
                 break
