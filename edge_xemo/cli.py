@@ -18,7 +18,7 @@ from .core.paths import demo_audio, demo_video
 from .core.signals import StopSignals, interrupt_on_signals
 from .core.types import StatusCode
 from .eval.cli import eval_app
-from .io.sources import SourceError
+from .io.sources import FileSource, Source, SourceError
 
 if TYPE_CHECKING:
     from .analyzer import AnalyzerOptions
@@ -316,6 +316,11 @@ _CONCLUSION = typer.Option(
     "docs/judgement.md).",
 )
 
+_REALTIME = typer.Option(False, "--realtime", help="Pace the file in real time instead of as fast as possible.")
+_SUBTITLE_FILE = typer.Option(
+    None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
+)
+
 
 @app.command()
 @friendly_errors
@@ -324,9 +329,7 @@ def analyze(
     audio: Optional[Path] = typer.Option(None, "--audio", help="Separate audio file (replaces the video's own track)."),
     subtitle: Optional[str] = _SUBTITLE,
     jsonl: Optional[Path] = _JSONL,
-    realtime: bool = typer.Option(
-        False, "--realtime", help="Pace the file in real time instead of as fast as possible."
-    ),
+    realtime: bool = _REALTIME,
     overlay: Optional[Path] = _OVERLAY,
     explain: bool = _EXPLAIN,
     cues_only: bool = _CUES_ONLY,
@@ -338,16 +341,13 @@ def analyze(
     tokens: bool = _TOKENS,
     asr: bool = _ASR,
     asr_language: Optional[str] = _ASR_LANGUAGE,
-    subtitle_file: Optional[Path] = typer.Option(
-        None, "--subtitle-file", help="Timed subtitles (.srt or .vtt): each window gets the lines it overlaps."
-    ),
+    subtitle_file: Optional[Path] = _SUBTITLE_FILE,
     decoder: Optional[str] = _DECODER,
     conclusion: str = _CONCLUSION,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
     end says how far behind its window each explanation came)."""
     from .bench import ExplanationLag
-    from .io.sources import FileSource
     from .io.subtitles import read_subtitles
 
     timed = read_subtitles(subtitle_file) if subtitle_file is not None else ()
@@ -431,7 +431,7 @@ def _live_sources(
     reconnect: float,
 ) -> list:
     """The camera and microphone sources `live` and `serve` open; one-line errors that say what to drop."""
-    from .io.sources import CameraOptions, CameraSource, MicrophoneSource, Source
+    from .io.sources import CameraOptions, CameraSource, MicrophoneSource
 
     if no_video and no_audio:
         raise ValueError("--no-video and --no-audio leave nothing to analyze")
@@ -594,6 +594,11 @@ def _server(
     return functools.partial(run_server, options)
 
 
+def _replay(path: Path, audio: Optional[Path], loop: bool) -> list[Source]:
+    """serve --replay: the clip paced in real time, again and again with --loop."""
+    return [FileSource(path, audio_path=audio, realtime=True, loop=loop)]
+
+
 @app.command(context_settings={"auto_envvar_prefix": "EDGE_XEMO_SERVE"})
 @friendly_errors
 def serve(
@@ -630,16 +635,13 @@ def serve(
     decoder: Optional[str] = _DECODER,
     conclusion: str = _CONCLUSION,
 ) -> None:
-    """Serve live explanations on a local port: a kiosk page, WebSocket, Server-Sent Events, metrics
-    (the serve extra)."""
+    """Serve live explanations on a local port: kiosk page, WebSocket, Server-Sent Events, metrics (serve extra)."""
     run_server = _server(host, port, token_file, no_auth, certfile, keyfile, allow_origin, max_clients)
-    from .io.sources import FileSource, Source
-
-    sources: list[Source]
-    if replay is not None:
-        sources = [FileSource(replay, audio_path=audio, realtime=True, loop=loop)]
-    else:
-        sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
+    sources = (
+        _replay(replay, audio, loop)
+        if replay is not None
+        else _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
+    )
     analysis = _analysis_options(
         threads=threads,
         provider=provider,
@@ -697,7 +699,6 @@ def demo(
     threads: int = _THREADS,
 ) -> None:
     """Analyze the bundled demo clip (a person talking to a webcam, with real speech) and print explanations."""
-    from .io.sources import FileSource
 
     for f in (DEMO_VIDEO, DEMO_AUDIO):
         if not f.exists():

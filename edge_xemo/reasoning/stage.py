@@ -137,15 +137,18 @@ class Reasoning:
                 return finish(narration, None, on_token)
             sources.append(judge.decoder_source(narration.scores))
         t_judge = time.perf_counter()
-        judgement = judge.judge(sources, t)
-        t_written = now = time.perf_counter()
+        return self._conclude(narration, judge.judge(sources, t), on_token, t0, t_judge)
+
+    def _conclude(self, narration: Narration, judgement, on_token, t0: float, t_judge: float) -> Explanation:
+        """The explanation of a judged window, its conclusion written by the narrator when it is asked to, else
+        rendered; latency entries for the judgement, the written conclusion and the whole."""
+        now = time.perf_counter()
         latency = {"judgement": round((now - t_judge) * 1e3, 2)}
         written = None
-        if narrator is not None and narrator.options.conclusion is Conclusion.WRITTEN:
-            written = narrator.write_conclusion(narration, judgement, on_token)
-            now = time.perf_counter()
-            latency["conclusion"] = round((now - t_written) * 1e3, 2)
-        latency["total"] = round((now - t0) * 1e3, 2)
+        if self.narrator is not None and self.narrator.options.conclusion is Conclusion.WRITTEN:
+            written = self.narrator.write_conclusion(narration, judgement, on_token)
+            latency["conclusion"] = round((time.perf_counter() - now) * 1e3, 2)
+        latency["total"] = round((time.perf_counter() - t0) * 1e3, 2)
         return finish(narration, judgement, on_token, latency, written)
 
     @staticmethod
