@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.scheduler import BoundedQueue, ExplainPolicy, Window, cue_signature, material_change
-from ..core.types import ModalityResult, Reasoner, StatusCode
+from ..core.types import ModalityResult, Reasoner, ResultCode, StatusCode
 from ..io.subtitles import text_during
 from .reporting import Reporter
+from .speakers import Attribution, Speakers
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class _Job:
     subtitle: str | None
     signature: frozenset[str]
     t_queued: float  # time.perf_counter() when the window was queued
+    speaker: Attribution
 
 
 class Explainer:
@@ -49,11 +51,13 @@ class Explainer:
         self._reasoner, self._policy, self._report, self._stop, self._on_end = reasoner, policy, report, stop, on_end
         self._live, self._subtitle, self._subtitles = live, subtitle, subtitles
         self._jobs = BoundedQueue(1 if live else 4, drop_oldest=live)
+        self._speakers = Speakers()
 
     def offer(self, win: Window, vis: ModalityResult, aud: ModalityResult) -> None:
         """A closed window: queued when it has evidence (cues, a judged face or voice, words) and is due; a
         window with none gets a `status` saying there was nothing to explain."""
         words = aud.words or text_during(self._subtitles, win.t_start, win.t_end)
+        speaker = self._speakers.attribute(vis.people, aud, win.t_end)  # every window: it smooths over them
         if not (vis.evidence or aud.evidence or words):  # no evidence, no label
             message = f"nothing to explain: {vis.message}; {aud.message}"
             self._report.emit(self._report.events.window_status(win, StatusCode.NOTHING_TO_EXPLAIN, message))
@@ -62,7 +66,7 @@ class Explainer:
         if not self._policy.due(win.t_end, signature):
             return
         self._report.outbox.explanation_queued()
-        self._jobs.put(_Job(win, vis, aud, words or self._subtitle, signature, time.perf_counter()))
+        self._jobs.put(_Job(win, vis, aud, words or self._subtitle, signature, time.perf_counter(), speaker))
 
     def no_more_windows(self) -> None:
         """The last window was offered: the thread ends once the queued ones are done."""
@@ -92,29 +96,51 @@ class Explainer:
         return self._live and pending is not None and material_change(pending.signature, job.signature)
 
     def _explain(self, job: _Job) -> None:
+        """One explanation per person in view (one for the window without a face), each judged on that person's
+        evidence; the voice and the words join only the judgement of the person they are attributed to."""
+        people, speaker = job.visual.people or (job.visual,), job.speaker
+        for person in people:
+            heard = speaker.hears(person, len(people))
+            voice = job.auditory if heard else _unheard(speaker)
+            words = job.subtitle if heard else None
+            if person.evidence or voice.evidence or words:
+                if not self._explain_person(job, person, voice, words, speaker):
+                    return
+
+    def _explain_person(
+        self, job: _Job, person: ModalityResult, voice: ModalityResult, words: str | None, speaker: Attribution
+    ) -> bool:
+        """Explain one person's window and emit it; False when it failed or was cancelled (the window ends)."""
         win, events, emit = job.window, self._report.events, self._report.emit
         first_token: list[float] = []
 
         def on_token(piece: str) -> None:
             if not first_token:
                 first_token.append((time.perf_counter() - job.t_queued) * 1e3)
-            emit(events.token(win, piece), explaining=True)
+            emit(events.token(win, piece, person.face_id), explaining=True)
 
         try:
-            exp = self._reasoner.explain(
-                job.visual, job.auditory, job.subtitle, on_token, lambda: self._superseded(job), t=win.t_end
-            )
+            exp = self._reasoner.explain(person, voice, words, on_token, lambda: self._superseded(job), t=win.t_end)
         except Exception as e:
             self._report.fail(StatusCode.EXPLANATION_FAILED, e, win.t_end, explaining=True)
-            return
+            return False
         if self._superseded(job) and not exp.valid:
             self._report.stats["cancelled"] += 1
             message = "a newer window with different cues replaced this explanation"
             emit(events.window_status(win, StatusCode.EXPLANATION_CANCELLED, message), explaining=True)
-            return
+            return False
         lat = dict(exp.latency_ms)
         lat["window_to_explanation"] = (time.perf_counter() - job.t_queued) * 1e3
         if first_token:
             lat["window_to_first_token"] = first_token[0]
         self._report.stats["explanations"] += 1
-        emit(events.explanation(win, exp, job.visual, job.auditory, job.subtitle, lat), explaining=True)
+        emit(events.explanation(win, exp, person, voice, words, lat, speaker), explaining=True)
+        return True
+
+
+def _unheard(speaker: Attribution) -> ModalityResult:
+    """The voice result of a person the window's voice is not attributed to."""
+    whose = f"face {speaker.face_id}'s" if speaker.face_id is not None else "not attributed"
+    return ModalityResult(
+        "auditory", code=ResultCode.VOICE_ELSEWHERE, message=f"the voice is {whose}: {speaker.reason}"
+    )

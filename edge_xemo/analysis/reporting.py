@@ -11,6 +11,7 @@ from ..core.outbox import Outbox
 from ..core.scheduler import Window
 from ..core.types import SAMPLE_RATE, Explanation, ModalityResult, StatusCode
 from ..reasoning.judgement import explanation_fields
+from .speakers import Attribution
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class EventFactory:
             win.t_start, win.t_end, self.source, vis, aud, latency_ms, frame_size, win.n_frames, audio_s
         )
 
-    def token(self, win: Window, piece: str) -> ev.Event:
-        return ev.Event("token", win.t_start, win.t_end, self.source, data={"text": piece})
+    def token(self, win: Window, piece: str, face_id: int | None = None) -> ev.Event:
+        """A piece of the explanation of person `face_id` being written."""
+        return ev.Event("token", win.t_start, win.t_end, self.source, data={"text": piece, "face_id": face_id})
 
     def explanation(
         self,
@@ -93,7 +95,9 @@ class EventFactory:
         aud: ModalityResult,
         subtitle: str | None,
         latency_ms: dict[str, float],
+        speaker: Attribution | None = None,
     ) -> ev.Event:
+        """One person's explanation (`vis.face_id`; None: a window without a face) and whose the voice was."""
         data = {
             "text": exp.text,
             **explanation_fields(exp, vis, aud),
@@ -101,7 +105,10 @@ class EventFactory:
             "valid": exp.valid,
             "problem": exp.problem,
             "n_tokens": exp.n_tokens,
+            "face_id": vis.face_id,
         }
+        if speaker is not None:
+            data["speaker"] = speaker.to_dict()
         return ev.Event("explanation", win.t_start, win.t_end, self.source, latency_ms, data)
 
 

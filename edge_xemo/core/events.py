@@ -7,7 +7,8 @@ Types:
 - `cues`: the interpretable cues of one window (one event per tracked face; audio cues ride on
   the event of the primary face), expression scores and voice measures.
 - `token`: a piece of an explanation being generated (streamed as it comes).
-- `explanation`: the finished cue-level explanation with emotion label and scores.
+- `explanation`: the finished cue-level explanation with emotion label and scores, one per person in view
+  (`face_id`) per explained window; `speaker` says whose the window's voice is.
 - `status`: something the user should know that is not a failure (no face, silence, drops).
 - `error`: something failed; a live loop keeps going when it can.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .types import ModalityResult, StatusCode
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 EVENT_TYPES = ("cues", "token", "explanation", "status", "error")
 
 
@@ -158,7 +159,10 @@ TYPE_FIELDS = {
         Field("faces", "array", False, description="[{face_id, box [x0, y0, x1, y1] in pixels, score}]"),
         Field("frame_size", "array", False, description="[width, height] of the frames in pixels"),
     ),
-    "token": (Field("text", "string", description="a piece of an explanation as it is generated"),),
+    "token": (
+        Field("text", "string", description="a piece of an explanation as it is generated"),
+        Field("face_id", ("integer", "null"), False, description="whose explanation (null: no face)"),
+    ),
     "explanation": (
         Field("text", "string"),
         Field(
@@ -171,6 +175,14 @@ TYPE_FIELDS = {
         Field("auditory_cues", "array"),
         Field("evidence", "object", False, description="{source: {distribution, weight, cues}}"),
         Field("perceived", "object", False, description="the cue phrases of the window"),
+        Field("face_id", ("integer", "null"), False, description="the person explained (null: no face in view)"),
+        Field(
+            "speaker",
+            "object",
+            False,
+            keys=("face_id", "reason"),
+            description="whose the window's voice is: {face_id (null: nobody's), reason, scores per face}",
+        ),
     ),
     "status": (Field("code", "string"), Field("message", "string")),
     "error": (Field("code", "string"), Field("message", "string")),
@@ -196,12 +208,20 @@ def _is(value, json_type: str | tuple[str, ...]) -> bool:
     )
 
 
+def _readable(version) -> bool:
+    """Whether events of `version` validate here: the same major version, this minor or an earlier one (fields are
+    only ever added within a major version)."""
+    major, minor = SCHEMA_VERSION.split(".")
+    parts = version.split(".") if isinstance(version, str) else []
+    return len(parts) == 2 and parts[0] == major and parts[1].isdigit() and int(parts[1]) <= int(minor)
+
+
 def validate(d: dict) -> None:
     """Raise ValueError if `d` is not a valid event object of this schema version."""
     if d.get("type") not in EVENT_TYPES:
         raise ValueError(f"unknown event type {d.get('type')!r}")
-    if d.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"schema_version {d.get('schema_version')!r} != {SCHEMA_VERSION}")
+    if not _readable(d.get("schema_version")):
+        raise ValueError(f"schema_version {d.get('schema_version')!r} is not 1.0 to {SCHEMA_VERSION}")
     for f in COMMON_FIELDS + TYPE_FIELDS[d["type"]]:
         if f.name not in d:
             if f.required:

@@ -149,6 +149,8 @@ class ResultCode(enum.Enum):
     NO_AUDIO_TOKENS = "no_audio_tokens"
     PATH_OFF = "path_off"
     NOTHING_MEASURED = "nothing_measured"
+    VOICE_ELSEWHERE = "voice_elsewhere"
+    """Several people in view and the window's voice is another person's, or nobody's that can be told."""
 
     @property
     def text(self) -> str:
@@ -163,6 +165,24 @@ class TranscriptSegment:
     start: float
     end: float
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A signal over a window at times `t` (seconds on the source clock): a face's mouth opening per frame (jawOpen
+    above the person's neutral), or the voice's loudness per 10 ms frame (dB) with `speech` marking the frames
+    voice activity detection called speech. Who is speaking is read from the two (`analysis.speakers`)."""
+
+    t: np.ndarray
+    value: np.ndarray
+    speech: np.ndarray | None = None
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of speech (frames marked `speech` times the frame step); 0 without a mask."""
+        if self.speech is None or len(self.t) < 2:
+            return 0.0
+        return float(np.count_nonzero(self.speech) * np.median(np.diff(self.t)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +209,13 @@ class ModalityResult:
     emotion: dict[str, float] = field(default_factory=dict)
     """A learned model's calibrated distribution over emotion labels for this window (the voice stage's
     `voice_emotion` model); empty when no model judged it (not installed, too little voice)."""
+    face_id: int | None = None
+    """The tracked person this result is about (one of a visual result's `people`); None: the whole window."""
+    people: tuple[ModalityResult, ...] = ()
+    """Visual: one result per person in view, the window's most-seen face first, each with its own cues, expression
+    scores, facial-action emotion, bridge tokens and `face_id`; empty without a face."""
+    activity: Activity | None = None
+    """The signal who-is-speaking reads: a person's mouth opening, the voice's loudness."""
 
     def __post_init__(self):
         if self.code is not None and self.message is None:

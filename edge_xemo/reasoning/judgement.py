@@ -396,7 +396,8 @@ class Judge:
         )
         self.missing = missing
         """Optional models that are not installed, one line each (the analyzer reports them)."""
-        self._state: tuple[float, dict[str, float]] | None = None
+        self._state: dict[int | None, tuple[float, dict[str, float]]] = {}
+        """The smoothed pool per person (face id; None: a window without a face)."""
 
     @classmethod
     def create_from_options(cls, options: JudgementOptions | None = None) -> "Judge":
@@ -427,7 +428,7 @@ class Judge:
 
     def reset(self) -> None:
         """Forget the smoothed state (a new stream)."""
-        self._state = None
+        self._state = {}
 
     def sources(
         self,
@@ -467,8 +468,9 @@ class Judge:
         """The decoder's label scores as a source."""
         return SourceJudgement("decoder", dict(scores), self.weights["decoder"])
 
-    def judge(self, sources: Sequence[SourceJudgement], t: float | None = None) -> Judgement:
-        """Pool the sources (smoothed over the stream when `t` is given), name the outcome and the carrying cues.
+    def judge(self, sources: Sequence[SourceJudgement], t: float | None = None, person: int | None = None) -> Judgement:
+        """Pool the sources (smoothed over the stream when `t` is given, each `person` apart: the face id the window
+        is about), name the outcome and the carrying cues.
         A source of weight 0 is reported in `sources` but adds nothing and cannot raise a disagreement. A label no
         pooled source covers gets probability 0: no evidence can speak for it ("worried", which none of the
         learned sources has, would otherwise take a share of every window by default)."""
@@ -477,7 +479,7 @@ class Judge:
         for c in contributions.values():
             for e in EMOTIONS:
                 z[e] += c[e]
-        z = self._smooth(z, t)
+        z = self._smooth(z, t, person)
         covered = {e for s in sources if s.weight > 0 for e in s.distribution}
         dist = _softmax({e: v for e, v in z.items() if e in covered}) if covered else _softmax(z)
         dist = {e: dist.get(e, 0.0) for e in EMOTIONS}
@@ -504,15 +506,15 @@ class Judge:
                 carried += [c for c in s.cues if c not in carried]
         return Judgement(label, dist, outcome, reason, tuple(sources), tuple(carried[:3]))
 
-    def _smooth(self, z: dict[str, float], t: float | None) -> dict[str, float]:
+    def _smooth(self, z: dict[str, float], t: float | None, person: int | None) -> dict[str, float]:
         tau = self.options.time_constant_s
         if t is None or tau is None:
             return z
-        prev = self._state
+        prev = self._state.get(person)
         if prev is not None and 0 <= t - prev[0] <= 3 * tau:
             a = math.exp(-(t - prev[0]) / tau)
             z = {e: a * prev[1][e] + (1 - a) * z[e] for e in EMOTIONS}
-        self._state = (t, z)
+        self._state[person] = (t, z)
         return z
 
 

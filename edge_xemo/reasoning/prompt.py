@@ -200,6 +200,7 @@ _NO_VOCAL = {
     ResultCode.NOISE: "only noise is heard",
     ResultCode.NO_CLEAR_VOCAL_CUE: "no clear vocal cue",
     ResultCode.LEARNING_BASELINE: "no clear vocal cue yet (the speaker's usual voice is still being learned)",
+    ResultCode.VOICE_ELSEWHERE: "no voice of theirs is heard (it is another person's, or whose cannot be told)",
 }
 
 

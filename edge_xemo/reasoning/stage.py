@@ -66,7 +66,8 @@ class Reasoning:
         t: float | None = None,
     ) -> Explanation:
         """One window's explanation (`t`, the window's end on the source clock, lets the judgement smooth
-        over the stream). Empty perception does not raise: the Explanation is invalid, with no label."""
+        over the stream, for each person (`visual.face_id`) apart). Empty perception does not raise: the
+        Explanation is invalid, with no label."""
         try:
             return self._explain(
                 phrases(visual), phrases(auditory), subtitle, visual, auditory, on_token, should_stop, t
@@ -137,7 +138,8 @@ class Reasoning:
                 return finish(narration, None, on_token)
             sources.append(judge.decoder_source(narration.scores))
         t_judge = time.perf_counter()
-        return self._conclude(narration, judge.judge(sources, t), on_token, t0, t_judge)
+        person = visual.face_id if visual is not None else None
+        return self._conclude(narration, judge.judge(sources, t, person), on_token, t0, t_judge)
 
     def _conclude(self, narration: Narration, judgement, on_token, t0: float, t_judge: float) -> Explanation:
         """The explanation of a judged window, its conclusion written by the narrator when it is asked to, else

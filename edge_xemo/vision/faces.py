@@ -46,6 +46,8 @@ BLENDSHAPES = (
 )  # fmt: skip
 """The blendshape model's 52 outputs in order (face_blendshapes_graph.cc, kBlendshapeNames; ARKit names)."""
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # the subject's eyes; the right one is on the image's left
+SURE_PRESENCE = 0.9
+"""Face presence from which the landmark model is sure of a face (`FaceTrackerOptions.sure_keypoint_error`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,11 @@ class FaceTrackerOptions:
       real faces of the demo clip, upright, rotated +-35 degrees and squeezed to 60 % width, <= 0.14; detections
       on a title card, a cartoon smiley and scikit-learn's two photos without people, >= 0.169 (the flower; its
       face-presence probability is 0.0, so `presence_threshold` rejects it too).
+    sure_keypoint_error: the same gate for a face the landmark model is sure of (presence >= `SURE_PRESENCE`). A face
+      turned three-quarters puts BlazeFace's eye keypoints further from the mesh's eyes: 0.16-0.24 on the XEmoGPT
+      sample's woman on the phone, a real face the 0.155 gate kept out of every two-person clip built with her
+      (benchmarks/speakers.py); no phantom detection of those test images reaches presence 0.34 (the highest, a
+      cartoon smiley), so 0.3 lets such faces in without letting phantoms through.
     nms_iou: overlap above which detections are merged (weighted NMS).
     match_iou: box overlap needed to give a detection the id of an existing track.
     reid_s: a face lost (covered, turned away, out of frame) keeps its id this many seconds: a new face whose box
@@ -73,7 +80,7 @@ class FaceTrackerOptions:
     reid_iou: box overlap with a lost face's last box that gives its id back (lower than `match_iou`: the
       person moved while hidden).
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
-    tile_wide_frames: when nothing is found, also search square tiles of a wide (or tall) frame
+    tile_wide_frames: when fewer than `max_faces` are found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
     blendshapes: run the blendshape model on every tracked face (`TrackedFace.blendshapes`).
     landmark_runtime: what runs the landmark and blendshape graphs: "litert" (LiteRT's XNNPACK on the original .tflite;
@@ -86,11 +93,12 @@ class FaceTrackerOptions:
     """
 
     detect_every: int = 10
-    max_faces: int = 1
+    max_faces: int = 4
     min_face_px: int = 24
     detect_threshold: float = 0.5
     presence_threshold: float = 0.5
     max_keypoint_error: float = 0.155
+    sure_keypoint_error: float = 0.3
     nms_iou: float = 0.3
     match_iou: float = 0.3
     reid_s: float = 3.0
@@ -326,15 +334,15 @@ class FaceTracker:
         """BlazeFace on one BGR frame; detections in image pixels, best first.
 
         The short-range model sees the frame letterboxed to 128x128, so on a wide frame a face
-        narrower than ~15 % of the width is missed; when the whole frame gives nothing and
+        narrower than ~15 % of the width is missed; when the whole frame gives fewer than `max_faces` and
         `tile_wide_frames` is on, square tiles across the long side are searched too (640x360:
-        faces down to ~50 px instead of ~85 px).
+        faces down to ~50 px instead of ~85 px; two people side by side are both found).
         """
         h, w = bgr.shape[:2]
         found = self._detect_region(bgr, 0, 0)
-        if not found and self.options.tile_wide_frames and max(h, w) >= 1.3 * min(h, w):
-            side, long = min(h, w), max(h, w)
-            for off in np.linspace(0, long - side, int(np.ceil(long / side))).round().astype(int):
+        if len(found) < self.options.max_faces and self.options.tile_wide_frames and max(h, w) >= 1.3 * min(h, w):
+            side, long = min(h, w), max(h, w)  # tiles overlap by half: a face up to half a tile wide is whole in one
+            for off in np.linspace(0, long - side, int(np.ceil((long - side) / (side / 2))) + 1).round().astype(int):
                 tile = bgr[:, off : off + side] if w > h else bgr[off : off + side]
                 found += self._detect_region(tile, off if w > h else 0, off if h > w else 0)
             if found:
@@ -432,7 +440,9 @@ class FaceTracker:
         for tr in list(self._tracks):
             lm, prob = self.landmarks(bgr, tr.roi)
             if prob < opts.presence_threshold or (
-                tr.keypoints is not None and eye_disagreement(lm, tr.keypoints) > opts.max_keypoint_error
+                tr.keypoints is not None
+                and eye_disagreement(lm, tr.keypoints)
+                > (opts.sure_keypoint_error if prob >= SURE_PRESENCE else opts.max_keypoint_error)
             ):
                 self._tracks.remove(tr)
                 if tr.landmarks is not None:  # a face that was seen, not a detection that never became one

@@ -12,21 +12,31 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 
 from ..core.models import Precision, RuntimeOptions, load_optional
-from ..core.types import Cue, FaceBox, Frame, ModalityResult, ResultCode
+from ..core.types import Activity, FaceBox, Frame, ModalityResult, ResultCode
 from .expression import face_crop
 from .face_cues import CueOptions, FaceCueReader
 from .face_emotion import BlendshapeEmotion
-from .faces import FaceTracker, FaceTrackerOptions, as_bgr, box_area
+from .faces import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, FaceTracker, FaceTrackerOptions, as_bgr, box_area
 from .observation import FaceObservation, VisualObservation
 from .window_cues import WindowCueOptions, window_cues
 
 log = logging.getLogger(__name__)
+
+UPPER_LIP, LOWER_LIP = 13, 14
+"""The inner lips' middle points of the 478-point mesh."""
+
+
+def lip_gap(landmarks: np.ndarray) -> float:
+    """How far the lips are apart, in eye-corner distances (the mesh's points 13 and 14, over 33 to 263)."""
+    eyes = float(np.linalg.norm(landmarks[LEFT_EYE_OUTER, :2] - landmarks[RIGHT_EYE_OUTER, :2]))
+    return float(np.linalg.norm(landmarks[LOWER_LIP, :2] - landmarks[UPPER_LIP, :2])) / max(eyes, 1e-6)
+
 
 VECB_MODELS = {Precision.DEFAULT: "vecb_int8", Precision.INT8: "vecb_int8", Precision.FP32: "vecb"}
 """The VECB's artifact per precision it ships."""
@@ -214,40 +224,61 @@ class VisualPerception:
             return ModalityResult(
                 "visual", code=code, message=message, latency_ms=latency, extra={"n_frames": len(obs)}
             )
-        primary = max(by_face, key=lambda fid: (len(by_face[fid]), box_area(by_face[fid][-1].box)))
-        cues: list[Cue] = []
-        for fid in sorted(by_face, key=lambda fid: fid != primary):
-            cues.extend(window_cues(fid, by_face[fid], self.options.window))
-        scores = self._window_scores(by_face[primary])
-        emotion = self.emotion(np.mean([f.cues.blendshapes for f in by_face[primary]], axis=0)) if self.emotion else {}
-        bridged = self._run_bridge(by_face[primary])
-        faces = tuple(FaceBox(fid, fs[-1].box, fs[-1].score, fs[-1].cues.t) for fid, fs in by_face.items())
-        last = by_face[primary][-1].cues
+        order = sorted(by_face, key=lambda fid: (-len(by_face[fid]), -box_area(by_face[fid][-1].box), fid))
+        people = tuple(self._person(fid, by_face[fid], latency) for fid in order)  # the most-seen face first
+        primary = people[0]
         extra = {
             "n_frames": len(obs),
-            "primary_face": primary,
+            "primary_face": primary.face_id,
             "face_frames": {fid: len(fs) for fid, fs in by_face.items()},
-            "blink_rate_per_min": round(last.blink_rate, 1),
-            "head_pose_deg": [round(float(v), 1) for v in np.mean([f.cues.pose for f in by_face[primary]], axis=0)],
+            **primary.extra,
         }
-        tokens = None
+        latency["summarize"] = (time.perf_counter() - t0) * 1e3
+        cues = tuple(c for person in people for c in person.cues)
+        return replace(
+            primary,
+            cues=cues,
+            code=None if cues else ResultCode.NO_VISIBLE_CUE,
+            message=None,
+            faces=tuple(person.faces[0] for person in people),
+            latency_ms=latency,
+            extra=extra,
+            face_id=None,
+            people=people,
+            activity=None,
+        )
+
+    def _person(self, face_id: int, frames: list[FaceObservation], latency: dict[str, float]) -> ModalityResult:
+        """One person's window: their cues, expression scores, facial-action emotion, bridge tokens and mouth
+        opening; the bridge's time is added to `latency`."""
+        cues = tuple(window_cues(face_id, frames, self.options.window))
+        emotion = self.emotion(np.mean([f.cues.blendshapes for f in frames], axis=0)) if self.emotion else {}
+        last = frames[-1]
+        extra: dict = {
+            "blink_rate_per_min": round(last.cues.blink_rate, 1),
+            "head_pose_deg": [round(float(v), 1) for v in np.mean([f.cues.pose for f in frames], axis=0)],
+        }
+        bridged, tokens = self._run_bridge(frames), None
         if bridged is not None:
             tokens = bridged.tokens
-            latency.update(bridged.latency_ms)
+            for k, v in bridged.latency_ms.items():
+                latency[k] = latency.get(k, 0.0) + v
             extra["vecb_expression"] = {k: round(v, 4) for k, v in bridged.expression_scores.items()}
             extra["vecb_cues"] = {k: round(v, 4) for k, v in bridged.cue_intensities.items()}
-        latency["summarize"] = (time.perf_counter() - t0) * 1e3
+        mouth = Activity(np.array([f.cues.t for f in frames]), np.array([lip_gap(f.landmarks) for f in frames]))
         return ModalityResult(
             "visual",
-            tuple(cues),
+            cues,
             tokens,
-            scores,
+            self._window_scores(frames),
             None if cues else ResultCode.NO_VISIBLE_CUE,
             None,
-            faces,
-            latency,
+            (FaceBox(face_id, last.box, last.score, last.cues.t),),
+            {},
             extra,
             emotion=emotion,
+            face_id=face_id,
+            activity=mouth,
         )
 
     def _window_scores(self, frames: list[FaceObservation]) -> dict[str, float]:
@@ -258,7 +289,7 @@ class VisualPerception:
         return {label: float(p) for label, p in zip(self.labels, mean)}
 
     def _run_bridge(self, frames: list[FaceObservation]):
-        """VECB over the primary face's encoded frames (None without one)."""
+        """VECB over one face's encoded frames (None without one)."""
         if self.bridge is None:
             return None
         rows = [self.bridge.frame_features(f.embedding, f.cues.geometry, f.cues.intensity) for f in frames if f.encoded]

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.models import ModelError, RuntimeOptions, load_optional
-from ..core.types import AudioBlock, Cue, ModalityResult, ResultCode, TranscriptSegment
+from ..core.types import Activity, AudioBlock, Cue, ModalityResult, ResultCode, TranscriptSegment
 from .aecb import WINDOW_S, WINDOW_SAMPLES, AecbOutput, AudioBridge
 from .asr import TranscriberOptions
 from .cues import RULE_NAMES, AuditoryCueTracker, rule_name
@@ -100,6 +100,8 @@ class VoiceWindow:
     samples: np.ndarray
     measures: WindowMeasures
     repairs: tuple[tuple[ResultCode, str], ...]
+    loudness: Activity
+    """Loudness per prosody frame (dB) and which frames are speech: who is speaking is read from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +275,7 @@ class VoicePerception:
         m = measure_window(frames, speech, vad_t, vad_prob, self._vad.options.threshold, duration, x, t0)
         if m.speech_s > 0:
             m = replace(m, syllable_rate=self._rate.update(m, t_end))
-        return VoiceWindow(t_start, t_end, duration, frames, x, m, repairs)
+        return VoiceWindow(t_start, t_end, duration, frames, x, m, repairs, Activity(frames.t, frames.level_db, speech))
 
     def _decide_cues(self, window: VoiceWindow) -> CueDecision:
         """Cues against the speaker baseline, or why there are none; folds a window with speech into the baseline."""
@@ -335,7 +337,18 @@ class VoicePerception:
             code = code or notes[0][0]
         latency["total"] = sum(latency.values())
         return ModalityResult(
-            "auditory", decision.cues, tokens, scores, code, message, (), latency, extra, transcript, emotion
+            "auditory",
+            decision.cues,
+            tokens,
+            scores,
+            code,
+            message,
+            (),
+            latency,
+            extra,
+            transcript,
+            emotion,
+            activity=window.loudness,
         )
 
 
