@@ -136,8 +136,10 @@ class ConsoleView:
         self.visual: list[dict] = []
         self.auditory: list[dict] = []
         self.window: tuple = (None, None)
+        self.faces: set = set()  # the face ids with cues in the current window
         self.partial = ""
         self.explanation: dict | None = None
+        self.people: dict = {}  # face id -> that person's latest explanation (with several people in view)
         self.status = ""
         self._live = None
         if self.live_mode:
@@ -151,11 +153,14 @@ class ConsoleView:
         if event.type == "cues" and (d["t_start"], d["t_end"]) != self.window:
             # the first cues event of a window is the primary face's and carries the voice cues
             self.visual, self.auditory = d.get("visual_cues", []), d.get("auditory_cues", [])
-            self.window = (d["t_start"], d["t_end"])
+            self.window, self.faces = (d["t_start"], d["t_end"]), set()
+        if event.type == "cues":
+            self.faces.add(d.get("face_id"))
         elif event.type == "token":
             self.partial += event.data.get("text", "")
         elif event.type == "explanation":
             self.explanation, self.partial = d, ""
+            self.people = {**self.people, d.get("face_id"): d} if len(self.faces) > 1 else {}
             if not self.live_mode:
                 self._print_explanation(d)
         elif event.type in ("status", "error"):
@@ -167,10 +172,17 @@ class ConsoleView:
         if self._live is not None:
             self._live.update(self._render())
 
+    def _person(self, d: dict) -> str:
+        """'person N: ' (', speaking' when the voice is theirs) with several people in view; else ''."""
+        if len(self.faces) < 2 or d.get("face_id") is None:
+            return ""
+        return f"person {d['face_id']}{', speaking' if _speaking(d) else ''}: "
+
     def _print_explanation(self, d: dict) -> None:
         t0, t1 = d.get("t_start") or 0.0, d.get("t_end") or 0.0
+        seen = ", ".join(d["perceived"]["visual"]) or "-"
         self.console.print(
-            f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] seen: {', '.join(d['perceived']['visual']) or '-'} | "
+            f"[bold][{t0:6.1f}-{t1:6.1f} s][/bold] {self._person(d)}seen: {seen} | "
             f"heard: {', '.join(d['perceived']['auditory']) or '-'} -> [bold]{_emotion_line(d['emotion'])}[/bold]"
             + ("" if d.get("valid", True) else f" [red](flagged: {d.get('problem')})[/red]"),
             markup=True,
@@ -189,6 +201,8 @@ class ConsoleView:
             table.add_row("window", f"{self.window[0]:.1f}-{self.window[1]:.1f} s")
         table.add_row("face", _cue_line(self.visual))
         table.add_row("voice", _cue_line(self.auditory))
+        for face_id, d in sorted(self.people.items(), key=lambda kv: str(kv[0])):
+            table.add_row(f"person {face_id}", _emotion_line(d["emotion"]) + (" (speaking)" if _speaking(d) else ""))
         if self.explanation:
             table.add_row("emotion", _emotion_line(self.explanation["emotion"]))
             table.add_row("explanation", self.explanation["text"])
@@ -204,8 +218,13 @@ class ConsoleView:
             self._live = None
 
 
+def _speaking(d: dict) -> bool:
+    """Whether an explanation event's person is the one the window's voice is attributed to."""
+    return d.get("face_id") is not None and (d.get("speaker") or {}).get("face_id") == d["face_id"]
+
+
 class OverlayWriter:
-    """Writes an overlay video (face boxes, top cues, latest explanation) to an .mp4 file.
+    """Writes an overlay video (face boxes with each person's latest label, top cues, latest explanation) to an .mp4.
 
     Use `on_frame` as the analyzer's frame_callback and the writer itself as an event sink.
     Only written when asked for: raw frames never reach disk otherwise.
@@ -217,6 +236,7 @@ class OverlayWriter:
         self._writer: Any = None  # a cv2.VideoWriter from the first frame on (its size)
         self._lines: list[str] = []
         self._explanation = ""
+        self._labels: dict = {}  # face id -> its person's latest label, shown by its box
         self.frames_written = 0
 
     def __call__(self, event: Event) -> None:
@@ -229,7 +249,11 @@ class OverlayWriter:
                 )[:4]
             ]
         elif event.type == "explanation":
-            self._explanation = f"{event.data['emotion']['label']}: {event.data['text']}"
+            emotion = event.data["emotion"]
+            self._explanation = f"{emotion['label']}: {event.data['text']}"
+            confidence = f" {emotion['confidence']:.2f}" if emotion.get("confidence") is not None else ""
+            speaking = " speaking" if _speaking(event.data) else ""
+            self._labels[event.data.get("face_id")] = f"{emotion['label']}{confidence}{speaking}"
 
     def on_frame(self, frame: Frame, observation) -> None:
         import cv2
@@ -250,9 +274,8 @@ class OverlayWriter:
         for face in getattr(observation, "faces", ()) or ():
             x0, y0, x1, y1 = (int(v) for v in face.box)
             cv2.rectangle(image, (x0, y0), (x1, y1), (0, 220, 0), 2)
-            cv2.putText(
-                image, f"#{face.face_id}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 0), 1
-            )
+            label = f"#{face.face_id} {self._labels.get(face.face_id, '')}".strip()
+            cv2.putText(image, label, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 0), 1)
         y = 16
         for line in self._lines:
             cv2.putText(image, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)

@@ -7,7 +7,7 @@ tracker keeps the face) and `voice_<speaker>` (voice.speaker, other characters t
 - `/humans/faces/<id>/roi` (hri_msgs/NormalizedRegionOfInterest2D): the face box over frame_size (none
   without frame_size);
 - `/humans/faces/<id>/facs` (hri_msgs/FacialActionUnits): the visual cues as FACS action units;
-- `/humans/faces/<id>/expression` (hri_msgs/Expression): the emotion of an explanation event;
+- `/humans/faces/<id>/expression` (hri_msgs/Expression): the emotion of each person's explanation event;
 - `/humans/voices/tracked` (hri_msgs/IdsList) and `/humans/voices/<id>/is_speaking` (std_msgs/Bool);
 - `/edge_xemo/events` (std_msgs/String): every event as its JSON line.
 
@@ -226,9 +226,10 @@ class HriMapper:
     """`ros_messages` over a stream, with the state it needs.
 
     The analyzer emits one cues event per face of a window (the first, the primary face, carries the audio):
-    the tracked list is the faces of the window so far. Explanation events carry no face_id: the expression
-    goes to the primary face of the explanation's window (same source, t_start, t_end), or, for a window
-    no longer remembered, of the latest cues event; a window without a face gets no expression.
+    the tracked list is the faces of the window so far. An explanation (schema 1.2) is one person's: the
+    expression goes to its `face_id`. Events of schema 1.1 carry no face_id: the expression goes to the primary
+    face of the explanation's window (same source, t_start, t_end), or, for a window no longer remembered, of
+    the latest cues event; a window without a face gets no expression.
     """
 
     def __init__(self):
@@ -250,6 +251,9 @@ class HriMapper:
             if face is not None and face not in self._window_faces:
                 self._window_faces.append(face)
             return ros_messages(event, tracked_faces=list(self._window_faces))
+        if event.get("type") == "explanation" and "face_id" in event:  # schema 1.2: each person's own explanation
+            face_id = event["face_id"]
+            return ros_messages(event, expression_face=None if face_id is None else face_ros_id(face_id))
         if event.get("type") == "explanation":
             latest = self._primary[next(reversed(self._primary))] if self._primary else None
             return ros_messages(event, expression_face=self._primary.get(window, latest))

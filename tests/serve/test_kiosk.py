@@ -75,12 +75,16 @@ window.WebSocket = class extends Native {
 """Installed before the page's own script: every explanation the page receives, for the test to compare."""
 
 TIMELINE = """
-const got = window.__explanations;
+const all = window.__explanations;
+const got = all.filter((e, i) => i === 0 || e.t_start !== all[i - 1].t_start);  // each window's first person
 let start = 0;  // the page starts its timeline again when the clock goes back (a new run)
 for (let i = 1; i < got.length; i++) if (got[i].t_end < got[i - 1].t_end - 1) start = i;
 const run = got.slice(start), now = run.length ? run[run.length - 1].t_end : 0;
 const last = run[run.length - 1] || {};
+const newest = all[all.length - 1] || {};
 return {
+  people: [...document.querySelectorAll("#people .person")].map((c) => c.dataset.face),
+  newest_face: String(newest.face_id),
   expected: run.filter((e) => e.emotion.label && (e.t_start + e.t_end) / 2 > now - 60).map((e) => e.emotion.label),
   bands: [...document.querySelectorAll("#marks rect.band")].map((r) => [r.dataset.label, r.getAttribute("fill"),
           +r.getAttribute("x"), +r.getAttribute("width")]),
@@ -101,6 +105,7 @@ def check_timeline(driver, colours: dict) -> int:
     assert all(fill == colours[label] for label, fill, _, _ in t["bands"])
     assert all(0 <= x and x + w <= 600.5 for _, _, x, w in t["bands"])
     assert sorted(b[0] for b in t["bars"]) == sorted(t["evidence"])
+    assert t["newest_face"] in t["people"]  # one card per person explained lately
     for source, width in t["bars"]:
         total = sum(p for p in t["evidence"][source]["distribution"].values() if p > 0)
         assert abs(width - 100 * total) < 0.5, (source, width, total)

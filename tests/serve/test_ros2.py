@@ -119,6 +119,19 @@ def test_expression_goes_to_the_windows_primary_face(events):
     assert sum(bool(x) for _, x in explanations) == 17
 
 
+def test_each_person_s_explanation_goes_to_their_own_face(events):
+    """Schema 1.2: two people in one window, each explained; their expressions go to their own faces."""
+    window = next(e for e in events if e["type"] == "explanation" and e["emotion"]["label"] == "neutral")
+    two = [{**window, "schema_version": "1.2", "face_id": face, "emotion": {**window["emotion"], "label": label},
+            "speaker": {"face_id": 1, "reason": "face 1's lips follow the voice"}}
+           for face, label in ((0, "neutral"), (1, "happy"))]
+    mapper = ros2.HriMapper()
+    topics = {m.topic: m.fields["expression"] for e in two for m in on(mapper(e), "/expression")}
+    assert topics == {"/humans/faces/face0/expression": "neutral", "/humans/faces/face1/expression": "happy"}
+    faceless = {**two[0], "face_id": None}
+    assert not on(mapper(faceless), "/expression")
+
+
 def test_expression_table_covers_every_label(events):
     assert set(ros2.EXPRESSIONS) == set(EMOTIONS)
     for name, valence, arousal in ros2.EXPRESSIONS.values():

@@ -1,7 +1,8 @@
 // The kiosk page: one WebSocket to the server that served it, the token from #token= (kept for this
 // tab only), reconnection with backoff after the server goes away. No request leaves this origin.
-// Each explanation adds a mark to the rolling 60 s timeline (label colour, height = confidence) and fills
-// the per-source bars (each evidence source's distribution over the labels).
+// Each window's first explanation (its most-seen person's) adds a mark to the rolling 60 s timeline (label
+// colour, height = confidence) and fills the per-source bars (each evidence source's distribution over the
+// labels); every person in view has a card with their label, and whether the voice is theirs.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +14,9 @@ let admin = false;
 let streaming = "";
 let colours = {};  // label -> colour, from /v1/info
 let recent = [];  // the explanations of the last SPAN_S seconds: {slot: [t0, t1], label, confidence, outcome}
+let people = {};  // face id -> the person's latest explanation: {label, confidence, speaking, t_end}
+let shownWindow = null;  // t_start of the window whose first explanation the panel shows
+const PERSON_S = 5;  // a card goes when its person has not been explained for this long
 const SPAN_S = 60;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const colour = (label) => colours[label] || "#c8c8c8";
@@ -138,11 +142,31 @@ function showExplanation(e) {
   }
 }
 
+function showPeople(e) {
+  const emotion = e.emotion || {};
+  const speaker = (e.speaker || {}).face_id;
+  people[e.face_id] = { label: emotion.label || "-", confidence: emotion.confidence || 0, t_end: e.t_end,
+                        speaking: e.face_id !== null && e.face_id !== undefined && speaker === e.face_id };
+  for (const [id, p] of Object.entries(people)) if (p.t_end < e.t_end - PERSON_S || p.t_end > e.t_end + 1) delete people[id];
+  $("people").replaceChildren(...Object.entries(people).map(([id, p]) => {
+    const card = document.createElement("div");
+    card.className = "person";
+    card.dataset.face = id;
+    card.style.borderColor = colour(p.label);
+    card.textContent = `${id === "null" ? "no face" : "person " + id}: ${p.label} ${p.confidence.toFixed(2)}`
+      + (p.speaking ? " · speaking" : "");
+    return card;
+  }));
+}
+
 function onEvent(e) {
   $("seq").textContent = `#${e.seq}`;
   if (e.type === "cues") showCues(e);
   else if (e.type === "token") { streaming += e.text; $("explanation").textContent = streaming; }
-  else if (e.type === "explanation") showExplanation(e);
+  else if (e.type === "explanation") {
+    showPeople(e);
+    if (e.t_start !== shownWindow) { shownWindow = e.t_start; showExplanation(e); }  // the window's first person
+  }
   else if (e.type === "status" && (e.code === "paused" || e.code === "resumed")) setPaused(e.code === "paused");
   else if (e.type === "status" && e.code === "server_stopping") setState("server stopping", "off");
 }
