@@ -76,9 +76,13 @@ class FaceTrackerOptions:
       overlaps the lost one's last box by `reid_iou` or more takes it back, with its cue reader, neutral and
       smoothing (`vision.stage`), instead of starting as a new person. 3 s: a hand over the face, a look away or
       a passer-by in front lasts a second or two; after longer, someone else standing where that person stood is
-      as likely. Only the position is compared, so two people who swap places while hidden swap ids.
+      as likely. The position and the look are compared (`reid_iou`, `reid_look`).
     reid_iou: box overlap with a lost face's last box that gives its id back (lower than `match_iou`: the
       person moved while hidden).
+    reid_look: and how alike the two must look (`appearance`, correlation of hue-saturation histograms), so that
+      someone else stepping in where a person was lost does not take their id. 0.6, between what was measured
+      (tests/vision/test_visual.py's people): the same face over 4 s, >= 0.986 (cap13, RAVDESS actor 01, the
+      XEmoGPT woman); two of those people, <= 0.276.
     roi_scale: the landmark crop is this many times the face's size (MediaPipe uses 1.5).
     tile_wide_frames: when fewer than `max_faces` are found, also search square tiles of a wide (or tall) frame
       for faces too small for the letterboxed view (costs 2-3 more detector runs on such frames).
@@ -103,6 +107,7 @@ class FaceTrackerOptions:
     match_iou: float = 0.3
     reid_s: float = 3.0
     reid_iou: float = 0.2
+    reid_look: float = 0.6
     roi_scale: float = 1.5
     tile_wide_frames: bool = True
     landmark_runtime: str = "auto"
@@ -291,15 +296,37 @@ class _Track:
     age: int = 0
     keypoints: np.ndarray | None = None  # the detector's 6 keypoints, until the first landmarks confirm them
     seen: float = 0.0  # source time of its last frame with landmarks
+    look: np.ndarray | None = None  # its appearance in that frame (`appearance`)
 
 
 @dataclass(frozen=True, slots=True)
 class _Lost:
-    """A face no longer tracked: its id and where and when it was last seen (for `reid_s`)."""
+    """A face no longer tracked: its id, where and when it was last seen and how it looked (for `reid_s`)."""
 
     face_id: int
     box: tuple[float, float, float, float]
     seen: float
+    look: np.ndarray | None
+
+
+def appearance(bgr: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """How a face looks, for telling people apart: the hue-saturation histogram (16 x 8 bins) of its box at 32x32
+    pixels, summing to 1 (skin, hair and what is worn around the face); None for an empty box."""
+    h, w = bgr.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    crop = bgr[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    if crop.size == 0:
+        return None
+    hsv = cv2.cvtColor(cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
+    return hist / max(float(hist.sum()), 1e-9)
+
+
+def alike(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """The correlation of two appearances (1: the same histogram); 1 when either is unknown."""
+    if a is None or b is None:
+        return 1.0
+    return float(cv2.compareHist(a.astype(np.float32), b.astype(np.float32), cv2.HISTCMP_CORREL))
 
 
 class FaceTracker:
@@ -434,7 +461,7 @@ class FaceTracker:
             self._since_detect, detected = 0, True
             big = [d for d in dets if d.box[2] - d.box[0] >= opts.min_face_px]
             too_small = bool(dets) and not big
-            self._merge_detections(big, t)
+            self._merge_detections(big, t, bgr)
         t0 = time.perf_counter()
         faces = []
         for tr in list(self._tracks):
@@ -446,10 +473,11 @@ class FaceTracker:
             ):
                 self._tracks.remove(tr)
                 if tr.landmarks is not None:  # a face that was seen, not a detection that never became one
-                    self._lost.append(_Lost(tr.face_id, tr.box, tr.seen))
+                    self._lost.append(_Lost(tr.face_id, tr.box, tr.seen, tr.look))
                 continue
             tr.landmarks, tr.age, tr.keypoints, tr.seen = lm, tr.age + 1, None, t
             tr.box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+            tr.look = appearance(bgr, tr.box)
             tr.roi = self._roi_from_landmarks(lm)
             faces.append(TrackedFace(tr.face_id, lm, tr.box, prob, t))
         lat["landmarks"] = (time.perf_counter() - t0) * 1e3
@@ -463,7 +491,7 @@ class FaceTracker:
             code = ResultCode.FACE_TOO_SMALL if too_small else ResultCode.NO_FACE
         return FaceFrame(tuple(faces), t, detected, code, code.text if code else None, lat)
 
-    def _merge_detections(self, dets: list[Detection], t: float) -> None:
+    def _merge_detections(self, dets: list[Detection], t: float, bgr: np.ndarray) -> None:
         """Give detections the ids of overlapping tracks; start tracks for new faces (with the id of a face lost
         there less than `reid_s` ago, else a new one); keep the largest."""
         unmatched = []
@@ -481,19 +509,30 @@ class FaceTracker:
         faces: list[_Track | Detection] = sorted([*self._tracks, *unmatched], key=lambda f: -box_area(f.box))
         kept, dropped = faces[: self.options.max_faces], faces[self.options.max_faces :]
         self._lost += [
-            _Lost(f.face_id, f.box, f.seen) for f in dropped if isinstance(f, _Track) and f.landmarks is not None
+            _Lost(f.face_id, f.box, f.seen, f.look)
+            for f in dropped
+            if isinstance(f, _Track) and f.landmarks is not None
         ]
         self._tracks = [
             f
             if isinstance(f, _Track)
-            else _Track(self._reid(f.box), self._roi_from_detection(f), f.box, keypoints=f.keypoints, seen=t)
+            else _Track(
+                self._reid(f.box, appearance(bgr, f.box)),
+                self._roi_from_detection(f),
+                f.box,
+                keypoints=f.keypoints,
+                seen=t,
+            )
             for f in kept
         ]
 
-    def _reid(self, box: tuple[float, float, float, float]) -> int:
-        """The id of the lost face whose last box overlaps `box` most (at least `reid_iou`), else a new id."""
-        best = max(self._lost, key=lambda lost: iou(box, lost.box), default=None)
-        if best is not None and iou(box, best.box) >= self.options.reid_iou:
+    def _reid(self, box: tuple[float, float, float, float], look: np.ndarray | None) -> int:
+        """The id of the lost face that looks like `look` (`reid_look`) and whose last box overlaps `box` most (at
+        least `reid_iou`), else a new id."""
+        o = self.options
+        candidates = [lost for lost in self._lost if alike(look, lost.look) >= o.reid_look]
+        best = max(candidates, key=lambda lost: iou(box, lost.box), default=None)
+        if best is not None and iou(box, best.box) >= o.reid_iou:
             self._lost.remove(best)
             return best.face_id
         self._next_id += 1

@@ -162,6 +162,37 @@ def test_a_face_hidden_for_a_second_comes_back_with_its_id_and_its_neighbour_kee
     assert again and left not in again
 
 
+def test_someone_else_where_a_person_was_lost_does_not_take_their_id(demo):
+    """Two different people side by side (the demo's man, the XEmoGPT sample's woman), both covered for 1 s, then
+    back in each other's places: each stands where the other was lost, but looks like someone else, so neither
+    takes the other's id. Back in their own places they take their own ids back."""
+    frames, fps = demo
+    woman, _ = read_frames(need(SAMPLE_MP4, "../shared/data is only on the project's machines"), 75)
+
+    def pair(i: int, hidden: bool, swapped: bool) -> np.ndarray:
+        man = cv2.resize(frames[i][60:300, 100:300], (200, 240))
+        her = woman[i][52:292, 339:539]  # her face where his is in his half: each overlaps where the other was
+        out = np.zeros((240, 400, 3), np.uint8)
+        if not hidden:
+            out[:, :200], out[:, 200:] = (her, man) if swapped else (man, her)
+        return out
+
+    def ids(swapped: bool, reid_look: float = 0.6) -> tuple[dict[str, int], dict[str, int]]:
+        va = stage(tracker=FaceTrackerOptions(max_faces=2, reid_s=3.0, reid_look=reid_look))
+        seen = []
+        for i in range(75):
+            o = va.process_frame(Frame(pair(i, 20 <= i < 45, swapped and i >= 45), i / fps, i))
+            seen.append({"left" if face.box[0] < 200 else "right": face.face_id for face in o.faces})
+        return seen[15], seen[-1]
+
+    before, after = ids(swapped=False)
+    assert len(before) == 2 and after == before
+    before, after = ids(swapped=True)
+    assert len(after) == 2 and not set(after.values()) & set(before.values()), (before, after)
+    by_place = ids(swapped=True, reid_look=-1.0)  # the place alone gives each person the other's id
+    assert by_place[1] == by_place[0]
+
+
 def test_window_summary_on_the_demo_clip(demo):
     frames, fps = demo
     va = stage()
