@@ -34,10 +34,10 @@ MIN_R = 0.3
 MARGIN = 0.15
 """How much the attributed person's correlation must beat the next one's. `MIN_R` and `MARGIN` were set before any
 footage was measured (a moderate correlation, and a clear lead); on the assembled two-person footage of
-`benchmarks/speakers.py` they attribute no window wrongly (docs/speakers.md)."""
+`benchmarks/speakers.py` they attribute no window wrongly (docs/people.md)."""
 TIME_CONSTANT_S = 1.0 / math.log(2)
 """The correlations are smoothed over windows with this time constant: at the 1 s hop a new window weighs as much
-as all before it. Chosen on the same footage, after seeing it (docs/speakers.md): without smoothing, 14 of its
+as all before it. Chosen on the same footage, after seeing it (docs/people.md): without smoothing, 14 of its
 20 speech windows were attributed and none wrongly; with it, 16."""
 
 
