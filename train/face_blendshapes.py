@@ -71,9 +71,9 @@ def camera_view(gray48: np.ndarray) -> np.ndarray:
 def ckplus_features() -> dict[str, np.ndarray]:
     """Per CK+ image (contempt left out): blendshapes (52), expression-encoder scores, subject, label."""
     from edge_xemo.vision.expression import ExpressionEncoder, face_crop
-    from edge_xemo.vision.faces import FaceTracker
+    from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
 
-    tracker, encoder = FaceTracker(), ExpressionEncoder()
+    tracker, encoder = FaceTracker(FaceTrackerOptions(max_faces=1)), ExpressionEncoder()  # one person per image
     rows: dict[str, list] = {k: [] for k in ("path", "subject", "label", "blendshapes", "expression", "found")}
     for folder, label in CKPLUS_LABELS.items():
         for png in sorted((CKPLUS / folder).glob("*.png")):
@@ -101,9 +101,9 @@ def talker_features(talker: Talker, every: int = 2) -> dict[str, np.ndarray]:
     expression-encoder scores."""
     from edge_xemo.vision.expression import ExpressionEncoder, face_crop
     from edge_xemo.vision.face_cues import align, head_pose
-    from edge_xemo.vision.faces import FaceTracker
+    from edge_xemo.vision.faces import FaceTracker, FaceTrackerOptions
 
-    tracker, encoder = FaceTracker(), ExpressionEncoder()
+    tracker, encoder = FaceTracker(FaceTrackerOptions(max_faces=1)), ExpressionEncoder()  # one person per clip
     cap = cv2.VideoCapture(str(talker.path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     ts, shapes, poses, scores = [], [], [], []

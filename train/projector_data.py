@@ -141,11 +141,12 @@ def _rows(results: list, clip: str) -> dict:
 
 def collect(cfg: ProjectorDataConfig) -> dict[str, dict]:
     """{"visual_train", "visual_heldout", "audio_train", "audio_heldout"}: rows of `_rows`."""
-    from edge_xemo.vision.stage import VisualPerception
+    from edge_xemo.vision.faces import FaceTrackerOptions
+    from edge_xemo.vision.stage import VisualOptions, VisualPerception
     from edge_xemo.voice.stage import VoicePerception
 
     out = {}
-    vis = VisualPerception()
+    vis = VisualPerception(VisualOptions(tracker=FaceTrackerOptions(max_faces=1)))  # one person per clip, as fitted
     for split, clips in (("train", cfg.video_train), ("heldout", cfg.video_heldout)):
         rows = {"tokens": [], "phrases": [], "spans": [], "clip": []}
         for clip in clips:

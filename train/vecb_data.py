@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_xemo.vision.face_cues import CUE_NAMES  # noqa: E402
 from edge_xemo.core.models import verified_path, sha256_of  # noqa: E402
 from edge_xemo.core.types import Frame  # noqa: E402
+from edge_xemo.vision.faces import FaceTrackerOptions  # noqa: E402
 from edge_xemo.vision.vecb import frame_features  # noqa: E402
 from edge_xemo.vision.stage import VisualPerception, VisualOptions  # noqa: E402
 
@@ -54,7 +55,8 @@ def augment(bgr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
 
 def clip_features(path: Path, aug: str, seed: int = 0, max_frames: int | None = None) -> dict[str, np.ndarray]:
     """Run the visual pipeline over one clip (its first `max_frames`); per-frame arrays of the frames with a face."""
-    analyzer = VisualPerception(VisualOptions(use_bridge=False, expression_hz=None))  # every frame, as trained
+    one = FaceTrackerOptions(max_faces=1)  # one person per clip, as the committed VECB was trained
+    analyzer = VisualPerception(VisualOptions(tracker=one, use_bridge=False, expression_hz=None))  # every frame
     if analyzer.expression is None:
         raise RuntimeError("the expression encoder is unavailable: edge_xemo/models/expression.onnx is needed")
     rng = np.random.default_rng(seed)
