@@ -71,9 +71,6 @@ class Speakers:
     def __init__(self):
         self._scores: dict[int, tuple[float, float]] = {}  # face id -> (window end, smoothed correlation)
 
-    def reset(self) -> None:
-        self._scores = {}
-
     def attribute(self, people: Sequence[ModalityResult], voice: ModalityResult, t: float) -> Attribution:
         """The person in `people` (a visual result's, each with its mouth `activity`) whose voice `voice` is, in
         the window ending at `t`."""
@@ -84,6 +81,8 @@ class Speakers:
             return Attribution(None, "no face in view")
         if len(people) == 1:
             return Attribution(first, "the only face in view", first=first)
+        # a face not measured for 3 time constants is forgotten: its old score says nothing of this window
+        self._scores = {fid: (t0, r) for fid, (t0, r) in self._scores.items() if 0 <= t - t0 <= 3 * TIME_CONSTANT_S}
         for p in people:
             if p.face_id is not None and p.activity is not None and len(p.activity.t) >= MIN_FRAMES:
                 self._smooth(p.face_id, follows(p.activity, loudness), t)
@@ -100,8 +99,8 @@ class Speakers:
         return Attribution(None, why, first=first, scores=scores)
 
     def _smooth(self, face_id: int, r: float, t: float) -> None:
-        prev = self._scores.get(face_id)
-        if prev is not None and 0 <= t - prev[0] <= 3 * TIME_CONSTANT_S:
+        prev = self._scores.get(face_id)  # recent: `attribute` forgot the others
+        if prev is not None:
             a = math.exp(-(t - prev[0]) / TIME_CONSTANT_S)
             r = a * prev[1] + (1 - a) * r
         self._scores[face_id] = (t, r)

@@ -130,7 +130,3 @@ class Conditioner:
             self._dc = m if self._dc is None else (1 - a) * self._dc + a * m
             x -= np.float32(self._dc)
         return AudioBlock(x, float(t), index, nonfinite, clipped)
-
-    def reset(self) -> None:
-        """A new stream: forget the DC offset."""
-        self._dc = None

@@ -259,6 +259,7 @@ class CueDecoder:
         notes += dropped
         emit = emitter(on_token)
         with self._lock:
+            self._label_step = None  # the context is about to hold another window
             pieces = self._cache.pieces(segments, embeddings)
             pieces = self._cache.fit(pieces, notes, self._reserve(), self.options.n_ctx)
             if self.options.sections == "rendered":
@@ -267,7 +268,6 @@ class CueDecoder:
                 emit(answer)
                 pieces.append(self.session.tokenize(answer[len(ANSWER_PREFIX) :]))
                 t1 = time.perf_counter()
-                self._label_step = None
                 logits, n_past = self._cache.evaluate(pieces)
                 t2 = time.perf_counter()
                 narration = Narration(
@@ -280,7 +280,6 @@ class CueDecoder:
                 )
             else:
                 t1 = time.perf_counter()
-                self._label_step = None
                 logits, n_past = self._cache.evaluate(pieces)
                 narration, n_past = self._generate(
                     logits, n_past, emit, should_stop, [t0, t1, time.perf_counter()], notes

@@ -54,5 +54,13 @@ def test_one_window_of_chance_following_does_not_take_the_voice_from_its_speaker
     # then a window where face 0's lips happen to follow as well as face 1's
     a = speakers.attribute([person(0, 4, 1.0, 20), person(1, 4, 0.9, 21)], voice(4), 6.0)
     assert a.face_id == 1
-    speakers.reset()
-    assert speakers.attribute([person(0, 4, 1.0, 20), person(1, 4, 0.9, 21)], voice(4), 6.0).face_id is None
+    assert Speakers().attribute([person(0, 4, 1.0, 20), person(1, 4, 0.9, 21)], voice(4), 6.0).face_id is None
+
+
+def test_a_face_not_measured_for_long_is_forgotten():
+    """Face 1 spoke long ago; now it is in view with too few frames to measure: its old score does not count."""
+    speakers = Speakers()
+    assert speakers.attribute([person(0, 0, 0.0, 1), person(1, 0, 1.0, 2)], voice(0), 2.0).face_id == 1
+    glimpse = ModalityResult("visual", face_id=1, activity=Activity(np.arange(3) / FPS + 60, np.zeros(3)))
+    later = speakers.attribute([person(0, 60, 1.0, 3), glimpse], voice(60), 62.0)
+    assert later.scores == {0: later.scores[0]} and later.face_id == 0
