@@ -5,7 +5,10 @@ Facial actions come from the blendshape model's 52 scores (`faces.BLENDSHAPES`, 
 faces) through `CUES`, a blendshape -> action unit table. Each score is compared with the person's neutral: a
 population prior (the median score of neutral talkers) that the person's own rolling median may move by at most
 a tolerance (as far as the neutral talkers' own medians lay from it), so a face that idles with lowered brows is
-not "frowning", while one that smiles for the whole clip still reads as smiling. Intensities are One-Euro
+not "frowning", while one that smiles for the whole clip still reads as smiling. Until the person's own neutral is
+learnt, it may still lie anywhere within that tolerance above the prior, so a cue is read only beyond it: in a
+clip's first seconds a face that idles with lowered brows or narrowed eyes (as some neutral faces do) is not read as
+frowning or squinting, and the margin shrinks as the neutral is learnt. Intensities are One-Euro
 smoothed and switched on/off with hysteresis. The numbers are fitted by `python -m train.face_blendshapes
 calibrate` (neutral talkers and CK+ dev faces; see that module).
 
@@ -258,6 +261,7 @@ class FaceCueReader:
         self._pose_filter = OneEuro(1.0, 0.05)
         self._history: deque[tuple[float, np.ndarray]] = deque()
         self._neutral, self._neutral_t = NEUTRAL_PRIOR.copy(), -1e9
+        self._unsure = NEUTRAL_TOLERANCE.copy()
         self._pose_baseline = np.zeros(3)
         self._on: set[str] = set()
         self._closed_since: float | None = None
@@ -276,6 +280,7 @@ class FaceCueReader:
             seen = min(1.0, (t - self._history[0][0]) / o.neutral_s) if o.neutral_s > 0 else 1.0
             shift = np.clip(med[:n] - NEUTRAL_PRIOR, -NEUTRAL_TOLERANCE, NEUTRAL_TOLERANCE)
             self._neutral = NEUTRAL_PRIOR + seen * shift
+            self._unsure = (1.0 - seen) * NEUTRAL_TOLERANCE
             # pose: the person's usual head orientation, so that a camera angle is not a cue
             self._pose_baseline = np.clip(med[n:], -POSE_BASELINE_DEG, POSE_BASELINE_DEG)
             self._neutral_t = t
@@ -291,7 +296,8 @@ class FaceCueReader:
         above = scores - self._neutral
         smooth = self._filter(above, t)
         pose = self._pose_filter(pose_abs, t) - self._pose_baseline
-        values = np.clip(np.array([smooth[i].mean() for i in _INDEX]) / FULL, 0.0, 1.0)
+        beyond = smooth - self._unsure  # an action is read only beyond where this person's neutral may still lie
+        values = np.clip(np.array([beyond[i].mean() for i in _INDEX]) / FULL, 0.0, 1.0)
         if blendshapes is None or abs(pose_abs[0]) > MEASURABLE_YAW_DEG or abs(pose_abs[1]) > MEASURABLE_PITCH_DEG:
             values[:] = 0.0  # no blendshapes, or too far from frontal to trust them: no action is asserted
         inten = dict(zip((c.name for c in CUES), values.tolist()))
