@@ -68,7 +68,7 @@ def vector_ms(rep: ve.Representations, name: str, samples: np.ndarray, head) -> 
 
     compute = {
         "functionals": lambda x: window_functionals(ve.frame_features(x), ve.analyze_frames(x)),
-        "whisper": lambda x: rep.whisper(x),
+        "whisper_layers": lambda x: rep.whisper(x),
         "egemaps": lambda x: rep.smile.process_signal(x, SAMPLE_RATE).to_numpy()[0],
     }[name]
     ms = []
@@ -89,10 +89,12 @@ def table(talk: dict[str, np.ndarray]) -> list[dict]:
     rows = json.loads((ve.RUNS / "compare.json").read_text())
     speech = np.concatenate(list(talk.values())) if talk else None
     for rep_name in sorted({r["representation"] for r in rows}):
-        rep = ve.Representations((rep_name,))
+        base = "whisper_layers" if rep_name in ve.SLICES else rep_name  # a slice of the encoder graph's output
+        columns = slice(*ve.SLICES.get(rep_name, (None, None)))
+        rep = ve.Representations((base,))
         meta, x = ve.load(rep_name)
         y = np.array([ve.LABELS.index("neutral" if e == "calm" else e) for e in meta["emotion"]])
-        windows = {k: rep.windows(v)[rep_name] for k, v in talk.items()}
+        windows = {k: rep.windows(v)[base][:, columns] for k, v in talk.items()}
         for row in [r for r in rows if r["representation"] == rep_name and r["normalisation"] == "window"]:
             tr = np.isin(meta["actor"], ve.TRAIN_ACTORS) & np.isin(meta["copy"], ve.TRAINING[row["training"]])
             model = ve.fit_mlp(x[tr], y[tr], row["weight_decay"])
@@ -100,7 +102,7 @@ def table(talk: dict[str, np.ndarray]) -> list[dict]:
                 k: non_neutral_share([ve.LABELS[i] for i in model.predict(w)]) for k, w in windows.items() if len(w)
             }
             if speech is not None:
-                row["cpu_ms_per_window"] = vector_ms(rep, rep_name, speech, model.logits)
+                row["cpu_ms_per_window"] = vector_ms(rep, base, speech, lambda v: model.logits(v[:, columns]))
     return rows
 
 

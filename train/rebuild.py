@@ -357,7 +357,7 @@ STAGES: tuple[Stage, ...] = (
           full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
     Stage("train.text_head", "train", "judgement text source: logistic regression over MiniLM embeddings of EMER cue text"),
     Stage("train.voice_emotion", "train", "voice emotion: Whisper encoder states + MLP head on RAVDESS, actor-disjoint folds (no smoke size)",
-          full_args=("all", "--representations", "functionals,whisper")),
+          full_args=("all", "--representations", "functionals,whisper_layers")),
     Stage("train.face_blendshapes", "train", "facial actions: blendshape cue table (neutral talkers, CK+) and the "
           "blendshape emotion head + face weights, subject-out on CK+ (no smoke size)", full_args=("all",)),
     Stage("train.words_head", "train", "judgement words source: logistic regression on MiniLM embeddings of MELD lines"),

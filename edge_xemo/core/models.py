@@ -308,9 +308,20 @@ def provider_options(providers: list[str], cache: Path = TRT_CACHE) -> list[dict
     return [trt if p == "TensorrtExecutionProvider" else {} for p in providers]
 
 
+def onnx_session(path: str, threads: int = 1, provider: str = "cpu", initializers: dict | None = None):
+    """An onnxruntime session with explicit intra-op threads, cached per (path, threads, provider); a graph whose
+    weights are declared external gets them from `initializers` (name -> array; such sessions are not cached)."""
+    if initializers is None:
+        return _cached_session(path, threads, provider)
+    return _new_session(path, threads, provider, initializers)
+
+
 @lru_cache(maxsize=32)
-def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
-    """An onnxruntime session with explicit intra-op threads, cached per (path, threads, provider)."""
+def _cached_session(path: str, threads: int, provider: str):
+    return _new_session(path, threads, provider, None)
+
+
+def _new_session(path: str, threads: int, provider: str, initializers: dict | None):
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
@@ -319,6 +330,12 @@ def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    model: str | bytes = path
+    if initializers is not None:  # the graph is read as bytes so that onnxruntime does not look for its data file
+        opts.add_external_initializers(
+            list(initializers), [ort.OrtValue.ortvalue_from_numpy(v) for v in initializers.values()]
+        )
+        model = Path(path).read_bytes()
     providers, note = select_providers(provider)
     if note:
         log.warning(note)
@@ -326,7 +343,7 @@ def onnx_session(path: str, threads: int = 1, provider: str = "cpu"):
         TRT_CACHE.mkdir(parents=True, exist_ok=True)
     try:
         return ort.InferenceSession(
-            path, sess_options=opts, providers=providers, provider_options=provider_options(providers)
+            model, sess_options=opts, providers=providers, provider_options=provider_options(providers)
         )
     except Exception as e:
         raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from e

@@ -12,7 +12,7 @@ from edge_xemo.core.models import MODELS_DIR, ModelError, resolve
 from edge_xemo.core.types import SAMPLE_RATE, Cue, ModalityResult
 from edge_xemo.io.audio import to_mono_16k
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions
-from edge_xemo.voice.emotion import MIN_SPEECH_S, VoiceEmotionModel, whisper_log_mel
+from edge_xemo.voice.emotion import LAYERS, MIN_SPEECH_S, VoiceEmotionModel, ct2_encoder_variables, whisper_log_mel
 from edge_xemo.voice.stage import VoiceOptions, VoicePerception
 
 from test_voice import clip0870, librivox, stream  # noqa: F401  (fixtures)
@@ -36,7 +36,26 @@ def test_a_short_window_is_padded_to_the_encoders_two_seconds(model, clip0870):
     x = clip0870[: int(1.5 * SAMPLE_RATE)]
     padded = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), x])
     np.testing.assert_allclose(model.encoder(x), model.encoder(padded), atol=1e-5)
-    assert model.encoder(np.concatenate([np.ones(SAMPLE_RATE, np.float32), padded])).shape == (768,)
+    assert model.encoder(np.concatenate([np.ones(SAMPLE_RATE, np.float32), padded])).shape == (LAYERS * 768,)
+
+
+def test_the_encoder_graph_computes_what_ctranslate2_computes(model, clip0870):
+    """The last layer of the `whisper_layers` graph (onnxruntime, the weights read from the CTranslate2 file) is
+    CTranslate2's own Whisper encoder on the same window (the final norm's states, pooled)."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from edge_xemo.voice.asr import default_model_dir
+
+    x = clip0870[: 2 * SAMPLE_RATE]
+    whisper = ctranslate2.models.Whisper(str(default_model_dir()), device="cpu", compute_type="float32")
+    states = np.asarray(whisper.encode(ctranslate2.StorageView.from_array(whisper_log_mel(x)[None]), to_cpu=True))[0]
+    np.testing.assert_allclose(model.encoder(x)[-768:], np.concatenate([states.mean(0), states.std(0)]), atol=1e-3)
+
+
+def test_a_file_that_is_not_a_ctranslate2_model_is_refused(tmp_path):
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"\x06\x00\x00\x00 not a model")
+    with pytest.raises(ModelError, match="not a CTranslate2 model file"):
+        ct2_encoder_variables(bad)
 
 
 def test_the_onnx_graph_computes_what_the_training_framework_did(model):
