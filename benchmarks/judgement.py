@@ -42,9 +42,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from edge_xemo.core.distributions import softmax  # noqa: E402
 from edge_xemo.core.models import RuntimeOptions  # noqa: E402
 from edge_xemo.core.paths import home  # noqa: E402
-
 from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement, top_label  # noqa: E402
 from train.text_head import calibration_error  # noqa: E402
 
@@ -297,7 +297,7 @@ def ckplus_set(threads: int, decoder: str | None) -> dict:
         fb.features()  # python -m train.face_blendshapes features
     c, temperature = float(entry["metrics"]["c"]), float(entry["temperature"])
     x, y, groups, expression = fb.head_data()
-    head_p = fb._softmax(fb.out_of_fold(x, y, groups, c) / temperature)
+    head_p = softmax(fb.out_of_fold(x, y, groups, c) / temperature)
     posed = np.isin(y, fb.POSED)
     judge = Judge.create_from_options(JudgementOptions(words=False))
     truth, said = [str(v) for v in y[posed]], {"expression": [], "facial_actions": [], "fused": []}

@@ -96,7 +96,7 @@ def table(talk: dict[str, np.ndarray]) -> list[dict]:
         y = np.array([ve.LABELS.index("neutral" if e == "calm" else e) for e in meta["emotion"]])
         windows = {k: rep.windows(v)[base][:, columns] for k, v in talk.items()}
         for row in [r for r in rows if r["representation"] == rep_name and r["normalisation"] == "window"]:
-            tr = np.isin(meta["actor"], ve.TRAIN_ACTORS) & np.isin(meta["copy"], ve.TRAINING[row["training"]])
+            tr = ve.training_rows(meta, row["training"])
             model = ve.fit_mlp(x[tr], y[tr], row["weight_decay"])
             row["neutral_talk_non_neutral"] = {
                 k: non_neutral_share([ve.LABELS[i] for i in model.predict(w)]) for k, w in windows.items() if len(w)
