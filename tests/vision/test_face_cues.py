@@ -114,6 +114,15 @@ def test_an_idle_habit_is_the_persons_neutral_but_a_held_smile_is_not(faces):
     assert "lip_corner_pull" in smile[-1].on and smile[-1].intensity["lip_corner_pull"] > 0.5
 
 
+def test_before_the_neutral_is_learnt_only_actions_beyond_any_neutral_are_read(faces):
+    """Brows held as low as some neutral people idle (RAVDESS actor 01: browDown about 0.55) are no frown in a
+    clip's first seconds, and still none once learnt; brows lowered past every neutral seen are a frown at once."""
+    idle = run(faces, [scores(browDownLeft=0.37, browDownRight=0.37)] * int(12 * FPS))
+    assert not any("brow_lower" in f.on for f in idle)
+    frown = run(faces, [scores(browDownLeft=0.75, browDownRight=0.75)] * int(2 * FPS))
+    assert "brow_lower" in frown[-1].on
+
+
 def test_without_blendshapes_no_action_is_asserted(faces):
     reader = FaceCueReader()
     out = [reader.update(faces[0], None, k / FPS) for k in range(50)][-1]
