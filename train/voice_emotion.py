@@ -541,7 +541,9 @@ def fit() -> None:
     """Train the shipped row on actors 1-20 (clean and augmented windows), its weight decay as compared."""
     table = json.loads((RUNS / "compare.json").read_text())
     chosen = next(r for r in table if all(r[k] == v for k, v in SHIPPED.items()))
-    meta, x = load(SHIPPED["representation"])
+    columns = SLICES[SHIPPED["representation"]]
+    meta, states = load("whisper_layers")  # once: the head's columns and the parity probe's whole vector
+    x = states[:, slice(*columns)]
     cv = cross_validate(x, meta, chosen["weight_decay"], SHIPPED["training"])
     rows = cv["inside"] & (meta["emotion"] != "calm")
     temperature = fit_temperature(cv["z"][rows], cv["y"][rows])
@@ -549,11 +551,8 @@ def fit() -> None:
     tr = training_rows(meta, SHIPPED["training"])
     model = fit_mlp(x[tr], y[tr], chosen["weight_decay"])
     path = MODELS / "voice_emotion.onnx"
-    columns = SLICES[SHIPPED["representation"]]
     export_onnx(model, path, columns)
-    _, states = load("whisper_layers")
     probe = states[np.isin(meta["actor"], STREAM_ACTORS) & (meta["copy"] == 0)][:1].round(5)
-    dim = states.shape[1]
     counts = {lab: int((y[tr] == k).sum()) for k, lab in enumerate(LABELS)}  # windows per label
     from edge_xemo.core.models import _package_dir
 
@@ -569,7 +568,7 @@ def fit() -> None:
         "licence": "CC BY-NC-SA 4.0: trained on RAVDESS speech (Livingstone & Russo 2018), for non-commercial use only",
         "terms": {"data": ["RAVDESS speech"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
         "encoder": ENCODER | {"sha256": sha256_of(weights), "graph": "whisper_layers", "what": "Whisper tiny.en (MIT, OpenAI; CTranslate2 form by Systran), encoder only, run by the whisper_layers graph"},
-        "inputs": [{"name": "states", "shape": ["n", dim], "dtype": "float32", "what": "per layer of the Whisper tiny.en encoder (conv+positions, blocks 1-4, final norm), the mean then std of its 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperLayers); the head reads columns " + f"{columns[0]}-{columns[1]} (blocks 2-4)"}],
+        "inputs": [{"name": "states", "shape": ["n", LAYERS * 768], "dtype": "float32", "what": "per layer of the Whisper tiny.en encoder (conv+positions, blocks 1-4, final norm), the mean then std of its 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperLayers); the head reads columns " + f"{columns[0]}-{columns[1]} (blocks 2-4)"}],
         "outputs": [{"name": "logits", "shape": ["n", len(LABELS)], "dtype": "float32", "labels": list(LABELS)}],
         "temperature": round(temperature, 4),
         "trained_on": {
