@@ -88,7 +88,7 @@ def _top(dist: dict[str, float]) -> tuple[str, float]:
 def _unsmoothed(evidence: dict[str, dict]) -> str:
     """The label the judgement gives an event's evidence without smoothing over the stream."""
     sources = [SourceJudgement(name, s["distribution"], s["weight"]) for name, s in evidence.items()]
-    return Judge(JudgementOptions(time_constant_s=None)).judge(sources).label
+    return Judge(JudgementOptions(time_constant_s=0.0)).judge(sources).label
 
 
 def _conclusion(e) -> tuple[list[str], bool]:
@@ -381,7 +381,7 @@ def ravdess_set(threads: int, decoder: str | None) -> dict:
         "left out)",
         "how": "the shipped voice model through the real voice stage (VAD, streaming, 1 s hop); fused: the live Judge "
         f"(voice weight {judge.weights['voice']}, min_confidence {judge.min_confidence}, smoothed with time "
-        f"constant {judge.options.time_constant_s} s), voice the only source. Nothing fitted on these actors",
+        f"constant {judge.time_constant_s} s, 0: off), voice the only source. Nothing fitted on these actors",
         "voice": {**_metrics([v[0] for v in voice], truth, [v[1] for v in voice]),
                   "label_changes_per_min": round(changes["voice"] / minutes, 2)},
         "fused": {**_confident([f[0] for f in fused], truth, [f[1] for f in fused], outcomes),

