@@ -1,4 +1,4 @@
-"""Fit the judgement's text-borne weight (`text` in the log-linear pool), set `min_confidence`, and fit the smoothing.
+"""Fit the judgement's weights for the text-borne, voice and words sources, set `min_confidence`, fit the smoothing.
 
     python -m train.judgement_fit          # after train.text_head, train.voice_emotion and train.words_head; ~1 min
 
@@ -6,22 +6,22 @@ On EMER-V2 rows 0-199, the text head's out-of-fold probabilities (runs/text_head
 judged on rows it did not train on), the `text` weight (a temperature on the head) is chosen by maximum likelihood
 of the row's label on a grid (0.1 to 3 in steps of 0.1). `min_confidence` is 0.5: on a calibrated distribution
 (the expected calibration error is reported) a top label below it is more likely wrong than right; the share
-of rows below it is reported.
+of rows below it is reported. Both go into the `text_head` sidecar's `fusion` entry.
 The `decoder` weight is 0 and not fitted: the decoder LoRA was trained on these same rows, so its scores there
 are in-sample, and a pooling weight fitted on in-sample predictions overrates the source (stacking needs
 out-of-fold level-0 predictions, Wolpert 1992; the text head gets them from its 5 folds, the LoRA has one
 training run). The earlier fit on its in-sample scores gave it 0.3, and with it the held-out UAR fell below the
 text head's alone (0.359 vs 0.381, docs/judgement.md). Its distribution is still reported in every event.
-The perception sources have no labelled clips to be fitted on: their weights stay a priori (see PRIOR_WEIGHTS).
-Writes the result into the `text_head` sidecar's `fusion` entry, where edge_xemo.reasoning.judgement reads it.
 
-The smoothing's time constant (`time_constant_s`) is chosen on held-in labelled streams, by the balanced log-loss of
-the smoothed judgement (`TIME_CONSTANTS`, 0 = off): RAVDESS actors 1-20 as live audio-only streams (each actor's
-utterances in a seeded random order, 1 s apart, the windows of a 1 s hop) judged from the voice model's out-of-fold
-distributions (train.voice_emotion fit), and MELD train dialogues as words-only streams (each line judged when it
-ends, on the episode clock) from the words head's out-of-fold distributions. It goes into the `voice_emotion`
-sidecar's `fusion` entry (written after that model is fitted). The faces have no labelled streams here (CK+ gives
-peak frames), so the same value serves them.
+The `voice` and `words` weights, then the smoothing's time constant (`time_constant_s`), are chosen on held-in
+labelled streams by the balanced log-loss of the judgement (`WEIGHTS`; `TIME_CONSTANTS`, 0 = off): RAVDESS actors
+1-20 as live audio-only streams (each actor's utterances in a seeded random order, 1 s apart, the windows of a 1 s
+hop) judged from the voice model's out-of-fold distributions (train.voice_emotion fit), and MELD train dialogues as
+words-only streams (each line judged when it ends, on the episode clock) from the words head's out-of-fold
+distributions. They go into the `voice_emotion` and `words_head` sidecars' `fusion` entries (written after those
+models are fitted). The face weights are fitted beside the facial-action head (train/face_blendshapes.py); the faces
+have no labelled streams here (CK+ gives peak frames), so the time constant fitted on voice and words serves them.
+`edge_xemo.reasoning.judgement` reads every sidecar's `fusion`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ GRID = np.round(np.arange(0.1, 3.01, 0.1), 2)
 MIN_CONFIDENCE = 0.5
 TIME_CONSTANTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Smoothing time constants tried, seconds (0: off)."""
+WEIGHTS = np.round(np.arange(0.5, 2.01, 0.1), 2)
+"""Weights tried for the `voice` and `words` sources."""
 Stream = list[tuple[float, dict[str, float], str]]
 """One labelled stream: (time s, a source's distribution, true label) per window, in time order."""
 
@@ -109,18 +111,18 @@ def words_streams() -> list[Stream]:
     return list(by_dialogue.values())
 
 
-def smoothed(streams: list[Stream], source: str, tau: float) -> dict:
-    """The live Judge (that one source, weight 1) over every stream with time constant `tau`: balanced log-loss of the
-    true label, UAR, label changes per stream minute."""
+def smoothed(streams: list[Stream], source: str, tau: float, weight: float = 1.0) -> dict:
+    """The live Judge (that one source at `weight`) over every stream with time constant `tau`: balanced log-loss of
+    the true label, UAR, label changes per stream minute."""
     from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement
 
-    judge = Judge(JudgementOptions(time_constant_s=tau, weights={source: 1.0}))
+    judge = Judge(JudgementOptions(time_constant_s=tau, weights={source: weight}))
     nll, truth, said, changes, minutes = [], [], [], 0, 0.0
     for stream in streams:
         judge.reset()
         labels = []
         for t, dist, label in stream:
-            j = judge.judge([SourceJudgement(source, dist, 1.0)], t)
+            j = judge.judge([SourceJudgement(source, dist, weight)], t)
             nll.append(-np.log(max(j.distribution[label], FLOOR)))
             truth.append(label)
             labels.append(j.label)
@@ -136,20 +138,27 @@ def smoothed(streams: list[Stream], source: str, tau: float) -> dict:
     }
 
 
-def fit_time_constant() -> dict:
-    """`time_constant_s` of least mean balanced log-loss over the two sets of held-in streams; the table per value."""
+def fit_streams() -> dict[str, dict]:
+    """Per sidecar, its `fusion` record: the `voice` and `words` weights, each of least balanced log-loss on its own
+    held-in streams unsmoothed (`WEIGHTS`); then, at those weights, `time_constant_s` of least mean balanced log-loss
+    over both sets of streams (`TIME_CONSTANTS`), kept beside the voice model. With the tables."""
     sets = {"ravdess_actors_1_20_voice": (voice_streams(), "voice"), "meld_train_words": (words_streams(), "words")}
-    table = {str(tau): {name: smoothed(streams, source, tau) for name, (streams, source) in sets.items()}
+    weights, by_weight = {}, {}
+    for name, (streams, source) in sets.items():
+        by_weight[name] = {str(w): smoothed(streams, source, 0.0, float(w))["balanced_nll"] for w in WEIGHTS}
+        weights[source] = float(min(WEIGHTS, key=lambda w: by_weight[name][str(w)]))
+    table = {str(tau): {name: smoothed(streams, source, tau, weights[source]) for name, (streams, source) in sets.items()}
              for tau in TIME_CONSTANTS}
     best = min(TIME_CONSTANTS, key=lambda tau: np.mean([r["balanced_nll"] for r in table[str(tau)].values()]))
     windows = {name: sum(map(len, streams)) for name, (streams, _) in sets.items()}
+    where = (f"held-in labelled streams, out-of-fold distributions: RAVDESS actors 1-20 audio-only "
+             f"({windows['ravdess_actors_1_20_voice']} windows of a 1 s hop), MELD train dialogues words-only "
+             f"({windows['meld_train_words']} lines); least balanced log-loss (python -m train.judgement_fit)")
     return {
-        "time_constant_s": best,
-        "fitted_on": f"held-in labelled streams, out-of-fold distributions: RAVDESS actors 1-20 audio-only "
-        f"({windows['ravdess_actors_1_20_voice']} windows of a 1 s hop), MELD train dialogues words-only "
-        f"({windows['meld_train_words']} lines); least mean balanced log-loss over {list(TIME_CONSTANTS)} s "
-        "(python -m train.judgement_fit)",
-        "streams": table,
+        "voice_emotion": {"weights": {"voice": weights["voice"]}, "time_constant_s": best, "fitted_on": where,
+                          "weight_balanced_nll": by_weight["ravdess_actors_1_20_voice"], "streams": table},
+        "words_head": {"weights": {"words": weights["words"]}, "fitted_on": where,
+                       "weight_balanced_nll": by_weight["meld_train_words"]},
     }
 
 
@@ -216,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke or not (ve.OOF.exists() and (REPO / "runs" / "words_head" / "oof.json").exists()):
         skipped.append("smoothing: no held-in streams (python -m train.voice_emotion fit, python -m train.words_head)")
     else:
-        _write_fusion(ve.MODELS / "voice_emotion.json", fit_time_constant())
+        for name, record in fit_streams().items():
+            _write_fusion(ve.MODELS / f"{name}.json", record)
     if len(skipped) == 2:
         skip_stage("; ".join(skipped))  # exit 75: recorded as skipped
     for why in skipped:

@@ -212,9 +212,10 @@ The face weights are replaced by the ones fitted beside the facial-action head (
 likelihood on CK+ faces, the head's subject-out predictions and the expression encoder's; sidecar
 `blendshape_emotion`, `fusion`); without that head (not installed, or --commercial-only) they stay 1, taking
 each distribution as it is. `vocal_profile` (the voice's source when its model is absent) is 0.7: vocal emotion
-is decoded less reliably than facial (Juslin & Laukka 2003). `voice` and `words` are 1: their distributions are already
-calibrated (a temperature fitted on held-out RAVDESS actors, sidecar `voice_emotion`; on MELD's out-of-fold
-train lines, sidecar `words_head`), so they are taken as they are."""
+is decoded less reliably than facial (Juslin & Laukka 2003). `voice` and `words` are replaced by the ones fitted on
+held-in labelled streams (train/judgement_fit.py: least balanced log-loss of the judgement on RAVDESS actors 1-20's
+out-of-fold windows and on MELD train's out-of-fold lines; sidecars `voice_emotion` and `words_head`, `fusion`);
+without their models the sources are absent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +412,7 @@ class Judge:
         runtime = options.runtime or RuntimeOptions()
         head, words, missing = None, None, []
         fitted: dict[str, Any] = {}
-        for fit in ("text_head", "blendshape_emotion", "voice_emotion"):  # each records what was fitted beside it
+        for fit in ("text_head", "blendshape_emotion", "voice_emotion", "words_head"):  # what was fitted beside each
             try:
                 record = resolve(fit).entry.get("fusion", {})
             except ModelError:

@@ -235,3 +235,12 @@ def test_the_words_are_judged_once_when_the_text_head_reads_them():
     assert [s.name for s in said] == ["words"]
     both = Judge(words_head=words, text_head=text).sources(None, None, [], [], "what a day")  # type: ignore[arg-type]
     assert [s.name for s in both] == ["text"]
+
+
+def test_the_live_judge_takes_what_was_fitted_beside_the_voice_and_words_models():
+    from edge_xemo.core.models import resolve
+
+    voice, words = (resolve(name).entry["fusion"] for name in ("voice_emotion", "words_head"))
+    judge = Judge.create_from_options(JudgementOptions(words=False))
+    assert judge.weights["voice"] == voice["weights"]["voice"] and judge.weights["words"] == words["weights"]["words"]
+    assert judge.time_constant_s == voice["time_constant_s"]
