@@ -363,7 +363,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train.face_blendshapes", "train", "facial actions: blendshape cue table (neutral talkers, CK+) and the "
           "blendshape emotion head + face weights, subject-out on CK+ (no smoke size)", full_args=("all",)),
     Stage("train.words_head", "train", "judgement words source: logistic regression on MiniLM embeddings of MELD lines"),
-    Stage("train.judgement_fit", "train", "judgement weight of the text head (EMER rows 0-199; the decoder's is 0, not fitted)"),
+    Stage("train.judgement_fit", "train", "judgement weights of the text head (EMER rows 0-199; the decoder's is 0, not "
+          "fitted), the voice and words (held-in RAVDESS and MELD streams) and the smoothing time constant"),
     Stage("benchmarks.heldout_reasoning", "check", "decoder variants on held-out EMER rows -> decoder_lora metrics",
           full_args=("--threads=2", "--sidecar=1")),
     Stage("verify", "check", "sha256 of every artifact against its sidecar", run=verify_manifest),
