@@ -10,6 +10,9 @@ import time
 SCRIPT = """
 import os, signal, sys, time
 from edge_xemo.core.signals import StopSignals
+# Python's own handler as the previous one, even where the test runner was started with SIGINT ignored (a
+# background job of a non-interactive shell inherits SIG_IGN, which StopSignals would rightly put back)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with StopSignals() as s:
     if sys.argv[1] == "armed":
         s.arm()
