@@ -111,7 +111,7 @@ def words_streams() -> list[Stream]:
     return list(by_dialogue.values())
 
 
-def smoothed(streams: list[Stream], source: str, tau: float, weight: float = 1.0) -> dict:
+def stream_scores(streams: list[Stream], source: str, tau: float, weight: float = 1.0) -> dict:
     """The live Judge (that one source at `weight`) over every stream with time constant `tau`: balanced log-loss of
     the true label, UAR, label changes per stream minute."""
     from edge_xemo.reasoning.judgement import Judge, JudgementOptions, SourceJudgement
@@ -145,9 +145,9 @@ def fit_streams() -> dict[str, dict]:
     sets = {"ravdess_actors_1_20_voice": (voice_streams(), "voice"), "meld_train_words": (words_streams(), "words")}
     weights, by_weight = {}, {}
     for name, (streams, source) in sets.items():
-        by_weight[name] = {str(w): smoothed(streams, source, 0.0, float(w))["balanced_nll"] for w in WEIGHTS}
+        by_weight[name] = {str(w): stream_scores(streams, source, 0.0, float(w))["balanced_nll"] for w in WEIGHTS}
         weights[source] = float(min(WEIGHTS, key=lambda w: by_weight[name][str(w)]))
-    table = {str(tau): {name: smoothed(streams, source, tau, weights[source]) for name, (streams, source) in sets.items()}
+    table = {str(tau): {name: stream_scores(streams, source, tau, weights[source]) for name, (streams, source) in sets.items()}
              for tau in TIME_CONSTANTS}
     best = min(TIME_CONSTANTS, key=lambda tau: np.mean([r["balanced_nll"] for r in table[str(tau)].values()]))
     windows = {name: sum(map(len, streams)) for name, (streams, _) in sets.items()}

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch", reason="training needs torch (pip install -e .[train])")
 
-from train.judgement_fit import smoothed  # noqa: E402
+from train.judgement_fit import stream_scores  # noqa: E402
 from train.voice_emotion import LABELS, fit_ensemble, fit_mlp  # noqa: E402
 
 
@@ -29,6 +29,6 @@ def test_the_stream_fit_scores_the_live_judge_and_smoothing_lags_behind_a_change
         return {e: (0.9 if e == label else 0.1 / 6) for e in LABELS}
 
     stream = [(float(t), dist("happy"), "happy") for t in range(1, 5)] + [(5.0, dist("sad"), "sad")]
-    off, slow = smoothed([stream], "voice", 0.0), smoothed([stream], "voice", 8.0)
+    off, slow = stream_scores([stream], "voice", 0.0), stream_scores([stream], "voice", 8.0)
     assert off["uar"] == 1.0 and slow["uar"] == 0.5  # smoothed, the one sad window still reads happy
     assert slow["balanced_nll"] > off["balanced_nll"]
