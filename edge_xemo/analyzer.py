@@ -123,14 +123,16 @@ def analyzer_options(
     gpu_layers: int = 0,
     decoder: str | None = None,
     conclusion: str = "rendered",
+    smooth_s: float | None = None,
     **fields,
 ) -> AnalyzerOptions:
     """AnalyzerOptions from the switches the command line, the bench and the evaluations expose, built in one
     place: `visual`/`voice`/`judge`/`explain` turn each stage on; `asr` turns transcription on in the voice stage;
     the decoder runs on `decoder_threads` (default: the runtime's) with `gpu_layers` offloaded (needs a CUDA/Metal
     build of llama-cpp-python), `decoder` names another decoder in the manifest (DecoderOptions.model) and
-    `conclusion` who writes the conclusion (DecoderOptions.conclusion). `fields`
-    are AnalyzerOptions' own (running_mode, window_s, subtitle, result_callback, ...)."""
+    `conclusion` who writes the conclusion (DecoderOptions.conclusion); `smooth_s` smooths the judged label over time
+    (JudgementOptions.time_constant_s; None: the fitted value). `fields` are AnalyzerOptions' own (running_mode,
+    window_s, subtitle, result_callback, ...)."""
     runtime = runtime or RuntimeOptions()
     narrator = None
     if explain:
@@ -142,7 +144,7 @@ def analyzer_options(
         runtime=runtime,
         visual=VisualOptions() if visual else None,
         voice=VoiceOptions(asr=asr) if voice else None,
-        judgement=JudgementOptions() if judge else None,
+        judgement=JudgementOptions(time_constant_s=smooth_s) if judge else None,
         decoder=narrator,
         **fields,
     )

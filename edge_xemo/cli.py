@@ -132,6 +132,7 @@ def _run(
     extra_sinks: tuple = (),
     decoder: Optional[str] = None,
     conclusion: str = "rendered",
+    smooth_s: Optional[float] = None,
 ) -> None:
     has_video = any(s.has_video for s in sources)
     has_audio = any(s.has_audio for s in sources)
@@ -155,6 +156,7 @@ def _run(
         voice=has_audio,
         judge=judge,
         explain=explain,
+        smooth_s=smooth_s,
         subtitle=subtitle,
         subtitles=subtitles,
         result_callback=fanout,
@@ -274,6 +276,13 @@ def _reasoning(explain: bool, cues_only: bool, conclusion: str = "rendered") -> 
 
 
 _CUES_ONLY = typer.Option(False, "--cues-only", help="Perception only: cues, no judgement and no decoder.")
+_SMOOTH = typer.Option(
+    None,
+    "--smooth",
+    min=0.0,
+    help="Smooth the judged label over time with this time constant in seconds, for steadier labels (default: the "
+    "value fitted on labelled streams, which is off; 0: off; docs/judgement.md shows what each costs).",
+)
 _WINDOW = typer.Option(2.0, "--window", help="Window length in seconds.")
 _HOP = typer.Option(1.0, "--hop", help="Seconds between windows.")
 _THREADS = typer.Option(1, "--threads", help="Threads for each stage (perception and decoder each get this many).")
@@ -344,6 +353,7 @@ def analyze(
     subtitle_file: Optional[Path] = _SUBTITLE_FILE,
     decoder: Optional[str] = _DECODER,
     conclusion: str = _CONCLUSION,
+    smooth: Optional[float] = _SMOOTH,
 ) -> None:
     """Analyze a recorded clip and print rolling cue explanations (without --realtime nothing is dropped, and the
     end says how far behind its window each explanation came)."""
@@ -377,6 +387,7 @@ def analyze(
         extra_sinks=() if realtime else (lag,),
         decoder=decoder,
         conclusion=conclusion,
+        smooth_s=smooth,
     )
     summary = lag.summary()
     if summary:
@@ -413,7 +424,7 @@ def report(
                 path=path, audio=audio, subtitle=None, jsonl=events, realtime=False, overlay=None,
                 explain=explain, cues_only=False, window=2.0, hop=1.0, threads=threads, provider="cpu",
                 quiet=True, tokens=False, asr=asr, asr_language=None, subtitle_file=subtitle_file, decoder=None,
-                conclusion="rendered",
+                conclusion="rendered", smooth=None,
             )  # fmt: skip
         assert events is not None
         written = write_report(read_events(events), out, title=f"edge-xemo emotion timeline: {(path or events).name}")
@@ -489,6 +500,7 @@ def live(
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
     conclusion: str = _CONCLUSION,
+    smooth: Optional[float] = _SMOOTH,
 ) -> None:
     """Watch a camera and listen to a microphone; explain every second or two (Ctrl-C stops)."""
     sources = _live_sources(camera, mic, no_video, no_audio, width, height, fps, reconnect)
@@ -509,6 +521,7 @@ def live(
         asr_language=asr_language,
         decoder=decoder,
         conclusion=conclusion,
+        smooth_s=smooth,
     )
 
 
@@ -634,6 +647,7 @@ def serve(
     asr_language: Optional[str] = _ASR_LANGUAGE,
     decoder: Optional[str] = _DECODER,
     conclusion: str = _CONCLUSION,
+    smooth: Optional[float] = _SMOOTH,
 ) -> None:
     """Serve live explanations on a local port: kiosk page, WebSocket, Server-Sent Events, metrics (serve extra)."""
     run_server = _server(host, port, token_file, no_auth, certfile, keyfile, allow_origin, max_clients)
@@ -656,6 +670,7 @@ def serve(
         visual=any(s.has_video for s in sources) and not no_video,
         voice=any(s.has_audio for s in sources) and not no_audio,
         subtitle=subtitle,
+        smooth_s=smooth,
         **_reasoning(explain, cues_only, conclusion),
     )
     if not run_server(analysis, sources):

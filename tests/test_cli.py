@@ -79,3 +79,21 @@ def test_no_microphone_message(monkeypatch):
 
 def test_bad_provider(demo_video):
     one_error_line(run_cli("analyze", demo_video, "--provider", "npu", "--cues-only", "--quiet"), "unknown provider")
+
+
+def test_smooth_reaches_the_judgement_and_its_default_is_the_fitted_value(monkeypatch, demo_video):
+    from typer.testing import CliRunner
+
+    from edge_xemo import cli
+    from edge_xemo.analyzer import analyzer_options
+
+    runs = []
+    monkeypatch.setattr(cli, "_run", lambda sources, **kw: runs.append(kw))  # the analysis itself is not under test
+    for extra in ([], ["--smooth", "4"]):
+        result = CliRunner().invoke(cli.app, ["analyze", str(demo_video), *extra])
+        assert result.exit_code == 0, result.output
+    assert [kw["smooth_s"] for kw in runs] == [None, 4.0]
+    assert analyzer_options(smooth_s=4.0).judgement.time_constant_s == 4.0
+    assert analyzer_options().judgement.time_constant_s is None  # JudgementOptions: None = the fitted value
+    refused = CliRunner().invoke(cli.app, ["analyze", str(demo_video), "--smooth", "-1"])
+    assert refused.exit_code != 0 and len(runs) == 2
