@@ -253,12 +253,13 @@ def clip_set(threads: int, decoder: str | None) -> dict:
 
 
 def photo_set(threads: int, decoder: str | None) -> dict:
-    """The labelled photos: one explanation each (the first window); per source and fused, accuracy, UAR, ECE."""
+    """The labelled photos: one explanation each (the first window); per source and fused, accuracy, UAR, ECE; the
+    fused also on the photos it is confident of (its coverage)."""
     spec = json.loads(LABELS_FILE.read_text())["photos"]
     folder = _media(spec["path"])
     if not folder.exists():
         return {"skipped": f"{folder} not found: python -m train.rebuild --only sources"}
-    truth, said, per_photo = [], {name: [] for name in SOURCE_NAMES + ("fused",)}, {}
+    truth, said, per_photo, outcomes = [], {name: [] for name in SOURCE_NAMES + ("fused",)}, {}, []
     for item in spec["items"]:
         events = _explanations(folder / item["file"], False, threads, decoder)
         if not events:
@@ -270,10 +271,12 @@ def photo_set(threads: int, decoder: str | None) -> dict:
         tops["fused"] = (e["emotion"]["label"], e["emotion"]["confidence"])
         for name in said:
             said[name].append(tops.get(name, (None, 0.0)))
+        outcomes.append(e["emotion"]["outcome"])
         per_photo[item["file"]] = {"label": item["label"], **{n: t[0] for n, t in tops.items()},
-                                   "outcome": e["emotion"]["outcome"]}
+                                   "outcome": outcomes[-1]}
     out = {name: _metrics([t[0] for t in v], truth, [t[1] for t in v]) for name, v in said.items()
            if any(t[0] for t in v)}
+    out["fused"] = _confident([t[0] for t in said["fused"]], truth, [t[1] for t in said["fused"]], outcomes)
     out["majority_label"] = _metrics([Counter(truth).most_common(1)[0][0]] * len(truth), truth)
     out["photos"] = per_photo
     return out
