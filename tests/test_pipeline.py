@@ -315,9 +315,15 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path / "two"), str(tmp_path / "two.pt"), str(REPO), "2"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    for attempt in range(2):
+        out = tmp_path / f"two{attempt}"
+        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              str(script), str(out), str(tmp_path / "two.pt"), str(REPO), "2"],
+                             capture_output=True, text=True, env=env, timeout=300)
+        # gloo has aborted a rank (SIGABRT) while the ranks left the group, twice in full runs on 2 cores, never
+        # alone (engine.teardown's barrier made it rarer): that one failure is retried once, in a fresh folder
+        if two.returncode == 0 or "SIGABRT" not in two.stderr:
+            break
     assert two.returncode == 0, two.stderr[-2000:]
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(tmp_path / "one.pt"), str(REPO), "1"],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -325,7 +331,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     a, b = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= DDP_TOL, f"DDP and single-process parameters differ by {worst}"
-    log_two = [json.loads(x) for x in (tmp_path / "two" / "ddp_test_loss.jsonl").read_text().splitlines()]
+    log_two = [json.loads(x) for x in (out / "ddp_test_loss.jsonl").read_text().splitlines()]
     log_one = [json.loads(x) for x in (tmp_path / "one" / "ddp_test_loss.jsonl").read_text().splitlines()]
     assert len(log_two) == len(log_one) == 5  # master only: one line per step, not one per rank
     assert np.allclose([r["ce"] for r in log_two], [r["ce"] for r in log_one], atol=DDP_TOL)
