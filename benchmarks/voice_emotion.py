@@ -225,12 +225,14 @@ def stream_check(actors=ve.STREAM_ACTORS) -> dict:
 
 def record_in_sidecar(stage: dict) -> None:
     """The stage rows into the `voice_emotion` sidecar's `metrics` (the model measured is the one it describes)."""
-    from edge_xemo.core.models import sha256_of
+    from edge_xemo.core.models import ModelError, verified_path
 
+    try:
+        verified_path("voice_emotion")  # the sidecar describes the model file the stage ran
+    except ModelError as e:
+        raise SystemExit(f"{e}: refit before recording metrics") from None
     path = ve.MODELS / "voice_emotion.json"
     entry = json.loads(path.read_text())
-    if sha256_of(ve.MODELS / entry["file"]) != entry["sha256"]:
-        raise SystemExit(f"{path} describes another model file: refit before recording metrics")
     check = stage["stream_check"]
     entry["metrics"] |= {
         "command": f"python -m train.voice_emotion compare; python -m train.voice_emotion ensemble; python "

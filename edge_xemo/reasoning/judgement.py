@@ -233,7 +233,7 @@ class JudgementOptions:
     """
 
     weights: dict[str, float] | None = None
-    """Per-source weights; None = `PRIOR_WEIGHTS` with the fitted `text`/`decoder` weights of the sidecar."""
+    """Per-source weights; None = `PRIOR_WEIGHTS` with the weights fitted in the sidecars' `fusion` records."""
     min_confidence: float | None = None
     time_constant_s: float | None = None
     words: bool = True
