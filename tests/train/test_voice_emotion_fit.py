@@ -32,3 +32,26 @@ def test_the_stream_fit_scores_the_live_judge_and_smoothing_lags_behind_a_change
     off, slow = stream_scores([stream], "voice", 0.0), stream_scores([stream], "voice", 8.0)
     assert off["uar"] == 1.0 and slow["uar"] == 0.5  # smoothed, the one sad window still reads happy
     assert slow["balanced_nll"] > off["balanced_nll"]
+
+
+def test_the_synthetic_neutral_takes_are_speech_of_other_voices_at_16_khz():
+    from train import voice_emotion as ve
+    from train.rebuild import UNPACKED
+
+    pytest.importorskip("kokoro_onnx", reason="the Kokoro takes need kokoro-onnx (pip install -e .[train])")
+    if not (UNPACKED / ve.KOKORO_JS.replace("@", "-")).is_dir():
+        pytest.skip(f"{ve.KOKORO_JS} is not unpacked: python -m train.rebuild --only sources")
+    first, same_voice, next_voice = (ve.synthetic_neutral(ve.JOE_TAKES + k) for k in (0, 1, 2))
+    for take in (first, same_voice, next_voice):
+        assert take.dtype == np.float32 and 1.0 < len(take) / 16000 < 4.0  # one statement, about 2 s
+        assert 0.05 < np.abs(take).max() <= 1.0
+    assert len(first) != len(same_voice)  # the two statements, at their own random pace
+
+    def pitch(x):  # median F0 (Hz) of a take by autocorrelation over its voiced 40 ms frames
+        frames = x[: len(x) // 640 * 640].reshape(-1, 640)
+        frames = frames[np.sqrt((frames**2).mean(1)) > 0.02]
+        lags = [np.argmax(np.correlate(f, f, "full")[640 + 40 : 640 + 320]) + 40 for f in frames]
+        return 16000 / np.median(lags)
+
+    assert ve.KOKORO_VOICES[0].startswith("af_") and ve.KOKORO_VOICES[11].startswith("am_")
+    assert pitch(first) > 1.3 * pitch(ve.synthetic_neutral(ve.JOE_TAKES + 22))  # af_alloy's take vs am_echo's
