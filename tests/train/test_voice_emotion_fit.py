@@ -36,10 +36,9 @@ def test_the_stream_fit_scores_the_live_judge_and_smoothing_lags_behind_a_change
 
 def test_the_synthetic_neutral_takes_are_speech_of_other_voices_at_16_khz():
     from train import voice_emotion as ve
-    from train.rebuild import UNPACKED
 
     pytest.importorskip("kokoro_onnx", reason="the Kokoro takes need kokoro-onnx (pip install -e .[train])")
-    if not (UNPACKED / ve.KOKORO_JS.replace("@", "-")).is_dir():
+    if not ve.kokoro_styles().is_dir():
         pytest.skip(f"{ve.KOKORO_JS} is not unpacked: python -m train.rebuild --only sources")
     first, other_statement, next_voice = (ve.synthetic_neutral(ve.JOE_TAKES + k) for k in (0, 1, 2))
     for take in (first, other_statement, next_voice):
