@@ -54,3 +54,8 @@ def test_the_synthetic_neutral_takes_are_speech_of_other_voices_at_16_khz():
 
     assert ve.KOKORO_VOICES[0].startswith("af_") and ve.KOKORO_VOICES[11].startswith("am_")
     assert pitch(first) > 1.3 * pitch(ve.synthetic_neutral(ve.JOE_TAKES + 22))  # af_alloy's take vs am_echo's
+    both = ve.synthetic_neutral(ve.JOE_TAKES + ve.KOKORO_TAKES)  # af_alloy again, both statements in one breath
+    assert 3.0 < len(both) / 16000 < 7.0
+    loud = np.sqrt((both[: len(both) // 320 * 320].reshape(-1, 320) ** 2).mean(1))  # 20 ms frames
+    middle = loud[len(loud) // 4 : -len(loud) // 4] < 0.05 * loud.max()
+    assert np.convolve(middle, np.ones(5), "valid").max() == 5  # a pause of 100 ms or more between the statements
