@@ -126,10 +126,11 @@ on 13-62 % -> 2-45 % of the windows, less on all nine, at most 30 % on 3 -> 5 of
 KOKORO_TAKES = 10 * len(KOKORO_VOICES)
 KOKORO_BOTH_TAKES = 10 * len(KOKORO_VOICES)
 """Kokoro takes of both statements in one breath (3-4 windows each, the pause between them included): one-statement
-takes give one window each and no window over a pause between sentences, which real talk is full of. Beside the
-one-statement takes (five seeds, weight decay 0.1, same windows otherwise; a first measurement with other draws):
-leave-actors-out 0.720 -> 0.716; held-out actors 21-24 (stored windows) 0.708 -> 0.716; real talk read as an emotion
-(the model alone) on 2-52 % -> 0-38 % of the windows, at most 30 % on 5 -> 7 of the nine recordings."""
+takes give one window each and no window over a pause between sentences, which real talk is full of. The shipped
+model with them against without (2026-12-07, five seeds, weight decay 0.1 as compared both times): leave-actors-out
+0.720 -> 0.713 (sad 0.52 -> 0.56); real talk read as an emotion by the model alone (every 2 s window 0.5 s apart,
+the nine recordings of benchmarks/voice_emotion.py) on 2-52 % -> 0-33 % of the windows, less on all nine, at most
+30 % on 5 -> 7 of them."""
 SYNTHETIC_TAKES = JOE_TAKES + KOKORO_TAKES + KOKORO_BOTH_TAKES
 KOKORO_JS = "kokoro-js@1.2.1"
 """The npm package that holds Kokoro's voice styles (voices/<name>.bin, float32 (510, 1, 256)); the model itself comes
@@ -593,10 +594,11 @@ def _record(rows: list[dict], replaced) -> None:
 SHIPPED = {"representation": "whisper_middle", "normalisation": "window", "training": "synthetic", "seeds": SEEDS}
 """The row that ships: the encoder's middle layers, which need no speaker baseline; trained on clean, augmented
 (rooms, noise, phones) and synthetic neutral takes (`synthetic_neutral`: the joe voice and Kokoro's speakers),
-`SEEDS` networks averaged (`ensemble`): leave-actors-out UAR 0.720 (2026-12-07, weight decay 0.1 as compared). Against
+`SEEDS` networks averaged (`ensemble`): leave-actors-out UAR 0.713 (2026-12-07, weight decay 0.1 as compared). Against
 "augmented" with the same five seeds (the joe takes alone then): leave-actors-out 0.708 against 0.713, real talk read
 as an emotion with confidence on 6-49 % of its windows against 29-78 %; Kokoro's takes brought that to 2-45 %
-(`KOKORO_VOICES`). One network of this row had read held-out actors' sadness as neutral (sad 0.26); five do not."""
+(`KOKORO_VOICES`) and their two-statement takes to 0-33 % (`KOKORO_BOTH_TAKES`). One network of this row had read
+held-out actors' sadness as neutral (sad 0.26); five do not."""
 
 
 def _matches(row: dict, spec: dict) -> bool:
