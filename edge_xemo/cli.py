@@ -408,6 +408,7 @@ def report(
     explain: bool = _EXPLAIN,
     asr: bool = _ASR,
     threads: int = _THREADS,
+    smooth: Optional[float] = _SMOOTH,
 ) -> None:
     """An emotion timeline of a clip (analysed as `analyze` does) or of its events: judged label, each evidence
     source, facial and vocal cues, speech and words on one time axis, with a summary; opens offline."""
@@ -424,7 +425,7 @@ def report(
                 path=path, audio=audio, subtitle=None, jsonl=events, realtime=False, overlay=None,
                 explain=explain, cues_only=False, window=2.0, hop=1.0, threads=threads, provider="cpu",
                 quiet=True, tokens=False, asr=asr, asr_language=None, subtitle_file=subtitle_file, decoder=None,
-                conclusion="rendered", smooth=None,
+                conclusion="rendered", smooth=smooth,
             )  # fmt: skip
         assert events is not None
         written = write_report(read_events(events), out, title=f"edge-xemo emotion timeline: {(path or events).name}")

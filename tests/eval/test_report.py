@@ -182,3 +182,20 @@ def test_eval_clips_links_each_clip_to_its_report(tmp_path):
     assert rows["first/a"]["report"] == "clips/first_a.html" and "report" not in rows["b"]
     assert 'class="win confident"' in (tmp_path / "out" / "clips" / "first_a.html").read_text()
     assert "| first/a | happy | happy | [report](clips/first_a.html) |" in markdown(report)
+
+
+def test_the_report_passes_smooth_to_the_analysis(monkeypatch, tmp_path, demo_video):
+    from typer.testing import CliRunner
+
+    from edge_xemo import cli
+
+    events = tmp_path / "events.jsonl"  # what the analysis would have written: the analysis itself is not under test
+    shutil.copy(FIXTURE, events)
+    runs = []
+    monkeypatch.setattr(cli, "_run", lambda sources, **kw: runs.append(kw))
+    for extra in ([], ["--smooth", "4"]):
+        args = ["report", str(demo_video), "--jsonl", str(events), "--out", str(tmp_path / "r.html"), *extra]
+        result = CliRunner().invoke(cli.app, args)
+        assert result.exit_code == 0, result.output
+    assert [kw["smooth_s"] for kw in runs] == [None, 4.0]
+    assert (tmp_path / "r.html").stat().st_size > 1000
