@@ -205,13 +205,16 @@ def _kokoro():
         styles = kokoro_styles()
         if not styles.is_dir():
             raise SystemExit(f"{styles} is absent: python -m train.rebuild --only sources")
-        voices = RUNS / "kokoro_voices.npz"
-        if not voices.exists() or sorted(np.load(voices).files) != sorted(KOKORO_VOICES):
+        voices, read = RUNS / "kokoro_voices.npz", {}
+        if voices.exists():
+            with np.load(voices) as stored:
+                read = dict(stored)
+        if sorted(read) != sorted(KOKORO_VOICES):
             RUNS.mkdir(parents=True, exist_ok=True)
             read = {n: np.fromfile(styles / f"{n}.bin", "<f4").reshape(510, 1, 256) for n in KOKORO_VOICES}
             np.savez(voices, **read)
         kokoro = Kokoro(str(model_path()), str(voices))
-        kokoro.voices = dict(np.load(voices))  # in memory: an open npz shared by forked workers reads garbage
+        kokoro.voices = read  # in memory: an open npz shared by forked workers reads garbage
         _tts["kokoro"] = kokoro
     return _tts["kokoro"]
 
